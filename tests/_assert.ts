@@ -38,7 +38,8 @@ function equal(a: unknown, b: unknown): boolean {
   if (ArrayBuffer.isView(a) && ArrayBuffer.isView(b)) {
     const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
     const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-    return a.constructor === b.constructor && x.length === y.length && x.every((v, i) => v === y[i]);
+    return a.constructor === b.constructor && x.length === y.length &&
+      x.every((v, i) => v === y[i]);
   }
   if (Array.isArray(a) !== Array.isArray(b)) return false;
   if (a instanceof Map && b instanceof Map) {
@@ -46,7 +47,9 @@ function equal(a: unknown, b: unknown): boolean {
   }
   const ka = Object.keys(a), kb = Object.keys(b);
   if (ka.length !== kb.length) return false;
-  return ka.every((k) => equal((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+  return ka.every((k) =>
+    equal((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])
+  );
 }
 
 /**
@@ -59,7 +62,9 @@ function equal(a: unknown, b: unknown): boolean {
 export function assertEquals<T>(actual: T, expected: T, message?: string): void {
   if (!equal(actual, expected)) {
     throw new AssertionError(
-      `${message ? message + ": " : ""}values differ:\n  actual:   ${show(actual)}\n  expected: ${show(expected)}`,
+      `${message ? message + ": " : ""}values differ:\n  actual:   ${show(actual)}\n  expected: ${
+        show(expected)
+      }`,
     );
   }
 }

@@ -120,7 +120,9 @@ export class Cidr {
   constructor(bytes: Uint8Array, prefixLength: number) {
     const bits = bytes.length * 8;
     if (!Number.isInteger(prefixLength) || prefixLength < 0 || prefixLength > bits) {
-      throw new RangeError(`Cannot make a subnet: prefix length "${prefixLength}" is not 0–${bits}`);
+      throw new RangeError(
+        `Cannot make a subnet: prefix length "${prefixLength}" is not 0–${bits}`,
+      );
     }
     this.bytes = maskBytes(bytes, prefixLength);
     this.prefixLength = prefixLength;
@@ -143,7 +145,9 @@ export class Cidr {
     const addr = parseAddress(slash < 0 ? text : text.slice(0, slash));
     const lenText = slash < 0 ? undefined : text.slice(slash + 1);
     if (!addr || (lenText !== undefined && !/^[0-9]{1,3}$/.test(lenText))) {
-      throw new SyntaxError(`Cannot parse subnet "${text}": expected an address/prefix like "198.18.0.0/15"`);
+      throw new SyntaxError(
+        `Cannot parse subnet "${text}": expected an address/prefix like "198.18.0.0/15"`,
+      );
     }
     const len = lenText === undefined ? addr.length * 8 : Number(lenText);
     if (len > addr.length * 8) {

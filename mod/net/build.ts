@@ -118,7 +118,11 @@ export function buildUnreachable(
       : cause === "prohibited"
       ? Icmp4.ADMIN_PROHIBITED
       : Icmp4.HOST_UNREACHABLE)
-    : (cause === "port" ? Icmp6.PORT_UNREACHABLE : cause === "prohibited" ? 1 : Icmp6.ADDRESS_UNREACHABLE);
+    : (cause === "port"
+      ? Icmp6.PORT_UNREACHABLE
+      : cause === "prohibited"
+      ? 1
+      : Icmp6.ADDRESS_UNREACHABLE);
   out.fill(0, hl + 2, hl + ICMP.HEADER);
   out.set(buf.subarray(0, quote), hl + ICMP.HEADER);
   const initial = v4 ? 0 : pseudoHeaderSum(out, IPV6.SRC, 16, Proto.ICMPV6, icmpLength);

@@ -111,7 +111,13 @@ function unknown(out: Packet, reason: string): PacketKind {
  */
 export function decodePacket(buf: Uint8Array, length: number, out: Packet): PacketKind {
   out.reason = "";
-  out.srcPort = out.dstPort = out.tcpFlags = out.seq = out.ack = out.window = 0;
+  out.srcPort =
+    out.dstPort =
+    out.tcpFlags =
+    out.seq =
+    out.ack =
+    out.window =
+      0;
   out.icmpType = out.icmpCode = 0;
   if (length < 1 || length > buf.length) {
     out.version = 0;
@@ -208,8 +214,10 @@ export function verifyChecksums(buf: Uint8Array, p: Packet): boolean {
   const l4Length = p.length - p.l4Offset;
   let initial = 0;
   if (p.kind !== "icmp" || p.version === 6) {
-    if (p.kind === "udp" && p.version === 4 && buf[p.l4Offset + 6] === 0 &&
-      buf[p.l4Offset + 7] === 0) return true; // RFC 768: no checksum
+    if (
+      p.kind === "udp" && p.version === 4 && buf[p.l4Offset + 6] === 0 &&
+      buf[p.l4Offset + 7] === 0
+    ) return true; // RFC 768: no checksum
     initial = pseudoHeaderSum(buf, p.srcOffset, p.addressLength, p.protocol, l4Length);
   }
   const sum = sum16(buf, p.l4Offset, p.length, initial);

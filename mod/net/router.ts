@@ -310,7 +310,9 @@ export class Router {
 
   #natEntries(): TcpEntry[] {
     const all: TcpEntry[] = [];
-    for (const head of this.#tcp.values()) for (let e: TcpEntry | null = head; e; e = e.next) all.push(e);
+    for (const head of this.#tcp.values()) {
+      for (let e: TcpEntry | null = head; e; e = e.next) all.push(e);
+    }
     return all;
   }
 
@@ -387,7 +389,16 @@ export class Router {
       e.finFwd = true;
       if (e.finRev) this.#closed_(e);
     }
-    this.#rewrite(buf, p, e.peer.bytes, e.natPort, fam.listen, fam.listenPort, e.fwdIpDelta, e.fwdL4Delta);
+    this.#rewrite(
+      buf,
+      p,
+      e.peer.bytes,
+      e.natPort,
+      fam.listen,
+      fam.listenPort,
+      e.fwdIpDelta,
+      e.fwdL4Delta,
+    );
     this.#write(buf.subarray(0, p.length));
   }
 
@@ -491,7 +502,10 @@ export class Router {
     this.#dialer.dialTcp({ source, destination }).then(
       (r) => this.#dialed(e, r.ok ? r.value : null, r.ok ? undefined : r.reason),
       (error) => {
-        this.#log("warn", `router: dialer failed for ${destination.address}:${destination.port}: ${error}`);
+        this.#log(
+          "warn",
+          `router: dialer failed for ${destination.address}:${destination.port}: ${error}`,
+        );
         this.#dialed(e, null, "unreachable");
       },
     );
@@ -548,7 +562,16 @@ export class Router {
     // Re-inject the held SYN, translated, for the kernel's listener.
     const p = this.#pkt;
     decodePacket(syn, syn.length, p);
-    this.#rewrite(syn, p, e.peer.bytes, e.natPort, e.family.listen, e.family.listenPort, e.fwdIpDelta, e.fwdL4Delta);
+    this.#rewrite(
+      syn,
+      p,
+      e.peer.bytes,
+      e.natPort,
+      e.family.listen,
+      e.family.listenPort,
+      e.fwdIpDelta,
+      e.fwdL4Delta,
+    );
     this.#write(syn);
   }
 
@@ -584,7 +607,10 @@ export class Router {
     const stream = e.stream;
     return pipeBoth(conn, stream).then((r) => {
       if (r.error) {
-        this.#log("debug", `router: connection to ${formatAddress(e.dst)}:${e.dstPort} ended: ${r.error}`);
+        this.#log(
+          "debug",
+          `router: connection to ${formatAddress(e.dst)}:${e.dstPort} ended: ${r.error}`,
+        );
       }
       // The kernel's FIN/RST tracking closes the entry; this covers a socket
       // that ended without either being seen (see sweep).
@@ -624,7 +650,10 @@ export class Router {
     fam.peers.push(peer);
     this.stats.natPeersInUse++;
     if (fam.peers.length > 1) {
-      this.#log("info", `router: NAT peer ${formatAddress(bytes)} added (${fam.peers.length} in use)`);
+      this.#log(
+        "info",
+        `router: NAT peer ${formatAddress(bytes)} added (${fam.peers.length} in use)`,
+      );
     }
     return { peer, port: lo };
   }
@@ -674,8 +703,9 @@ export class Router {
     if (u) {
       u.lastSeen = now;
       if (u.flow) u.flow.send(payload.slice());
-      else if (u.pending && u.pending.length < this.#udpPendingLimit) u.pending.push(payload.slice());
-      else this.#drop("udp queue full while dialing");
+      else if (u.pending && u.pending.length < this.#udpPendingLimit) {
+        u.pending.push(payload.slice());
+      } else this.#drop("udp queue full while dialing");
       return;
     }
     const entry: UdpEntry = {

@@ -1,7 +1,14 @@
 import { assert, assertEquals } from "../../tests/_assert.ts";
 import { parseAddress } from "./address.ts";
 import { checksum, pseudoHeaderSum } from "./checksum.ts";
-import type { ByteStream, DatagramFlow, Dialer, DialRequest, DialResult, PingRequest } from "./dialer.ts";
+import type {
+  ByteStream,
+  DatagramFlow,
+  Dialer,
+  DialRequest,
+  DialResult,
+  PingRequest,
+} from "./dialer.ts";
 import { Icmp4, Proto } from "./icmp.ts";
 import { emitIpv4 } from "./ipv4.ts";
 import { emitIpv6 } from "./ipv6.ts";
@@ -81,7 +88,12 @@ function tcp(t: Tcp): Uint8Array {
   out[hl + 13] = t.flags;
   out[hl + 14] = 0xff, out[hl + 15] = 0xff;
   out.set(payload, hl + 20);
-  const c = checksum(out, hl, out.length, pseudoHeaderSum(out, v4 ? 12 : 8, src.length, Proto.TCP, l4len));
+  const c = checksum(
+    out,
+    hl,
+    out.length,
+    pseudoHeaderSum(out, v4 ? 12 : 8, src.length, Proto.TCP, l4len),
+  );
   out[hl + 16] = c >> 8, out[hl + 17] = c & 0xff;
   return out;
 }
@@ -109,7 +121,9 @@ class ManualDialer implements Dialer {
     return new Promise<DialResult<ByteStream>>((resolve) => this.tcp.push({ req, resolve }));
   }
   dialUdp(req: DialRequest, deliver: (p: Uint8Array) => void) {
-    return new Promise<DialResult<DatagramFlow>>((resolve) => this.udp.push({ req, resolve, deliver }));
+    return new Promise<DialResult<DatagramFlow>>((resolve) =>
+      this.udp.push({ req, resolve, deliver })
+    );
   }
   ping(req: PingRequest) {
     return new Promise<DialResult<void>>((resolve) => this.pings.push({ req, resolve }));
@@ -137,8 +151,16 @@ function nullStream(): ByteStream & { received: Uint8Array[] } {
   const received: Uint8Array[] = [];
   return {
     received,
-    readable: new ReadableStream({ start(c) { c.close(); } }),
-    writable: new WritableStream({ write(c) { received.push(c); } }),
+    readable: new ReadableStream({
+      start(c) {
+        c.close();
+      },
+    }),
+    writable: new WritableStream({
+      write(c) {
+        received.push(c);
+      },
+    }),
   };
 }
 
@@ -208,7 +230,14 @@ Deno.test("Router translates both directions with correct checksums", async () =
 Deno.test("Router answers a refused dial with a reset, an unreachable one with ICMP, a timeout with silence", async () => {
   const { device, dialer, router } = setup();
   for (const [port, reason] of [[81, "refused"], [82, "unreachable"], [83, "timeout"]] as const) {
-    const syn = tcp({ src: APP, dst: DST, sport: 41000 + port, dport: port, flags: TcpFlags.SYN, seq: 99 });
+    const syn = tcp({
+      src: APP,
+      dst: DST,
+      sport: 41000 + port,
+      dport: port,
+      flags: TcpFlags.SYN,
+      seq: 99,
+    });
     router.handlePacket(syn, syn.length);
     dialer.tcp.at(-1)!.resolve({ ok: false, reason });
   }
@@ -224,10 +253,19 @@ Deno.test("Router answers a refused dial with a reset, an unreachable one with I
   ]);
   assert(verifyChecksums(rst.bytes, rst));
   const icmp = device.take();
-  assertEquals([icmp.kind, icmp.icmpType, icmp.icmpCode], ["icmp", Icmp4.DEST_UNREACHABLE, Icmp4.HOST_UNREACHABLE]);
+  assertEquals([icmp.kind, icmp.icmpType, icmp.icmpCode], [
+    "icmp",
+    Icmp4.DEST_UNREACHABLE,
+    Icmp4.HOST_UNREACHABLE,
+  ]);
   assert(verifyChecksums(icmp.bytes, icmp));
   assertEquals(device.written.length, 0, "a timed-out dial writes nothing");
-  assertEquals(router.stats.dialFailures, { refused: 1, unreachable: 1, timeout: 1, "nat exhausted": 0 });
+  assertEquals(router.stats.dialFailures, {
+    refused: 1,
+    unreachable: 1,
+    timeout: 1,
+    "nat exhausted": 0,
+  });
   assertEquals(router.stats.natEntries, 0);
 });
 
@@ -258,7 +296,12 @@ Deno.test("Router adds peer addresses as NAT ports run out, then refuses with a 
     decodePacket(b, b.length, p);
     return `${b.subarray(12, 16).join(".")}:${p.srcPort}`;
   });
-  assertEquals(used.sort(), ["240.0.0.16:2000", "240.0.0.16:2001", "240.0.0.17:2000", "240.0.0.17:2001"]);
+  assertEquals(used.sort(), [
+    "240.0.0.16:2000",
+    "240.0.0.16:2001",
+    "240.0.0.17:2000",
+    "240.0.0.17:2001",
+  ]);
   assertEquals(router.stats.dialFailures["nat exhausted"], 1);
   assertEquals(router.stats.natPeersInUse, 2);
 });
@@ -278,9 +321,21 @@ Deno.test("Router rests a released NAT port before reuse and expires closed entr
   await open(44000);
   device.take();
   // FIN from the app, FIN from the kernel side: the connection is closed.
-  const fin = tcp({ src: APP, dst: DST, sport: 44000, dport: 80, flags: TcpFlags.FIN | TcpFlags.ACK });
+  const fin = tcp({
+    src: APP,
+    dst: DST,
+    sport: 44000,
+    dport: 80,
+    flags: TcpFlags.FIN | TcpFlags.ACK,
+  });
   router.handlePacket(fin, fin.length);
-  const finBack = tcp({ src: LISTEN, dst: "240.0.0.16", sport: LPORT, dport: 3000, flags: TcpFlags.FIN | TcpFlags.ACK });
+  const finBack = tcp({
+    src: LISTEN,
+    dst: "240.0.0.16",
+    sport: LPORT,
+    dport: 3000,
+    flags: TcpFlags.FIN | TcpFlags.ACK,
+  });
   router.handlePacket(finBack, finBack.length);
   assertEquals(device.written.length, 2, "FINs are translated");
   device.written.length = 0;
@@ -303,7 +358,13 @@ Deno.test("Router treats a reset from either side as the end and a new SYN as a 
   dialer.tcp[0]!.resolve({ ok: true, value: nullStream() });
   await tick();
   const nat = device.take();
-  const rst = tcp({ src: LISTEN, dst: "240.0.0.16", sport: LPORT, dport: nat.srcPort, flags: TcpFlags.RST });
+  const rst = tcp({
+    src: LISTEN,
+    dst: "240.0.0.16",
+    sport: LPORT,
+    dport: nat.srcPort,
+    flags: TcpFlags.RST,
+  });
   router.handlePacket(rst, rst.length);
   assertEquals(device.take().tcpFlags, TcpFlags.RST);
   router.handlePacket(syn.slice(), syn.length);
@@ -318,7 +379,10 @@ Deno.test("Router joins an accepted socket to its dialed stream, and refuses an 
   const remoteIn: Uint8Array[] = [];
   dialer.tcp[0]!.resolve({
     ok: true,
-    value: { readable: remote.readable, writable: new WritableStream({ write: (c) => void remoteIn.push(c) }) },
+    value: {
+      readable: remote.readable,
+      writable: new WritableStream({ write: (c) => void remoteIn.push(c) }),
+    },
   });
   await tick();
   const nat = device.take();
@@ -329,7 +393,10 @@ Deno.test("Router joins an accepted socket to its dialed stream, and refuses an 
       c.close();
     },
   });
-  const done = router.acceptTcp("240.0.0.16", nat.srcPort, { readable: fromApp, writable: local.writable });
+  const done = router.acceptTcp("240.0.0.16", nat.srcPort, {
+    readable: fromApp,
+    writable: local.writable,
+  });
   const w = remote.writable.getWriter();
   await w.write(new TextEncoder().encode("pong"));
   await w.close();
@@ -351,7 +418,10 @@ Deno.test("Router carries UDP both ways and closes idle flows", async () => {
   let closed = false;
   dialer.udp[0]!.resolve({
     ok: true,
-    value: { send: (p) => void sent.push(new TextDecoder().decode(p)), close: () => void (closed = true) },
+    value: {
+      send: (p) => void sent.push(new TextDecoder().decode(p)),
+      close: () => void (closed = true),
+    },
   });
   await tick();
   assertEquals(sent, ["q1", "q1"]);
@@ -386,7 +456,12 @@ Deno.test("Router answers an echo request through the dialer", async () => {
   dialer.pings[0]!.resolve({ ok: true, value: undefined });
   await tick();
   const rep = device.take();
-  assertEquals([rep.icmpType, rep.srcPort, rep.seq, rep.payloadLength], [Icmp4.ECHO_REPLY, 77, 3, 5]);
+  assertEquals([rep.icmpType, rep.srcPort, rep.seq, rep.payloadLength], [
+    Icmp4.ECHO_REPLY,
+    77,
+    3,
+    5,
+  ]);
   assertEquals(rep.bytes.subarray(12, 16), parseAddress(DST));
   assert(verifyChecksums(rep.bytes, rep));
 });
@@ -403,7 +478,13 @@ Deno.test("Router translates IPv6 TCP and carries IPv6 UDP", async () => {
   assertEquals([fwd.version, fwd.srcPort, fwd.dstPort], [6, 1024, LPORT]);
   assertEquals(fwd.bytes.subarray(8, 24), parseAddress("2001:2::10"));
   assert(verifyChecksums(fwd.bytes, fwd));
-  const synAck = tcp({ src: "2001:2::1", dst: "2001:2::10", sport: LPORT, dport: 1024, flags: TcpFlags.SYN | TcpFlags.ACK });
+  const synAck = tcp({
+    src: "2001:2::1",
+    dst: "2001:2::10",
+    sport: LPORT,
+    dport: 1024,
+    flags: TcpFlags.SYN | TcpFlags.ACK,
+  });
   router.handlePacket(synAck, synAck.length);
   const back = device.take();
   assertEquals(back.bytes.subarray(8, 24), parseAddress(dst6));
@@ -422,7 +503,13 @@ Deno.test("Router translates IPv6 TCP and carries IPv6 UDP", async () => {
 
 Deno.test("Router counts and drops malformed packets without throwing", () => {
   const { device, router } = setup();
-  for (const bad of [new Uint8Array([0x45, 0, 0]), new Uint8Array(40).fill(0xff), new Uint8Array([0x60])]) {
+  for (
+    const bad of [
+      new Uint8Array([0x45, 0, 0]),
+      new Uint8Array(40).fill(0xff),
+      new Uint8Array([0x60]),
+    ]
+  ) {
     router.handlePacket(bad, bad.length);
   }
   assertEquals(device.written.length, 0);

@@ -1,0 +1,25 @@
+/**
+ * The commands of `vif`, in the order `vif --help` lists them. A new command
+ * is a module in this folder exporting a {@linkcode RegisterCommand} (see
+ * `version.ts`), added here; its work lives in its subsystem, the command
+ * module only parses and prints.
+ *
+ * Planned, each with the issue that brings it (none is here until it works):
+ * - `connect`, `quit`, `status`: talk to the daemon over its control socket (mod/daemon/)
+ * - `daemon [--foreground]`: the root-side session that owns the TUN (mod/daemon/)
+ * - `install`, `uninstall`: the traffic-manager's manifests (mod/kube/)
+ * - `--serve` (alias `manager`): the traffic-manager itself (manager/); a root
+ *   flag, see `createProgram()` in `mod.ts`
+ *
+ * @module
+ */
+
+import type { RegisterCommand } from "./context.ts";
+import { registerHelp } from "./help.ts";
+import { registerVersion } from "./version.ts";
+
+/** Every command, in listing order; `help` stays last. */
+export const COMMANDS: readonly RegisterCommand[] = [
+  registerVersion,
+  registerHelp,
+];

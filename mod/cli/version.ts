@@ -1,0 +1,95 @@
+/**
+ * `vif version`: the version of vif and of the runtime it carries.
+ *
+ * @module
+ */
+
+import { type Command, Option } from "commander";
+import { VERSION } from "../version.ts";
+import type { CliContext } from "./context.ts";
+
+/** What `vif version --output json` prints. */
+export interface VersionInfo {
+  /** The version of vif. */
+  vif: string;
+  /** The version of the Deno runtime. */
+  deno: string;
+  /** The version of V8. */
+  v8: string;
+  /** The version of TypeScript built into Deno. */
+  typescript: string;
+  /** The target triple the runtime was built for: CPU architecture and OS. */
+  target: string;
+}
+
+/**
+ * Collects the versions of vif and of the runtime.
+ *
+ * @returns The versions.
+ *
+ * @example
+ * ```ts
+ * import { versionInfo } from "./version.ts";
+ *
+ * const info = versionInfo();
+ * if (info.deno !== Deno.version.deno) throw new Error("wrong runtime version");
+ * ```
+ */
+export function versionInfo(): VersionInfo {
+  return {
+    vif: VERSION,
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    typescript: Deno.version.typescript,
+    // The triple, not `Deno.build.os`: only mod/tun/mod.ts looks at the OS.
+    target: Deno.build.target,
+  };
+}
+
+/**
+ * Renders {@linkcode VersionInfo} as text: `vif <version>`, then one line per
+ * component.
+ *
+ * @param info The versions.
+ * @returns The lines, ending in a newline.
+ *
+ * @example
+ * ```ts
+ * import { formatVersion, versionInfo } from "./version.ts";
+ *
+ * const text = formatVersion(versionInfo());
+ * if (!text.startsWith("vif ")) throw new Error(text);
+ * ```
+ */
+export function formatVersion(info: VersionInfo): string {
+  return [
+    `vif ${info.vif}`,
+    `deno ${info.deno}`,
+    `v8 ${info.v8}`,
+    `typescript ${info.typescript}`,
+    `target ${info.target}`,
+  ].join("\n") + "\n";
+}
+
+/**
+ * Adds `vif version [--output text|json]` to the program.
+ *
+ * @param program The root command.
+ * @param context The run's shared state.
+ */
+export function registerVersion(program: Command, context: CliContext): void {
+  program
+    .command("version")
+    .description("print the version of vif and of the runtime it carries")
+    .addOption(
+      new Option("-o, --output <format>", "output format").choices(["text", "json"]).default(
+        "text",
+      ),
+    )
+    .action((options: { output: "text" | "json" }) => {
+      const info = versionInfo();
+      context.io.stdout(
+        options.output === "json" ? JSON.stringify(info, null, 2) + "\n" : formatVersion(info),
+      );
+    });
+}

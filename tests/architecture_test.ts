@@ -1,0 +1,412 @@
+/**
+ * Guards of the layout rules in DESIGN.md §2, so that they hold as the code
+ * grows:
+ *
+ * - `mod/net/` is pure: no `Deno.*`, no FFI, no `node:` module, no npm package
+ *   but `dns-packet`, directly or through anything it imports.
+ * - `manager/` reaches nothing in `mod/tun/` and no FFI code, directly or not.
+ * - Only `mod/tun/mod.ts` looks at `Deno.build.os`.
+ * - `Deno.dlopen` is never called at module top level.
+ * - `main.ts` only hands off to `mod/cli/mod.ts`.
+ * - `VERSION` equals the version in `deno.json`.
+ *
+ * Test and bench files (`*_test.ts`, `*_bench.ts`) may use Deno APIs and are
+ * not held to the purity rules. Source is scanned with comments removed, so a
+ * doc comment may mention `Deno.` freely. Empty or missing folders pass.
+ *
+ * @module
+ */
+
+import { VERSION } from "../mod/version.ts";
+import { assert, assertEquals } from "./_assert.ts";
+
+const ROOT = new URL("..", import.meta.url);
+const ROOT_PATH = decodeURIComponent(ROOT.pathname);
+
+/** npm packages that mod/net may use. */
+const NET_NPM_ALLOWED = new Set(["dns-packet"]);
+
+/** Any use of the `Deno` global: `Deno.x`, `Deno?.x`, `Deno["x"]`, `globalThis.Deno`. */
+const DENO_USE = /\bDeno\s*(?:\?\.|\.|\[)|\bglobalThis\s*(?:\.\s*Deno\b|\[\s*["'`]Deno)/;
+/** FFI: the dynamic library loader and the unsafe pointer classes. */
+const FFI_USE =
+  /\bDeno\s*\.\s*(?:dlopen|UnsafePointer|UnsafePointerView|UnsafeCallback|UnsafeFnPointer)\b/;
+const BUILD_OS =
+  /\bDeno\s*\.\s*build\s*(?:\.\s*os\b|\[\s*["'`]os["'`]\s*\])|\{[^{}]*\bos\b[^{}]*\}\s*=\s*Deno\s*\.\s*build\b/;
+
+// --- reading the tree -------------------------------------------------------
+
+/** Relative paths (from the repository root) of the source files under `dir`. */
+async function sourceFiles(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  async function walk(relative: string): Promise<void> {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...(await Array.fromAsync(Deno.readDir(new URL(relative, ROOT))))];
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return;
+      throw error;
+    }
+    for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      const path = `${relative}/${entry.name}`;
+      if (entry.isDirectory) await walk(path);
+      else if (entry.isFile && /\.(?:ts|tsx|mts|js|mjs)$/.test(entry.name)) found.push(path);
+    }
+  }
+  await walk(dir.replace(/\/$/, ""));
+  return found;
+}
+
+function isTestOrBench(path: string): boolean {
+  return /_(?:test|bench)\.(?:ts|tsx|mts|js|mjs)$/.test(path);
+}
+
+async function productionFiles(dir: string): Promise<string[]> {
+  return (await sourceFiles(dir)).filter((path) => !isTestOrBench(path));
+}
+
+function read(path: string): Promise<string> {
+  return Deno.readTextFile(new URL(path, ROOT));
+}
+
+/**
+ * Blanks comments (and, with `strings`, the contents of string and template
+ * literals) with spaces, keeping every newline so that line numbers hold.
+ * A heuristic, not a parser: a regular expression literal that holds a quote
+ * or `//` can confuse it, but `'` and `"` strings end at the line's end, so
+ * the damage stays on that line.
+ */
+function blank(source: string, options: { strings: boolean }): string {
+  let out = "";
+  let i = 0;
+  const keepOrBlank = (text: string, keep: boolean) => keep ? text : text.replace(/[^\n]/g, " ");
+  while (i < source.length) {
+    const c = source[i]!;
+    const next = source[i + 1];
+    if (c === "/" && next === "/") {
+      const end = source.indexOf("\n", i);
+      const stop = end === -1 ? source.length : end;
+      out += keepOrBlank(source.slice(i, stop), false);
+      i = stop;
+    } else if (c === "/" && next === "*") {
+      const end = source.indexOf("*/", i + 2);
+      const stop = end === -1 ? source.length : end + 2;
+      out += keepOrBlank(source.slice(i, stop), false);
+      i = stop;
+    } else if (c === '"' || c === "'" || c === "`") {
+      let j = i + 1;
+      while (j < source.length && source[j] !== c) {
+        if (source[j] === "\\") j++;
+        else if (c !== "`" && source[j] === "\n") break;
+        j++;
+      }
+      const stop = Math.min(j + 1, source.length);
+      const body = source.slice(i + 1, stop - 1);
+      out += c + keepOrBlank(body, !options.strings) + (source[stop - 1] === c ? c : "");
+      i = stop;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
+/** The import and export specifiers of a module, static and dynamic. */
+function importSpecifiers(source: string): string[] {
+  const code = blank(source, { strings: false });
+  const patterns = [
+    /\b(?:import|export)\b[^;"'`]*?\bfrom\s*["']([^"']+)["']/g,
+    /\bimport\s*["']([^"']+)["']/g,
+    /\bimport\s*\(\s*["'`]([^"'`]+)["'`]\s*[,)]/g,
+  ];
+  return patterns.flatMap((pattern) => [...code.matchAll(pattern)].map((m) => m[1]!));
+}
+
+/** The 1-based line numbers of `source` whose code (comments removed) matches `pattern`. */
+function matchingLines(source: string, pattern: RegExp): number[] {
+  return blank(source, { strings: false }).split("\n").flatMap((line, index) =>
+    pattern.test(line) ? [index + 1] : []
+  );
+}
+
+/**
+ * The 1-based lines where `Deno.dlopen` is called outside any braces, that is
+ * when the module is imported. Braces are counted in code only (comments and
+ * strings blanked); a call inside a top-level object literal is missed.
+ */
+function topLevelDlopenLines(source: string): number[] {
+  const count = (text: string) =>
+    [...text].reduce((d, c) => d + (c === "{" ? 1 : c === "}" ? -1 : 0), 0);
+  let depth = 0;
+  return blank(source, { strings: true }).split("\n").flatMap((line, index) => {
+    const at = line.search(/\bDeno\s*\.\s*dlopen\s*[(<]/);
+    if (at === -1) {
+      depth += count(line);
+      return [];
+    }
+    depth += count(line.slice(0, at));
+    const topLevel = depth <= 0;
+    depth += count(line.slice(at));
+    return topLevel ? [index + 1] : [];
+  });
+}
+
+/** The repository-relative path a relative specifier in `from` points to, if it stays local. */
+function resolveLocal(from: string, specifier: string): string | undefined {
+  if (!specifier.startsWith(".")) return undefined;
+  const url = new URL(specifier, new URL(from, ROOT));
+  return url.protocol === "file:"
+    ? decodeURIComponent(url.pathname).slice(ROOT_PATH.length)
+    : undefined;
+}
+
+/** The npm package name in `npm:name@1`, `npm:/@scope/name@1/sub` or a bare import-map name. */
+function npmName(specifier: string): string {
+  const bare = specifier.replace(/^npm:\/?/, "");
+  const parts = bare.split("/");
+  const name = bare.startsWith("@") ? `${parts[0]}/${parts[1] ?? ""}` : parts[0]!;
+  return name.replace(/(.)@.*$/, "$1");
+}
+
+// --- the module graph, from `deno info --json` ------------------------------
+
+interface GraphModule {
+  specifier: string;
+  kind?: string;
+  npmPackage?: string;
+  error?: string;
+  dependencies?: {
+    specifier: string;
+    code?: { specifier?: string };
+    type?: { specifier?: string };
+  }[];
+}
+
+interface Reached {
+  /** Every module reachable from the roots, keyed by resolved specifier. */
+  modules: Map<string, GraphModule>;
+  /** How each module was first reached, root first, as repository-relative names. */
+  chain(specifier: string): string;
+}
+
+/** The modules reachable from `paths` (repository-relative), by one `deno info --json`. */
+async function reachable(paths: string[]): Promise<Reached> {
+  const dir = await Deno.makeTempDir({ prefix: "vif-arch-" });
+  try {
+    const entry = `${dir}/entry.ts`;
+    const lines = paths.map((path) => `import ${JSON.stringify(new URL(path, ROOT).href)};`);
+    await Deno.writeTextFile(entry, lines.join("\n") + "\n");
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json", "--no-lock", "--config", new URL("deno.json", ROOT).pathname, entry],
+      cwd: ROOT,
+      stdin: "null",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert(output.success, `deno info failed: ${stderr}`);
+    const graph = JSON.parse(new TextDecoder().decode(output.stdout)) as {
+      modules: GraphModule[];
+      redirects: Record<string, string>;
+    };
+    const all = new Map(graph.modules.map((m) => [m.specifier, m]));
+    const resolve = (s: string) => graph.redirects[s] ?? s;
+    const entryUrl = new URL(`file://${entry}`).href;
+    const parent = new Map<string, string>();
+    const modules = new Map<string, GraphModule>();
+    const queue = [entryUrl];
+    while (queue.length > 0) {
+      const current = queue.shift()!;
+      const module = all.get(current);
+      if (module === undefined) continue;
+      if (current !== entryUrl) modules.set(current, module);
+      for (const dependency of module.dependencies ?? []) {
+        for (const target of [dependency.code?.specifier, dependency.type?.specifier]) {
+          if (target === undefined) continue;
+          const resolved = resolve(target);
+          if (resolved === entryUrl || parent.has(resolved)) continue;
+          parent.set(resolved, current);
+          queue.push(resolved);
+        }
+      }
+    }
+    const name = (s: string) => s.startsWith(ROOT.href) ? s.slice(ROOT.href.length) : s;
+    return {
+      modules,
+      chain(specifier) {
+        const names: string[] = [];
+        for (let s: string | undefined = specifier; s !== undefined && s !== entryUrl;) {
+          names.unshift(name(s));
+          s = parent.get(s);
+        }
+        return names.join(" → ");
+      },
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function localPath(specifier: string): string | undefined {
+  return specifier.startsWith(ROOT.href) ? specifier.slice(ROOT.href.length) : undefined;
+}
+
+// --- the guards ---------------------------------------------------------------
+
+Deno.test("architecture: mod/net uses no Deno API, FFI, node: module or npm package but dns-packet", async () => {
+  const problems: string[] = [];
+  for (const path of await productionFiles("mod/net")) {
+    const source = await read(path);
+    for (const line of matchingLines(source, DENO_USE)) {
+      problems.push(`${path}:${line}: uses the Deno global`);
+    }
+    for (const specifier of importSpecifiers(source)) {
+      if (specifier.startsWith(".")) continue; // Checked through the graph below.
+      if (specifier.startsWith("node:")) problems.push(`${path}: imports ${specifier}`);
+      else if (!NET_NPM_ALLOWED.has(npmName(specifier))) {
+        problems.push(`${path}: imports ${specifier} (only ${[...NET_NPM_ALLOWED]} is allowed)`);
+      }
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("architecture: everything mod/net reaches is pure too", async () => {
+  const roots = await productionFiles("mod/net");
+  if (roots.length === 0) return;
+  const { modules, chain } = await reachable(roots);
+  const problems: string[] = [];
+  for (const [specifier, module] of modules) {
+    if (module.error !== undefined) problems.push(`${chain(specifier)}: ${module.error}`);
+    else if (module.kind === "node") problems.push(`${chain(specifier)}: a node: module`);
+    else if (module.kind === "npm") {
+      const name = npmName(module.npmPackage ?? specifier);
+      if (!NET_NPM_ALLOWED.has(name)) problems.push(`${chain(specifier)}: npm package ${name}`);
+    } else {
+      const path = localPath(specifier);
+      if (path === undefined) problems.push(`${chain(specifier)}: not a local module`);
+      else if (matchingLines(await read(path), DENO_USE).length > 0) {
+        problems.push(`${chain(specifier)}: uses the Deno global`);
+      }
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("architecture: manager imports nothing from mod/tun and no FFI code", async () => {
+  const files = await sourceFiles("manager");
+  const problems: string[] = [];
+  for (const path of files) {
+    for (const specifier of importSpecifiers(await read(path))) {
+      if (resolveLocal(path, specifier)?.startsWith("mod/tun/")) {
+        problems.push(`${path}: imports ${specifier}`);
+      }
+    }
+  }
+  if (files.length > 0) {
+    const { modules, chain } = await reachable(files);
+    for (const [specifier, module] of modules) {
+      const path = localPath(specifier);
+      if (module.error !== undefined) problems.push(`${chain(specifier)}: ${module.error}`);
+      else if (path?.startsWith("mod/tun/")) problems.push(`${chain(specifier)}: in mod/tun/`);
+      else if (path !== undefined && matchingLines(await read(path), FFI_USE).length > 0) {
+        problems.push(`${chain(specifier)}: uses FFI`);
+      }
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("architecture: only mod/tun/mod.ts looks at Deno.build.os", async () => {
+  const files = ["main.ts", ...await productionFiles("mod"), ...await productionFiles("manager")];
+  const problems: string[] = [];
+  for (const path of files) {
+    if (path === "mod/tun/mod.ts") continue;
+    for (const line of matchingLines(await read(path), BUILD_OS)) {
+      problems.push(`${path}:${line}: looks at Deno.build.os`);
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("architecture: Deno.dlopen is only called inside functions", async () => {
+  const files = ["main.ts", ...await productionFiles("mod"), ...await productionFiles("manager")];
+  const problems: string[] = [];
+  for (const path of files) {
+    for (const line of topLevelDlopenLines(await read(path))) {
+      problems.push(`${path}:${line}: Deno.dlopen at top level`);
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("architecture: main.ts only hands off to mod/cli/mod.ts", async () => {
+  assertEquals(importSpecifiers(await read("main.ts")), ["./mod/cli/mod.ts"]);
+});
+
+Deno.test("architecture: VERSION equals the version in deno.json", async () => {
+  const config = JSON.parse(await read("deno.json")) as { version?: string };
+  assertEquals(VERSION, config.version);
+});
+
+// --- the scanner itself -------------------------------------------------------
+
+Deno.test("architecture scanner: ignores comments and finds real uses", () => {
+  const source = [
+    "// Deno.build.os in a comment",
+    "/* Deno.dlopen( */ const a = 1;",
+    'const s = "// not a comment"; Deno.env.get("X");',
+    "const { os } = Deno.build;",
+  ].join("\n");
+  assertEquals(matchingLines(source, DENO_USE), [3, 4]);
+  assertEquals(matchingLines(source, BUILD_OS), [4]);
+  assertEquals(matchingLines("if (Deno.build.os === 'linux') {}", BUILD_OS), [1]);
+  assertEquals(matchingLines('const x = globalThis["Deno"];', DENO_USE), [1]);
+});
+
+Deno.test("architecture scanner: reads static, type, side-effect and dynamic imports", () => {
+  const source = [
+    'import { a } from "./a.ts";',
+    'import type { B } from "../b.ts";',
+    'export * from "./c.ts";',
+    'import "node:fs";',
+    'const d = await import("npm:dns-packet@5.6.1");',
+    '// import { e } from "./e.ts";',
+    "import {",
+    "  f,",
+    '} from "commander";',
+  ].join("\n");
+  assertEquals(importSpecifiers(source).sort(), [
+    "../b.ts",
+    "./a.ts",
+    "./c.ts",
+    "commander",
+    "node:fs",
+    "npm:dns-packet@5.6.1",
+  ]);
+  assertEquals(npmName("npm:/@leichtgewicht/ip-codec@2.0.5"), "@leichtgewicht/ip-codec");
+  assertEquals(npmName("dns-packet"), "dns-packet");
+  assertEquals(resolveLocal("manager/mod.ts", "../mod/tun/mod.ts"), "mod/tun/mod.ts");
+});
+
+Deno.test("architecture scanner: tells a top-level Deno.dlopen from one in a function", () => {
+  assertEquals(topLevelDlopenLines('export const lib = Deno.dlopen("libc.so.6", {});'), [1]);
+  assertEquals(
+    topLevelDlopenLines('function open() {\n  return Deno.dlopen("libc.so.6", {});\n}'),
+    [],
+  );
+  assertEquals(topLevelDlopenLines('const text = "{";\nconst lib = Deno.dlopen("x", {});'), [2]);
+  assertEquals(topLevelDlopenLines('// {\nconst lib = Deno.dlopen("x", {});'), [2]);
+});
+
+Deno.test("architecture scanner: the module graph names npm packages and how they are reached", async () => {
+  const { modules, chain } = await reachable(["mod/cli/mod.ts"]);
+  const commander = [...modules].find(([, m]) =>
+    m.kind === "npm" && npmName(m.npmPackage ?? "") === "commander"
+  );
+  assert(commander !== undefined, "commander not found in the graph of mod/cli/mod.ts");
+  assertEquals(chain(commander[0]).split(" → ")[0], "mod/cli/mod.ts");
+  assert(
+    [...modules.keys()].some((s) => localPath(s) === "mod/version.ts"),
+    "mod/version.ts not reached",
+  );
+});
