@@ -1,0 +1,91 @@
+/**
+ * The Manager service as grpc-js wants it: a method table with protobuf-es
+ * (de)serialisers, shared by the client (`mod/daemon`) and the server
+ * (`manager/`). The messages are generated from `proto/vif/v1/manager.proto`
+ * into `gen/` by `scripts/gen_proto.sh`.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import type { MethodDefinition } from "@grpc/grpc-js";
+import {
+  ArriveRequestSchema,
+  ArriveResponseSchema,
+  ClusterInfoSchema,
+  DepartResponseSchema,
+  DNSRequestSchema,
+  DNSResponseSchema,
+  RemainResponseSchema,
+  SessionRefSchema,
+  TunnelMessageSchema,
+  VersionInfoSchema,
+  VersionRequestSchema,
+} from "./gen/vif/v1/manager_pb.ts";
+
+export * from "./gen/vif/v1/manager_pb.ts";
+export { create } from "@bufbuild/protobuf";
+
+function method<I extends DescMessage, O extends DescMessage>(
+  name: string,
+  input: I,
+  output: O,
+  requestStream: boolean,
+  responseStream: boolean,
+): MethodDefinition<MessageShape<I>, MessageShape<O>> {
+  return {
+    path: `/vif.v1.Manager/${name}`,
+    originalName: name,
+    requestStream,
+    responseStream,
+    requestSerialize: (m) => toBuffer(toBinary(input, m)),
+    requestDeserialize: (b) => fromBinary(input, b),
+    responseSerialize: (m) => toBuffer(toBinary(output, m)),
+    responseDeserialize: (b) => fromBinary(output, b),
+  };
+}
+
+function toBuffer(u8: Uint8Array): Buffer {
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+}
+
+/** The `vif.v1.Manager` service definition for grpc-js `Server.addService` and clients. */
+export const ManagerService = {
+  version: method("Version", VersionRequestSchema, VersionInfoSchema, false, false),
+  arrive: method("Arrive", ArriveRequestSchema, ArriveResponseSchema, false, false),
+  watchClusterInfo: method("WatchClusterInfo", SessionRefSchema, ClusterInfoSchema, false, true),
+  remain: method("Remain", SessionRefSchema, RemainResponseSchema, false, false),
+  depart: method("Depart", SessionRefSchema, DepartResponseSchema, false, false),
+  tunnel: method("Tunnel", TunnelMessageSchema, TunnelMessageSchema, true, true),
+  resolveDNS: method("ResolveDNS", DNSRequestSchema, DNSResponseSchema, false, false),
+} as const;
+
+/**
+ * The gRPC channel options both sides use: large messages (a tunnel data
+ * message carries up to 256 KiB), and HTTP/2 windows sized for throughput
+ * rather than the 64 KiB defaults.
+ */
+export const CHANNEL_OPTIONS = {
+  "grpc.max_receive_message_length": 4 * 1024 * 1024,
+  "grpc.max_send_message_length": 4 * 1024 * 1024,
+  "grpc.keepalive_time_ms": 20_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc-node.flow_control_window": 8 * 1024 * 1024,
+  "grpc.http2.max_frame_size": 1024 * 1024 - 1,
+} as const;
+
+/** The largest data chunk a tunnel sends in one message. */
+export const MAX_CHUNK = 256 * 1024;
+
+/** The TLS server name every manager certificate carries: `traffic-manager.<namespace>`. */
+export function managerServerName(namespace: string): string {
+  return `traffic-manager.${namespace}`;
+}
+
+/** The default namespace of the traffic-manager. */
+export const DEFAULT_MANAGER_NAMESPACE = "vif-system";
+
+/** The manager's default gRPC port. */
+export const DEFAULT_MANAGER_PORT = 8081;
