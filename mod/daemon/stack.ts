@@ -32,6 +32,8 @@ export interface StackOptions {
   name?: string;
   /** TUN MTU (default the device's, 65535). */
   mtu?: number;
+  /** More addresses for the TUN, as /32s (the DNS address); each must lie in the block. */
+  extraAddresses?: string[];
   /** Log sink. */
   log?: (level: "debug" | "info" | "warn", message: string) => void;
   /** Router limits, passed through. */
@@ -146,6 +148,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   let listener: Deno.TcpListener | undefined;
   try {
     await device.addAddress({ address, prefixLength: block.prefixLength });
+    for (const extra of options.extraAddresses ?? []) {
+      if (!block.contains(extra)) {
+        throw new RangeError(
+          `Cannot use address "${extra}": it is outside the VIF block "${block}"`,
+        );
+      }
+      await device.addAddress({ address: extra, prefixLength: 32 });
+    }
     await device.up();
     for (const r of routes) {
       await device.addRoute({ address: r.address, prefixLength: r.prefixLength });

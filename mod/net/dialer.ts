@@ -22,7 +22,9 @@ export type DialFailure =
   /** No route or host down: the app gets ICMP host unreachable. */
   | "unreachable"
   /** Nothing answered in time: the app sees silence and its own timeout. */
-  | "timeout";
+  | "timeout"
+  /** Policy forbids the destination: the app gets ICMP administratively prohibited. */
+  | "prohibited";
 
 /** The outcome of a dial. */
 export type DialResult<T> =

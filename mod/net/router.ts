@@ -220,7 +220,7 @@ export class Router {
     tcpDials: 0,
     tcpOpen: 0,
     tcpTotal: 0,
-    dialFailures: { refused: 0, unreachable: 0, timeout: 0, "nat exhausted": 0 },
+    dialFailures: { refused: 0, unreachable: 0, timeout: 0, prohibited: 0, "nat exhausted": 0 },
     udpFlows: 0,
     udpFlowsTotal: 0,
     pings: 0,
@@ -551,8 +551,9 @@ export class Router {
       decodePacket(syn, syn.length, p);
       if (why === "refused") {
         this.#write(this.#out.subarray(0, buildTcpReset(syn, p, this.#out)));
-      } else if (why === "unreachable") {
-        this.#write(this.#out.subarray(0, buildUnreachable(syn, p, this.#out, "host")));
+      } else if (why !== "timeout") {
+        const cause = why === "prohibited" ? "prohibited" : "host";
+        this.#write(this.#out.subarray(0, buildUnreachable(syn, p, this.#out, cause)));
       } // "timeout": silence, as from a host that does not answer.
       return;
     }
@@ -735,7 +736,11 @@ export class Router {
           this.#removeUdp(entry);
           const fp = this.#pkt;
           decodePacket(first, first.length, fp);
-          const cause = r.reason === "refused" ? "port" : "host";
+          const cause = r.reason === "refused"
+            ? "port"
+            : r.reason === "prohibited"
+            ? "prohibited"
+            : "host";
           if (r.reason !== "timeout") {
             this.#write(this.#out.subarray(0, buildUnreachable(first, fp, this.#out, cause)));
           }
@@ -808,7 +813,7 @@ export class Router {
     decodePacket(request, request.length, p);
     const n = failure === null
       ? buildEchoReply(request, p, this.#out)
-      : buildUnreachable(request, p, this.#out, failure === "refused" ? "prohibited" : "host");
+      : buildUnreachable(request, p, this.#out, failure === "prohibited" ? "prohibited" : "host");
     this.#write(this.#out.subarray(0, n));
   }
 

@@ -264,6 +264,7 @@ Deno.test("Router answers a refused dial with a reset, an unreachable one with I
     refused: 1,
     unreachable: 1,
     timeout: 1,
+    prohibited: 0,
     "nat exhausted": 0,
   });
   assertEquals(router.stats.natEntries, 0);

@@ -1,0 +1,104 @@
+/**
+ * The gRPC client of the traffic-manager: TLS against the manager's own CA,
+ * the name `traffic-manager.<namespace>` checked whatever address is dialed,
+ * and typed promise wrappers for the unary calls.
+ *
+ * @module
+ */
+
+import grpc from "@grpc/grpc-js";
+import {
+  type ArriveResponse,
+  CHANNEL_OPTIONS,
+  type ClusterInfo,
+  create,
+  managerServerName,
+  ManagerService,
+  type TunnelMessage,
+  type VersionInfo,
+} from "../rpc/service.ts";
+
+/** The Manager service's client, as grpc-js builds it from {@linkcode ManagerService}. */
+export interface ManagerClient extends grpc.Client {
+  version(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<VersionInfo>): void;
+  arrive(
+    req: unknown,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: Callback<ArriveResponse>,
+  ): void;
+  remain(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<unknown>): void;
+  depart(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<unknown>): void;
+  resolveDNS(
+    req: unknown,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: Callback<{ message: Uint8Array }>,
+  ): void;
+  watchClusterInfo(req: unknown): grpc.ClientReadableStream<ClusterInfo>;
+  tunnel(): grpc.ClientDuplexStream<TunnelMessage, TunnelMessage>;
+}
+
+type Callback<T> = (err: grpc.ServiceError | null, value?: T) => void;
+
+const ManagerClientCtor = grpc.makeGenericClientConstructor(ManagerService, "Manager");
+
+/** Options of {@linkcode createManagerClient}. */
+export interface ManagerClientOptions {
+  /** `host:port` to dial. */
+  address: string;
+  /** The CA certificate (PEM) that signed the manager's certificate. */
+  caPem: string;
+  /** The manager's namespace: its certificate names `traffic-manager.<namespace>`. */
+  managerNamespace: string;
+}
+
+/**
+ * Makes a client; nothing is dialed until the first call.
+ *
+ * @param options address, CA and namespace
+ * @returns the client
+ */
+export function createManagerClient(options: ManagerClientOptions): ManagerClient {
+  const name = managerServerName(options.managerNamespace);
+  const creds = grpc.credentials.createSsl(new TextEncoder().encode(options.caPem) as never);
+  return new ManagerClientCtor(options.address, creds, {
+    ...CHANNEL_OPTIONS,
+    "grpc.ssl_target_name_override": name,
+    "grpc.default_authority": name,
+  }) as unknown as ManagerClient;
+}
+
+/**
+ * Calls a unary method with a deadline.
+ *
+ * @param client the client
+ * @param method the method's name on the client
+ * @param request the request message's fields
+ * @param timeoutMs the deadline
+ * @returns the response
+ * @throws {grpc.ServiceError} when the call fails
+ */
+export function unary<T>(
+  client: ManagerClient,
+  method: "version" | "arrive" | "remain" | "depart" | "resolveDNS",
+  request: unknown,
+  timeoutMs: number,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    (client[method] as (
+      r: unknown,
+      md: grpc.Metadata,
+      o: grpc.CallOptions,
+      cb: Callback<T>,
+    ) => void).call(
+      client,
+      request,
+      new grpc.Metadata(),
+      { deadline: Date.now() + timeoutMs },
+      (err, value) => err ? reject(err) : resolve(value as T),
+    );
+  });
+}
+
+export { create, grpc };

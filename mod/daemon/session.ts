@@ -1,0 +1,359 @@
+/**
+ * A connection to a cluster: arrive at the traffic-manager, make the TUN,
+ * route the cluster's subnets into it, answer DNS, keep the session alive,
+ * and on close put everything back.
+ *
+ * @module
+ */
+
+import { Cidr } from "../net/address.ts";
+import { VERSION } from "../version.ts";
+import {
+  ArriveRequestSchema,
+  type ArriveResponse,
+  type ClusterInfo,
+  DEFAULT_MANAGER_NAMESPACE,
+  SessionRefSchema,
+} from "../rpc/service.ts";
+import { create, createManagerClient, grpc, type ManagerClient, unary } from "./manager_client.ts";
+import { GrpcDialer } from "./grpc_dialer.ts";
+import { type Stack, startStack } from "./stack.ts";
+import { listRoutes } from "../tun/mod.ts";
+
+/** Log sink shared by the daemon's parts. */
+export type Log = (level: "debug" | "info" | "warn", message: string) => void;
+
+/** Options of {@linkcode Session.connect}. */
+export interface SessionOptions {
+  /** `host:port` of the manager's gRPC port. */
+  managerAddress: string;
+  /** PEM of the CA that signed the manager's certificate. */
+  managerCaPem: string;
+  /** The manager's namespace (default `vif-system`); its certificate must name `traffic-manager.<ns>`. */
+  managerNamespace?: string;
+  /** The namespace short names resolve in (default `default`). */
+  namespace?: string;
+  /** Log sink. */
+  log?: Log;
+  /** How long to wait for the manager's first answer (default 10 s). */
+  arriveTimeoutMs?: number;
+  /** Hooks the DNS part of the session plugs into (see `dns_setup.ts`). */
+  onClusterInfo?: (info: ClusterInfo, session: Session) => Promise<void> | void;
+  /** Extra addresses to give the TUN (the DNS address). */
+  extraAddresses?: string[];
+}
+
+/** A failure a person can act on: what happened, and what to do. */
+export class ConnectError extends Error {
+  /** What to do about it. */
+  readonly hint: string;
+  /**
+   * @param message what happened
+   * @param hint what to do
+   * @param options the cause
+   */
+  constructor(message: string, hint: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConnectError";
+    this.hint = hint;
+  }
+}
+
+function hostOf(address: string): string {
+  const m = /^\[([^\]]+)\]:\d+$/.exec(address) ?? /^([^:]+):\d+$/.exec(address);
+  return m?.[1] ?? address;
+}
+
+function describeGrpcError(e: unknown, address: string, ns: string): ConnectError {
+  const err = e as grpc.ServiceError;
+  const detail = String(err?.details ?? err?.message ?? e);
+  if (/certificate|self.signed|verify|TLS|SSL|handshake|altname|Hostname/i.test(detail)) {
+    return new ConnectError(
+      `Cannot connect to the traffic-manager at "${address}": TLS failed: ${detail}`,
+      `Check that --manager-ca is the CA of the manager's certificate and that it names "traffic-manager.${ns}" (--manager-namespace).`,
+      { cause: e },
+    );
+  }
+  if (err?.code === grpc.status.DEADLINE_EXCEEDED || err?.code === grpc.status.UNAVAILABLE) {
+    return new ConnectError(
+      `Cannot reach the traffic-manager at "${address}": ${detail}`,
+      "Check the address and that the manager runs (vif --serve); a firewall may drop the connection.",
+      { cause: e },
+    );
+  }
+  return new ConnectError(
+    `The traffic-manager at "${address}" refused the session: ${detail}`,
+    "Check the manager's log; its version may not match this client's.",
+    { cause: e },
+  );
+}
+
+/** A live connection to a cluster. */
+export class Session {
+  readonly client: ManagerClient;
+  readonly options: SessionOptions;
+  readonly dialer: GrpcDialer;
+  readonly startedAt = Date.now();
+  #log: Log;
+  #sessionId = "";
+  #arrive: ArriveResponse | null = null;
+  #info: ClusterInfo | null = null;
+  #stack: Stack | null = null;
+  #routes = new Map<string, Cidr>();
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #watch: grpc.ClientReadableStream<ClusterInfo> | null = null;
+  #closing: Promise<void> | null = null;
+  #cleanups: Array<() => Promise<void> | void> = [];
+
+  private constructor(options: SessionOptions) {
+    this.options = options;
+    this.#log = options.log ?? (() => {});
+    this.client = createManagerClient({
+      address: options.managerAddress,
+      caPem: options.managerCaPem,
+      managerNamespace: options.managerNamespace ?? DEFAULT_MANAGER_NAMESPACE,
+    });
+    this.dialer = new GrpcDialer(this.client, {
+      sessionId: () => this.#sessionId,
+      log: this.#log,
+      onNoSession: () => this.#rearrive(),
+    });
+  }
+
+  /** The session id the manager gave. */
+  get id(): string {
+    return this.#sessionId;
+  }
+
+  /** The manager's answer to Arrive. */
+  get arrival(): ArriveResponse | null {
+    return this.#arrive;
+  }
+
+  /** The cluster info last received. */
+  get clusterInfo(): ClusterInfo | null {
+    return this.#info;
+  }
+
+  /** The stack (TUN + router), once up. */
+  get stack(): Stack | null {
+    return this.#stack;
+  }
+
+  /** Subnets routed into the TUN. */
+  get routes(): Cidr[] {
+    return [...this.#routes.values()];
+  }
+
+  /** Registers work to undo on close, run newest first. */
+  onClose(fn: () => Promise<void> | void): void {
+    this.#cleanups.push(fn);
+  }
+
+  /**
+   * Connects: arrives, makes the TUN, routes the cluster's subnets, starts
+   * heartbeats and watches cluster info. On failure nothing is left behind.
+   *
+   * @param options where the manager is and how to trust it
+   * @returns the live session
+   * @throws {ConnectError} with what happened and what to do
+   */
+  static async connect(options: SessionOptions): Promise<Session> {
+    const s = new Session(options);
+    try {
+      await s.#start();
+      return s;
+    } catch (error) {
+      await s.close();
+      throw error;
+    }
+  }
+
+  async #doArrive(): Promise<ArriveResponse> {
+    const ns = this.options.managerNamespace ?? DEFAULT_MANAGER_NAMESPACE;
+    try {
+      return await unary<ArriveResponse>(
+        this.client,
+        "arrive",
+        create(ArriveRequestSchema, {
+          client: {
+            name: Deno.env.get("SUDO_USER") ?? Deno.env.get("USER") ?? "unknown",
+            hostname: Deno.hostname(),
+            version: VERSION,
+            namespace: this.options.namespace ?? "default",
+            os: "linux",
+          },
+        }),
+        this.options.arriveTimeoutMs ?? 10_000,
+      );
+    } catch (e) {
+      throw describeGrpcError(e, this.options.managerAddress, ns);
+    }
+  }
+
+  async #start(): Promise<void> {
+    const log = this.#log;
+    log("info", `session: arriving at the traffic-manager at ${this.options.managerAddress}`);
+    const arrive = await this.#doArrive();
+    this.#arrive = arrive;
+    this.#sessionId = arrive.sessionId;
+    if (arrive.managerVersion !== VERSION) {
+      log(
+        "warn",
+        `session: the traffic-manager is version ${arrive.managerVersion}, this client ${VERSION}; upgrade the older one`,
+      );
+    }
+    const info = arrive.clusterInfo;
+    if (!info) {
+      throw new ConnectError(
+        "The traffic-manager sent no cluster info",
+        "Check the manager's log: it may not know the cluster's subnets yet.",
+      );
+    }
+    this.#info = info;
+    await this.#checkManagerNotCaptured(info);
+    this.#stack = await startStack({
+      dialer: this.dialer,
+      routes: [],
+      log,
+      ...(this.options.extraAddresses ? { extraAddresses: this.options.extraAddresses } : {}),
+    });
+    await this.#applyRoutes(info);
+    await this.options.onClusterInfo?.(info, this);
+    const every = arrive.heartbeatIntervalMs || 5000;
+    this.#heartbeat = setInterval(() => this.#remain(), every);
+    this.#watchInfo();
+    log(
+      "info",
+      `session: ${this.#sessionId.slice(0, 8)} connected; routes ${
+        this.routes.join(" ")
+      } via ${this.#stack.device.name}`,
+    );
+  }
+
+  async #checkManagerNotCaptured(info: ClusterInfo): Promise<void> {
+    const host = hostOf(this.options.managerAddress);
+    const subnets = [...info.podSubnets, ...info.serviceSubnets].map((c) => Cidr.parse(c));
+    const inside = subnets.find((c) => c.contains(host));
+    if (!inside) return;
+    // The manager's own address lies in a subnet about to be routed into the
+    // TUN: only a more specific route already in place keeps the tunnel out
+    // of itself.
+    const routes = await listRoutes();
+    const specific = routes.find((r) => {
+      try {
+        const c = Cidr.parse(`${r.address}/${r.prefixLength}`);
+        return r.table === 254 && c.contains(host) && c.prefixLength > inside.prefixLength;
+      } catch {
+        return false;
+      }
+    });
+    if (!specific) {
+      throw new ConnectError(
+        `The traffic-manager's address "${host}" lies in the cluster subnet "${inside}", which is about to be routed into the TUN`,
+        `Add a host route for it first (ip route add ${host}/32 via <gateway>), or reach the manager through the Kubernetes API (vif connect --context).`,
+      );
+    }
+  }
+
+  async #applyRoutes(info: ClusterInfo): Promise<void> {
+    const stack = this.#stack;
+    if (!stack) return;
+    const wanted = new Map<string, Cidr>();
+    for (const text of [...info.podSubnets, ...info.serviceSubnets]) {
+      try {
+        const c = Cidr.parse(text);
+        wanted.set(c.toString(), c);
+      } catch {
+        this.#log("warn", `session: ignoring a malformed subnet from the manager: "${text}"`);
+      }
+    }
+    for (const [k, c] of this.#routes) {
+      if (!wanted.has(k)) {
+        await stack.device.removeRoute({ address: c.address, prefixLength: c.prefixLength });
+        this.#routes.delete(k);
+        this.#log("info", `session: route ${k} removed`);
+      }
+    }
+    for (const [k, c] of wanted) {
+      if (!this.#routes.has(k)) {
+        await stack.device.addRoute({ address: c.address, prefixLength: c.prefixLength });
+        this.#routes.set(k, c);
+        this.#log("info", `session: route ${k} added`);
+      }
+    }
+  }
+
+  #watchInfo(): void {
+    const call = this.client.watchClusterInfo(
+      create(SessionRefSchema, { sessionId: this.#sessionId }),
+    );
+    this.#watch = call;
+    call.on("data", (info: ClusterInfo) => {
+      this.#info = info;
+      this.#applyRoutes(info)
+        .then(() => this.options.onClusterInfo?.(info, this))
+        .catch((e) => this.#log("warn", `session: cannot apply new cluster info: ${e}`));
+    });
+    call.on("error", (e: grpc.ServiceError) => {
+      if (this.#closing || e.code === grpc.status.CANCELLED) return;
+      this.#log("warn", `session: cluster info watch ended: ${e.details || e.message}; retrying`);
+      setTimeout(() => !this.#closing && this.#watchInfo(), 1000);
+    });
+  }
+
+  #remain(): void {
+    unary(this.client, "remain", create(SessionRefSchema, { sessionId: this.#sessionId }), 5000)
+      .catch((e: grpc.ServiceError) => {
+        if (e.code === grpc.status.NOT_FOUND || e.code === grpc.status.UNAUTHENTICATED) {
+          this.#rearrive();
+        } else this.#log("warn", `session: heartbeat failed: ${e.details || e.message}`);
+      });
+  }
+
+  #rearriving = false;
+  #rearrive(): void {
+    if (this.#rearriving || this.#closing) return;
+    this.#rearriving = true;
+    this.#log("warn", "session: the manager no longer knows this session; arriving again");
+    this.#doArrive().then((a) => {
+      this.#arrive = a;
+      this.#sessionId = a.sessionId;
+      this.#watch?.cancel();
+      this.#watchInfo();
+    }).catch((e) => this.#log("warn", `session: cannot arrive again: ${e.message}`))
+      .finally(() => this.#rearriving = false);
+  }
+
+  /**
+   * Departs and puts everything back: DNS, routes, the TUN. Idempotent.
+   *
+   * @returns when all is undone
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      clearInterval(this.#heartbeat);
+      this.#watch?.cancel();
+      for (const fn of this.#cleanups.reverse()) {
+        try {
+          await fn();
+        } catch (e) {
+          this.#log("warn", `session: cleanup failed: ${e}`);
+        }
+      }
+      if (this.#sessionId) {
+        await unary(
+          this.client,
+          "depart",
+          create(SessionRefSchema, { sessionId: this.#sessionId }),
+          2000,
+        )
+          .catch(() => {});
+      }
+      await this.#stack?.close();
+      this.client.close();
+      this.#log("info", "session: disconnected; routes and TUN removed");
+    })();
+    return this.#closing;
+  }
+}
