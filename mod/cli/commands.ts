@@ -15,11 +15,13 @@
  */
 
 import type { RegisterCommand } from "./context.ts";
+import { registerConnect } from "./connect.ts";
 import { registerHelp } from "./help.ts";
 import { registerVersion } from "./version.ts";
 
 /** Every command, in listing order; `help` stays last. */
 export const COMMANDS: readonly RegisterCommand[] = [
+  registerConnect,
   registerVersion,
   registerHelp,
 ];

@@ -1,0 +1,105 @@
+/**
+ * `vif connect`: connect this machine to a cluster's network and stay
+ * connected until interrupted (Ctrl-C or SIGTERM), then put everything back.
+ *
+ * This is the foreground form; the background daemon that `vif connect`
+ * starts by default, with `vif status` and `vif quit`, comes with the daemon.
+ *
+ * @module
+ */
+
+import type { Command } from "commander";
+import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
+import type { CliContext } from "./context.ts";
+import { ExitCode, UserError } from "./errors.ts";
+
+/** The options of `vif connect`. */
+interface ConnectOptions {
+  managerAddress?: string;
+  managerCa?: string;
+  managerNamespace: string;
+  namespace: string;
+  stateDir: string;
+}
+
+const EXAMPLES = `
+Examples:
+  # Reach a manager whose gRPC port is reachable directly
+  vif connect --manager-address 198.18.0.5:8081 --manager-ca ca.crt
+
+  # Then, from any program on this machine
+  curl http://web.default/
+  dig SRV _http._tcp.web.default.svc.cluster.local`;
+
+/**
+ * Adds `vif connect` to the program.
+ *
+ * @param program the root command
+ * @param context the run's shared state
+ */
+export function registerConnect(program: Command, context: CliContext): void {
+  program
+    .command("connect")
+    .description("connect this machine to the cluster's network (until Ctrl-C)")
+    .option("--manager-address <host:port>", "the traffic-manager's gRPC address")
+    .option("--manager-ca <file>", "the CA certificate (PEM) that signed the manager's certificate")
+    .option(
+      "--manager-namespace <ns>",
+      "the manager's namespace; its certificate names traffic-manager.<ns>",
+      DEFAULT_MANAGER_NAMESPACE,
+    )
+    .option("-n, --namespace <ns>", "the namespace short names resolve in", "default")
+    .option("--state-dir <dir>", "where vif keeps what it must restore", "/var/lib/vif")
+    .addHelpText("after", EXAMPLES)
+    .action(async (options: ConnectOptions) => {
+      if (!options.managerAddress) {
+        throw new UserError("no traffic-manager to connect to", {
+          hint: "Pass --manager-address HOST:PORT and --manager-ca FILE.",
+          exitCode: ExitCode.Usage,
+        });
+      }
+      if (!/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(options.managerAddress)) {
+        throw new UserError(`bad manager address "${options.managerAddress}"`, {
+          hint: 'Give it as HOST:PORT, e.g. "198.18.0.5:8081".',
+          exitCode: ExitCode.Usage,
+        });
+      }
+      if (!options.managerCa) {
+        throw new UserError("no CA to verify the traffic-manager with", {
+          hint: "Pass --manager-ca FILE: the ca.crt of the manager's TLS secret.",
+          exitCode: ExitCode.Usage,
+        });
+      }
+      let caPem: string;
+      try {
+        caPem = await Deno.readTextFile(options.managerCa);
+      } catch (cause) {
+        throw new UserError(
+          `cannot read the manager's CA "${options.managerCa}": ${(cause as Error).message}`,
+          {
+            hint: "Check the path given to --manager-ca.",
+            cause,
+          },
+        );
+      }
+      if (!caPem.includes("BEGIN CERTIFICATE")) {
+        throw new UserError(`"${options.managerCa}" holds no PEM certificate`, {
+          hint: "Pass the ca.crt of the manager's TLS secret to --manager-ca.",
+        });
+      }
+      const { runForeground, ConnectError } = await import("../daemon/foreground.ts");
+      context.exitCode = await runForeground({
+        managerAddress: options.managerAddress,
+        managerCaPem: caPem,
+        managerNamespace: options.managerNamespace,
+        namespace: options.namespace,
+        stateDir: options.stateDir,
+        debug: context.debug,
+        out: (line) => context.io.stdout(line + "\n"),
+        err: (line) => context.io.stderr(line + "\n"),
+      }).catch((e) => {
+        if (e instanceof ConnectError) throw new UserError(e.message, { hint: e.hint, cause: e });
+        throw e;
+      });
+    });
+}

@@ -1,0 +1,158 @@
+/**
+ * DNS for a session: the interceptor (cluster names through the manager,
+ * the rest upstream), its server on the DNS address, and the OS pointed at it.
+ * Set up on the first cluster info, updated on every later one, undone when
+ * the session closes.
+ *
+ * @module
+ */
+
+import { Cidr } from "../net/address.ts";
+import { DnsInterceptor, type DnsResolve } from "../net/dns.ts";
+import { type ClusterInfo, create, DNSRequestSchema } from "../rpc/service.ts";
+import {
+  chooseConfigurator,
+  clusterDnsDomains,
+  detectDnsEnvironment,
+  type DnsConfigurator,
+  makeDnsConfigurator,
+  ResolvConfConfigurator,
+} from "./dns_config.ts";
+import { type DnsServer, startDnsServer, upstreamResolver } from "./dns_server.ts";
+import { unary } from "./manager_client.ts";
+import type { Log, Session } from "./session.ts";
+
+/** Options of {@linkcode setupDns}. */
+export interface DnsSetupOptions {
+  /** The DNS address on the TUN. */
+  address: string;
+  /** The namespace single-label names resolve in. */
+  namespace: string;
+  /** Where the resolv.conf original is kept. */
+  stateDir: string;
+  /** `--dns-include` suffixes. */
+  include?: string[];
+  /** `--dns-exclude` suffixes. */
+  exclude?: string[];
+  /** The resolv.conf to rewrite (default `/etc/resolv.conf`). */
+  resolvConfPath?: string;
+  log: Log;
+}
+
+/** The DNS parts of a live session. */
+export interface SessionDns {
+  readonly interceptor: DnsInterceptor;
+  readonly server: DnsServer;
+  readonly configurator: DnsConfigurator;
+}
+
+const dnsOf = new WeakMap<Session, SessionDns>();
+
+/**
+ * The DNS parts of a session, once set up.
+ *
+ * @param session the session
+ * @returns its DNS parts, or `undefined` before the first cluster info
+ */
+export function sessionDns(session: Session): SessionDns | undefined {
+  return dnsOf.get(session);
+}
+
+function parseSubnets(list: string[]): Cidr[] {
+  return list.flatMap((s) => {
+    try {
+      return [Cidr.parse(s)];
+    } catch {
+      return []; // malformed subnets are reported by the session's routing
+    }
+  });
+}
+
+/**
+ * Sets up or updates DNS for `info`.
+ *
+ * @param session the session (for ResolveDNS and for undoing on close)
+ * @param info the cluster info just received
+ * @param options addresses, namespace, state dir
+ * @throws {Error} when the DNS server cannot bind or the OS cannot be configured
+ */
+export async function setupDns(
+  session: Session,
+  info: ClusterInfo,
+  options: DnsSetupOptions,
+): Promise<void> {
+  const clusterDomain = info.clusterDomain || "cluster.local";
+  const clusterInfo = {
+    clusterDomain,
+    namespace: options.namespace,
+    namespaces: info.namespaces,
+    podSubnets: parseSubnets(info.podSubnets),
+    serviceSubnets: parseSubnets(info.serviceSubnets),
+  };
+  const domains = clusterDnsDomains({
+    clusterDomain,
+    namespace: options.namespace,
+    namespaces: info.namespaces,
+    ...(options.include ? { include: options.include } : {}),
+    subnets: [...clusterInfo.podSubnets, ...clusterInfo.serviceSubnets],
+  });
+  const osConfig = {
+    address: options.address,
+    interfaceName: session.stack?.device.name ?? "",
+    ...domains,
+  };
+  const existing = dnsOf.get(session);
+  if (existing) {
+    existing.interceptor.setClusterInfo(clusterInfo);
+    await existing.configurator.apply(osConfig);
+    return;
+  }
+  const log = options.log;
+  // A crash of an earlier run may have left resolv.conf rewritten: put it back first.
+  if (await ResolvConfConfigurator.recover(options.stateDir, { log })) {
+    log("info", "dns: restored resolv.conf left behind by an earlier run");
+  }
+  let upstream: DnsResolve | undefined;
+  const resolveCluster: DnsResolve = async (query) => {
+    const r = await unary<{ message: Uint8Array }>(
+      session.client,
+      "resolveDNS",
+      create(DNSRequestSchema, { sessionId: session.id, message: query }),
+      8000,
+    );
+    return r.message;
+  };
+  const interceptor = new DnsInterceptor({
+    ...clusterInfo,
+    ...(options.include ? { include: options.include } : {}),
+    ...(options.exclude ? { exclude: options.exclude } : {}),
+    resolveCluster,
+    resolveUpstream: (q) =>
+      upstream ? upstream(q) : Promise.reject(new Error("no upstream resolver yet")),
+    log,
+  });
+  const server = await startDnsServer({ address: options.address, port: 53, interceptor, log });
+  const env = await detectDnsEnvironment(
+    options.resolvConfPath ? { path: options.resolvConfPath } : {},
+  );
+  const choice = chooseConfigurator(env);
+  log("info", choice.log);
+  const configurator = makeDnsConfigurator(choice, {
+    stateDir: options.stateDir,
+    log,
+    ...(options.resolvConfPath ? { path: options.resolvConfPath } : {}),
+  });
+  try {
+    const applied = await configurator.apply(osConfig);
+    upstream = applied.upstream.length ? upstreamResolver(applied.upstream, { log }) : undefined;
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  dnsOf.set(session, { interceptor, server, configurator });
+  session.onClose(async () => {
+    await configurator.restore();
+    await server.close();
+    log("info", `dns: ${configurator.describe()} restored`);
+  });
+}

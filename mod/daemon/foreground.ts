@@ -1,0 +1,81 @@
+/**
+ * `vif connect` in the foreground: connect, print what is reachable, wait for
+ * Ctrl-C or SIGTERM, and put everything back.
+ *
+ * @module
+ */
+
+import { ConnectError, Session } from "./session.ts";
+import { setupDns } from "./dns_setup.ts";
+
+/** Options of {@linkcode runForeground}. */
+export interface ForegroundOptions {
+  managerAddress: string;
+  managerCaPem: string;
+  managerNamespace: string;
+  namespace: string;
+  /** Where what must be restored after a crash is kept. */
+  stateDir: string;
+  debug: boolean;
+  /** Progress lines. */
+  out: (line: string) => void;
+  /** Warnings and errors. */
+  err: (line: string) => void;
+}
+
+/** The DNS address inside the VIF block (DESIGN.md §3). */
+export const DNS_ADDRESS = "240.0.0.2";
+
+/**
+ * Connects and stays connected until a signal.
+ *
+ * @param options where the manager is, how to trust it, where to print
+ * @returns the exit code
+ * @throws {ConnectError} when the connection cannot be made
+ */
+export async function runForeground(options: ForegroundOptions): Promise<number> {
+  const log = (level: "debug" | "info" | "warn", message: string) => {
+    if (level === "debug" && !options.debug) return;
+    (level === "warn" ? options.err : options.out)(message);
+  };
+  const stop = Promise.withResolvers<string>();
+  const onSignal = (name: Deno.Signal) => () => stop.resolve(name);
+  const signals: Array<[Deno.Signal, () => void]> = [
+    ["SIGINT", onSignal("SIGINT")],
+    ["SIGTERM", onSignal("SIGTERM")],
+  ];
+  for (const [s, fn] of signals) Deno.addSignalListener(s, fn);
+  let session: Session | undefined;
+  try {
+    session = await Session.connect({
+      managerAddress: options.managerAddress,
+      managerCaPem: options.managerCaPem,
+      managerNamespace: options.managerNamespace,
+      namespace: options.namespace,
+      extraAddresses: [DNS_ADDRESS],
+      log,
+      onClusterInfo: async (info, s) => {
+        await setupDns(s, info, {
+          address: DNS_ADDRESS,
+          namespace: options.namespace,
+          stateDir: options.stateDir,
+          log,
+        });
+      },
+    });
+    const info = session.clusterInfo;
+    options.out(
+      `connected to the traffic-manager at ${options.managerAddress} (manager ${session.arrival?.managerVersion}); ` +
+        `cluster domain ${info?.clusterDomain}, namespace ${options.namespace}`,
+    );
+    options.out("press Ctrl-C to disconnect");
+    const why = await stop.promise;
+    log("info", `session: ${why}: disconnecting`);
+    return 0;
+  } finally {
+    for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);
+    await session?.close();
+  }
+}
+
+export { ConnectError };
