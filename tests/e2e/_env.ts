@@ -81,6 +81,8 @@ export interface Proc {
   readonly child: Deno.ChildProcess;
   /** Lines of stdout so far. */
   readonly lines: string[];
+  /** Lines of stderr so far. */
+  readonly errLines: string[];
   /** Resolves with the first stdout line that matches. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has ended. */
@@ -175,6 +177,7 @@ export class Env {
       pid: child.pid,
       child,
       lines,
+      errLines: stderr,
       waitFor(re, timeoutMs = 15_000) {
         const seen = lines.find((l) => re.test(l));
         if (seen !== undefined) return Promise.resolve(seen);
