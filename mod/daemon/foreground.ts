@@ -45,6 +45,15 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
     ["SIGTERM", onSignal("SIGTERM")],
   ];
   for (const [s, fn] of signals) Deno.addSignalListener(s, fn);
+  // One connection's bug must not take the whole network down: log it and
+  // keep serving the others.
+  const onError = (e: ErrorEvent | PromiseRejectionEvent) => {
+    e.preventDefault();
+    const error = "error" in e ? e.error : e.reason;
+    log("warn", `daemon: unexpected error, kept running: ${error?.stack ?? error}`);
+  };
+  globalThis.addEventListener("error", onError);
+  globalThis.addEventListener("unhandledrejection", onError);
   let session: Session | undefined;
   try {
     session = await Session.connect({
@@ -75,6 +84,8 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
   } finally {
     for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);
     await session?.close();
+    globalThis.removeEventListener("error", onError);
+    globalThis.removeEventListener("unhandledrejection", onError);
   }
 }
 

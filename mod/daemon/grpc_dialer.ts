@@ -116,6 +116,9 @@ export class GrpcDialer implements Dialer {
     req: DialRequest,
   ): Promise<{ call: TunnelCall; result: DialResult<void> }> {
     const call = this.#client.tunnel();
+    // grpc-js emits "error" on every call that ends badly, cancelled ones too;
+    // an unheard "error" would end the process.
+    call.on("error", () => {});
     return new Promise((resolve) => {
       let settled = false;
       const settle = (result: DialResult<void>) => {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import grpc from "@grpc/grpc-js";
 import {
   type ArriveResponse,
@@ -61,7 +62,7 @@ export interface ManagerClientOptions {
  */
 export function createManagerClient(options: ManagerClientOptions): ManagerClient {
   const name = managerServerName(options.managerNamespace);
-  const creds = grpc.credentials.createSsl(new TextEncoder().encode(options.caPem) as never);
+  const creds = grpc.credentials.createSsl(Buffer.from(options.caPem));
   return new ManagerClientCtor(options.address, creds, {
     ...CHANNEL_OPTIONS,
     "grpc.ssl_target_name_override": name,
