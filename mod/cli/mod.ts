@@ -25,6 +25,7 @@ import { COMMANDS } from "./commands.ts";
 import type { CliContext } from "./context.ts";
 import { debugRequested, ExitCode, reportError } from "./errors.ts";
 import { type CliIo, denoIo } from "./io.ts";
+import { serveAlias } from "./manager.ts";
 import { unknownCommand, usageError } from "./_usage.ts";
 
 export type { CliContext, RegisterCommand } from "./context.ts";
@@ -38,6 +39,9 @@ export interface MainOptions {
 }
 
 const EPILOGUE = `
+Traffic-manager:
+  vif --serve [flags]  run the traffic-manager (the same as "vif manager")
+
 Exit codes:
   0  success
   1  failure: the message says what failed and what to do
@@ -65,7 +69,7 @@ export async function main(args: readonly string[], options: MainOptions = {}): 
   const io = options.io ?? denoIo();
   const context: CliContext = { io, debug: debugRequested(args, io.env), exitCode: ExitCode.Ok };
   try {
-    await createProgram(context).parseAsync([...args], { from: "user" });
+    await createProgram(context).parseAsync(serveAlias(args), { from: "user" });
     return context.exitCode;
   } catch (error) {
     // --help and the like end parsing by "exiting" 0 through exitOverride.
@@ -89,8 +93,9 @@ function createProgram(context: CliContext): Command {
     .version(`vif ${VERSION}`, "-V, --version", "print the version of vif")
     .helpOption("-h, --help", "show help")
     .option("--debug", "print stack traces with errors (or set VIF_DEBUG=1)")
-    // Root flags that start a role go here: the traffic-manager's `--serve`
-    // (alias `vif manager`, DESIGN.md §1) is checked first in the action below.
+    // Root flags that start a role: the traffic-manager's `--serve` (DESIGN.md
+    // §1) is followed by the manager's own flags, so main() rewrites it to the
+    // `manager` command before parsing (serveAlias); it is only listed here.
     .addHelpText("after", EPILOGUE)
     .allowExcessArguments(true) // Stray words reach the action: unknown commands.
     .action((_options: Record<string, unknown>, command: Command) => {

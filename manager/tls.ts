@@ -1,0 +1,147 @@
+/**
+ * The manager's TLS material: read from a directory shaped like a mounted
+ * `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, `ca.crt`), checked before
+ * serving (the key matches the certificate, the CA signed it, it is valid
+ * now), and turned into grpc-js server credentials.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { ServerCredentials } from "@grpc/grpc-js";
+import { ManagerSetupError } from "./errors.ts";
+
+/** The PEM texts the manager serves with. */
+export interface TlsMaterial {
+  /** The server certificate, optionally followed by intermediates (PEM). */
+  certPem: string;
+  /** The server's private key (PEM). */
+  keyPem: string;
+  /** The CA that signed the certificate (PEM): clients trust this one. */
+  caPem: string;
+}
+
+/** What {@linkcode checkTls} found worth a warning, and the certificate's names. */
+export interface TlsCheck {
+  /** The certificate's DNS names. */
+  dnsNames: string[];
+  /** When it stops being valid. */
+  validTo: Date;
+  /** Warnings for the log (e.g. the expected name is missing). */
+  warnings: string[];
+}
+
+const FILES = { certPem: "tls.crt", keyPem: "tls.key", caPem: "ca.crt" } as const;
+
+/**
+ * Reads `tls.crt`, `tls.key` and `ca.crt` from `dir`.
+ *
+ * @param dir The directory (a mounted Secret of type `kubernetes.io/tls` with `ca.crt`).
+ * @returns The PEM texts.
+ * @throws {ManagerSetupError} When a file is missing or unreadable.
+ */
+export async function readTlsDir(dir: string): Promise<TlsMaterial> {
+  const material: Partial<TlsMaterial> = {};
+  for (const [key, name] of Object.entries(FILES) as [keyof TlsMaterial, string][]) {
+    const path = `${dir.replace(/\/$/, "")}/${name}`;
+    try {
+      material[key] = await Deno.readTextFile(path);
+    } catch (cause) {
+      const what = cause instanceof Deno.errors.NotFound ? "does not exist" : "cannot be read";
+      throw new ManagerSetupError(`TLS file "${path}" ${what}`, {
+        hint: `Point --tls-dir at a directory holding tls.crt, tls.key and ca.crt ` +
+          `(a mounted kubernetes.io/tls Secret with its CA).`,
+        cause,
+      });
+    }
+  }
+  return material as TlsMaterial;
+}
+
+/**
+ * Checks that the key matches the certificate, that the CA signed it and that
+ * it is valid at `now`; warns when it does not name `serverName`.
+ *
+ * @param material The PEM texts.
+ * @param serverName The name clients check: `traffic-manager.<namespace>`.
+ * @param now The time to check validity at. Default: now.
+ * @returns The names, the expiry and any warnings.
+ * @throws {ManagerSetupError} When a PEM does not parse, the key does not match, the CA did not sign it or it has expired.
+ */
+export function checkTls(material: TlsMaterial, serverName: string, now = new Date()): TlsCheck {
+  const hint = "Make the certificate again for that name, signed by the CA in ca.crt.";
+  let cert: X509Certificate;
+  let ca: X509Certificate;
+  try {
+    cert = new X509Certificate(material.certPem);
+  } catch (cause) {
+    throw new ManagerSetupError("The TLS certificate (tls.crt) is not a PEM certificate", {
+      hint,
+      cause,
+    });
+  }
+  try {
+    ca = new X509Certificate(material.caPem);
+  } catch (cause) {
+    throw new ManagerSetupError("The CA certificate (ca.crt) is not a PEM certificate", {
+      hint,
+      cause,
+    });
+  }
+  let matches: boolean;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(material.keyPem));
+  } catch (cause) {
+    throw new ManagerSetupError("The TLS key (tls.key) is not a PEM private key", { hint, cause });
+  }
+  if (!matches) {
+    throw new ManagerSetupError("The TLS key (tls.key) does not belong to the certificate", {
+      hint: "Mount the key and certificate of one pair.",
+    });
+  }
+  if (!cert.verify(ca.publicKey)) {
+    throw new ManagerSetupError(
+      `The TLS certificate "${
+        cert.subject.replaceAll("\n", ", ")
+      }" is not signed by the CA in ca.crt`,
+      { hint: "Clients trust only ca.crt: sign the certificate with that CA." },
+    );
+  }
+  const validTo = new Date(cert.validTo);
+  if (validTo.getTime() < now.getTime()) {
+    throw new ManagerSetupError(`The TLS certificate expired on ${validTo.toISOString()}`, {
+      hint,
+    });
+  }
+  const dnsNames = (cert.subjectAltName ?? "").split(/,\s*/).flatMap((entry) =>
+    entry.startsWith("DNS:") ? [entry.slice(4).toLowerCase()] : []
+  );
+  const warnings: string[] = [];
+  if (!dnsNames.includes(serverName.toLowerCase())) {
+    warnings.push(
+      `the TLS certificate names ${
+        dnsNames.length === 0 ? "no DNS name" : dnsNames.map((n) => `"${n}"`).join(", ")
+      }, not "${serverName}": clients will refuse it`,
+    );
+  }
+  return { dnsNames, validTo, warnings };
+}
+
+/**
+ * Makes grpc-js server credentials. The CA goes in as the first argument on
+ * purpose: with `null`, grpc-js loads the default root bundle as `ca`, and
+ * Deno's `node:tls` then sends that whole bundle in the certificate chain,
+ * which clients reject ("HandshakePayloadTooLarge", DESIGN.md §4). Client
+ * certificates are not asked for.
+ *
+ * @param material The PEM texts.
+ * @returns The credentials for `Server.bindAsync`.
+ */
+export function serverCredentials(material: TlsMaterial): ServerCredentials {
+  return ServerCredentials.createSsl(
+    Buffer.from(material.caPem),
+    [{ private_key: Buffer.from(material.keyPem), cert_chain: Buffer.from(material.certPem) }],
+    false,
+  );
+}

@@ -1,0 +1,211 @@
+/**
+ * One `Tunnel` call: the client's first message is `open`; the manager checks
+ * the session and the destination policy, dials, answers with exactly one
+ * `dial_result`, then hands the call to the TCP or UDP pipe (or, for ICMP,
+ * ends it).
+ *
+ * @module
+ */
+
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
+import { formatAddress } from "../mod/net/address.ts";
+import {
+  create,
+  DialResult_Code,
+  type Open,
+  Protocol,
+  type TunnelMessage,
+  TunnelMessageSchema,
+} from "../mod/rpc/service.ts";
+import type { Pinger } from "./ping.ts";
+import type { DestinationPolicy, TunnelProtocol } from "./policy.ts";
+import type { SessionTable } from "./sessions.ts";
+import type { ManagerStats } from "./stats.ts";
+import { dialTcp, TcpPipe } from "./tcp_tunnel.ts";
+import { openUdp, UdpPipe } from "./udp_tunnel.ts";
+
+/** A server-side `Tunnel` call. */
+export type TunnelCall = ServerDuplexStream<TunnelMessage, TunnelMessage>;
+
+/** What a tunnel needs of the manager. */
+export interface TunnelContext {
+  /** The live sessions. */
+  sessions: SessionTable;
+  /** The destination policy as of now (it follows cluster-info changes). */
+  policy(): DestinationPolicy;
+  /** Counters. */
+  stats: ManagerStats;
+  /** The dial timeout when `open` asks for none, in ms. */
+  dialTimeoutMs: number;
+  /** How long a UDP tunnel lives without a datagram either way, in ms. */
+  udpIdleTimeoutMs: number;
+  /** Sends ICMP echoes. */
+  ping: Pinger;
+  /** Every tunnel currently open, to end them when the manager stops. */
+  open: Set<{ abort(reason: string): void }>;
+}
+
+/** The longest dial timeout a client may ask for. */
+const MAX_DIAL_TIMEOUT_MS = 120_000;
+
+const PROTOCOLS: Partial<Record<Protocol, TunnelProtocol>> = {
+  [Protocol.TCP]: "tcp",
+  [Protocol.UDP]: "udp",
+  [Protocol.ICMP]: "icmp",
+};
+
+const OUTCOMES: Record<DialResult_Code, string> = {
+  [DialResult_Code.UNSPECIFIED]: "unspecified",
+  [DialResult_Code.OK]: "ok",
+  [DialResult_Code.REFUSED]: "refused",
+  [DialResult_Code.UNREACHABLE]: "unreachable",
+  [DialResult_Code.TIMEOUT]: "timeout",
+  [DialResult_Code.PROHIBITED]: "prohibited",
+  [DialResult_Code.NO_SESSION]: "no-session",
+};
+
+/**
+ * Serves one `Tunnel` call.
+ *
+ * @param call The call.
+ * @param context The manager's sessions, policy and settings.
+ */
+export function handleTunnel(call: TunnelCall, context: TunnelContext): void {
+  let started = false;
+  const onEnd = () => {
+    // The client ended its side before any open: nothing to do but end ours.
+    if (!started) call.end();
+  };
+  call.on("end", onEnd);
+  call.once("data", (message: TunnelMessage) => {
+    started = true;
+    call.off("end", onEnd);
+    // Nothing more is read until the dial is answered and a pipe takes over.
+    call.pause();
+    if (message.kind.case !== "open") {
+      protocolError(call, `the first tunnel message must be "open", not "${message.kind.case}"`);
+      return;
+    }
+    open(call, message.kind.value, context).catch((error: unknown) => {
+      // A bug, not a dial failure: end the call with the reason.
+      protocolError(
+        call,
+        `the traffic-manager failed: ${(error as Error).message}`,
+        status.INTERNAL,
+      );
+    });
+  });
+}
+
+async function open(call: TunnelCall, request: Open, context: TunnelContext): Promise<void> {
+  const answer = (code: DialResult_Code, message: string) => {
+    context.stats.countDial(OUTCOMES[code]);
+    call.write(
+      create(TunnelMessageSchema, { kind: { case: "dialResult", value: { code, message } } }),
+    );
+  };
+  const refuse = (code: DialResult_Code, message: string) => {
+    answer(code, message);
+    call.end();
+  };
+
+  const session = context.sessions.get(request.sessionId);
+  if (session === undefined) {
+    return refuse(
+      DialResult_Code.NO_SESSION,
+      `session "${request.sessionId}" is unknown or expired: arrive again`,
+    );
+  }
+  const protocol = PROTOCOLS[request.protocol];
+  if (protocol === undefined) {
+    return refuse(DialResult_Code.PROHIBITED, `protocol "${request.protocol}" is not supported`);
+  }
+  const ip = request.destination?.ip ?? new Uint8Array(0);
+  const port = request.destination?.port ?? 0;
+  const verdict = context.policy().check(protocol, ip, port);
+  if (!verdict.allowed) return refuse(DialResult_Code.PROHIBITED, verdict.reason);
+
+  const host = formatAddress(unmapped(ip));
+  // A client may ask for a shorter or longer wait, within reason.
+  const timeoutMs = request.dialTimeoutMs > 0
+    ? Math.min(request.dialTimeoutMs, MAX_DIAL_TIMEOUT_MS)
+    : context.dialTimeoutMs;
+  let cancelled = false;
+  const onCancel = () => void (cancelled = true);
+  call.once("cancelled", onCancel);
+  try {
+    switch (protocol) {
+      case "icmp": {
+        const outcome = await context.ping(host, timeoutMs);
+        if (!cancelled) refuse(outcome.code, outcome.message);
+        return;
+      }
+      case "tcp": {
+        const dialed = await dialTcp(host, port, timeoutMs);
+        if ("code" in dialed) return cancelled ? undefined : refuse(dialed.code, dialed.message);
+        if (cancelled || session.ended) {
+          dialed.socket.destroy();
+          if (!cancelled) refuse(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
+          return;
+        }
+        answer(DialResult_Code.OK, `connected to ${hostPort(host, port)}`);
+        start(new TcpPipe(call, dialed.socket, session, context), context);
+        return;
+      }
+      case "udp": {
+        const opened = await openUdp(host, port, timeoutMs);
+        if ("code" in opened) return cancelled ? undefined : refuse(opened.code, opened.message);
+        if (cancelled || session.ended) {
+          opened.socket.close();
+          if (!cancelled) refuse(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
+          return;
+        }
+        answer(DialResult_Code.OK, `udp socket connected to ${hostPort(host, port)}`);
+        start(new UdpPipe(call, opened.socket, session, context), context);
+        return;
+      }
+    }
+  } finally {
+    call.off("cancelled", onCancel);
+  }
+}
+
+function start(pipe: TcpPipe | UdpPipe, context: TunnelContext): void {
+  context.open.add(pipe);
+  pipe.onDone(() => context.open.delete(pipe));
+  pipe.start();
+}
+
+/**
+ * Sends `close{reason}` and ends the call with an error status.
+ *
+ * @param call The call.
+ * @param reason What the client did wrong.
+ * @param code The gRPC status; `INVALID_ARGUMENT` by default.
+ */
+function protocolError(
+  call: TunnelCall,
+  reason: string,
+  code: status = status.INVALID_ARGUMENT,
+): void {
+  call.write(create(TunnelMessageSchema, { kind: { case: "close", value: { reason } } }));
+  call.emit("error", { code, details: reason });
+}
+
+function unmapped(ip: Uint8Array): Uint8Array {
+  const mapped = ip.length === 16 && ip.subarray(0, 10).every((b) => b === 0) &&
+    ip[10] === 0xff && ip[11] === 0xff;
+  return mapped ? ip.slice(12) : ip;
+}
+
+/**
+ * `host:port`, with brackets around an IPv6 host.
+ *
+ * @param host The address.
+ * @param port The port.
+ * @returns The text.
+ */
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}

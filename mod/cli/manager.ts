@@ -1,0 +1,222 @@
+/**
+ * `vif manager` (also `vif --serve`, the container entrypoint): run the
+ * traffic-manager until SIGTERM or SIGINT. The work is in `manager/`; this
+ * module only reads flags and the environment and prints.
+ *
+ * `--serve` is a root flag followed by the manager's own flags, so
+ * {@linkcode serveAlias} turns `vif [--debug] --serve [flags]` into
+ * `vif manager [--debug] [flags]` before commander parses anything.
+ *
+ * @module
+ */
+
+import { type Command, InvalidArgumentError, Option } from "commander";
+import { DEFAULT_MANAGER_NAMESPACE, DEFAULT_MANAGER_PORT } from "../rpc/service.ts";
+import type { CliContext } from "./context.ts";
+import { ExitCode, UserError } from "./errors.ts";
+
+/** The options of `vif manager`, as commander parses them. */
+interface ManagerFlags {
+  tlsDir?: string;
+  listen: string;
+  managerNamespace?: string;
+  podCidr?: string[];
+  serviceCidr?: string[];
+  clusterDomain?: string;
+  dnsServer?: string;
+  dnsUpstream?: string;
+  namespaces?: string[];
+  podIp?: string;
+  resolvConf: string;
+  allowAnyDestination?: boolean;
+  dialTimeout: number;
+  sessionTtl: number;
+  heartbeatInterval: number;
+  udpIdleTimeout: number;
+}
+
+const EXAMPLES = `
+Environment (used when the flag is absent):
+  POD_IP              the manager pod's IP (--pod-ip)
+  POD_NAMESPACE       the manager's namespace (--manager-namespace)
+  VIF_POD_CIDRS       pod subnets, comma-separated (--pod-cidr)
+  VIF_SERVICE_CIDRS   service subnets, comma-separated (--service-cidr)
+
+Durations are milliseconds, or a number with ms, s or m ("5s", "1m").
+
+Examples:
+  # In the manager's container, with the TLS Secret mounted at /var/run/vif/tls
+  vif --serve --tls-dir /var/run/vif/tls --pod-cidr 198.18.64.0/18 --service-cidr 198.18.128.0/20
+
+  # On this machine, for a test: any destination, a short session TTL
+  vif manager --tls-dir ./tls --listen 127.0.0.1:8081 --allow-any-destination --session-ttl 5s`;
+
+/**
+ * Rewrites `vif --serve …` as `vif manager …`: when `--serve` comes before any
+ * command word (and before `--`), it is removed and `manager` put first.
+ *
+ * @param args The command-line arguments.
+ * @returns The arguments commander should parse.
+ *
+ * @example
+ * ```ts
+ * import { serveAlias } from "./manager.ts";
+ *
+ * const args = serveAlias(["--debug", "--serve", "--listen", ":8081"]);
+ * if (args.join(" ") !== "manager --debug --listen :8081") throw new Error(args.join(" "));
+ * ```
+ */
+export function serveAlias(args: readonly string[]): string[] {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--serve") return ["manager", ...args.slice(0, i), ...args.slice(i + 1)];
+    if (arg === "--" || !arg.startsWith("-")) break; // A command word, or the end of options.
+  }
+  return [...args];
+}
+
+/**
+ * Adds `vif manager` to the program.
+ *
+ * @param program The root command.
+ * @param context The run's shared state.
+ */
+export function registerManager(program: Command, context: CliContext): void {
+  const env = (name: string) => context.io.env(name)?.trim() || undefined;
+  program
+    .command("manager")
+    .description('run the traffic-manager, in the cluster (also "vif --serve")')
+    .option("--tls-dir <dir>", "directory with tls.crt, tls.key and ca.crt (a mounted TLS Secret)")
+    .option("--listen <host:port>", "address to serve gRPC on", `0.0.0.0:${DEFAULT_MANAGER_PORT}`)
+    .option(
+      "--manager-namespace <ns>",
+      `the manager's namespace; its certificate names traffic-manager.<ns> (default: $POD_NAMESPACE, else "${DEFAULT_MANAGER_NAMESPACE}")`,
+    )
+    .option("--pod-cidr <cidr>", "a pod subnet (repeatable; default: $VIF_POD_CIDRS)", collect)
+    .option(
+      "--service-cidr <cidr>",
+      "a service subnet (repeatable; default: $VIF_SERVICE_CIDRS)",
+      collect,
+    )
+    .option(
+      "--cluster-domain <domain>",
+      "the cluster domain (default: from the resolv.conf search list, else cluster.local)",
+    )
+    .option(
+      "--dns-server <ip>",
+      "the cluster DNS address announced (default: the resolv.conf nameserver)",
+    )
+    .option(
+      "--dns-upstream <host[:port]>",
+      "where DNS queries are forwarded (default: the resolv.conf nameserver)",
+    )
+    .option("--namespaces <a,b>", "namespaces clients treat as top-level names", commaList)
+    .option("--pod-ip <ip>", "this pod's IP (default: $POD_IP)")
+    .option("--resolv-conf <file>", "the resolv.conf to read", "/etc/resolv.conf")
+    .option(
+      "--allow-any-destination",
+      "dial any destination, not only the cluster's subnets (never this port)",
+    )
+    .addOption(durationOption("--dial-timeout", "dial timeout when a tunnel asks for none", 5000))
+    .addOption(
+      durationOption("--session-ttl", "how long a session lives without a heartbeat", 30_000),
+    )
+    .addOption(durationOption("--heartbeat-interval", "how often clients send heartbeats", 5000))
+    .addOption(durationOption("--udp-idle-timeout", "how long an idle UDP flow lives", 60_000))
+    .addHelpText("after", EXAMPLES)
+    .action(async (flags: ManagerFlags) => {
+      if (flags.tlsDir === undefined) {
+        throw new UserError("no TLS certificate for the traffic-manager", {
+          hint: "Pass --tls-dir DIR, a directory holding tls.crt, tls.key and ca.crt.",
+          exitCode: ExitCode.Usage,
+        });
+      }
+      const fromEnv = (name: string) => env(name)?.split(",").map((s) => s.trim()).filter(Boolean);
+      const { serve, ManagerSetupError } = await import("../../manager/mod.ts");
+      const log = (line: string) => context.io.stderr(line + "\n");
+      let manager;
+      try {
+        manager = await serve({
+          tlsDir: flags.tlsDir,
+          listen: flags.listen,
+          managerNamespace: flags.managerNamespace ?? env("POD_NAMESPACE") ??
+            DEFAULT_MANAGER_NAMESPACE,
+          podSubnets: flags.podCidr ?? fromEnv("VIF_POD_CIDRS") ?? [],
+          serviceSubnets: flags.serviceCidr ?? fromEnv("VIF_SERVICE_CIDRS") ?? [],
+          ...(flags.clusterDomain ? { clusterDomain: flags.clusterDomain } : {}),
+          ...(flags.dnsServer ? { dnsServer: flags.dnsServer } : {}),
+          ...(flags.dnsUpstream ? { dnsUpstream: flags.dnsUpstream } : {}),
+          namespaces: flags.namespaces ?? [],
+          ...((flags.podIp ?? env("POD_IP")) ? { podIp: flags.podIp ?? env("POD_IP") } : {}),
+          resolvConfPath: flags.resolvConf,
+          allowAnyDestination: flags.allowAnyDestination ?? false,
+          dialTimeoutMs: flags.dialTimeout,
+          sessionTtlMs: flags.sessionTtl,
+          heartbeatIntervalMs: flags.heartbeatInterval,
+          udpIdleTimeoutMs: flags.udpIdleTimeout,
+          log,
+        });
+      } catch (error) {
+        if (error instanceof ManagerSetupError) {
+          throw new UserError(lowerFirst(error.message), {
+            hint: error.hint,
+            exitCode: error.usage ? ExitCode.Usage : ExitCode.Failure,
+            cause: error,
+          });
+        }
+        throw error;
+      }
+      const signal = await untilSignal(["SIGTERM", "SIGINT"]);
+      log(`manager: ${signal}: stopping`);
+      await manager.close();
+    });
+}
+
+/** Resolves with the name of the first of `signals` the process receives. */
+function untilSignal(signals: Deno.Signal[]): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const handlers = signals.map((signal) => {
+      const handler = () => {
+        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+        resolve(signal);
+      };
+      Deno.addSignalListener(signal, handler);
+      return [signal, handler] as const;
+    });
+  });
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...commaList(value)];
+}
+
+function durationOption(flag: string, description: string, fallback: number): Option {
+  const shown = fallback % 1000 === 0 ? `${fallback / 1000}s` : `${fallback}ms`;
+  return new Option(`${flag} <duration>`, description).argParser(duration).default(fallback, shown);
+}
+
+function commaList(value: string): string[] {
+  return value.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * Parses a duration: milliseconds, or a number with `ms`, `s` or `m`.
+ *
+ * @param text The flag's value.
+ * @returns Milliseconds.
+ * @throws {InvalidArgumentError} When it is not a positive duration.
+ */
+function duration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(text.trim());
+  const unit = { ms: 1, s: 1000, m: 60_000 }[(match?.[2] ?? "ms") as "ms" | "s" | "m"];
+  const value = match ? Math.round(Number(match[1]) * unit) : NaN;
+  if (!(value > 0)) {
+    throw new InvalidArgumentError('Expected a duration like "5000", "5s" or "1m".');
+  }
+  return value;
+}
+
+/** "Cannot listen …" → "cannot listen …", as the CLI's messages start; "TLS file …" stays. */
+function lowerFirst(text: string): string {
+  return /^[A-Z][a-z]/.test(text) ? text[0]!.toLowerCase() + text.slice(1) : text;
+}
