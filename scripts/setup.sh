@@ -21,6 +21,10 @@ PACKAGES=(
   procps        # ps, pkill
   iputils-ping  # ping
   openssl       # test certificates
+  python3-kubernetes # a client nobody here wrote, against the fake API server (tests/sim/apiserver)
+  # Debian's kubectl (kubernetes-client) is not listed: where google-cloud-cli
+  # owns /usr/bin/kubectl the install fails on the file conflict, so
+  # tests/sim/apiserver/install_kubectl.sh unpacks the .deb into .tools/.
 )
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,6 +84,12 @@ fi
 # --- npm dependencies, into Deno's cache (deno.json: "nodeModulesDir": "none") -
 (cd "$ROOT" && "$DENO" install --quiet </dev/null)
 say "npm dependencies cached"
+
+# --- Debian's kubectl (1.20), unpacked into .tools/ ----------------------------
+# The fake API server is checked against it; installing the package can clash
+# with another kubectl owning /usr/bin/kubectl, so it is unpacked instead.
+kubectl="$(bash "$ROOT/tests/sim/apiserver/install_kubectl.sh")"
+say "kubectl for the API-server tests: ${kubectl#"$ROOT/"}"
 
 if [[ ! -c /dev/net/tun ]]; then
   say "warning: /dev/net/tun is missing: the TUN tests and the demo need it (modprobe tun)" >&2

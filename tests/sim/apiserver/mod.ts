@@ -1,0 +1,33 @@
+/**
+ * A fake Kubernetes API server for the simulated cluster: HTTPS with bearer
+ * tokens, discovery, REST with list/watch, and `pods/portforward` over
+ * WebSocket as the kubelet serves it; plus the {@linkcode Store} that
+ * in-process controllers read and write.
+ *
+ * @module
+ */
+
+export {
+  type ApiServer,
+  type ApiServerOptions,
+  type AuthorizationAttributes,
+  SERVER_VERSION,
+  startApiServer,
+  type TokenInfo,
+} from "./server.ts";
+export {
+  type DeleteOptions,
+  type DeleteResult,
+  type EventType,
+  type KubeObject,
+  type ListOptions,
+  type ObjectMeta,
+  type ObjectRef,
+  type OwnerReference,
+  Store,
+  type StoreEvent,
+  type StoreOptions,
+  type WriteOptions,
+} from "./store.ts";
+export { ApiError, type Status, type StatusDetails } from "./status.ts";
+export { findResource, type ResourceInfo, RESOURCES } from "./resources.ts";
