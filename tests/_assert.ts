@@ -24,7 +24,10 @@ export function assert(cond: unknown, message = "Assertion failed"): asserts con
 }
 
 function show(v: unknown): string {
-  if (v instanceof Uint8Array) return `Uint8Array [${[...v].join(", ")}]`;
+  if (v instanceof Uint8Array) {
+    const head = [...v.subarray(0, 32)].join(", ");
+    return `Uint8Array(${v.length}) [${head}${v.length > 32 ? ", …" : ""}]`;
+  }
   try {
     return Deno.inspect(v, { depth: 6 });
   } catch {

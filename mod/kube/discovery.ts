@@ -1,0 +1,171 @@
+/**
+ * Finding the traffic-manager through the Kubernetes API: its Service, a
+ * Ready pod behind it, its gRPC port, and the CA in its TLS Secret.
+ *
+ * @module
+ */
+
+import { CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import { DEFAULT_MANAGER_PORT } from "../rpc/service.ts";
+
+/** The names `vif install` gives the manager's objects. */
+export const MANAGER_SERVICE = "traffic-manager";
+/** The Secret holding the manager's TLS key, certificate and CA. */
+export const MANAGER_TLS_SECRET = "traffic-manager-tls";
+
+/** What the client needs to reach the manager. */
+export interface ManagerLocation {
+  namespace: string;
+  pod: string;
+  podIP: string;
+  port: number;
+  /** The CA certificate (PEM) from the Secret. */
+  caPem: string;
+  /** The manager's version, from its pod's labels, if it has one. */
+  version?: string;
+}
+
+/** A discovery failure a person can act on. */
+export class DiscoveryError extends Error {
+  /** What to do about it. */
+  readonly hint: string;
+  /**
+   * @param message what happened
+   * @param hint what to do
+   * @param options the cause
+   */
+  constructor(message: string, hint: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "DiscoveryError";
+    this.hint = hint;
+  }
+}
+
+function statusOf(error: unknown): number | undefined {
+  const e = error as { code?: unknown; statusCode?: unknown; response?: { statusCode?: unknown } };
+  const code = e?.code ?? e?.statusCode ?? e?.response?.statusCode;
+  return typeof code === "number" ? code : undefined;
+}
+
+function apiError(
+  error: unknown,
+  doing: string,
+  server: string,
+  namespace: string,
+): DiscoveryError {
+  const status = statusOf(error);
+  const text = String((error as Error)?.message ?? error).split("\n")[0];
+  if (status === 401) {
+    return new DiscoveryError(
+      `the API server at "${server}" did not accept the credentials while ${doing}`,
+      "Log in again (your token may have expired) or check the kubeconfig's user.",
+      { cause: error },
+    );
+  }
+  if (status === 403) {
+    return new DiscoveryError(
+      `not allowed to ${doing} in namespace "${namespace}"`,
+      `Ask a cluster admin for read access to the traffic-manager's objects in "${namespace}".`,
+      { cause: error },
+    );
+  }
+  if (status === undefined) {
+    return new DiscoveryError(
+      `cannot reach the API server at "${server}" while ${doing}: ${text}`,
+      "Check the kubeconfig's server address and that the cluster is up (kubectl get ns).",
+      { cause: error },
+    );
+  }
+  return new DiscoveryError(
+    `the API server answered ${status} while ${doing}: ${text}`,
+    "Run the command again with --debug and check the API server's log.",
+    { cause: error },
+  );
+}
+
+function isReady(pod: V1Pod): boolean {
+  return pod.status?.phase === "Running" &&
+    (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True") &&
+    !pod.metadata?.deletionTimestamp;
+}
+
+/**
+ * Finds the manager in `namespace`.
+ *
+ * @param kc the kubeconfig, context chosen
+ * @param namespace the manager's namespace
+ * @returns where it is and its CA
+ * @throws {DiscoveryError} when it is not installed, has no ready pod, or the API refuses
+ */
+export async function discoverManager(kc: KubeConfig, namespace: string): Promise<ManagerLocation> {
+  const server = kc.getCurrentCluster()?.server ?? "(no server)";
+  const core = kc.makeApiClient(CoreV1Api);
+  let service;
+  try {
+    service = await core.readNamespacedService({ name: MANAGER_SERVICE, namespace });
+  } catch (error) {
+    if (statusOf(error) === 404) {
+      throw new DiscoveryError(
+        `the traffic-manager is not installed in namespace "${namespace}"`,
+        "Run `vif install` (or pass --manager-namespace if it lives elsewhere).",
+        { cause: error },
+      );
+    }
+    throw apiError(error, "read the traffic-manager's Service", server, namespace);
+  }
+  const selector = service.spec?.selector ?? {};
+  const labelSelector = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(",");
+  const svcPort = service.spec?.ports?.find((p) => p.name === "grpc") ?? service.spec?.ports?.[0];
+  let pods;
+  try {
+    pods = await core.listNamespacedPod({ namespace, labelSelector });
+  } catch (error) {
+    throw apiError(error, "list the traffic-manager's pods", server, namespace);
+  }
+  const pod = pods.items.find(isReady);
+  if (!pod?.metadata?.name || !pod.status?.podIP) {
+    throw new DiscoveryError(
+      `the traffic-manager in namespace "${namespace}" has no ready pod (${pods.items.length} found)`,
+      `Check it with: kubectl -n ${namespace} get pods -l ${
+        labelSelector || "app=traffic-manager"
+      }`,
+    );
+  }
+  const target = svcPort?.targetPort;
+  let port = typeof target === "number" ? target : svcPort?.port ?? DEFAULT_MANAGER_PORT;
+  if (typeof target === "string") {
+    for (const c of pod.spec?.containers ?? []) {
+      const named = c.ports?.find((p) => p.name === target);
+      if (named) port = named.containerPort;
+    }
+  }
+  let secret;
+  try {
+    secret = await core.readNamespacedSecret({ name: MANAGER_TLS_SECRET, namespace });
+  } catch (error) {
+    if (statusOf(error) === 404) {
+      throw new DiscoveryError(
+        `the traffic-manager's TLS secret "${MANAGER_TLS_SECRET}" is missing in "${namespace}"`,
+        "Run `vif install` again: it recreates the secret.",
+        { cause: error },
+      );
+    }
+    throw apiError(error, `read the secret "${MANAGER_TLS_SECRET}"`, server, namespace);
+  }
+  const ca = secret.data?.["ca.crt"];
+  if (!ca) {
+    throw new DiscoveryError(
+      `the secret "${namespace}/${MANAGER_TLS_SECRET}" has no ca.crt`,
+      "Run `vif install --rotate-tls` to make new TLS material.",
+    );
+  }
+  const version = pod.metadata.labels?.["app.kubernetes.io/version"];
+  return {
+    namespace,
+    pod: pod.metadata.name,
+    podIP: pod.status.podIP,
+    port,
+    caPem: new TextDecoder().decode(Uint8Array.from(atob(ca), (c) => c.charCodeAt(0))),
+    ...(version ? { version } : {}),
+  };
+}

@@ -1,0 +1,176 @@
+/**
+ * The port-forward proxy and manager discovery against the fake API server.
+ *
+ * ```
+ *  test ──TCP──► proxy 127.0.0.1:random ──WebSocket/TLS──► fake API server ──TCP──► echo "pod" (127.0.0.1)
+ * ```
+ */
+
+import { KubeConfig } from "@kubernetes/client-node";
+import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
+import {
+  ADMIN_TOKEN,
+  LIMITED_TOKEN,
+  runningPod,
+  startEchoServer,
+  withApi,
+  writeKubeconfig,
+} from "../../tests/sim/apiserver/_testing.ts";
+import { PortForwardError, startPortForwardProxy } from "./portforward.ts";
+import {
+  discoverManager,
+  DiscoveryError,
+  MANAGER_SERVICE,
+  MANAGER_TLS_SECRET,
+} from "./discovery.ts";
+
+const options = { sanitizeOps: false, sanitizeResources: false };
+
+async function roundTrip(address: string, bytes: Uint8Array): Promise<Uint8Array> {
+  const [hostname, port] = address.split(":");
+  const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+  try {
+    await conn.write(bytes);
+    const got = new Uint8Array(bytes.length);
+    let off = 0;
+    while (off < got.length) {
+      const n = await conn.read(got.subarray(off));
+      if (n === null) break;
+      off += n;
+    }
+    return got.subarray(0, off);
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test(
+  "startPortForwardProxy() carries connections to a pod through the API server",
+  options,
+  async () => {
+    await withApi(async (t) => {
+      const echo = startEchoServer();
+      try {
+        t.api.store.create({
+          apiVersion: "v1",
+          kind: "Namespace",
+          metadata: { name: "vif-system" },
+        });
+        t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
+        const kc = new KubeConfig();
+        kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
+        const proxy = await startPortForwardProxy(kc, {
+          namespace: "vif-system",
+          pod: "traffic-manager-1",
+          port: echo.port,
+        });
+        try {
+          const payload = crypto.getRandomValues(new Uint8Array(60_000));
+          const [a, b] = await Promise.all([
+            roundTrip(proxy.address, payload),
+            roundTrip(proxy.address, new TextEncoder().encode("second")),
+          ]);
+          assertEquals(a, payload);
+          assertEquals(new TextDecoder().decode(b), "second");
+          assertEquals(proxy.connections, 2);
+        } finally {
+          await proxy.close();
+        }
+      } finally {
+        echo.close();
+      }
+    });
+  },
+);
+
+Deno.test("startPortForwardProxy() explains a forbidden port-forward", options, async () => {
+  await withApi(async (t) => {
+    t.api.store.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "vif-system" } });
+    t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
+    const kc = new KubeConfig();
+    kc.loadFromFile(await writeKubeconfig(t, LIMITED_TOKEN));
+    const e = await assertRejects(
+      () =>
+        startPortForwardProxy(kc, {
+          namespace: "vif-system",
+          pod: "traffic-manager-1",
+          port: 8081,
+        }),
+      PortForwardError,
+    );
+    assertMatch(e.message, /not allowed to port-forward to pods in "vif-system"/);
+  });
+});
+
+Deno.test(
+  "startPortForwardProxy() fails in bounded time when the API server is unreachable",
+  options,
+  async () => {
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: "c", server: "https://127.0.0.1:1", skipTLSVerify: true }],
+      users: [{ name: "u", token: "x" }],
+      contexts: [{ name: "x", cluster: "c", user: "u" }],
+      currentContext: "x",
+    });
+    const t0 = performance.now();
+    const e = await assertRejects(
+      () => startPortForwardProxy(kc, { namespace: "n", pod: "p", port: 1 }, { timeoutMs: 3000 }),
+      PortForwardError,
+    );
+    assert(performance.now() - t0 < 5000);
+    assertMatch(e.message, /127\.0\.0\.1:1/);
+  },
+);
+
+Deno.test(
+  "discoverManager() finds the ready pod, its port and the CA, or says to install",
+  options,
+  async () => {
+    await withApi(async (t) => {
+      const kc = new KubeConfig();
+      kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
+      const missing = await assertRejects(() => discoverManager(kc, "vif-system"), DiscoveryError);
+      assertMatch(missing.message, /not installed in namespace "vif-system"/);
+      assertMatch((missing as DiscoveryError).hint, /vif install/);
+
+      const s = t.api.store;
+      s.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "vif-system" } });
+      s.create({
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { name: MANAGER_SERVICE, namespace: "vif-system" },
+        spec: {
+          selector: { app: "traffic-manager" },
+          ports: [{ name: "grpc", port: 8081, targetPort: "grpc" }],
+        },
+      });
+      const pod = runningPod("vif-system", "traffic-manager-abc");
+      pod.metadata.labels = { app: "traffic-manager" };
+      (pod.spec as { containers: unknown[] }).containers = [{
+        name: "manager",
+        image: "vif",
+        ports: [{ name: "grpc", containerPort: 9443 }],
+      }];
+      s.create(pod);
+      s.create({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: MANAGER_TLS_SECRET, namespace: "vif-system" },
+        type: "kubernetes.io/tls",
+        data: {
+          "ca.crt": btoa(t.tls.caPem),
+          "tls.crt": btoa(t.tls.certPem),
+          "tls.key": btoa(t.tls.keyPem),
+        },
+      });
+      const found = await discoverManager(kc, "vif-system");
+      assertEquals([found.pod, found.podIP, found.port], [
+        "traffic-manager-abc",
+        "127.0.0.1",
+        9443,
+      ]);
+      assertEquals(found.caPem, t.tls.caPem);
+    });
+  },
+);
