@@ -16,6 +16,10 @@ export interface ForegroundOptions {
   namespace: string;
   /** Where what must be restored after a crash is kept. */
   stateDir: string;
+  /** Hosts that must never be routed into the TUN (the API server). */
+  protectedHosts?: string[];
+  /** How the manager is reached, for the first line (`via port-forward …`). */
+  via?: string;
   debug: boolean;
   /** Progress lines. */
   out: (line: string) => void;
@@ -62,6 +66,7 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
       managerNamespace: options.managerNamespace,
       namespace: options.namespace,
       extraAddresses: [DNS_ADDRESS],
+      ...(options.protectedHosts ? { protectedHosts: options.protectedHosts } : {}),
       log,
       onClusterInfo: async (info, s) => {
         await setupDns(s, info, {
@@ -74,7 +79,9 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
     });
     const info = session.clusterInfo;
     options.out(
-      `connected to the traffic-manager at ${options.managerAddress} (manager ${session.arrival?.managerVersion}); ` +
+      `connected to the traffic-manager at ${
+        options.via ?? options.managerAddress
+      } (manager ${session.arrival?.managerVersion}); ` +
         `cluster domain ${info?.clusterDomain}, namespace ${options.namespace}`,
     );
     options.out("press Ctrl-C to disconnect");

@@ -41,6 +41,11 @@ export interface SessionOptions {
   onClusterInfo?: (info: ClusterInfo, session: Session) => Promise<void> | void;
   /** Extra addresses to give the TUN (the DNS address). */
   extraAddresses?: string[];
+  /**
+   * More hosts whose traffic must never enter the TUN (the Kubernetes API
+   * server the port-forward goes through), checked like the manager's.
+   */
+  protectedHosts?: string[];
 }
 
 /** A failure a person can act on: what happened, and what to do. */
@@ -232,27 +237,29 @@ export class Session {
   }
 
   async #checkManagerNotCaptured(info: ClusterInfo): Promise<void> {
-    const host = hostOf(this.options.managerAddress);
     const subnets = [...info.podSubnets, ...info.serviceSubnets].map((c) => Cidr.parse(c));
-    const inside = subnets.find((c) => c.contains(host));
-    if (!inside) return;
-    // The manager's own address lies in a subnet about to be routed into the
-    // TUN: only a more specific route already in place keeps the tunnel out
-    // of itself.
-    const routes = await listRoutes();
-    const specific = routes.find((r) => {
-      try {
-        const c = Cidr.parse(`${r.address}/${r.prefixLength}`);
-        return r.table === 254 && c.contains(host) && c.prefixLength > inside.prefixLength;
-      } catch {
-        return false;
+    const hosts = [hostOf(this.options.managerAddress), ...(this.options.protectedHosts ?? [])];
+    let routes: Awaited<ReturnType<typeof listRoutes>> | undefined;
+    for (const host of hosts) {
+      const inside = subnets.find((c) => c.contains(host));
+      if (!inside) continue;
+      // The address lies in a subnet about to be routed into the TUN: only a
+      // more specific route already in place keeps the tunnel out of itself.
+      routes ??= await listRoutes();
+      const specific = routes.some((r) => {
+        try {
+          const c = Cidr.parse(`${r.address}/${r.prefixLength}`);
+          return r.table === 254 && c.contains(host) && c.prefixLength > inside.prefixLength;
+        } catch {
+          return false;
+        }
+      });
+      if (!specific) {
+        throw new ConnectError(
+          `the address "${host}" vif needs to reach the cluster lies in the cluster subnet "${inside}", which is about to be routed into the TUN`,
+          `Add a host route for it first (ip route add ${host}/32 via <gateway>), or exclude the subnet.`,
+        );
       }
-    });
-    if (!specific) {
-      throw new ConnectError(
-        `The traffic-manager's address "${host}" lies in the cluster subnet "${inside}", which is about to be routed into the TUN`,
-        `Add a host route for it first (ip route add ${host}/32 via <gateway>), or reach the manager through the Kubernetes API (vif connect --context).`,
-      );
     }
   }
 

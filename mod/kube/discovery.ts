@@ -47,6 +47,11 @@ function statusOf(error: unknown): number | undefined {
   return typeof code === "number" ? code : undefined;
 }
 
+function gerund(doing: string): string {
+  const forms: Record<string, string> = { read: "reading", list: "listing" };
+  return doing.replace(/^(\w+)/, (verb) => forms[verb] ?? verb);
+}
+
 function apiError(
   error: unknown,
   doing: string,
@@ -54,10 +59,11 @@ function apiError(
   namespace: string,
 ): DiscoveryError {
   const status = statusOf(error);
+  const whileDoing = gerund(doing);
   const text = String((error as Error)?.message ?? error).split("\n")[0];
   if (status === 401) {
     return new DiscoveryError(
-      `the API server at "${server}" did not accept the credentials while ${doing}`,
+      `the API server at "${server}" did not accept the credentials while ${whileDoing}`,
       "Log in again (your token may have expired) or check the kubeconfig's user.",
       { cause: error },
     );
@@ -71,7 +77,7 @@ function apiError(
   }
   if (status === undefined) {
     return new DiscoveryError(
-      `cannot reach the API server at "${server}" while ${doing}: ${text}`,
+      `cannot reach the API server at "${server}" while ${whileDoing}: ${text}`,
       "Check the kubeconfig's server address and that the cluster is up (kubectl get ns).",
       { cause: error },
     );
