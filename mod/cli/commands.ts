@@ -18,12 +18,14 @@
 import type { RegisterCommand } from "./context.ts";
 import { registerConnect } from "./connect.ts";
 import { registerHelp } from "./help.ts";
+import { registerInstall } from "./install.ts";
 import { registerManager } from "./manager.ts";
 import { registerVersion } from "./version.ts";
 
 /** Every command, in listing order; `help` stays last. */
 export const COMMANDS: readonly RegisterCommand[] = [
   registerConnect,
+  registerInstall,
   registerManager,
   registerVersion,
   registerHelp,

@@ -15,6 +15,8 @@ import { ExitCode, UserError } from "./errors.ts";
 
 /** The options of `vif connect`. */
 interface ConnectOptions {
+  context?: string;
+  kubeconfig?: string;
   managerAddress?: string;
   managerCa?: string;
   managerNamespace: string;
@@ -24,6 +26,9 @@ interface ConnectOptions {
 
 const EXAMPLES = `
 Examples:
+  # Through the Kubernetes API server (one port-forward to the traffic-manager)
+  vif connect --context dev
+
   # Reach a manager whose gRPC port is reachable directly
   vif connect --manager-address 198.18.0.5:8081 --manager-ca ca.crt
 
@@ -41,7 +46,15 @@ export function registerConnect(program: Command, context: CliContext): void {
   program
     .command("connect")
     .description("connect this machine to the cluster's network (until Ctrl-C)")
-    .option("--manager-address <host:port>", "the traffic-manager's gRPC address")
+    .option("--context <name>", "the kubeconfig context to use (default: the current one)")
+    .option(
+      "--kubeconfig <file>",
+      "the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)",
+    )
+    .option(
+      "--manager-address <host:port>",
+      "reach the manager's gRPC port directly, not through the API server",
+    )
     .option("--manager-ca <file>", "the CA certificate (PEM) that signed the manager's certificate")
     .option(
       "--manager-namespace <ns>",
@@ -53,10 +66,8 @@ export function registerConnect(program: Command, context: CliContext): void {
     .addHelpText("after", EXAMPLES)
     .action(async (options: ConnectOptions) => {
       if (!options.managerAddress) {
-        throw new UserError("no traffic-manager to connect to", {
-          hint: "Pass --manager-address HOST:PORT and --manager-ca FILE.",
-          exitCode: ExitCode.Usage,
-        });
+        context.exitCode = await connectThroughKube(options, context);
+        return;
       }
       if (!/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(options.managerAddress)) {
         throw new UserError(`bad manager address "${options.managerAddress}"`, {
@@ -87,7 +98,7 @@ export function registerConnect(program: Command, context: CliContext): void {
           hint: "Pass the ca.crt of the manager's TLS secret to --manager-ca.",
         });
       }
-      const { runForeground, ConnectError } = await import("../daemon/foreground.ts");
+      const { runForeground } = await import("../daemon/foreground.ts");
       context.exitCode = await runForeground({
         managerAddress: options.managerAddress,
         managerCaPem: caPem,
@@ -97,9 +108,60 @@ export function registerConnect(program: Command, context: CliContext): void {
         debug: context.debug,
         out: (line) => context.io.stdout(line + "\n"),
         err: (line) => context.io.stderr(line + "\n"),
-      }).catch((e) => {
-        if (e instanceof ConnectError) throw new UserError(e.message, { hint: e.hint, cause: e });
-        throw e;
-      });
+      }).catch(rethrowWithHint);
     });
+}
+
+/** Errors of the daemon and Kubernetes layers carry a `hint`: show them as a user error. */
+function rethrowWithHint(e: unknown): never {
+  const hint = (e as { hint?: unknown })?.hint;
+  if (e instanceof Error && typeof hint === "string") {
+    throw new UserError(e.message, { hint, cause: e });
+  }
+  throw e;
+}
+
+/** `vif connect [--context C] [--kubeconfig F]`: find the manager and port-forward to it. */
+async function connectThroughKube(options: ConnectOptions, context: CliContext): Promise<number> {
+  const out = (line: string) => context.io.stdout(line + "\n");
+  const [{ loadKubeConfig }, { discoverManager }, { startPortForwardProxy }, { runForeground }] =
+    await Promise.all([
+      import("../kube/client.ts"),
+      import("../kube/discovery.ts"),
+      import("../kube/portforward.ts"),
+      import("../daemon/foreground.ts"),
+    ]);
+  try {
+    const loaded = loadKubeConfig({
+      ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
+      ...(options.context ? { context: options.context } : {}),
+    });
+    out(`contacting the API server at ${loaded.server} (context "${loaded.context}")`);
+    const manager = await discoverManager(loaded.kubeConfig, options.managerNamespace);
+    out(`port-forwarding to ${manager.namespace}/${manager.pod}:${manager.port}`);
+    const proxy = await startPortForwardProxy(loaded.kubeConfig, {
+      namespace: manager.namespace,
+      pod: manager.pod,
+      port: manager.port,
+    });
+    try {
+      const apiHost = new URL(loaded.server).hostname.replace(/^\[|\]$/g, "");
+      return await runForeground({
+        managerAddress: proxy.address,
+        managerCaPem: manager.caPem,
+        managerNamespace: options.managerNamespace,
+        namespace: options.namespace,
+        stateDir: options.stateDir,
+        protectedHosts: [apiHost],
+        via: `${manager.namespace}/${manager.pod} through the API server`,
+        debug: context.debug,
+        out,
+        err: (line) => context.io.stderr(line + "\n"),
+      });
+    } finally {
+      await proxy.close();
+    }
+  } catch (e) {
+    rethrowWithHint(e);
+  }
 }

@@ -7,11 +7,12 @@
 
 import { CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { DEFAULT_MANAGER_PORT } from "../rpc/service.ts";
+import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
 
-/** The names `vif install` gives the manager's objects. */
-export const MANAGER_SERVICE = "traffic-manager";
+/** The Service `vif install` makes for the manager. */
+export const MANAGER_SERVICE = MANAGER_NAME;
 /** The Secret holding the manager's TLS key, certificate and CA. */
-export const MANAGER_TLS_SECRET = "traffic-manager-tls";
+export const MANAGER_TLS_SECRET = TLS_SECRET_NAME;
 
 /** What the client needs to reach the manager. */
 export interface ManagerLocation {

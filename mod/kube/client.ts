@@ -1,0 +1,228 @@
+/**
+ * Loading a kubeconfig as kubectl does, into a `@kubernetes/client-node`
+ * `KubeConfig`: `--kubeconfig FILE`, else the files listed in `KUBECONFIG`
+ * (merged, the first definition of a name winning, missing files skipped),
+ * else `~/.kube/config`; then `--context`, else the current context. Every
+ * way this can fail is a {@linkcode KubeError} with a hint.
+ *
+ * The environment is passed in (`env`), so tests use temporary kubeconfig
+ * files and never read `~/.kube`.
+ *
+ * @example Load a kubeconfig file and pick a context
+ * ```ts ignore
+ * import { loadKubeConfig } from "./client.ts";
+ *
+ * const { kubeConfig, context, server } = loadKubeConfig({ kubeconfig: "./kubeconfig", context: "dev" });
+ * console.log(`kube: using context "${context}" at ${server}`);
+ * ```
+ *
+ * @module
+ */
+
+import { type Cluster, type Context, KubeConfig, type User } from "@kubernetes/client-node";
+import { delimiter, dirname, resolve } from "node:path";
+import { KubeError } from "./errors.ts";
+
+/** Options of {@linkcode loadKubeConfig}. */
+export interface LoadKubeConfigOptions {
+  /** A kubeconfig file to use alone (`--kubeconfig`); `KUBECONFIG` and `~/.kube/config` are then not read. */
+  kubeconfig?: string;
+  /** The context to use (`--context`); the kubeconfig's current context when absent. */
+  context?: string;
+  /** Reads an environment variable (`KUBECONFIG`, `HOME`). Default: the process's environment. */
+  env?: (name: string) => string | undefined;
+}
+
+/** A kubeconfig ready for API calls. */
+export interface LoadedKubeConfig {
+  /** The merged kubeconfig, its current context set to {@linkcode LoadedKubeConfig.context}. */
+  kubeConfig: KubeConfig;
+  /** The context in use. */
+  context: string;
+  /** The API server's URL. */
+  server: string;
+  /** The files it was read from, in order. */
+  files: string[];
+}
+
+/**
+ * Loads the kubeconfig and picks the context, as kubectl does.
+ *
+ * @param options The file, the context and the environment.
+ * @returns The kubeconfig and what it points at.
+ * @throws {KubeError} When no kubeconfig exists, a file cannot be read or
+ * parsed, the context does not exist, or it names an undefined cluster or user.
+ */
+export function loadKubeConfig(options: LoadKubeConfigOptions = {}): LoadedKubeConfig {
+  const env = options.env ?? processEnv;
+  const files = kubeconfigFiles(options.kubeconfig, env);
+  const configs = files.map(readKubeconfig);
+
+  // kubectl's merge: the first file that defines a name wins, and the first
+  // current-context set wins.
+  const merged = {
+    clusters: firstByName(configs.flatMap((c) => c.clusters)),
+    users: firstByName(configs.flatMap((c) => c.users)),
+    contexts: firstByName(configs.flatMap((c) => c.contexts)),
+    currentContext: configs.map((c) => c.currentContext).find((name) => !!name) ?? "",
+  };
+  const where = files.length === 1 ? `kubeconfig "${files[0]}"` : "kubeconfig";
+  const known = merged.contexts.map((c) => `"${c.name}"`).join(", ");
+  const choose = merged.contexts.length === 0
+    ? `The ${where} defines no context: point KUBECONFIG or --kubeconfig at one that does.`
+    : `Use one of: ${known}.`;
+
+  let contextName = options.context;
+  if (contextName === undefined || contextName === "") {
+    contextName = merged.currentContext;
+    if (contextName === "") {
+      throw new KubeError(`the ${where} has no current context`, {
+        hint: merged.contexts.length === 0
+          ? choose
+          : `Pass --context NAME (one of: ${known}), or run "kubectl config use-context NAME".`,
+      });
+    }
+  }
+  const context = merged.contexts.find((c) => c.name === contextName);
+  if (context === undefined) {
+    const asked = options.context ? "" : " (its current context)";
+    throw new KubeError(`no context "${contextName}" in the ${where}${asked}`, { hint: choose });
+  }
+  const cluster = merged.clusters.find((c) => c.name === context.cluster);
+  if (cluster === undefined) {
+    throw new KubeError(
+      `context "${context.name}" names cluster "${context.cluster}", which the ${where} does not define`,
+      { hint: `Add the cluster to the kubeconfig, or use another context.` },
+    );
+  }
+  if (context.user && !merged.users.some((u) => u.name === context.user)) {
+    throw new KubeError(
+      `context "${context.name}" names user "${context.user}", which the ${where} does not define`,
+      { hint: `Add the user to the kubeconfig, or use another context.` },
+    );
+  }
+
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromOptions({ ...merged, currentContext: context.name });
+  return { kubeConfig, context: context.name, server: cluster.server, files };
+}
+
+interface ParsedKubeconfig {
+  clusters: Cluster[];
+  users: User[];
+  contexts: Context[];
+  currentContext: string;
+}
+
+/** The files to read, in order; the error says which places were looked at. */
+function kubeconfigFiles(
+  explicit: string | undefined,
+  env: (name: string) => string | undefined,
+): string[] {
+  if (explicit !== undefined && explicit !== "") {
+    const path = resolve(explicit);
+    if (!isFile(path)) {
+      throw new KubeError(`kubeconfig "${explicit}" does not exist`, {
+        hint: "Check the path given to --kubeconfig.",
+      });
+    }
+    return [path];
+  }
+  const list = env("KUBECONFIG");
+  if (list !== undefined && list.trim() !== "") {
+    const listed = list.split(delimiter).filter((name) => name.trim() !== "");
+    const present = listed.map((name) => resolve(name)).filter(isFile);
+    if (present.length === 0) {
+      throw new KubeError(
+        `no kubeconfig: none of the files in KUBECONFIG exists (${
+          listed.map((n) => `"${n}"`).join(", ")
+        })`,
+        { hint: "Set KUBECONFIG to existing files, or pass --kubeconfig FILE." },
+      );
+    }
+    return present;
+  }
+  const home = env("HOME") ?? env("USERPROFILE");
+  const fallback = home ? resolve(home, ".kube", "config") : undefined;
+  if (fallback === undefined || !isFile(fallback)) {
+    throw new KubeError(
+      `no kubeconfig: ${
+        fallback ? `"${fallback}" does not exist` : "HOME is not set"
+      } and KUBECONFIG is not set`,
+      { hint: "Set KUBECONFIG or pass --kubeconfig FILE." },
+    );
+  }
+  return [fallback];
+}
+
+/** Reads and parses one kubeconfig file; relative paths in it are made absolute to its folder. */
+function readKubeconfig(path: string): ParsedKubeconfig {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (cause) {
+    throw new KubeError(`kubeconfig "${path}" cannot be read: ${errorText(cause)}`, {
+      hint: "Check the file's permissions, or point KUBECONFIG or --kubeconfig at another one.",
+      cause,
+    });
+  }
+  if (text.trim() === "") return { clusters: [], users: [], contexts: [], currentContext: "" };
+  const config = new KubeConfig();
+  try {
+    config.loadFromString(text);
+  } catch (cause) {
+    throw new KubeError(`kubeconfig "${path}" does not parse: ${parseProblem(cause)}`, {
+      hint: "Fix the file, or point KUBECONFIG or --kubeconfig at another one.",
+      cause,
+    });
+  }
+  config.makePathsAbsolute(dirname(path));
+  return {
+    clusters: config.clusters,
+    users: config.users,
+    contexts: config.contexts,
+    currentContext: config.currentContext ?? "",
+  };
+}
+
+/**
+ * What is wrong with a kubeconfig's text: js-yaml's reason and 1-based line
+ * (`YAMLException.mark.line` counts from 0), or client-node's complaint about
+ * an entry (`clusters[0].cluster.server is missing`).
+ */
+function parseProblem(error: unknown): string {
+  const yaml = error as { name?: string; reason?: string; mark?: { line?: number } };
+  if (yaml?.name === "YAMLException" && typeof yaml.mark?.line === "number") {
+    return `${yaml.reason ?? "not YAML"} at line ${yaml.mark.line + 1}`;
+  }
+  if (error instanceof TypeError) {
+    return "not a kubeconfig (expected a mapping of clusters, users, contexts)";
+  }
+  return errorText(error);
+}
+
+function firstByName<T extends { name: string }>(items: T[]): T[] {
+  const seen = new Set<string>();
+  return items.filter((item) => !seen.has(item.name) && seen.add(item.name));
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function processEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // No --allow-env: behave as if unset.
+  }
+}
+
+function errorText(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.split("\n", 1)[0] ?? text;
+}

@@ -1,0 +1,415 @@
+import { KubeConfig } from "@kubernetes/client-node";
+import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
+import { type FakeApiServer, kubeconfigYaml, startFakeApiServer } from "./_fake_apiserver.ts";
+import { KubeError } from "./errors.ts";
+import { contains, install, reusableTls, uninstall } from "./install.ts";
+import { managerManifests, TLS_KEYS } from "./manifests.ts";
+import {
+  createCertificateAuthority,
+  createManagerTls,
+  issueServerCertificate,
+  type ManagerTls,
+} from "./x509.ts";
+
+const NS = "/api/v1/namespaces/vif-system";
+const SECRET = `${NS}/secrets/traffic-manager-tls`;
+const SA = `${NS}/serviceaccounts/traffic-manager`;
+const ROLE = "/apis/rbac.authorization.k8s.io/v1/clusterroles/vif-traffic-manager";
+const BINDING = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/vif-traffic-manager";
+const DEPLOYMENT = "/apis/apps/v1/namespaces/vif-system/deployments/traffic-manager";
+const SERVICE = `${NS}/services/traffic-manager`;
+const ORDER = [NS, SA, ROLE, BINDING, SECRET, DEPLOYMENT, SERVICE];
+const parent = (path: string) => path.slice(0, path.lastIndexOf("/"));
+
+function kubeConfigFor(fake: FakeApiServer, options: { token?: string; withCa?: boolean } = {}) {
+  const kc = new KubeConfig();
+  kc.loadFromString(fake.kubeconfig(options));
+  return kc;
+}
+
+async function withFake(fn: (fake: FakeApiServer, kc: KubeConfig) => Promise<void>) {
+  const fake = await startFakeApiServer();
+  try {
+    await fn(fake, kubeConfigFor(fake));
+  } finally {
+    await fake.close();
+  }
+}
+
+let sharedTls: Promise<ManagerTls> | undefined;
+function tls(): Promise<ManagerTls> {
+  sharedTls ??= createManagerTls("vif-system");
+  return sharedTls;
+}
+
+function secretTls(fake: FakeApiServer): ManagerTls {
+  const data = fake.store.get(SECRET)!.data as Record<string, string>;
+  return {
+    caPem: atob(data["ca.crt"]!),
+    certPem: atob(data["tls.crt"]!),
+    keyPem: atob(data["tls.key"]!),
+  };
+}
+
+Deno.test("install() creates every object in order: GET 404 then POST", async () => {
+  await withFake(async (fake, kc) => {
+    const result = await install(kc);
+    assertEquals(result.applied.map((a) => `${a.name} ${a.action}`), [
+      "namespace/vif-system created",
+      "serviceaccount/traffic-manager created",
+      "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager created",
+      "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager created",
+      "secret/traffic-manager-tls created",
+      "deployment.apps/traffic-manager created",
+      "service/traffic-manager created",
+    ]);
+    assertEquals(result.tls.action, "created");
+    assertEquals(fake.log(), [
+      `GET ${SECRET}`,
+      ...ORDER.flatMap((path) => [`GET ${path}`, `POST ${parent(path)}`]),
+    ]);
+    // What went over the wire is exactly the manifests: the client's serializer dropped nothing.
+    const expected = managerManifests({ tls: secretTls(fake) });
+    const posted = fake.requests.filter((r) => r.method === "POST").map((r) => r.body);
+    assertEquals(posted, JSON.parse(JSON.stringify(expected)));
+  });
+});
+
+Deno.test("install() a second time changes nothing and keeps the certificate", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc);
+    const before = secretTls(fake);
+    fake.requests.length = 0;
+    const again = await install(kc);
+    assertEquals(again.applied.map((a) => a.action), Array(7).fill("unchanged"));
+    assertEquals(again.tls.action, "kept");
+    assert(fake.log().every((line) => line.startsWith("GET ")), fake.log().join("\n"));
+    assertEquals(secretTls(fake), before);
+  });
+});
+
+Deno.test("install() with another image PUTs the Deployment on the server's resourceVersion", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc, { tls: await tls() });
+    const resourceVersion = fake.store.get(DEPLOYMENT)!.metadata.resourceVersion;
+    fake.store.get(DEPLOYMENT)!.metadata.annotations["deployment.kubernetes.io/revision"] = "1";
+    fake.requests.length = 0;
+    const result = await install(kc, { image: "registry.example/vif:dev" });
+    assertEquals(
+      result.applied.filter((a) => a.action !== "unchanged").map((a) => `${a.name} ${a.action}`),
+      ["deployment.apps/traffic-manager configured"],
+    );
+    const put = fake.requests.find((r) => r.method === "PUT")!;
+    assertEquals(put.path, DEPLOYMENT);
+    // deno-lint-ignore no-explicit-any
+    const body = put.body as Record<string, any>;
+    assertEquals(body.metadata.resourceVersion, resourceVersion);
+    // Others' annotations stay.
+    assertEquals(body.metadata.annotations["deployment.kubernetes.io/revision"], "1");
+    assertEquals(body.spec.template.spec.containers[0].image, "registry.example/vif:dev");
+  });
+});
+
+Deno.test("install() reads again and retries when someone else wrote in between (409)", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc, { tls: await tls() });
+    let raced = false;
+    fake.onRequest = (request) => {
+      if (request.method === "PUT" && !raced) {
+        raced = true; // Another writer got there first: the PUT's resourceVersion is stale.
+        fake.store.get(DEPLOYMENT)!.metadata.resourceVersion = "999";
+      }
+    };
+    fake.requests.length = 0;
+    const result = await install(kc, { image: "registry.example/vif:dev" });
+    assertEquals(result.applied[5], {
+      name: "deployment.apps/traffic-manager",
+      action: "configured",
+    });
+    assertEquals(fake.log().filter((line) => line.endsWith(DEPLOYMENT)), [
+      `GET ${DEPLOYMENT}`,
+      `PUT ${DEPLOYMENT}`,
+      `GET ${DEPLOYMENT}`,
+      `PUT ${DEPLOYMENT}`,
+    ]);
+  });
+});
+
+Deno.test("install() keeps the Service's ClusterIP when it PUTs the Service", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc, { tls: await tls() });
+    fake.store.get(SERVICE)!.spec.ports[0].name = "old";
+    const result = await install(kc);
+    assertEquals(result.applied.at(-1), { name: "service/traffic-manager", action: "configured" });
+    assertEquals(fake.store.get(SERVICE)!.spec.clusterIP, "198.18.128.10");
+    assertEquals(fake.store.get(SERVICE)!.spec.ports[0].name, "grpc");
+  });
+});
+
+Deno.test("install() --rotate-tls makes a new CA and rolls the Deployment", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc);
+    const before = secretTls(fake);
+    const result = await install(kc, { rotateTls: true });
+    assertEquals(result.tls.action, "rotated");
+    const after = secretTls(fake);
+    assert(after.caPem !== before.caPem, "the CA did not change");
+    const changed = result.applied.filter((a) => a.action === "configured").map((a) => a.name);
+    // The pod template's certificate hash changed, so the pods restart with the new one.
+    assertEquals(changed, ["secret/traffic-manager-tls", "deployment.apps/traffic-manager"]);
+  });
+});
+
+Deno.test("install() replaces a certificate that expires soon, and says why", async () => {
+  await withFake(async (fake, kc) => {
+    const old = await createManagerTls("vif-system", { validDays: 10 });
+    await install(kc, { tls: old });
+    const result = await install(kc);
+    assertEquals(result.tls.action, "replaced");
+    assertMatch(result.tls.reason ?? "", /^the certificate expires on \d{4}-\d\d-\d\d$/);
+    assert(secretTls(fake).certPem !== old.certPem, "the certificate was kept");
+  });
+});
+
+Deno.test("install() leaves an existing namespace alone, and uninstall() keeps it", async () => {
+  await withFake(async (fake, kc) => {
+    fake.store.set(NS, {
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: "vif-system", resourceVersion: "1", labels: { team: "infra" } },
+      status: { phase: "Active" },
+    });
+    const result = await install(kc, { tls: await tls() });
+    assertEquals(result.applied[0], { name: "namespace/vif-system", action: "unchanged" });
+    assertEquals(fake.store.get(NS)!.metadata.labels, { team: "infra" });
+    const removed = await uninstall(kc);
+    assertEquals(removed.at(-1), {
+      name: "namespace/vif-system",
+      action: "kept",
+      reason: "vif did not create it",
+    });
+    assertEquals([...fake.store.keys()], [NS]);
+  });
+});
+
+Deno.test("uninstall() deletes everything in order, and tolerates what is gone", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc, { tls: await tls() });
+    fake.requests.length = 0;
+    const removed = await uninstall(kc);
+    assertEquals(removed.map((r) => `${r.name} ${r.action}`), [
+      "deployment.apps/traffic-manager deleted",
+      "service/traffic-manager deleted",
+      "secret/traffic-manager-tls deleted",
+      "serviceaccount/traffic-manager deleted",
+      "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager deleted",
+      "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager deleted",
+      "namespace/vif-system deleted",
+    ]);
+    assertEquals(fake.log(), [
+      `DELETE ${DEPLOYMENT}`,
+      `DELETE ${SERVICE}`,
+      `DELETE ${SECRET}`,
+      `DELETE ${SA}`,
+      `DELETE ${BINDING}`,
+      `DELETE ${ROLE}`,
+      `GET ${NS}`,
+      `DELETE ${NS}`,
+    ]);
+    assertEquals(fake.store.size, 0);
+    const again = await uninstall(kc);
+    assertEquals(again.map((r) => r.action), Array(7).fill("not found"));
+  });
+});
+
+Deno.test("uninstall() does not delete a namespace that is already being deleted", async () => {
+  await withFake(async (fake, kc) => {
+    fake.store.set(NS, {
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: {
+        name: "vif-system",
+        resourceVersion: "5",
+        labels: { "app.kubernetes.io/managed-by": "vif" },
+        deletionTimestamp: "2030-01-01T00:00:00Z",
+      },
+      status: { phase: "Terminating" },
+    });
+    const removed = await uninstall(kc);
+    assertEquals(removed.at(-1), { name: "namespace/vif-system", action: "deleting" });
+    assert(!fake.log().includes(`DELETE ${NS}`), fake.log().join("\n"));
+  });
+});
+
+Deno.test("install() in another namespace names its cluster role after it", async () => {
+  await withFake(async (fake, kc) => {
+    const result = await install(kc, { namespace: "dev", tls: await createManagerTls("dev") });
+    assertEquals(
+      result.applied[2]!.name,
+      "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager-dev",
+    );
+    assertEquals(
+      fake.store.get(
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/vif-traffic-manager-dev",
+      )!
+        .subjects,
+      [{ kind: "ServiceAccount", name: "traffic-manager", namespace: "dev" }],
+    );
+  });
+});
+
+Deno.test("install() explains a 403 with who was refused what, and who can do it", async () => {
+  await withFake(async (fake, kc) => {
+    fake.forbid("create", "clusterroles");
+    const error = await assertRejects(() => install(kc), KubeError) as KubeError;
+    assertEquals(error.message, 'user "alice" is not allowed to create clusterroles');
+    assertMatch(error.hint, /^Ask a cluster admin to run "vif install"/);
+    assertEquals(error.status, 403);
+  });
+});
+
+Deno.test("uninstall() explains a 403 on a namespaced object", async () => {
+  await withFake(async (fake, kc) => {
+    fake.forbid("delete", "deployments");
+    const error = await assertRejects(() => uninstall(kc), KubeError) as KubeError;
+    assertEquals(
+      error.message,
+      'user "alice" is not allowed to delete deployments in namespace "vif-system"',
+    );
+    assertMatch(error.hint, /"vif uninstall"/);
+  });
+});
+
+Deno.test("install() explains a 401: the credentials were refused", async () => {
+  await withFake(async (fake) => {
+    const error = await assertRejects(
+      () => install(kubeConfigFor(fake, { token: "wrong" })),
+      KubeError,
+    ) as KubeError;
+    assertEquals(
+      error.message,
+      `the API server at ${fake.url} refused the credentials of context "fake"`,
+    );
+    assertMatch(error.hint, /Log in to the cluster again/);
+  });
+});
+
+Deno.test("install() explains a namespace that is being deleted", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc, { tls: await tls() });
+    await uninstall(kc);
+    fake.store.set(NS, {
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: "vif-system", resourceVersion: "5", labels: {} },
+      status: { phase: "Terminating" },
+    });
+    const error = await assertRejects(() => install(kc), KubeError) as KubeError;
+    assertEquals(error.message, 'namespace "vif-system" is being deleted');
+    assertMatch(error.hint, /^Wait until "kubectl get namespace vif-system" finds nothing/);
+  });
+});
+
+Deno.test("install() explains an untrusted API server certificate", async () => {
+  await withFake(async (fake) => {
+    const error = await assertRejects(
+      () => install(kubeConfigFor(fake, { withCa: false })),
+      KubeError,
+    ) as KubeError;
+    assertMatch(
+      error.message,
+      /^the API server at https:\/\/127\.0\.0\.1:\d+ has a certificate this machine does not trust: /,
+    );
+    assertMatch(error.hint, /certificate-authority/);
+  });
+});
+
+Deno.test("install() explains a refused connection", async () => {
+  // A port that was just free: nothing listens on it.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigYaml(`https://127.0.0.1:${port}`, undefined, "t"));
+  const error = await assertRejects(() => install(kc), KubeError) as KubeError;
+  assertEquals(
+    error.message,
+    `cannot reach the API server at https://127.0.0.1:${port}: connection refused`,
+  );
+  assertMatch(error.hint, /context "fake" points at it/);
+});
+
+Deno.test("install() gives up on a server that does not answer", async () => {
+  let release = () => {};
+  const stuck = new Promise<void>((resolve) => release = resolve);
+  const ca = await createCertificateAuthority("stuck CA");
+  const cert = await issueServerCertificate(ca, { dnsNames: [], ipAddresses: ["127.0.0.1"] });
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: cert.certPem,
+    key: cert.keyPem,
+    onListen() {},
+  }, async () => {
+    await stuck;
+    return new Response("late");
+  });
+  try {
+    const kc = new KubeConfig();
+    kc.loadFromString(kubeconfigYaml(`https://127.0.0.1:${server.addr.port}`, ca.certPem, "t"));
+    const error = await assertRejects(
+      () => install(kc, { timeoutMs: 100 }),
+      KubeError,
+    ) as KubeError;
+    assertMatch(
+      error.message,
+      /^the API server at https:\/\/127\.0\.0\.1:\d+ did not answer in time$/,
+    );
+  } finally {
+    release();
+    await server.shutdown();
+  }
+});
+
+Deno.test("reusableTls() says why material cannot be reused", async () => {
+  const now = new Date();
+  const good = await tls();
+  const secret = (material: Partial<ManagerTls>) => ({
+    data: Object.fromEntries(
+      Object.entries(TLS_KEYS).flatMap(([field, key]) => {
+        const value = material[field as keyof ManagerTls];
+        return value === undefined ? [] : [[key, btoa(value)]];
+      }),
+    ),
+  });
+  assert("tls" in reusableTls(secret(good), "vif-system", now), "good material refused");
+  const reason = (material: Partial<ManagerTls>, ns = "vif-system") => {
+    const verdict = reusableTls(secret(material), ns, now);
+    return "reason" in verdict ? verdict.reason : "reusable";
+  };
+  assertEquals(reason({ ...good, keyPem: undefined }), "the secret has no tls.key");
+  assertEquals(reason(good, "dev"), 'the certificate does not name "traffic-manager.dev"');
+  const other = await createManagerTls("vif-system");
+  assertEquals(reason({ ...good, caPem: other.caPem }), "the certificate is not signed by ca.crt");
+  assertEquals(
+    reason({ ...good, keyPem: other.keyPem }),
+    "tls.key does not belong to the certificate",
+  );
+  assertMatch(reason({ ...good, certPem: "junk" }), /^the certificate or key does not parse: /);
+  const expired = await createManagerTls("vif-system", {
+    now: new Date("2020-01-01"),
+    validDays: 30,
+  });
+  assertEquals(reason(expired), "the certificate expired on 2020-01-31");
+  assertEquals(reusableTls(undefined, "vif-system", now), { reason: "there is no TLS secret" });
+});
+
+Deno.test("contains() compares what vif sets and ignores what the server adds", () => {
+  assert(
+    contains({ a: 1, b: { c: "x", d: 2 }, e: [{ f: 1, g: 2 }] }, { b: { c: "x" }, e: [{ f: 1 }] }),
+  );
+  assert(!contains({ e: [{ f: 1 }, { f: 2 }] }, { e: [{ f: 1 }] }), "longer array");
+  assert(!contains({ a: "1" }, { a: 1 }), "type differs");
+  assert(!contains({}, { a: {} }), "missing object");
+  assert(contains({ a: 1 }, { a: 1, b: undefined }));
+});

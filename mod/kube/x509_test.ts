@@ -1,0 +1,393 @@
+import grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { X509Certificate } from "node:crypto";
+import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
+import {
+  CHANNEL_OPTIONS,
+  create,
+  managerServerName,
+  ManagerService,
+  type VersionInfo,
+  VersionInfoSchema,
+  VersionRequestSchema,
+} from "../rpc/service.ts";
+import {
+  createCertificateAuthority,
+  createManagerTls,
+  issueServerCertificate,
+  managerDnsNames,
+  type ManagerTls,
+  p1363ToDer,
+  pem,
+} from "./x509.ts";
+
+const NOW = new Date("2031-05-06T07:08:09.123Z");
+
+async function hasOpenssl(): Promise<boolean> {
+  try {
+    return (await new Deno.Command("openssl", { args: ["version"], stdout: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+const OPENSSL = await hasOpenssl();
+
+/** Runs `openssl` with files written to a temporary directory. */
+async function openssl(files: Record<string, string>, args: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: "vif-x509-" });
+  try {
+    for (const [name, text] of Object.entries(files)) {
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+    }
+    const output = await new Deno.Command("openssl", { args, cwd: dir, stdin: "null" }).output();
+    const decoder = new TextDecoder();
+    return {
+      ok: output.success,
+      out: decoder.decode(output.stdout) + decoder.decode(output.stderr),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+let shared: Promise<ManagerTls> | undefined;
+function managerTls(): Promise<ManagerTls> {
+  shared ??= createManagerTls("vif-system", { now: new Date() });
+  return shared;
+}
+
+Deno.test("managerDnsNames() lists the short, .svc and cluster-domain names", () => {
+  assertEquals(managerDnsNames("vif-system"), [
+    "traffic-manager.vif-system",
+    "traffic-manager.vif-system.svc",
+    "traffic-manager.vif-system.svc.cluster.local",
+  ]);
+  assertEquals(managerDnsNames("x", "corp.example.")[2], "traffic-manager.x.svc.corp.example");
+  assertEquals(managerDnsNames("vif-system")[0], managerServerName("vif-system"));
+});
+
+Deno.test("p1363ToDer() makes a SEQUENCE of two minimal positive INTEGERs", () => {
+  const r = new Uint8Array(32).fill(0xff), s = new Uint8Array(32);
+  s[31] = 1;
+  const der = p1363ToDer(new Uint8Array([...r, ...s]));
+  assertEquals([...der.subarray(0, 5)], [0x30, 2 + 33 + 3, 0x02, 33, 0x00]);
+  assertEquals([...der.subarray(-3)], [0x02, 1, 1]);
+});
+
+Deno.test("pem() wraps base64 at 64 characters", () => {
+  const text = pem("CERTIFICATE", new Uint8Array(100));
+  const lines = text.trimEnd().split("\n");
+  assertEquals(lines[0], "-----BEGIN CERTIFICATE-----");
+  assertEquals(lines[1]!.length, 64);
+  assertEquals(lines.at(-1), "-----END CERTIFICATE-----");
+});
+
+Deno.test("createManagerTls() makes a CA and a certificate node:crypto reads and verifies", async () => {
+  const tls = await createManagerTls("shop", { now: NOW, validDays: 30 });
+  const ca = new X509Certificate(tls.caPem);
+  const cert = new X509Certificate(tls.certPem);
+  assert(ca.ca, "the CA is not a CA");
+  assert(!cert.ca, "the server certificate is a CA");
+  assert(cert.verify(ca.publicKey), "the CA did not sign the certificate");
+  assert(cert.checkIssued(ca), "the issuer does not match the CA's subject");
+  assertEquals(
+    cert.subjectAltName,
+    "DNS:traffic-manager.shop, DNS:traffic-manager.shop.svc, DNS:traffic-manager.shop.svc.cluster.local",
+  );
+  assertEquals(cert.subject, "CN=traffic-manager.shop");
+  assertEquals(ca.subject, "O=vif\nCN=vif traffic-manager CA (shop)");
+  assertEquals(new Date(cert.validFrom).toISOString(), "2031-05-06T07:03:09.000Z");
+  assertEquals(new Date(cert.validTo).toISOString(), "2031-06-05T07:08:09.000Z");
+  assertEquals(cert.checkHost("traffic-manager.shop"), "traffic-manager.shop");
+  assertEquals(cert.checkHost("traffic-manager.other"), undefined);
+  assertEquals(cert.serialNumber.length, 32); // 16 octets, hex.
+  const { createPrivateKey } = await import("node:crypto");
+  assert(cert.checkPrivateKey(createPrivateKey(tls.keyPem)), "the key does not match");
+  assertEquals(tls.keyPem.split("\n")[0], "-----BEGIN PRIVATE KEY-----");
+});
+
+Deno.test("issueServerCertificate() never outlives its CA and carries IP addresses", async () => {
+  const ca = await createCertificateAuthority("short CA", { now: NOW, validDays: 1 });
+  const server = await issueServerCertificate(ca, {
+    now: NOW,
+    validDays: 365,
+    dnsNames: [],
+    ipAddresses: ["127.0.0.1", "::1", "2001:db8::1:0:0:1"],
+  });
+  assertEquals(server.notAfter, ca.notAfter);
+  const cert = new X509Certificate(server.certPem);
+  assertEquals(cert.subject, "CN=127.0.0.1");
+  assertEquals(cert.checkIP("127.0.0.1"), "127.0.0.1");
+  assertEquals(cert.checkIP("::1"), "::1");
+  assertEquals(cert.checkIP("2001:db8::1:0:0:1"), "2001:db8::1:0:0:1");
+  await assertRejects(
+    () => issueServerCertificate(ca, { dnsNames: ["x"], ipAddresses: ["1.2.3"] }),
+    RangeError,
+    '"1.2.3"',
+  );
+  await assertRejects(() => issueServerCertificate(ca, { dnsNames: [] }), RangeError);
+});
+
+Deno.test("certificates after 2049 use GeneralizedTime and still parse", async () => {
+  const tls = await createManagerTls("vif-system", { now: new Date("2049-12-01T00:00:00Z") });
+  const cert = new X509Certificate(tls.certPem);
+  assertEquals(new Date(cert.validTo).toISOString(), "2059-11-29T00:00:00.000Z");
+  assert(cert.verify(new X509Certificate(tls.caPem).publicKey), "not verified");
+});
+
+Deno.test({
+  name: "createManagerTls() output passes openssl x509 -text, verify and -checkhost",
+  ignore: !OPENSSL,
+  async fn() {
+    const tls = await managerTls();
+    const files = { "ca.pem": tls.caPem, "server.pem": tls.certPem, "server.key": tls.keyPem };
+    const text = await openssl(files, ["x509", "-noout", "-text", "-in", "server.pem"]);
+    assert(text.ok, text.out);
+    assertMatch(text.out, /Version: 3 \(0x2\)/);
+    assertMatch(text.out, /Signature Algorithm: ecdsa-with-SHA256/);
+    assertMatch(text.out, /X509v3 Basic Constraints: critical\s+CA:FALSE/);
+    assertMatch(text.out, /X509v3 Key Usage: critical\s+Digital Signature, Key Encipherment/);
+    assertMatch(text.out, /X509v3 Extended Key Usage:\s+TLS Web Server Authentication/);
+    assertMatch(text.out, /DNS:traffic-manager\.vif-system\.svc\.cluster\.local/);
+    assertMatch(text.out, /X509v3 Authority Key Identifier/);
+    const caText = await openssl(files, ["x509", "-noout", "-text", "-in", "ca.pem"]);
+    assertMatch(caText.out, /X509v3 Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
+    assertMatch(caText.out, /X509v3 Key Usage: critical\s+Certificate Sign, CRL Sign/);
+
+    const verify = await openssl(files, [
+      "verify",
+      "-x509_strict",
+      "-purpose",
+      "sslserver",
+      "-CAfile",
+      "ca.pem",
+      "server.pem",
+    ]);
+    assert(verify.ok, verify.out);
+    assertMatch(verify.out, /server\.pem: OK/);
+    for (const name of managerDnsNames("vif-system")) {
+      const host = await openssl(files, [
+        "x509",
+        "-noout",
+        "-in",
+        "server.pem",
+        "-checkhost",
+        name,
+      ]);
+      assertMatch(host.out, /does match certificate/);
+    }
+    const wrong = await openssl(files, [
+      "x509",
+      "-noout",
+      "-in",
+      "server.pem",
+      "-checkhost",
+      "traffic-manager.default",
+    ]);
+    assertMatch(wrong.out, /does NOT match certificate/);
+    const key = await openssl(files, ["pkey", "-in", "server.key", "-noout", "-check"]);
+    assert(key.ok, key.out);
+  },
+});
+
+Deno.test({
+  name: "openssl verify refuses a certificate from another CA",
+  ignore: !OPENSSL,
+  async fn() {
+    const tls = await managerTls();
+    const other = await createManagerTls("vif-system");
+    const verify = await openssl(
+      { "ca.pem": other.caPem, "server.pem": tls.certPem },
+      ["verify", "-CAfile", "ca.pem", "server.pem"],
+    );
+    assert(!verify.ok, verify.out);
+  },
+});
+
+Deno.test("Deno TLS: a client trusting the CA completes a handshake for traffic-manager.<ns>", async () => {
+  const tls = await managerTls();
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: tls.certPem,
+    key: tls.keyPem,
+  });
+  const served = (async () => {
+    const conn = await listener.accept();
+    try {
+      const buffer = new Uint8Array(5);
+      let n = 0;
+      while (n < 5) n += (await conn.read(buffer.subarray(n))) ?? 5;
+      await conn.write(buffer.map((b) => b + 1));
+    } finally {
+      conn.close();
+    }
+  })();
+  try {
+    const tcp = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const conn = await Deno.startTls(tcp, {
+      hostname: managerServerName("vif-system"),
+      caCerts: [tls.caPem],
+    });
+    try {
+      await conn.handshake();
+      await conn.write(new Uint8Array([1, 2, 3, 4, 5]));
+      const reply = new Uint8Array(5);
+      let n = 0;
+      while (n < 5) n += (await conn.read(reply.subarray(n))) ?? 5;
+      assertEquals([...reply], [2, 3, 4, 5, 6]);
+    } finally {
+      conn.close();
+    }
+    await served;
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("Deno TLS: a client trusting another CA, or checking another name, is refused", async () => {
+  const tls = await managerTls();
+  const other = await createManagerTls("vif-system");
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: tls.certPem,
+    key: tls.keyPem,
+  });
+  const accepting = (async () => {
+    for (let i = 0; i < 2; i++) {
+      const conn = await listener.accept();
+      await conn.handshake().catch(() => {});
+      conn.close();
+    }
+  })();
+  try {
+    for (
+      const [name, ca] of [
+        [managerServerName("vif-system"), other.caPem],
+        [managerServerName("default"), tls.caPem],
+      ] as const
+    ) {
+      const tcp = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+      const conn = await Deno.startTls(tcp, { hostname: name, caCerts: [ca] });
+      try {
+        await assertRejects(() => conn.handshake());
+      } finally {
+        conn.close();
+      }
+    }
+    await accepting;
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("grpc-js serves and calls with the certificates over TLS", async () => {
+  const tls = await managerTls();
+  const server = new grpc.Server();
+  server.addService(ManagerService, {
+    version(
+      _call: unknown,
+      callback: (error: grpc.ServiceError | null, value?: VersionInfo) => void,
+    ) {
+      callback(null, create(VersionInfoSchema, { version: "test" }));
+    },
+  });
+  const credentials = grpc.ServerCredentials.createSsl(
+    Buffer.from(tls.caPem),
+    [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }],
+    false,
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      "127.0.0.1:0",
+      credentials,
+      (error, port) => error ? reject(error) : resolve(port),
+    )
+  );
+  const Client = grpc.makeGenericClientConstructor(ManagerService, "Manager");
+  const name = managerServerName("vif-system");
+  const client = new Client(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createSsl(Buffer.from(tls.caPem)),
+    {
+      ...CHANNEL_OPTIONS,
+      "grpc.ssl_target_name_override": name,
+      "grpc.default_authority": name,
+    },
+  ) as unknown as grpc.Client & {
+    version(
+      request: unknown,
+      metadata: grpc.Metadata,
+      options: grpc.CallOptions,
+      callback: (error: grpc.ServiceError | null, value?: VersionInfo) => void,
+    ): void;
+  };
+  try {
+    const info = await new Promise<VersionInfo>((resolve, reject) =>
+      client.version(
+        create(VersionRequestSchema, {}),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 5000 },
+        (error, value) => error ? reject(error) : resolve(value!),
+      )
+    );
+    assertEquals(info.version, "test");
+  } finally {
+    client.close();
+    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+  }
+});
+
+Deno.test("the traffic-manager (vif --serve) serves with them from a Secret-shaped --tls-dir", async () => {
+  const tls = await managerTls();
+  const dir = await Deno.makeTempDir({ prefix: "vif-tls-dir-" });
+  const { serve } = await import("../../manager/mod.ts");
+  const lines: string[] = [];
+  try {
+    await Deno.writeTextFile(`${dir}/tls.crt`, tls.certPem);
+    await Deno.writeTextFile(`${dir}/tls.key`, tls.keyPem);
+    await Deno.writeTextFile(`${dir}/ca.crt`, tls.caPem);
+    const manager = await serve({
+      tlsDir: dir,
+      listen: "127.0.0.1:0",
+      managerNamespace: "vif-system",
+      resolvConfPath: "/nonexistent/resolv.conf",
+      sweepIntervalMs: 0,
+      log: (line) => lines.push(line),
+    });
+    const Client = grpc.makeGenericClientConstructor(ManagerService, "Manager");
+    const name = managerServerName("vif-system");
+    const client = new Client(manager.address, grpc.credentials.createSsl(Buffer.from(tls.caPem)), {
+      ...CHANNEL_OPTIONS,
+      "grpc.ssl_target_name_override": name,
+      "grpc.default_authority": name,
+    }) as unknown as grpc.Client & {
+      version(
+        request: unknown,
+        metadata: grpc.Metadata,
+        options: grpc.CallOptions,
+        callback: (error: grpc.ServiceError | null, value?: VersionInfo) => void,
+      ): void;
+    };
+    try {
+      const info = await new Promise<VersionInfo>((resolve, reject) =>
+        client.version(
+          create(VersionRequestSchema, {}),
+          new grpc.Metadata(),
+          { deadline: Date.now() + 5000 },
+          (error, value) => error ? reject(error) : resolve(value!),
+        )
+      );
+      assert(info.version !== "", "no version");
+      assert(!lines.some((line) => /clients will refuse it/.test(line)), lines.join("\n"));
+    } finally {
+      client.close();
+      await manager.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
