@@ -4,7 +4,9 @@
  * non-root user (DESIGN.md §1 and §6). It serves the `vif.v1.Manager` gRPC API
  * over TLS only, keeps the session table (heartbeats, expiry), dials in-cluster
  * destinations for each tunnel stream within a destination policy, forwards DNS
- * queries to the cluster's resolver, and pushes the cluster info to watchers.
+ * queries to the cluster's resolver, discovers the pod and service subnets and
+ * the namespaces from the Kubernetes API, and pushes the cluster info to
+ * watchers.
  *
  * It never imports `mod/tun/` or any FFI code (tests/architecture_test.ts).
  *
@@ -31,8 +33,28 @@ export {
   type ManagerHandle,
   parseListen,
   serve,
+  type ServeDiscoveryOptions,
   type ServeOptions,
 } from "./server.ts";
+export {
+  aggregateCidrs,
+  coveringCidrs,
+  type CoveringOptions,
+  type DiscoveredField,
+  type Discovery,
+  type DiscoveryOptions,
+  inClusterConfigAvailable,
+  type KubeAccess,
+  type KubeAccessOptions,
+  loadKubeAccess,
+  normalizeCidrs,
+  parseServiceRangeError,
+  PROBE_CLUSTER_IPS,
+  PROBE_SERVICE_NAME,
+  type RetryOptions,
+  SERVICE_ACCOUNT_DIR,
+  startDiscovery,
+} from "./discovery.ts";
 export { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "./cluster_info.ts";
 export { ManagerSetupError, type ManagerSetupErrorOptions } from "./errors.ts";
 export { DnsForwarder, type DnsForwarderOptions, DnsForwardError } from "./dns_forwarder.ts";

@@ -36,6 +36,7 @@ import {
 } from "../mod/rpc/service.ts";
 import { VERSION } from "../mod/version.ts";
 import { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "./cluster_info.ts";
+import { type Discovery, type DiscoveryOptions, startDiscovery } from "./discovery.ts";
 import { DnsForwarder, DnsForwardError } from "./dns_forwarder.ts";
 import { ManagerSetupError } from "./errors.ts";
 import { commandPinger, findPingProgram } from "./ping.ts";
@@ -95,6 +96,20 @@ export interface ServeOptions {
   now?: () => number;
   /** Where log lines go (each starts with `manager: `). Default: standard error. */
   log?: (line: string) => void;
+  /**
+   * Discover the pod and service subnets and the namespaces from the
+   * Kubernetes API (DESIGN.md §6), keeping them up to date. A field given
+   * above (non-empty) is not discovered. Absent: no discovery.
+   */
+  discovery?: ServeDiscoveryOptions;
+}
+
+/** How {@linkcode serve} discovers the cluster: see {@linkcode DiscoveryOptions}. */
+export interface ServeDiscoveryOptions
+  extends
+    Pick<DiscoveryOptions, "kubeconfig" | "inCluster" | "serviceAccountDir" | "env" | "retry"> {
+  /** How long `serve` waits for a first answer before it serves anyway, in ms. Default 5000. */
+  startWaitMs?: number;
 }
 
 /** A running manager. */
@@ -107,6 +122,8 @@ export interface ManagerHandle {
   readonly port: number;
   /** The cluster info; {@linkcode ClusterInfoSource.set} pushes a change to every watcher. */
   readonly clusterInfo: ClusterInfoSource;
+  /** The discovery that keeps {@linkcode ManagerHandle.clusterInfo} up to date, when asked for. */
+  readonly discovery: Discovery | undefined;
   /** Counters, including the bytes held in buffers. */
   readonly stats: ManagerStats;
   /** The session table. */
@@ -185,6 +202,20 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     searchPath: resolvConf.search,
     namespaces: [...(options.namespaces ?? [])],
   });
+  // Started before binding: a bad kubeconfig fails the start like a bad flag.
+  const discovery = options.discovery === undefined ? undefined : startDiscovery(clusterInfo, {
+    ...options.discovery,
+    ...(podIp ? { podIp } : {}),
+    fields: [
+      ...(podSubnets.length === 0 ? ["podSubnets" as const] : []),
+      ...(serviceSubnets.length === 0 ? ["serviceSubnets" as const] : []),
+      ...((options.namespaces ?? []).length === 0 ? ["namespaces" as const] : []),
+    ],
+    log,
+  });
+  if (discovery !== undefined) {
+    log(`manager: discovery: reading the cluster at ${discovery.server} (${discovery.source})`);
+  }
 
   const upstream = options.dnsUpstream ?? resolvConf.nameservers[0] ?? dnsServer;
   let forwarder: DnsForwarder | undefined;
@@ -192,6 +223,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     try {
       forwarder = new DnsForwarder(upstream, { timeoutMs: durations.dnsTimeoutMs });
     } catch (cause) {
+      await discovery?.close();
       throw new ManagerSetupError(`Cannot use DNS upstream "${upstream}"`, {
         hint:
           'Pass --dns-upstream as an IP address with an optional port, like "198.18.128.10:53".',
@@ -244,6 +276,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   } catch (cause) {
     forwarder?.close();
     server.forceShutdown();
+    await discovery?.close();
     throw new ManagerSetupError(`Cannot listen on "${listen.text}": ${bindProblem(cause)}`, {
       hint: "Stop what uses that address, or pass another with --listen HOST:PORT.",
       cause,
@@ -275,6 +308,15 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     : undefined;
 
   const address = listen.host.includes(":") ? `[${listen.host}]:${port}` : `${listen.host}:${port}`;
+  if (discovery !== undefined) {
+    const waitMs = options.discovery?.startWaitMs ?? 5000;
+    if (!await settledWithin(discovery, waitMs)) {
+      log(
+        `manager: warning: discovery has no answer from ${discovery.server} after ${waitMs} ms: ` +
+          "serving what it has, and announcing the rest when it comes",
+      );
+    }
+  }
   const info = clusterInfo.current;
   for (const warning of tlsCheck.warnings) log(`manager: warning: ${warning}`);
   log(
@@ -284,10 +326,13 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   );
   if (options.allowAnyDestination) {
     log("manager: warning: --allow-any-destination: tunnels may go anywhere but this port");
-  } else if (podSubnets.length + serviceSubnets.length === 0) {
+  } else if (info.podSubnets.length + info.serviceSubnets.length === 0) {
     log(
-      "manager: warning: no pod or service subnets: every tunnel but to the DNS server is " +
-        "refused (pass --pod-cidr and --service-cidr)",
+      discovery === undefined
+        ? "manager: warning: no pod or service subnets: every tunnel but to the DNS server is " +
+          "refused (pass --pod-cidr and --service-cidr)"
+        : "manager: warning: no pod or service subnets yet: every tunnel but to the DNS server " +
+          "is refused until discovery finds them",
     );
   }
   if (pingProgram === undefined) log("manager: no ping program: pings are answered unreachable");
@@ -298,12 +343,14 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     hostname: listen.host,
     port,
     clusterInfo,
+    discovery,
     stats,
     sessions,
     sweep: () => sessions.sweep(),
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
+        await discovery?.close();
         unsubscribe();
         const count = sessions.endAll("the traffic-manager is stopping");
         for (const tunnel of [...state.tunnels.open]) {
@@ -435,6 +482,17 @@ function watch(
     unsubscribe();
     unregister();
   });
+}
+
+/** Whether `discovery` settles within `ms`. */
+async function settledWithin(discovery: Discovery, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const settled = await Promise.race([
+    discovery.settled.then(() => true),
+    new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+  ]);
+  clearTimeout(timer);
+  return settled;
 }
 
 async function shutdown(server: Server, graceMs: number): Promise<void> {

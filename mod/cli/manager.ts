@@ -33,6 +33,9 @@ interface ManagerFlags {
   sessionTtl: number;
   heartbeatInterval: number;
   udpIdleTimeout: number;
+  discover?: boolean;
+  kubeconfig?: string;
+  serviceAccountDir?: string;
 }
 
 const EXAMPLES = `
@@ -42,6 +45,13 @@ Environment (used when the flag is absent):
   VIF_POD_CIDRS       pod subnets, comma-separated (--pod-cidr)
   VIF_SERVICE_CIDRS   service subnets, comma-separated (--service-cidr)
 
+Discovery: in a pod (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT set,
+the service-account token mounted) and given neither --pod-cidr nor
+--service-cidr, the manager reads the pod and service subnets and the
+namespaces from the Kubernetes API and follows their changes. --discover turns
+it on anyway (a subnet given by a flag still wins), --no-discover off, and
+--kubeconfig FILE reads the API from outside a cluster.
+
 Durations are milliseconds, or a number with ms, s or m ("5s", "1m").
 
 Examples:
@@ -49,7 +59,10 @@ Examples:
   vif --serve --tls-dir /var/run/vif/tls --pod-cidr 198.18.64.0/18 --service-cidr 198.18.128.0/20
 
   # On this machine, for a test: any destination, a short session TTL
-  vif manager --tls-dir ./tls --listen 127.0.0.1:8081 --allow-any-destination --session-ttl 5s`;
+  vif manager --tls-dir ./tls --listen 127.0.0.1:8081 --allow-any-destination --session-ttl 5s
+
+  # On this machine, discovering a cluster through a kubeconfig
+  vif manager --tls-dir ./tls --listen 127.0.0.1:8081 --kubeconfig ~/.kube/config`;
 
 /**
  * Rewrites `vif --serve …` as `vif manager …`: when `--serve` comes before any
@@ -117,6 +130,19 @@ export function registerManager(program: Command, context: CliContext): void {
       "--allow-any-destination",
       "dial any destination, not only the cluster's subnets (never this port)",
     )
+    .option(
+      "--discover",
+      "discover the subnets and namespaces from the Kubernetes API (default: in a pod, when no --pod-cidr or --service-cidr is given)",
+    )
+    .option("--no-discover", "do not read the Kubernetes API")
+    .option(
+      "--kubeconfig <file>",
+      "read the Kubernetes API through this kubeconfig (implies --discover)",
+    )
+    .option(
+      "--service-account-dir <dir>",
+      "where the pod's service-account token, ca.crt and namespace are (default: /var/run/secrets/kubernetes.io/serviceaccount)",
+    )
     .addOption(durationOption("--dial-timeout", "dial timeout when a tunnel asks for none", 5000))
     .addOption(
       durationOption("--session-ttl", "how long a session lives without a heartbeat", 30_000),
@@ -132,8 +158,22 @@ export function registerManager(program: Command, context: CliContext): void {
         });
       }
       const fromEnv = (name: string) => env(name)?.split(",").map((s) => s.trim()).filter(Boolean);
-      const { serve, ManagerSetupError } = await import("../../manager/mod.ts");
+      const { serve, ManagerSetupError, inClusterConfigAvailable } = await import(
+        "../../manager/mod.ts"
+      );
       const log = (line: string) => context.io.stderr(line + "\n");
+      const podSubnets = flags.podCidr ?? fromEnv("VIF_POD_CIDRS") ?? [];
+      const serviceSubnets = flags.serviceCidr ?? fromEnv("VIF_SERVICE_CIDRS") ?? [];
+      const access = {
+        ...(flags.serviceAccountDir ? { serviceAccountDir: flags.serviceAccountDir } : {}),
+        env: (name: string) => context.io.env(name),
+      };
+      // --kubeconfig and --discover ask for it; in a pod it is the default,
+      // unless subnets were given.
+      const discover = flags.discover === false ? false : flags.kubeconfig !== undefined ||
+        flags.discover === true ||
+        (podSubnets.length === 0 && serviceSubnets.length === 0 &&
+          inClusterConfigAvailable(access));
       let manager;
       try {
         manager = await serve({
@@ -141,8 +181,8 @@ export function registerManager(program: Command, context: CliContext): void {
           listen: flags.listen,
           managerNamespace: flags.managerNamespace ?? env("POD_NAMESPACE") ??
             DEFAULT_MANAGER_NAMESPACE,
-          podSubnets: flags.podCidr ?? fromEnv("VIF_POD_CIDRS") ?? [],
-          serviceSubnets: flags.serviceCidr ?? fromEnv("VIF_SERVICE_CIDRS") ?? [],
+          podSubnets,
+          serviceSubnets,
           ...(flags.clusterDomain ? { clusterDomain: flags.clusterDomain } : {}),
           ...(flags.dnsServer ? { dnsServer: flags.dnsServer } : {}),
           ...(flags.dnsUpstream ? { dnsUpstream: flags.dnsUpstream } : {}),
@@ -155,6 +195,13 @@ export function registerManager(program: Command, context: CliContext): void {
           heartbeatIntervalMs: flags.heartbeatInterval,
           udpIdleTimeoutMs: flags.udpIdleTimeout,
           log,
+          ...(discover
+            ? {
+              discovery: flags.kubeconfig !== undefined
+                ? { kubeconfig: flags.kubeconfig }
+                : { inCluster: true, ...access },
+            }
+            : {}),
         });
       } catch (error) {
         if (error instanceof ManagerSetupError) {
