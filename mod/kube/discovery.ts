@@ -48,6 +48,17 @@ function statusOf(error: unknown): number | undefined {
   return typeof code === "number" ? code : undefined;
 }
 
+/** The first line of an error and of its causes ("fetch failed: connect ECONNREFUSED …"). */
+function describeCause(error: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = error, depth = 0; e && depth < 4; depth++) {
+    const line = String((e as Error)?.message ?? e).split("\n")[0]!;
+    if (line && !parts.includes(line)) parts.push(line);
+    e = (e as { cause?: unknown })?.cause;
+  }
+  return parts.join(": ");
+}
+
 function gerund(doing: string): string {
   const forms: Record<string, string> = { read: "reading", list: "listing" };
   return doing.replace(/^(\w+)/, (verb) => forms[verb] ?? verb);
@@ -61,7 +72,7 @@ function apiError(
 ): DiscoveryError {
   const status = statusOf(error);
   const whileDoing = gerund(doing);
-  const text = String((error as Error)?.message ?? error).split("\n")[0];
+  const text = describeCause(error);
   if (status === 401) {
     return new DiscoveryError(
       `the API server at "${server}" did not accept the credentials while ${whileDoing}`,
