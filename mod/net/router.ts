@@ -169,6 +169,51 @@ interface UdpEntry {
 
 const NO_PORTS: [number, number] = [1024, 65535];
 
+/** A TCP or UDP flow as the app sees it, chained with others of the same port pair. */
+interface Flow<T> {
+  app: Uint8Array;
+  appPort: number;
+  dst: Uint8Array;
+  dstPort: number;
+  next: T | null;
+}
+
+/** The app-side key of a flow: its two ports (addresses are compared along the chain). */
+function flowKey(appPort: number, dstPort: number): number {
+  return appPort * 65536 + dstPort;
+}
+
+/** The kernel-side key of a NAT entry: its peer address and port. */
+function natKey(peerIndex: number, port: number): number {
+  return peerIndex * 65536 + port;
+}
+
+/** Finds the flow of packet `p` in `table`, without allocating. */
+function findFlow<T extends Flow<T>>(table: Map<number, T>, buf: Uint8Array, p: Packet): T | null {
+  let f = table.get(flowKey(p.srcPort, p.dstPort)) ?? null;
+  while (
+    f &&
+    !(f.app.length === p.addressLength &&
+      addressEquals(buf, p.srcOffset, f.app, 0, p.addressLength) &&
+      addressEquals(buf, p.dstOffset, f.dst, 0, p.addressLength))
+  ) f = f.next;
+  return f;
+}
+
+/** Takes `flow` out of its chain in `table`. */
+function unlinkFlow<T extends Flow<T>>(table: Map<number, T>, flow: T): void {
+  const key = flowKey(flow.appPort, flow.dstPort);
+  let head = table.get(key) ?? null;
+  if (head === flow) {
+    if (flow.next) table.set(key, flow.next);
+    else table.delete(key);
+  } else {
+    while (head && head.next !== flow) head = head.next;
+    if (head) head.next = flow.next;
+  }
+  flow.next = null;
+}
+
 function parseBytes(text: string, what: string): Uint8Array {
   try {
     return Cidr.parse(text).bytes;
@@ -363,9 +408,8 @@ export class Router {
       const peer = this.#peerOf(fam, buf, p.dstOffset);
       if (peer) return this.#reverse(buf, p, peer);
     }
-    const key = p.srcPort * 65536 + p.dstPort;
-    let e: TcpEntry | null = this.#tcp.get(key) ?? null;
-    while (e && !this.#sameFlow(e, buf, p)) e = e.next;
+    const key = flowKey(p.srcPort, p.dstPort);
+    let e = findFlow(this.#tcp, buf, p);
     const flags = p.tcpFlags;
     const isSyn = (flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.RST)) === TcpFlags.SYN;
     if (e && isSyn && e.state === "closed") {
@@ -403,7 +447,7 @@ export class Router {
   }
 
   #reverse(buf: Uint8Array, p: Packet, peer: Peer): void {
-    const e = this.#nat.get(peer.index * 65536 + p.dstPort);
+    const e = this.#nat.get(natKey(peer.index, p.dstPort));
     if (!e) return this.#drop("tcp to unknown nat port");
     const flags = p.tcpFlags;
     if (flags & TcpFlags.RST) this.#closed_(e);
@@ -420,12 +464,6 @@ export class Router {
     if (e.state === "connected") this.stats.tcpOpen--;
     e.state = "closed";
     e.since = this.#now();
-  }
-
-  #sameFlow(e: { app: Uint8Array; dst: Uint8Array }, buf: Uint8Array, p: Packet): boolean {
-    return e.app.length === p.addressLength &&
-      addressEquals(buf, p.srcOffset, e.app, 0, p.addressLength) &&
-      addressEquals(buf, p.dstOffset, e.dst, 0, p.addressLength);
   }
 
   #peerOf(fam: Family, buf: Uint8Array, offset: number): Peer | undefined {
@@ -494,7 +532,7 @@ export class Router {
     };
     this.#computeDeltas(e);
     this.#tcp.set(key, e);
-    this.#nat.set(e.peer.index * 65536 + e.natPort, e);
+    this.#nat.set(natKey(e.peer.index, e.natPort), e);
     this.stats.natEntries++;
     this.stats.tcpDials++;
     const source: Endpoint = { address: formatAddress(app), port: p.srcPort };
@@ -595,7 +633,7 @@ export class Router {
     }
     const fam = bytes?.length === 4 ? this.#v4 : this.#v6;
     const peer = fam && bytes ? this.#peerOf(fam, bytes, 0) : undefined;
-    const e = peer ? this.#nat.get(peer.index * 65536 + remotePort) : undefined;
+    const e = peer ? this.#nat.get(natKey(peer.index, remotePort)) : undefined;
     if (!e || e.state !== "open" || !e.stream) {
       this.#drop("accept without nat entry");
       conn.writable.abort(new Error("no NAT entry")).catch(() => {});
@@ -678,27 +716,17 @@ export class Router {
   }
 
   #unlink(e: TcpEntry): void {
-    const key = e.appPort * 65536 + e.dstPort;
-    let head = this.#tcp.get(key) ?? null;
-    if (head === e) {
-      if (e.next) this.#tcp.set(key, e.next);
-      else this.#tcp.delete(key);
-    } else {
-      while (head && head.next !== e) head = head.next;
-      if (head) head.next = e.next;
-    }
-    e.next = null;
-    const natKey = e.peer.index * 65536 + e.natPort;
-    if (this.#nat.get(natKey) === e) this.#nat.delete(natKey);
+    unlinkFlow(this.#tcp, e);
+    const k = natKey(e.peer.index, e.natPort);
+    if (this.#nat.get(k) === e) this.#nat.delete(k);
     this.stats.natEntries--;
   }
 
   // --- UDP -----------------------------------------------------------------
 
   #handleUdp(buf: Uint8Array, p: Packet): void {
-    const key = p.srcPort * 65536 + p.dstPort;
-    let u: UdpEntry | null = this.#udp.get(key) ?? null;
-    while (u && !this.#sameFlow(u, buf, p)) u = u.next;
+    const key = flowKey(p.srcPort, p.dstPort);
+    const u = findFlow(this.#udp, buf, p);
     const payload = buf.subarray(p.payloadOffset, p.payloadOffset + p.payloadLength);
     const now = this.#now();
     if (u) {
@@ -777,15 +805,7 @@ export class Router {
 
   #removeUdp(u: UdpEntry): void {
     this.#closeUdp(u);
-    const key = u.appPort * 65536 + u.dstPort;
-    let head = this.#udp.get(key) ?? null;
-    if (head === u) {
-      if (u.next) this.#udp.set(key, u.next);
-      else this.#udp.delete(key);
-    } else {
-      while (head && head.next !== u) head = head.next;
-      if (head) head.next = u.next;
-    }
+    unlinkFlow(this.#udp, u);
   }
 
   // --- ICMP ----------------------------------------------------------------
