@@ -9,11 +9,6 @@ import { CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node"
 import { DEFAULT_MANAGER_PORT } from "../rpc/service.ts";
 import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
 
-/** The Service `vif install` makes for the manager. */
-export const MANAGER_SERVICE = MANAGER_NAME;
-/** The Secret holding the manager's TLS key, certificate and CA. */
-export const MANAGER_TLS_SECRET = TLS_SECRET_NAME;
-
 /** What the client needs to reach the manager. */
 export interface ManagerLocation {
   namespace: string;
@@ -120,7 +115,7 @@ export async function discoverManager(kc: KubeConfig, namespace: string): Promis
   const core = kc.makeApiClient(CoreV1Api);
   let service;
   try {
-    service = await core.readNamespacedService({ name: MANAGER_SERVICE, namespace });
+    service = await core.readNamespacedService({ name: MANAGER_NAME, namespace });
   } catch (error) {
     if (statusOf(error) === 404) {
       throw new DiscoveryError(
@@ -159,21 +154,21 @@ export async function discoverManager(kc: KubeConfig, namespace: string): Promis
   }
   let secret;
   try {
-    secret = await core.readNamespacedSecret({ name: MANAGER_TLS_SECRET, namespace });
+    secret = await core.readNamespacedSecret({ name: TLS_SECRET_NAME, namespace });
   } catch (error) {
     if (statusOf(error) === 404) {
       throw new DiscoveryError(
-        `the traffic-manager's TLS secret "${MANAGER_TLS_SECRET}" is missing in "${namespace}"`,
+        `the traffic-manager's TLS secret "${TLS_SECRET_NAME}" is missing in "${namespace}"`,
         "Run `vif install` again: it recreates the secret.",
         { cause: error },
       );
     }
-    throw apiError(error, `read the secret "${MANAGER_TLS_SECRET}"`, server, namespace);
+    throw apiError(error, `read the secret "${TLS_SECRET_NAME}"`, server, namespace);
   }
   const ca = secret.data?.["ca.crt"];
   if (!ca) {
     throw new DiscoveryError(
-      `the secret "${namespace}/${MANAGER_TLS_SECRET}" has no ca.crt`,
+      `the secret "${namespace}/${TLS_SECRET_NAME}" has no ca.crt`,
       "Run `vif install --rotate-tls` to make new TLS material.",
     );
   }

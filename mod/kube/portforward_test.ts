@@ -17,12 +17,8 @@ import {
   writeKubeconfig,
 } from "../../tests/sim/apiserver/_testing.ts";
 import { PortForwardError, startPortForwardProxy } from "./portforward.ts";
-import {
-  discoverManager,
-  DiscoveryError,
-  MANAGER_SERVICE,
-  MANAGER_TLS_SECRET,
-} from "./discovery.ts";
+import { discoverManager, DiscoveryError } from "./discovery.ts";
+import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 
@@ -139,7 +135,7 @@ Deno.test(
       s.create({
         apiVersion: "v1",
         kind: "Service",
-        metadata: { name: MANAGER_SERVICE, namespace: "vif-system" },
+        metadata: { name: MANAGER_NAME, namespace: "vif-system" },
         spec: {
           selector: { app: "traffic-manager" },
           ports: [{ name: "grpc", port: 8081, targetPort: "grpc" }],
@@ -156,7 +152,7 @@ Deno.test(
       s.create({
         apiVersion: "v1",
         kind: "Secret",
-        metadata: { name: MANAGER_TLS_SECRET, namespace: "vif-system" },
+        metadata: { name: TLS_SECRET_NAME, namespace: "vif-system" },
         type: "kubernetes.io/tls",
         data: {
           "ca.crt": btoa(t.tls.caPem),

@@ -241,3 +241,13 @@ export class Env {
 
 /** The path of the project's deno (the one running the tests). */
 export const DENO = Deno.execPath();
+
+/**
+ * The receiver's throughput of an `iperf3 -J` run.
+ *
+ * @param json iperf3's JSON output
+ * @returns Gbit/s
+ */
+export function iperfGbits(json: string): number {
+  return JSON.parse(json).end.sum_received.bits_per_second / 1e9;
+}

@@ -21,7 +21,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
-import { DENO, Env, must, ROOT, run, suffix } from "./_env.ts";
+import { DENO, Env, iperfGbits, must, ROOT, run, suffix } from "./_env.ts";
 
 const SERVER = "198.18.1.2";
 const NGINX_CONF = (dir: string) => `
@@ -50,11 +50,6 @@ http {
 
 async function sha256File(path: string): Promise<string> {
   return (await must(["sha256sum", path])).split(" ")[0]!;
-}
-
-function gbits(iperfJson: string): number {
-  const r = JSON.parse(iperfJson);
-  return r.end.sum_received.bits_per_second / 1e9;
 }
 
 async function linkCounters(
@@ -172,7 +167,7 @@ Deno.test({
       });
 
       await t.step("iperf3 through the router, next to the direct path", async () => {
-        const direct = gbits(
+        const direct = iperfGbits(
           await must(["iperf3", "-J", "-t", "5", "-c", "198.19.255.2"], { ns: ws }),
         );
         // iperf3 -s -1 serves one test then exits: start another for the router run.
@@ -181,7 +176,9 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 300));
         const before = await linkCounters(ws, dev);
         const t0 = performance.now();
-        const routed = gbits(await must(["iperf3", "-J", "-t", "5", "-c", SERVER], { ns: ws }));
+        const routed = iperfGbits(
+          await must(["iperf3", "-J", "-t", "5", "-c", SERVER], { ns: ws }),
+        );
         const secs = (performance.now() - t0) / 1000;
         const after = await linkCounters(ws, dev);
         const pkts = after.rx - before.rx + after.tx - before.tx;

@@ -19,15 +19,11 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
-import { DENO, Env, must, ROOT, run } from "./_env.ts";
+import { DENO, Env, iperfGbits, must, ROOT, run } from "./_env.ts";
 import { ClusterNet, OUTSIDE_HOST_IP, POD_CIDR, SERVICE_CIDR } from "../sim/cluster_net.ts";
 import { deploySamples } from "../sim/workloads.ts";
 import { denoForNobody } from "../sim/deno_nobody.ts";
 import { makeTestTls } from "../_tls.ts";
-
-function gbits(json: string): number {
-  return JSON.parse(json).end.sum_received.bits_per_second / 1e9;
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -168,14 +164,16 @@ Deno.test({
 
       await t.step("iperf3 through the manager, next to the direct path", async () => {
         const iperfIp = samples.iperf.ip;
-        const one = gbits(await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }));
-        const eight = gbits(
+        const one = iperfGbits(await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }));
+        const eight = iperfGbits(
           await must(["iperf3", "-J", "-t", "5", "-P", "8", "-c", iperfIp], { ns: ws }),
         );
         // The direct path: the pod's /32 routed over the LAN, more specific than the TUN's route.
         await c.exposeToWorkstation(iperfIp);
-        const direct1 = gbits(await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }));
-        const direct8 = gbits(
+        const direct1 = iperfGbits(
+          await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }),
+        );
+        const direct8 = iperfGbits(
           await must(["iperf3", "-J", "-t", "5", "-P", "8", "-c", iperfIp], { ns: ws }),
         );
         await c.unexposeFromWorkstation(iperfIp);
