@@ -170,8 +170,12 @@ export interface PodSpec {
   node?: string;
   /** Container ports, for services whose `targetPort` is a name. */
   ports?: ContainerPort[];
-  /** The pod's process; none: the caller starts what it wants with {@linkcode ClusterNet.spawn}. */
-  run?: RunSpec;
+  /**
+   * The pod's process, or a function that makes it once the pod's address is
+   * known (as the kubelet fills `status.podIP` into the environment); none: the
+   * caller starts what it wants with {@linkcode ClusterNet.spawn}.
+   */
+  run?: RunSpec | ((pod: PodInfo) => RunSpec);
   /** None: ready as soon as it is started. */
   readiness?: Readiness;
   /** `ClusterFirst` (default: the cluster DNS) or `Default` (the node's resolver). */
@@ -220,6 +224,12 @@ export interface ClusterEvent {
 export interface ClusterNetOptions {
   /** The start of every namespace name (`<prefix>-<id>-ws`); default `vs`. */
   prefix?: string;
+  /**
+   * The whole start of every namespace name instead of `<prefix>-<id>`, for a
+   * cluster that must have fixed names (`deno task sim up` uses `vif`, so the
+   * workstation is `vif-ws`). Only one cluster with a given base can exist.
+   */
+  base?: string;
   /** Whether the cluster DNS forwards other names to the outside DNS; default `true`. */
   dnsUpstream?: boolean;
   /** Whether dnsmasq logs every query to its stderr (`Proc.errLines`); default `false`. */
@@ -291,7 +301,7 @@ export class ClusterNet {
     this.#env = env;
     this.#options = options;
     this.id = suffix();
-    this.base = `${options.prefix ?? "vs"}-${this.id}`;
+    this.base = options.base ?? `${options.prefix ?? "vs"}-${this.id}`;
     this.ws = `${this.base}-ws`;
     this.lan = `${this.base}-lan`;
     this.outside = `${this.base}-out`;
@@ -507,7 +517,10 @@ export class ClusterNet {
       this.#pods.delete(key);
       throw new Error(`Cannot add pod "${key}": ${(error as Error).message}`, { cause: error });
     }
-    if (spec.run) pod.proc = this.spawn(pod, spec.run.cmd, spec.run);
+    if (spec.run) {
+      const r = typeof spec.run === "function" ? spec.run(pod) : spec.run;
+      pod.proc = this.spawn(pod, r.cmd, r);
+    }
     this.#emit({ type: "ADDED", kind: "Pod", namespace: pod.namespace, name: pod.name });
     await this.#sync();
     if (!manualReady) {
@@ -1007,7 +1020,7 @@ async function ipBatch(ns: string, commands: string[]): Promise<void> {
  * Waits until something in namespace `ns` listens on `port` (`ss`), like a
  * kubelet's readiness probe.
  */
-async function waitListening(
+export async function waitListening(
   ns: string,
   probe: {
     port: number;

@@ -30,13 +30,14 @@ export interface NobodyDeno {
  * as nobody. The directory is removed on `env`'s cleanup.
  *
  * @param env the test's environment
- * @param options the entry points to cache (default `main.ts` of the repository)
+ * @param options the entry points to cache (default `main.ts` of the repository), the uid
+ *   to run as (default 65534, nobody) and where to make the cache (default the temporary directory)
  * @returns the command prefix, environment and cache path
  * @throws {Error} when a repository file nobody must read is not world-readable, or caching fails
  */
 export async function denoForNobody(
   env: Env,
-  options: { entries?: string[] } = {},
+  options: { entries?: string[]; uid?: number; parent?: string } = {},
 ): Promise<NobodyDeno> {
   const entries = options.entries ?? [`${ROOT}/main.ts`];
   const unreadable = (await run([
@@ -77,7 +78,11 @@ export async function denoForNobody(
     );
   }
 
-  const top = await Deno.makeTempDir({ prefix: "vif-nobody-deno-" });
+  const uid = options.uid ?? 65534;
+  const top = await Deno.makeTempDir({
+    prefix: "vif-nobody-deno-",
+    ...(options.parent ? { dir: options.parent } : {}),
+  });
   env.defer(() => Deno.remove(top, { recursive: true }).catch(() => {}));
   await Deno.chmod(top, 0o755);
   const denoDir = `${top}/deno`;
@@ -94,10 +99,10 @@ export async function denoForNobody(
   }
   const denoEnv = { DENO_DIR: denoDir, HOME: home, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
   await must([DENO, "cache", "--config", `${ROOT}/deno.json`, ...entries], { env: denoEnv });
-  await must(["chown", "-R", "65534:65534", denoDir, home]);
+  await must(["chown", "-R", `${uid}:${uid}`, denoDir, home]);
   await must(["chmod", "-R", "a+rX", top]);
 
-  const cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", DENO];
+  const cmd = ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--", DENO];
   return {
     cmd,
     env: denoEnv,

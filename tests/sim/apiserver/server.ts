@@ -133,6 +133,12 @@ export interface ApiServerOptions {
   authorize?: (attributes: AuthorizationAttributes) => boolean;
   /** The address the `default/kubernetes` Endpoints names. Default: `hostname` if it is an IPv4 address, else 127.0.0.1. */
   advertiseAddress?: string;
+  /**
+   * The port the `default/kubernetes` Endpoints names, when clients reach the
+   * server through a relay on another port (the simulated node's :6443).
+   * Default: the port it listens on.
+   */
+  advertisePort?: number;
   /** Use this store instead of a new one (its service CIDR wins). */
   store?: Store;
   /** Events kept for resumed watches. Default 1000. */
@@ -1026,9 +1032,10 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   serverAddress = `${hostname}:${port}`;
   const advertise = options.advertiseAddress ??
     (/^\d+\.\d+\.\d+\.\d+$/.test(hostname) && hostname !== "0.0.0.0" ? hostname : "127.0.0.1");
+  const advertisePort = options.advertisePort ?? port;
   store.modify({ resource: "services", namespace: "default", name: "kubernetes" }, (s) => {
     const spec = s.spec as { ports: { targetPort: number }[] };
-    spec.ports[0]!.targetPort = port;
+    spec.ports[0]!.targetPort = advertisePort;
   });
   const endpoints = {
     apiVersion: "v1",
@@ -1040,7 +1047,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
     },
     subsets: [{
       addresses: [{ ip: advertise }],
-      ports: [{ name: "https", port, protocol: "TCP" }],
+      ports: [{ name: "https", port: advertisePort, protocol: "TCP" }],
     }],
   };
   if (store.get({ resource: "endpoints", namespace: "default", name: "kubernetes" })) {

@@ -1,0 +1,689 @@
+/**
+ * The whole simulated cluster: the network ({@linkcode ClusterNet}), the fake
+ * API server with its objects, and the controllers ({@linkcode Kubelet}) that
+ * make the objects real. What `deno task sim up` runs and what the
+ * Kubernetes end-to-end tests start.
+ *
+ * ```
+ *  vif-ws (the workstation)            vif-node1                          the machine (root netns)
+ *  kubectl / vif ──TLS──► 198.19.200.1:6443 ─ socat ─► unix socket ─ socat ─► 127.0.0.1:P  fake API server
+ *                                      ▲                                        │ pods/portforward:
+ *  a pod ──► 198.19.0.1:443 ── DNAT ───┘                                        ▼
+ *                                                  ip netns exec <pod> socat STDIO TCP:127.0.0.1:<port>
+ * ```
+ *
+ * The API server runs in this process, on loopback of the machine's own
+ * namespace, and is reached only through two relays: one listening on node
+ * 1's LAN address (the workstation's one way into the cluster) and the
+ * `default/kubernetes` ClusterIP, DNAT-ed to it on every node as kube-proxy
+ * would. `pods/portforward` connects to the port on the pod's loopback, as
+ * the kubelet does (inside the pod's network namespace).
+ *
+ * Tokens: `admin` (`system:masters`), `limited` (no secrets, no
+ * port-forward), and one per service account, issued when a pod mounts it;
+ * service-account requests are authorized by RBAC (see `rbac.ts`), so the
+ * manager gets exactly what its ClusterRole grants.
+ *
+ * @module
+ */
+
+import { makeTestTls } from "../_tls.ts";
+import type { Env, Output, Proc } from "../e2e/_env.ts";
+import {
+  type ApiServer,
+  type KubeObject,
+  startApiServer,
+  Store,
+  type TokenInfo,
+} from "./apiserver/mod.ts";
+import type { PodConnection } from "./apiserver/portforward.ts";
+import {
+  CLUSTER_DNS_IP,
+  ClusterNet,
+  KUBERNETES_SERVICE_IP,
+  type Node,
+  nodeLanIp,
+  type Pod,
+  SERVICE_CIDR,
+  waitListening,
+} from "./cluster_net.ts";
+import { denoForNobody } from "./deno_nobody.ts";
+import { Kubelet, vifMainCommand } from "./kubelet.ts";
+import { rbacAllows } from "./rbac.ts";
+import { type LargeFile, largeFile } from "./workloads.ts";
+
+/** Where the workstation reaches the API server: node 1's LAN address. */
+export const API_IP = nodeLanIp(1);
+/** The API server's port on node 1. */
+export const API_PORT = 6443;
+/** The kubeconfig context with the admin token. */
+export const SIM_CONTEXT = "vif-sim";
+/** The kubeconfig context whose user may not port-forward nor read secrets. */
+export const SIM_LIMITED_CONTEXT = "vif-sim-limited";
+
+/** Options of {@linkcode Sim.start}. */
+export interface SimOptions {
+  /** Fixed namespace names `<base>-ws`, `<base>-node1`, … (`sim up` uses `vif`). */
+  base?: string;
+  /** The start of random namespace names; default `vs`. */
+  prefix?: string;
+  /** Deploy the sample workloads (see {@linkcode deploySimSamples}). Default false. */
+  samples?: boolean;
+  /** Size of the large file web pods serve, in MiB; default 100. */
+  largeFileMiB?: number;
+  /** Where to write the kubeconfig; default `<dir>/kubeconfig`. */
+  kubeconfigPath?: string;
+  /** Lines from the API server (every request) and the controllers. Default: none. */
+  log?: (line: string) => void;
+}
+
+/**
+ * A running simulated cluster. See the module documentation.
+ */
+export class Sim {
+  /** The network: namespaces, nodes, pods, ClusterIPs, DNS. */
+  readonly net: ClusterNet;
+  /** The fake API server (on the machine's loopback; reach it through {@linkcode Sim.apiUrl}). */
+  readonly api: ApiServer;
+  /** The objects. */
+  readonly store: Store;
+  /** The controllers. */
+  readonly kubelet: Kubelet;
+  /** `https://198.19.200.1:6443`, as the workstation and the kubeconfig see it. */
+  readonly apiUrl = `https://${API_IP}:${API_PORT}`;
+  /** The cluster CA (PEM), which signed the API server's certificate. */
+  readonly caPem: string;
+  /** The kubeconfig with contexts `vif-sim` and `vif-sim-limited`. */
+  readonly kubeconfig: string;
+  /** The admin's bearer token. */
+  readonly adminToken: string;
+  /** The limited user's bearer token. */
+  readonly limitedToken: string;
+
+  private constructor(fields: {
+    net: ClusterNet;
+    api: ApiServer;
+    kubelet: Kubelet;
+    caPem: string;
+    kubeconfig: string;
+    adminToken: string;
+    limitedToken: string;
+  }) {
+    this.net = fields.net;
+    this.api = fields.api;
+    this.store = fields.api.store;
+    this.kubelet = fields.kubelet;
+    this.caPem = fields.caPem;
+    this.kubeconfig = fields.kubeconfig;
+    this.adminToken = fields.adminToken;
+    this.limitedToken = fields.limitedToken;
+  }
+
+  /** The workstation's namespace. */
+  get ws(): string {
+    return this.net.ws;
+  }
+
+  /**
+   * Builds the cluster; `env`'s cleanup takes all of it down.
+   *
+   * @param env the environment that owns it
+   * @param options names, samples, kubeconfig path, log
+   * @returns the running cluster, its controllers started (and its samples ready when asked)
+   */
+  static async start(env: Env, options: SimOptions = {}): Promise<Sim> {
+    const log = options.log ?? (() => {});
+    const net = await ClusterNet.create(env, {
+      ...(options.base ? { base: options.base } : {}),
+      ...(options.prefix ? { prefix: options.prefix } : {}),
+    });
+    const tls = await makeTestTls({
+      extraSans: [
+        `IP:${API_IP}`,
+        `IP:${KUBERNETES_SERVICE_IP}`,
+        "IP:127.0.0.1",
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "DNS:localhost",
+      ],
+    });
+    env.defer(() => tls.cleanup());
+
+    const token = () => crypto.randomUUID().replaceAll("-", "");
+    const adminToken = `admin-${token()}`;
+    const limitedToken = `limited-${token()}`;
+    const tokens: Record<string, TokenInfo> = {
+      [adminToken]: { user: "admin", groups: ["system:masters"] },
+      [limitedToken]: { user: "limited", limited: true },
+    };
+    const store = new Store({ serviceCidr: SERVICE_CIDR, rootCaPem: tls.caPem });
+    // The cluster DNS's Service first, so no other Service takes its address.
+    store.create({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: {
+        name: "kube-dns",
+        namespace: "kube-system",
+        labels: { "k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS" },
+      },
+      spec: {
+        clusterIP: CLUSTER_DNS_IP,
+        selector: { "k8s-app": "kube-dns" },
+        ports: [
+          { name: "dns", port: 53, targetPort: 53, protocol: "UDP" },
+          { name: "dns-tcp", port: 53, targetPort: 53, protocol: "TCP" },
+        ],
+      },
+    } as KubeObject);
+
+    let kubelet: Kubelet | undefined;
+    const api = await startApiServer({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: tls.certPem, key: tls.keyPem },
+      tokens,
+      serviceCidr: SERVICE_CIDR,
+      store,
+      rootCaPem: tls.caPem,
+      advertiseAddress: API_IP,
+      advertisePort: API_PORT,
+      log,
+      authorize: (a) => !a.user.startsWith("system:serviceaccount:") || rbacAllows(store, a),
+      dialPod: (namespace, pod, _ip, port) => {
+        const p = kubelet?.pod(namespace, pod);
+        if (!p) return Promise.reject(new Error(`pod "${pod}" is not running on any node`));
+        return dialInPod(p, port);
+      },
+    });
+    env.defer(() => api.close());
+
+    // The relays: node 1's :6443 → a unix socket → the server on the machine's loopback.
+    const sock = `${net.dir}/apiserver.sock`;
+    const outer = env.spawn([
+      "socat",
+      "-b",
+      "131072",
+      `UNIX-LISTEN:${sock},fork,mode=600,unlink-early`,
+      `TCP4:127.0.0.1:${api.port},nodelay`,
+    ]);
+    await waitFor(async () => (await exists(sock)) || !!(await ended(outer)), 5000, "the relay");
+    const node1 = net.nodes[0]!;
+    const inner = net.spawn(node1.netns, [
+      "socat",
+      "-b",
+      "131072",
+      `TCP4-LISTEN:${API_PORT},bind=${API_IP},fork,reuseaddr,backlog=256,nodelay`,
+      `UNIX-CONNECT:${sock}`,
+    ]);
+    await waitListening(node1.netns, { port: API_PORT, protocol: "TCP", proc: inner });
+    await net.addService({
+      namespace: "default",
+      name: "kubernetes",
+      clusterIP: KUBERNETES_SERVICE_IP,
+      ports: [{ name: "https", port: 443, targetPort: API_PORT }],
+      endpoints: [API_IP],
+    });
+
+    const nobodyRuntimes = new Map<number, Promise<{ env: Record<string, string> }>>();
+    kubelet = new Kubelet({
+      store,
+      net,
+      dir: `${net.dir}/kubelet`,
+      apiHost: KUBERNETES_SERVICE_IP,
+      apiPort: 443,
+      caPem: tls.caPem,
+      issueToken: (namespace, sa) => {
+        const t = `sa-${namespace}-${sa}-${token()}`;
+        tokens[t] = {
+          user: `system:serviceaccount:${namespace}:${sa}`,
+          groups: ["system:serviceaccounts", `system:serviceaccounts:${namespace}`],
+        };
+        return t;
+      },
+      vifRuntime: async (uid) => {
+        let r = nobodyRuntimes.get(uid);
+        if (!r) {
+          r = denoForNobody(env, { uid, parent: "/var/tmp" });
+          nobodyRuntimes.set(uid, r);
+        }
+        return { cmd: vifMainCommand(), env: (await r).env };
+      },
+      log,
+    });
+    kubelet.start();
+    env.defer(() => kubelet!.close());
+
+    const kubeconfig = options.kubeconfigPath ?? `${net.dir}/kubeconfig`;
+    await Deno.writeTextFile(
+      kubeconfig,
+      simKubeconfig(`https://${API_IP}:${API_PORT}`, tls.caPem, adminToken, limitedToken),
+      { mode: 0o600 },
+    );
+    const sim = new Sim({
+      net,
+      api,
+      kubelet,
+      caPem: tls.caPem,
+      kubeconfig,
+      adminToken,
+      limitedToken,
+    });
+    if (options.samples) await deploySimSamples(sim, { largeFileMiB: options.largeFileMiB ?? 100 });
+    return sim;
+  }
+
+  /**
+   * Adds a node (network, routes, kube-proxy table) and its Node object.
+   *
+   * @returns the node
+   */
+  async addNode(): Promise<Node> {
+    const node = await this.net.addNode();
+    this.kubelet.publishNode(node);
+    return node;
+  }
+
+  /**
+   * Runs a command in the workstation namespace with `KUBECONFIG` set.
+   *
+   * @param cmd the program and its arguments
+   * @param options more environment, stdin
+   * @returns its output
+   */
+  exec(
+    cmd: string[],
+    options: { env?: Record<string, string>; stdin?: string } = {},
+  ): Promise<Output> {
+    return this.net.exec(this.ws, cmd, {
+      env: { ...Deno.env.toObject(), KUBECONFIG: this.kubeconfig, ...options.env },
+      ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
+    });
+  }
+
+  /**
+   * Starts a long-running command in the workstation namespace with `KUBECONFIG` set.
+   *
+   * @param cmd the program and its arguments
+   * @param options more environment
+   * @returns the process (stopped on cleanup)
+   */
+  spawn(cmd: string[], options: { env?: Record<string, string> } = {}): Proc {
+    return this.net.spawn(this.ws, cmd, {
+      env: { ...Deno.env.toObject(), KUBECONFIG: this.kubeconfig, ...options.env },
+    });
+  }
+
+  /**
+   * Waits until `count` pods matching `selector` in `namespace` are Ready.
+   *
+   * @param namespace the namespace
+   * @param selector a label selector, e.g. `app=web`
+   * @param count how many; default 1
+   * @param ms the limit; default 60 s
+   * @returns the ready pods
+   * @throws {Error} on time-out, with the pods' status
+   */
+  async waitReady(
+    namespace: string,
+    selector: string,
+    count = 1,
+    ms = 60_000,
+  ): Promise<KubeObject[]> {
+    const ready = () =>
+      this.store.list("pods", { namespace, labelSelector: selector }).filter((p) =>
+        ((p as { status?: { conditions?: { type: string; status: string }[] } }).status
+          ?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True")
+      );
+    try {
+      await waitFor(() => Promise.resolve(ready().length >= count), ms, "pods");
+    } catch {
+      const pods = this.store.list("pods", { namespace, labelSelector: selector });
+      throw new Error(
+        `Timed out waiting for ${count} ready pods "${selector}" in ${namespace}: ${
+          JSON.stringify(pods.map((p) => ({ name: p.metadata.name, status: p.status })))
+        }`,
+      );
+    }
+    return ready();
+  }
+
+  /**
+   * The running pod behind a Pod object (its namespace, address, process).
+   *
+   * @param namespace the pod's namespace
+   * @param name the pod's name
+   * @returns the pod, or undefined
+   */
+  pod(namespace: string, name: string): Pod | undefined {
+    return this.kubelet.pod(namespace, name);
+  }
+}
+
+/**
+ * The kubeconfig of the simulated cluster: cluster `vif-sim` (server and CA
+ * inline), contexts `vif-sim` (admin) and `vif-sim-limited`.
+ *
+ * @param server the API server's URL
+ * @param caPem the cluster CA
+ * @param adminToken the admin's token
+ * @param limitedToken the limited user's token
+ * @returns the YAML text
+ */
+export function simKubeconfig(
+  server: string,
+  caPem: string,
+  adminToken: string,
+  limitedToken: string,
+): string {
+  const ca = btoa(caPem);
+  return [
+    "apiVersion: v1",
+    "kind: Config",
+    "clusters:",
+    `- name: ${SIM_CONTEXT}`,
+    "  cluster:",
+    `    server: ${server}`,
+    `    certificate-authority-data: ${ca}`,
+    "users:",
+    `- name: ${SIM_CONTEXT}-admin`,
+    "  user:",
+    `    token: ${adminToken}`,
+    `- name: ${SIM_CONTEXT}-limited`,
+    "  user:",
+    `    token: ${limitedToken}`,
+    "contexts:",
+    `- name: ${SIM_CONTEXT}`,
+    "  context:",
+    `    cluster: ${SIM_CONTEXT}`,
+    `    user: ${SIM_CONTEXT}-admin`,
+    "    namespace: default",
+    `- name: ${SIM_LIMITED_CONTEXT}`,
+    "  context:",
+    `    cluster: ${SIM_CONTEXT}`,
+    `    user: ${SIM_CONTEXT}-limited`,
+    "    namespace: default",
+    `current-context: ${SIM_CONTEXT}`,
+    "",
+  ].join("\n");
+}
+
+/**
+ * Connects to `127.0.0.1:port` inside a pod's network namespace, as the
+ * kubelet does for `pods/portforward`: a `socat` in the namespace whose
+ * standard input and output are the connection. Resolves once connected;
+ * rejects with the kubelet's wording when the port refuses.
+ *
+ * @param pod the pod
+ * @param port the port
+ * @returns the connection
+ */
+export async function dialInPod(pod: Pod, port: number): Promise<PodConnection> {
+  const child = new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      pod.netns,
+      "socat",
+      "-d",
+      "-d",
+      "-b",
+      "131072",
+      "STDIO",
+      `TCP4:127.0.0.1:${port},nodelay`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const errReader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let errText = "";
+  for (;;) {
+    const { value, done } = await errReader.read();
+    if (done) break;
+    errText += value;
+    if (errText.includes("starting data transfer loop")) break;
+  }
+  if (!errText.includes("starting data transfer loop")) {
+    await child.status;
+    const why = /E (.*)$/m.exec(errText)?.[1] ?? errText.trim();
+    throw new Error(
+      `failed to connect to localhost:${port} inside namespace "${pod.netns}", IPv4: ${why}`,
+    );
+  }
+  // Drain the rest of socat's log so it never blocks on a full pipe.
+  (async () => {
+    try {
+      while (!(await errReader.read()).done) { /* discard */ }
+    } catch { /* closed */ }
+  })();
+  const reader = child.stdout.getReader();
+  const writer = child.stdin.getWriter();
+  let pending: Uint8Array | undefined;
+  let closed = false;
+  return {
+    async read(p: Uint8Array): Promise<number | null> {
+      if (!pending || pending.length === 0) {
+        const { value, done } = await reader.read();
+        if (done || !value) return null;
+        pending = value;
+      }
+      const n = Math.min(p.length, pending.length);
+      p.set(pending.subarray(0, n));
+      pending = pending.subarray(n);
+      return n;
+    },
+    async write(p: Uint8Array): Promise<number> {
+      await writer.write(p.slice());
+      return p.length;
+    },
+    close(): void {
+      if (closed) return;
+      closed = true;
+      writer.close().catch(() => {});
+      reader.cancel().catch(() => {});
+      // socat ends when both directions are done; make sure it does.
+      setTimeout(() => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* ended */ }
+      }, 1000);
+      child.status.catch(() => {});
+    },
+  };
+}
+
+// --- Sample workloads -------------------------------------------------------
+
+/** What {@linkcode deploySimSamples} made. */
+export interface SimSamples {
+  large: LargeFile;
+}
+
+function nginxConf(www: string): string {
+  return `
+user root;
+worker_processes 1;
+daemon off;
+pid /run/nginx.pid;
+error_log stderr;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  default_type text/plain;
+  client_body_temp_path /run/body;
+  proxy_temp_path /run/proxy;
+  fastcgi_temp_path /run/fastcgi;
+  uwsgi_temp_path /run/uwsgi;
+  scgi_temp_path /run/scgi;
+  sendfile on;
+  keepalive_requests 100000;
+  server {
+    listen 80;
+    root ${www};
+    location = / { return 200 "pod $hostname $server_addr\\n"; }
+  }
+}
+`;
+}
+
+function deployment(
+  namespace: string,
+  name: string,
+  container: Record<string, unknown>,
+  options: { replicas?: number; runAsUser?: number } = {},
+): KubeObject {
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name, namespace, labels: { app: name } },
+    spec: {
+      replicas: options.replicas ?? 1,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          ...(options.runAsUser !== undefined
+            ? { securityContext: { runAsUser: options.runAsUser, runAsGroup: options.runAsUser } }
+            : {}),
+          containers: [{ name, ...container }],
+        },
+      },
+    },
+  } as KubeObject;
+}
+
+function service(
+  namespace: string,
+  name: string,
+  ports: Array<Record<string, unknown>>,
+  headless = false,
+): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name, namespace, labels: { app: name } },
+    spec: { ...(headless ? { clusterIP: "None" } : {}), selector: { app: name }, ports },
+  } as KubeObject;
+}
+
+/**
+ * Creates the sample workloads through the API objects (so `kubectl get`
+ * shows them) and waits until they are ready:
+ *
+ * | namespace | service | type | ports | pods |
+ * | --- | --- | --- | --- | --- |
+ * | default | `web` | ClusterIP | `http` 80/TCP | Deployment `web`: nginx, `/` says `pod <name> <ip>`, `/<N>m` a random file |
+ * | other | `web` | ClusterIP | `http` 80/TCP | Deployment `web`, the same |
+ * | default | `iperf` | ClusterIP | `iperf` 5201/TCP, `iperf-udp` 5201/UDP | Deployment `iperf`: `iperf3 -s` as nobody |
+ * | default | `echo` | ClusterIP | `echo` 7/UDP | Deployment `echo`: socat UDP echo as nobody |
+ * | default | `db` | headless | `postgres` 5432/TCP | Pods `db-0`, `db-1` (hostname, subdomain `db`): socat TCP echo |
+ *
+ * @param sim the cluster
+ * @param options the large file's size in MiB
+ * @returns the large file
+ */
+export async function deploySimSamples(
+  sim: Sim,
+  options: { largeFileMiB?: number } = {},
+): Promise<SimSamples> {
+  const store = sim.store;
+  const mib = options.largeFileMiB ?? 100;
+  const large = await largeFile(sim.net, mib);
+  const www = `${sim.net.dir}/samples/www`;
+  await Deno.mkdir(www, { recursive: true });
+  await Deno.symlink(large.path, `${www}${large.urlPath}`);
+  const conf = `${sim.net.dir}/samples/nginx.conf`;
+  await Deno.writeTextFile(conf, nginxConf(www));
+
+  if (!store.get({ resource: "namespaces", name: "other" })) {
+    store.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "other" } });
+  }
+  const web = (ns: string) => [
+    deployment(ns, "web", {
+      image: "nginx:1.27",
+      command: ["nginx", "-c", conf, "-e", "stderr"],
+      ports: [{ name: "http", containerPort: 80, protocol: "TCP" }],
+      readinessProbe: { tcpSocket: { port: "http" } },
+    }),
+    service(ns, "web", [{ name: "http", port: 80, targetPort: "http", protocol: "TCP" }]),
+  ];
+  const objects: KubeObject[] = [
+    ...web("default"),
+    ...web("other"),
+    deployment("default", "iperf", {
+      image: "networkstatic/iperf3:latest",
+      command: ["iperf3", "-s", "--forceflush"],
+      ports: [{ name: "iperf", containerPort: 5201, protocol: "TCP" }],
+    }, { runAsUser: 65534 }),
+    service("default", "iperf", [
+      { name: "iperf", port: 5201, targetPort: 5201, protocol: "TCP" },
+      { name: "iperf-udp", port: 5201, targetPort: 5201, protocol: "UDP" },
+    ]),
+    deployment("default", "echo", {
+      image: "alpine/socat:latest",
+      command: ["socat", "UDP4-RECVFROM:7,fork", "PIPE"],
+      ports: [{ name: "echo", containerPort: 7, protocol: "UDP" }],
+    }, { runAsUser: 65534 }),
+    service("default", "echo", [{ name: "echo", port: 7, targetPort: 7, protocol: "UDP" }]),
+    service("default", "db", [{
+      name: "postgres",
+      port: 5432,
+      targetPort: "postgres",
+      protocol: "TCP",
+    }], true),
+    ...[0, 1].map((i) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: `db-${i}`, namespace: "default", labels: { app: "db" } },
+      spec: {
+        hostname: `db-${i}`,
+        subdomain: "db",
+        securityContext: { runAsUser: 65534, runAsGroup: 65534 },
+        containers: [{
+          name: "db",
+          image: "alpine/socat:latest",
+          command: ["socat", "TCP-LISTEN:5432,fork,reuseaddr", "PIPE"],
+          ports: [{ name: "postgres", containerPort: 5432, protocol: "TCP" }],
+        }],
+      },
+    } as KubeObject)),
+  ];
+  for (const o of objects) store.create(o);
+  await Promise.all([
+    sim.waitReady("default", "app=web"),
+    sim.waitReady("other", "app=web"),
+    sim.waitReady("default", "app=iperf"),
+    sim.waitReady("default", "app=echo"),
+    sim.waitReady("default", "app=db", 2),
+  ]);
+  await sim.kubelet.settled();
+  return { large };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function ended(proc: Proc): Promise<boolean> {
+  const t = await Promise.race([
+    proc.child.status.then(() => true),
+    new Promise<boolean>((r) => setTimeout(() => r(false), 0)),
+  ]);
+  if (t) throw new Error(`"socat" ended: ${proc.errLines.slice(-5).join(" ")}`);
+  return false;
+}
+
+async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
