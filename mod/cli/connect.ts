@@ -124,19 +124,24 @@ function rethrowWithHint(e: unknown): never {
 /** `vif connect [--context C] [--kubeconfig F]`: find the manager and port-forward to it. */
 async function connectThroughKube(options: ConnectOptions, context: CliContext): Promise<number> {
   const out = (line: string) => context.io.stdout(line + "\n");
-  const [{ loadKubeConfig }, { discoverManager }, { startPortForwardProxy }, { runForeground }] =
-    await Promise.all([
-      import("../kube/client.ts"),
-      import("../kube/discovery.ts"),
-      import("../kube/portforward.ts"),
-      import("../daemon/foreground.ts"),
-    ]);
+  const [
+    { loadKubeConfig },
+    { discoverManager, reachApiServer },
+    { startPortForwardProxy },
+    { runForeground },
+  ] = await Promise.all([
+    import("../kube/client.ts"),
+    import("../kube/discovery.ts"),
+    import("../kube/portforward.ts"),
+    import("../daemon/foreground.ts"),
+  ]);
   try {
     const loaded = loadKubeConfig({
       ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
       ...(options.context ? { context: options.context } : {}),
     });
     out(`contacting the API server at ${loaded.server} (context "${loaded.context}")`);
+    await reachApiServer(loaded.server);
     const manager = await discoverManager(loaded.kubeConfig, options.managerNamespace);
     out(`port-forwarding to ${manager.namespace}/${manager.pod}:${manager.port}`);
     const proxy = await startPortForwardProxy(loaded.kubeConfig, {

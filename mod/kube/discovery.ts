@@ -5,7 +5,12 @@
  * @module
  */
 
-import { CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import {
+  AuthorizationV1Api,
+  CoreV1Api,
+  type KubeConfig,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import { DEFAULT_MANAGER_PORT } from "../rpc/service.ts";
 import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
 
@@ -103,12 +108,95 @@ function isReady(pod: V1Pod): boolean {
 }
 
 /**
+ * Opens (and closes) a TCP connection to the API server's address, so that
+ * an unreachable server fails within `timeoutMs` with its address in the
+ * message, instead of after the kernel's connect time-out (two minutes) deep
+ * inside a client library.
+ *
+ * @param server the API server's URL (`https://host:port`)
+ * @param timeoutMs how long to wait for the connection; default 10 s
+ * @throws {DiscoveryError} when it cannot be reached in time
+ */
+export async function reachApiServer(server: string, timeoutMs = 10_000): Promise<void> {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch (cause) {
+    throw new DiscoveryError(
+      `the kubeconfig's server address "${server}" is not a URL`,
+      "Fix the cluster's server field in the kubeconfig (e.g. https://host:6443).",
+      { cause },
+    );
+  }
+  const hostname = url.hostname.replace(/^\[|\]$/g, "");
+  const port = Number(url.port || (url.protocol === "http:" ? 80 : 443));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const attempt = Deno.connect({ hostname, port });
+  try {
+    const conn = await Promise.race([
+      attempt,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+    conn.close();
+  } catch (error) {
+    attempt.then((c) => c.close(), () => {});
+    throw new DiscoveryError(
+      `cannot reach the API server at "${server}": ${describeCause(error)}`,
+      "Check the kubeconfig's server address, your network or VPN, and that the cluster is up (kubectl get ns).",
+      { cause: error },
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Asks the API server whether this user may port-forward to pods in
+ * `namespace` (a SelfSubjectAccessReview, what `kubectl auth can-i` sends),
+ * so that a missing permission is named before anything else fails on it.
+ *
+ * @param kc the kubeconfig, context chosen
+ * @param namespace the manager's namespace
+ * @returns the answer, or undefined when the server could not say
+ */
+export async function mayPortForward(
+  kc: KubeConfig,
+  namespace: string,
+): Promise<boolean | undefined> {
+  try {
+    const review = await kc.makeApiClient(AuthorizationV1Api).createSelfSubjectAccessReview({
+      body: {
+        apiVersion: "authorization.k8s.io/v1",
+        kind: "SelfSubjectAccessReview",
+        spec: {
+          resourceAttributes: {
+            namespace,
+            verb: "create",
+            resource: "pods",
+            subresource: "portforward",
+          },
+        },
+      },
+    });
+    return review.status?.allowed;
+  } catch {
+    return undefined; // Not allowed to ask, or an old server: the port-forward itself will tell.
+  }
+}
+
+/**
  * Finds the manager in `namespace`.
  *
  * @param kc the kubeconfig, context chosen
  * @param namespace the manager's namespace
  * @returns where it is and its CA
- * @throws {DiscoveryError} when it is not installed, has no ready pod, or the API refuses
+ * @throws {DiscoveryError} when it is not installed, has no ready pod, may not be
+ *   port-forwarded to, or the API refuses
  */
 export async function discoverManager(kc: KubeConfig, namespace: string): Promise<ManagerLocation> {
   const server = kc.getCurrentCluster()?.server ?? "(no server)";
@@ -151,6 +239,13 @@ export async function discoverManager(kc: KubeConfig, namespace: string): Promis
       const named = c.ports?.find((p) => p.name === target);
       if (named) port = named.containerPort;
     }
+  }
+  if (await mayPortForward(kc, namespace) === false) {
+    throw new DiscoveryError(
+      `not allowed to port-forward to pods in namespace "${namespace}"`,
+      `Ask a cluster admin for "create" on "pods/portforward" in "${namespace}" ` +
+        `(check with: kubectl auth can-i create pods/portforward -n ${namespace}).`,
+    );
   }
   let secret;
   try {

@@ -18,17 +18,13 @@
  * @module
  */
 
-import { assert, assertEquals, assertMatch } from "../_assert.ts";
-import { DENO, Env, iperfGbits, must, ROOT, run } from "./_env.ts";
-import { ClusterNet, OUTSIDE_HOST_IP, POD_CIDR, SERVICE_CIDR } from "../sim/cluster_net.ts";
+import { assert, assertEquals } from "../_assert.ts";
+import { DENO, Env, must, ROOT } from "./_env.ts";
+import { workstationSuite } from "./_suite.ts";
+import { ClusterNet, POD_CIDR, SERVICE_CIDR } from "../sim/cluster_net.ts";
 import { deploySamples } from "../sim/workloads.ts";
 import { denoForNobody } from "../sim/deno_nobody.ts";
 import { makeTestTls } from "../_tls.ts";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 Deno.test({
   name: "vif connect reaches cluster pods and services by IP and name through the manager",
@@ -89,171 +85,20 @@ Deno.test({
       const ws = c.ws;
       const webIp = samples.services.web.clusterIP;
 
-      await t.step("curl reaches services by short name and by FQDN", async () => {
-        assertMatch(
-          await must(["curl", "-sS", "--max-time", "10", "http://web.default/"], { ns: ws }),
-          /default\/web-1/,
-        );
-        assertMatch(
-          await must(["curl", "-sS", "--max-time", "10", "http://web.other.svc.cluster.local/"], {
-            ns: ws,
-          }),
-          /other\/web-1/,
-        );
-        assertMatch(
-          await must(["curl", "-sS", "--max-time", "10", "http://web/"], { ns: ws }),
-          /default\/web-1/,
-        );
-      });
-
-      await t.step("getent and dig resolve through the search path", async () => {
-        assertMatch(
-          await must(["getent", "hosts", "web"], { ns: ws }),
-          new RegExp(`^${webIp.replaceAll(".", "\\.")}\\s`),
-        );
-        assertMatch(
-          await must(["dig", "+short", "+search", "web"], { ns: ws }),
-          new RegExp(webIp.replaceAll(".", "\\.")),
-        );
-      });
-
-      await t.step("SRV, PTR and headless records come from the cluster DNS", async () => {
-        const srv = await must(
-          ["dig", "+short", "SRV", "_http._tcp.web.default.svc.cluster.local"],
-          { ns: ws },
-        );
-        assertMatch(srv, /80 web\.default\.svc\.cluster\.local\./);
-        const ptr = await must(["dig", "+short", "-x", webIp], { ns: ws });
-        assertMatch(ptr, /web\.default\.svc\.cluster\.local\./);
-        const headless = (await must(["dig", "+short", "db.default.svc.cluster.local"], { ns: ws }))
-          .trim().split("\n").sort();
-        assertEquals(headless, [samples.db[0].ip, samples.db[1].ip].sort());
-        assertMatch(
-          await must(["dig", "+short", "db-0.db.default.svc.cluster.local"], { ns: ws }),
-          new RegExp(samples.db[0].ip),
-        );
-      });
-
-      await t.step(
-        "a name outside the cluster resolves through the previous resolver",
-        async () => {
-          assertEquals(
-            (await must(["dig", "+short", "outside.example"], { ns: ws })).trim(),
-            OUTSIDE_HOST_IP,
-          );
-        },
-      );
-
-      await t.step("a 100 MiB download arrives intact", async () => {
-        const out = `${env.dir}/100m`;
-        await must([
-          "curl",
-          "-sS",
-          "--fail",
-          "-o",
-          out,
-          `http://web.default${samples.large.urlPath}`,
-        ], { ns: ws });
-        const [got, want] = await Promise.all([
-          must(["sha256sum", out]),
-          must(["sha256sum", samples.large.path]),
-        ]);
-        assertEquals(got.split(" ")[0], want.split(" ")[0]);
-        await Deno.remove(out);
-      });
-
-      await t.step("iperf3 through the manager, next to the direct path", async () => {
-        const iperfIp = samples.iperf.ip;
-        const one = iperfGbits(await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }));
-        const eight = iperfGbits(
-          await must(["iperf3", "-J", "-t", "5", "-P", "8", "-c", iperfIp], { ns: ws }),
-        );
-        // The direct path: the pod's /32 routed over the LAN, more specific than the TUN's route.
-        await c.exposeToWorkstation(iperfIp);
-        const direct1 = iperfGbits(
-          await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }),
-        );
-        const direct8 = iperfGbits(
-          await must(["iperf3", "-J", "-t", "5", "-P", "8", "-c", iperfIp], { ns: ws }),
-        );
-        await c.unexposeFromWorkstation(iperfIp);
-        console.log(
-          `e2e: iperf3 through the manager: 1 flow ${one.toFixed(2)} Gbit/s, 8 flows ${
-            eight.toFixed(2)
-          } Gbit/s; ` +
-            `direct: 1 flow ${direct1.toFixed(2)} Gbit/s, 8 flows ${direct8.toFixed(2)} Gbit/s`,
-        );
-        assert(one > 0.01 && eight > 0.01);
-      });
-
-      await t.step("DNS latency for a cluster name", async () => {
-        const times: number[] = [];
-        for (let i = 0; i < 11; i++) {
-          const out = await must(["dig", "+tries=1", "web.default.svc.cluster.local"], { ns: ws });
-          times.push(Number(/Query time: (\d+) msec/.exec(out)?.[1] ?? NaN));
-        }
-        assert(times.every((x) => Number.isFinite(x)));
-        const fine = JSON.parse(
-          await must([
-            DENO,
-            "run",
-            "-A",
-            `${ROOT}/scripts/dns_latency.ts`,
-            "240.0.0.2",
-            "db.default.svc.cluster.local",
-            "200",
-          ], { ns: ws }),
-        );
-        console.log(
-          `e2e: dig web.default.svc.cluster.local median ${
-            median(times)
-          } ms (dig's resolution is 1 ms); ` +
-            `200 queries for db.default.svc.cluster.local: first ${fine.first_ms} ms (uncached), ` +
-            `p50 ${fine.p50_ms} ms, p99 ${fine.p99_ms} ms`,
-        );
-      });
-
-      await t.step("UDP echo through a ClusterIP", async () => {
-        const out = await must([
-          "socat",
-          "-t",
-          "3",
-          "-",
-          `UDP4:${samples.services.echo.clusterIP}:7`,
-        ], {
-          ns: ws,
-          stdin: "over the tunnel\n",
-        });
-        assertEquals(out, "over the tunnel\n");
-      });
-
-      await t.step("a closed port is refused at once", async () => {
-        const r = await run(["socat", "-", `TCP4:${samples.web.ip}:81`], { ns: ws, stdin: "" });
-        assert(r.code !== 0);
-        assertMatch(r.stderr, /Connection refused/);
-      });
-
-      await t.step(
-        "a pod IP nobody has fails with a clear error, not an accepted connection",
-        async () => {
-          const t0 = performance.now();
-          const r = await run(["socat", "-", "TCP4:198.18.0.250:80,connect-timeout=8"], {
-            ns: ws,
-            stdin: "",
-          });
-          const ms = performance.now() - t0;
-          console.log(
-            `e2e: connect to an unused pod IP: exit ${r.code} after ${
-              ms.toFixed(0)
-            } ms: ${r.stderr.trim()}`,
-          );
-          assert(r.code !== 0);
-          assertMatch(r.stderr, /No route to host|timed out/);
-        },
-      );
-
-      await t.step("ping reaches a pod through the manager", async () => {
-        await must(["ping", "-c", "1", "-W", "5", samples.web.ip], { ns: ws });
+      await workstationSuite(t, {
+        ws,
+        via: "the manager",
+        webIp,
+        webPodIp: samples.web.ip,
+        webDefault: /default\/web-1/,
+        webOther: /other\/web-1/,
+        dbIps: [samples.db[0].ip, samples.db[1].ip],
+        echoIp: samples.services.echo.clusterIP,
+        iperfIp: samples.iperf.ip,
+        large: samples.large,
+        dir: env.dir,
+        expose: (ip) => c.exposeToWorkstation(ip),
+        unexpose: (ip) => c.unexposeFromWorkstation(ip),
       });
 
       await t.step(

@@ -28,7 +28,8 @@
  */
 
 import { makeTestTls } from "../_tls.ts";
-import type { Env, Output, Proc } from "../e2e/_env.ts";
+import { DENO, type Env, type Output, type Proc, ROOT } from "../e2e/_env.ts";
+import { startRelay } from "./_relay.ts";
 import {
   type ApiServer,
   type KubeObject,
@@ -45,7 +46,6 @@ import {
   nodeLanIp,
   type Pod,
   SERVICE_CIDR,
-  waitListening,
 } from "./cluster_net.ts";
 import { denoForNobody } from "./deno_nobody.ts";
 import { Kubelet, vifMainCommand } from "./kubelet.ts";
@@ -178,56 +178,8 @@ export class Sim {
       },
     } as KubeObject);
 
-    let kubelet: Kubelet | undefined;
-    const api = await startApiServer({
-      hostname: "127.0.0.1",
-      port: 0,
-      tls: { cert: tls.certPem, key: tls.keyPem },
-      tokens,
-      serviceCidr: SERVICE_CIDR,
-      store,
-      rootCaPem: tls.caPem,
-      advertiseAddress: API_IP,
-      advertisePort: API_PORT,
-      log,
-      authorize: (a) => !a.user.startsWith("system:serviceaccount:") || rbacAllows(store, a),
-      dialPod: (namespace, pod, _ip, port) => {
-        const p = kubelet?.pod(namespace, pod);
-        if (!p) return Promise.reject(new Error(`pod "${pod}" is not running on any node`));
-        return dialInPod(p, port);
-      },
-    });
-    env.defer(() => api.close());
-
-    // The relays: node 1's :6443 → a unix socket → the server on the machine's loopback.
-    const sock = `${net.dir}/apiserver.sock`;
-    const outer = env.spawn([
-      "socat",
-      "-b",
-      "131072",
-      `UNIX-LISTEN:${sock},fork,mode=600,unlink-early`,
-      `TCP4:127.0.0.1:${api.port},nodelay`,
-    ]);
-    await waitFor(async () => (await exists(sock)) || !!(await ended(outer)), 5000, "the relay");
-    const node1 = net.nodes[0]!;
-    const inner = net.spawn(node1.netns, [
-      "socat",
-      "-b",
-      "131072",
-      `TCP4-LISTEN:${API_PORT},bind=${API_IP},fork,reuseaddr,backlog=256,nodelay`,
-      `UNIX-CONNECT:${sock}`,
-    ]);
-    await waitListening(node1.netns, { port: API_PORT, protocol: "TCP", proc: inner });
-    await net.addService({
-      namespace: "default",
-      name: "kubernetes",
-      clusterIP: KUBERNETES_SERVICE_IP,
-      ports: [{ name: "https", port: 443, targetPort: API_PORT }],
-      endpoints: [API_IP],
-    });
-
     const nobodyRuntimes = new Map<number, Promise<{ env: Record<string, string> }>>();
-    kubelet = new Kubelet({
+    const kubelet = new Kubelet({
       store,
       net,
       dir: `${net.dir}/kubelet`,
@@ -252,8 +204,57 @@ export class Sim {
       },
       log,
     });
+    const api = await startApiServer({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: tls.certPem, key: tls.keyPem },
+      tokens,
+      serviceCidr: SERVICE_CIDR,
+      store,
+      rootCaPem: tls.caPem,
+      advertiseAddress: API_IP,
+      advertisePort: API_PORT,
+      log,
+      authorize: (a) => !a.user.startsWith("system:serviceaccount:") || rbacAllows(store, a),
+      dialPod: (namespace, pod, _ip, port) => {
+        const p = kubelet.pod(namespace, pod);
+        if (!p) return Promise.reject(new Error(`pod "${pod}" is not running on any node`));
+        return dialInPod(p, port);
+      },
+    });
+    env.defer(() => api.close());
+
+    // The relays: node 1's :6443 → a unix socket → the server on the machine's loopback.
+    const sock = `${net.dir}/apiserver.sock`;
+    const outer = startRelay(
+      Deno.listen({ transport: "unix", path: sock }),
+      () => Deno.connect({ hostname: "127.0.0.1", port: api.port }),
+    );
+    env.defer(() => outer.close());
+    await Deno.chmod(sock, 0o600);
+    const node1 = net.nodes[0]!;
+    const inner = net.spawn(node1.netns, [
+      DENO,
+      "run",
+      "-A",
+      "--config",
+      `${ROOT}/deno.json`,
+      `${ROOT}/tests/sim/_relay.ts`,
+      API_IP,
+      String(API_PORT),
+      sock,
+    ]);
+    await inner.waitFor(/^listening$/, 30_000);
+    await net.addService({
+      namespace: "default",
+      name: "kubernetes",
+      clusterIP: KUBERNETES_SERVICE_IP,
+      ports: [{ name: "https", port: 443, targetPort: API_PORT }],
+      endpoints: [API_IP],
+    });
+
     kubelet.start();
-    env.defer(() => kubelet!.close());
+    env.defer(() => kubelet.close());
 
     const kubeconfig = options.kubeconfigPath ?? `${net.dir}/kubeconfig`;
     await Deno.writeTextFile(
@@ -660,24 +661,6 @@ export async function deploySimSamples(
   ]);
   await sim.kubelet.settled();
   return { large };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function ended(proc: Proc): Promise<boolean> {
-  const t = await Promise.race([
-    proc.child.status.then(() => true),
-    new Promise<boolean>((r) => setTimeout(() => r(false), 0)),
-  ]);
-  if (t) throw new Error(`"socat" ended: ${proc.errLines.slice(-5).join(" ")}`);
-  return false;
 }
 
 async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {

@@ -1,0 +1,252 @@
+/**
+ * `deno task sim up|down|status|exec -- CMD`: the simulated cluster
+ * (tests/sim/sim.ts) as a long-running thing to try vif against by hand.
+ *
+ * - `up` starts it in the background (namespaces `vif-ws`, `vif-node1`, …,
+ *   the sample workloads) and prints where the kubeconfig is. It waits until
+ *   the cluster is ready. A second `up` says it is already up.
+ * - `down` stops it; everything it made goes with it. When its process died
+ *   without cleaning up, `down` removes what it left.
+ * - `status` says whether it runs, and lists nodes, pods and services.
+ * - `exec -- CMD [ARGS…]` runs CMD in the workstation namespace `vif-ws` with
+ *   `KUBECONFIG` set, and `vif` and `kubectl` (Debian's) first on `PATH`.
+ *
+ * State lives in `/run/vif-sim` (`kubeconfig`, `sim.log`, `pid`, `bin/`).
+ *
+ * @module
+ */
+
+import { DENO, Env, ROOT, run } from "../tests/e2e/_env.ts";
+import { debianKubectl } from "../tests/sim/apiserver/_testing.ts";
+import { Sim, SIM_CONTEXT, SIM_LIMITED_CONTEXT } from "../tests/sim/sim.ts";
+
+const STATE = Deno.env.get("VIF_SIM_STATE") ?? "/run/vif-sim";
+const BASE = "vif";
+const WS = `${BASE}-ws`;
+const KUBECONFIG = `${STATE}/kubeconfig`;
+const LOG = `${STATE}/sim.log`;
+const PID = `${STATE}/pid`;
+const READY = `${STATE}/ready`;
+const BIN = `${STATE}/bin`;
+
+function say(line: string): void {
+  console.log(line);
+}
+
+function fail(what: string, hint: string): never {
+  console.error(`sim: ${what}`);
+  console.error(`  ${hint}`);
+  Deno.exit(1);
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readPid(): number | undefined {
+  try {
+    const pid = Number(Deno.readTextFileSync(PID).trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function leftovers(): Promise<string[]> {
+  const out = await run(["ip", "netns", "list"]);
+  return out.stdout.split("\n").map((l) => l.split(" ")[0]!).filter((n) =>
+    /^vif-(ws|lan|out|node\d+|p\d+)$/.test(n)
+  );
+}
+
+async function up(): Promise<void> {
+  if (Deno.uid() !== 0) fail("the simulated cluster needs root", "Run it with sudo.");
+  const pid = readPid();
+  if (pid && alive(pid)) {
+    say(`The simulated cluster is already up (pid ${pid}).`);
+    say(`  kubeconfig: ${KUBECONFIG} (contexts ${SIM_CONTEXT}, ${SIM_LIMITED_CONTEXT})`);
+    return;
+  }
+  if ((await leftovers()).length > 0) {
+    fail(
+      "namespaces of an earlier simulated cluster are still here",
+      'Run "deno task sim down" first.',
+    );
+  }
+  await Deno.mkdir(STATE, { recursive: true, mode: 0o755 });
+  await Deno.remove(READY).catch(() => {});
+  const script = new URL(import.meta.url).pathname;
+  // Detached: its own session, its output in the log, nothing tied to this terminal.
+  const child = new Deno.Command("setsid", {
+    args: [
+      "sh",
+      "-c",
+      `exec "$0" run -A --config "$1" "$2" serve >"$3" 2>&1 </dev/null`,
+      DENO,
+      `${ROOT}/deno.json`,
+      script,
+      LOG,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  child.unref();
+  say("Starting the simulated cluster (namespaces vif-*, sample workloads)…");
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    try {
+      Deno.statSync(READY);
+      break;
+    } catch { /* not yet */ }
+    const status = await Promise.race([
+      child.status,
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 200)),
+    ]);
+    if (status || Date.now() > deadline) {
+      const log = await Deno.readTextFile(LOG).catch(() => "");
+      console.error(log.split("\n").slice(-20).join("\n"));
+      fail(
+        status
+          ? "the simulated cluster stopped while starting"
+          : "the simulated cluster did not start in 3 minutes",
+        `Its log is above and in ${LOG}; "deno task sim down" removes what it left.`,
+      );
+    }
+  }
+  say(`The simulated cluster is up (pid ${readPid()}).`);
+  say(`  kubeconfig: ${KUBECONFIG} (contexts ${SIM_CONTEXT}, ${SIM_LIMITED_CONTEXT})`);
+  say(`  workstation: network namespace ${WS}`);
+  say(`  log: ${LOG}`);
+  say(`Try: deno task sim exec -- kubectl get pods -A`);
+  say(`     deno task sim exec -- vif install`);
+}
+
+async function serve(): Promise<void> {
+  const env = await new Env().init();
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    console.log("sim: stopping");
+    await env.cleanup();
+    await Deno.remove(READY).catch(() => {});
+    await Deno.remove(PID).catch(() => {});
+    await Deno.remove(BIN, { recursive: true }).catch(() => {});
+    await Deno.remove(KUBECONFIG).catch(() => {});
+    console.log("sim: stopped");
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  await Deno.writeTextFile(PID, `${Deno.pid}\n`);
+  try {
+    const sim = await Sim.start(env, {
+      base: BASE,
+      samples: true,
+      kubeconfigPath: KUBECONFIG,
+      log: (line) => console.log(line),
+    });
+    await Deno.mkdir(BIN, { recursive: true });
+    await Deno.writeTextFile(
+      `${BIN}/vif`,
+      `#!/bin/sh\nexec '${DENO}' run -A --config '${ROOT}/deno.json' '${ROOT}/main.ts' "$@"\n`,
+      { mode: 0o755 },
+    );
+    await Deno.symlink(await debianKubectl(), `${BIN}/kubectl`);
+    console.log(`sim: up; API server ${sim.apiUrl}; kubeconfig ${sim.kubeconfig}`);
+    await Deno.writeTextFile(READY, "");
+  } catch (error) {
+    console.error(`sim: cannot start: ${(error as Error)?.stack ?? error}`);
+    await stop();
+  }
+}
+
+async function down(): Promise<void> {
+  const pid = readPid();
+  if (pid && alive(pid)) {
+    Deno.kill(pid, "SIGTERM");
+    const deadline = Date.now() + 60_000;
+    while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (alive(pid)) fail(`the simulated cluster (pid ${pid}) did not stop`, `See ${LOG}.`);
+  }
+  // A process that died leaves its namespaces: take them away.
+  const left = await leftovers();
+  for (const ns of left) {
+    await run(["ip", "netns", "del", ns]);
+    await Deno.remove(`/etc/netns/${ns}`, { recursive: true }).catch(() => {});
+  }
+  await Deno.remove("/etc/netns").catch(() => {}); // only when empty
+  for (const f of [READY, PID, KUBECONFIG]) await Deno.remove(f).catch(() => {});
+  await Deno.remove(BIN, { recursive: true }).catch(() => {});
+  say(
+    pid || left.length
+      ? `The simulated cluster is down${
+        left.length ? ` (removed ${left.length} leftover namespaces)` : ""
+      }.`
+      : "The simulated cluster was not up.",
+  );
+}
+
+async function status(): Promise<void> {
+  const pid = readPid();
+  if (!pid || !alive(pid)) {
+    const left = await leftovers();
+    say(
+      left.length
+        ? `The simulated cluster is not running, but left namespaces: ${
+          left.join(" ")
+        } ("deno task sim down" removes them).`
+        : "The simulated cluster is not up.",
+    );
+    Deno.exit(left.length ? 1 : 3);
+  }
+  say(`The simulated cluster is up (pid ${pid}); kubeconfig ${KUBECONFIG}.`);
+  const code = await exec(["kubectl", "get", "nodes,pods,services", "-A", "-o", "wide"]);
+  if (code !== 0) Deno.exit(code);
+}
+
+async function exec(cmd: string[]): Promise<number> {
+  if (cmd.length === 0) {
+    fail("nothing to run", 'Give the command after "--": deno task sim exec -- kubectl get pods');
+  }
+  const pid = readPid();
+  if (!pid || !alive(pid)) fail("the simulated cluster is not up", 'Run "deno task sim up" first.');
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", WS, ...cmd],
+    env: { KUBECONFIG, PATH: `${BIN}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}` },
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  return (await child.status).code;
+}
+
+const [command, ...rest] = Deno.args;
+switch (command) {
+  case "up":
+    await up();
+    break;
+  case "serve":
+    await serve();
+    break;
+  case "down":
+    await down();
+    break;
+  case "status":
+    await status();
+    break;
+  case "exec":
+    Deno.exit(await exec(rest[0] === "--" ? rest.slice(1) : rest));
+    break;
+  default:
+    fail(
+      command ? `unknown command "${command}"` : "no command",
+      "Use: deno task sim up | down | status | exec -- CMD [ARGS…]",
+    );
+}

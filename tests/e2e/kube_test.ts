@@ -1,0 +1,301 @@
+/**
+ * `vif install` and `vif connect --context vif-sim` end to end through the
+ * simulated cluster's API server: discovery of the manager, its CA from the
+ * Secret, one WebSocket port-forward carrying the gRPC connection, CIDR
+ * discovery in the manager (with RBAC as installed), and the whole
+ * workstation suite of the tunnel test over that path; then the errors a
+ * user meets on the way (not installed, not allowed, unreachable).
+ *
+ * ```
+ *  vif-ws: vif connect ──WebSocket──► 198.19.200.1:6443 (API server) ──► pod traffic-manager:8081
+ *          routes 198.18.0.0/24, 198.19.0.0/18 → vif0            (vif --serve as uid 65532,
+ *          resolv.conf → 240.0.0.2                                  discovering through its SA token)
+ * ```
+ *
+ * @module
+ */
+
+import { assert, assertEquals, assertMatch } from "../_assert.ts";
+import { DENO, Env, iperfGbits, must, ROOT, run } from "./_env.ts";
+import { workstationSuite } from "./_suite.ts";
+import { type KubeObject } from "../sim/apiserver/mod.ts";
+import { API_IP, Sim, SIM_LIMITED_CONTEXT } from "../sim/sim.ts";
+import { debianKubectl } from "../sim/apiserver/_testing.ts";
+
+const VIF = [DENO, "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/main.ts`];
+const MANAGER = "app.kubernetes.io/name=traffic-manager";
+
+interface PodStatus {
+  podIP?: string;
+  hostIP?: string;
+}
+
+function ipOf(o: KubeObject | undefined): string {
+  const ip = (o?.status as PodStatus | undefined)?.podIP;
+  if (!ip) throw new Error(`no pod IP: ${JSON.stringify(o)}`);
+  return ip;
+}
+
+function clusterIpOf(sim: Sim, namespace: string, name: string): string {
+  const s = sim.store.get({ resource: "services", namespace, name });
+  return (s?.spec as { clusterIP: string }).clusterIP;
+}
+
+async function waitUntil(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+Deno.test({
+  name: "vif install, then vif connect --context reaches the cluster through the API server",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const env = await new Env().init();
+    try {
+      const sim = await Sim.start(env, { samples: true });
+      const ws = sim.ws;
+
+      await t.step("vif install makes the manager; a second install changes nothing", async () => {
+        const first = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+        assertEquals(first.code, 0, first.stderr);
+        assertMatch(first.stdout, /deployment\.apps\/traffic-manager created/);
+        assertMatch(first.stdout, /clusterrolebinding\.rbac\.authorization\.k8s\.io\/\S+ created/);
+        await sim.waitReady("vif-system", MANAGER, 1, 90_000);
+        const second = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+        assertEquals(second.code, 0, second.stderr);
+        assertMatch(second.stdout, /deployment\.apps\/traffic-manager unchanged/);
+        assert(!/ created| configured/.test(second.stdout), second.stdout);
+      });
+
+      const resolvConf = `/etc/netns/${ws}/resolv.conf`;
+      const originalResolv = await Deno.readFile(resolvConf);
+      const connect = sim.spawn([
+        ...VIF,
+        "connect",
+        "--context",
+        "vif-sim",
+        "--state-dir",
+        `${env.dir}/state`,
+      ]);
+      await connect.waitFor(/^connected to the traffic-manager/, 60_000);
+      assert(
+        connect.lines.some((l) => /^port-forwarding to vif-system\/traffic-manager-/.test(l)),
+        connect.lines.join("\n"),
+      );
+
+      const pods = (ns: string, selector: string) =>
+        sim.store.list("pods", { namespace: ns, labelSelector: selector });
+      const web = pods("default", "app=web")[0]!;
+      const webOther = pods("other", "app=web")[0]!;
+      const db = ["db-0", "db-1"].map((n) =>
+        ipOf(sim.store.get({ resource: "pods", namespace: "default", name: n }))
+      ) as [string, string];
+      const large = {
+        path: `${sim.net.dir}/files/100m`,
+        urlPath: "/100m",
+        size: 100 * 1048576,
+      };
+      const escape = (s: string) => s.replaceAll(".", "\\.");
+
+      await workstationSuite(t, {
+        ws,
+        via: "the port-forward",
+        webIp: clusterIpOf(sim, "default", "web"),
+        webPodIp: ipOf(web),
+        webDefault: new RegExp(`^pod ${web.metadata.name} ${escape(ipOf(web))}$`, "m"),
+        webOther: new RegExp(`^pod ${webOther.metadata.name} ${escape(ipOf(webOther))}$`, "m"),
+        dbIps: db,
+        echoIp: clusterIpOf(sim, "default", "echo"),
+        iperfIp: ipOf(pods("default", "app=iperf")[0]),
+        large,
+        dir: env.dir,
+        expose: (ip) => sim.net.exposeToWorkstation(ip),
+        unexpose: (ip) => sim.net.unexposeFromWorkstation(ip),
+      });
+
+      await t.step("kubectl sees what vif sees, through the same API server", async () => {
+        const kubectl = await debianKubectl();
+        const out = await sim.exec([kubectl, "get", "pods", "-n", "vif-system", "-o", "wide"]);
+        assertEquals(out.code, 0, out.stderr);
+        assertMatch(out.stdout, /traffic-manager-\S+\s+1\/1\s+Running/);
+      });
+
+      await t.step(
+        "a new node's subnet is pushed to the workstation, and its pods answer",
+        async () => {
+          const node = await sim.addNode();
+          const probe = node.gateway.replace(/\.1$/, ".200");
+          await waitUntil(
+            async () =>
+              (await run(["ip", "route", "get", probe], { ns: ws })).stdout.includes("dev vif0"),
+            30_000,
+            `a route to ${node.podCIDR} through vif0`,
+          );
+          const kubectl = await debianKubectl();
+          const patch = await sim.exec([
+            kubectl,
+            "patch",
+            "deployment",
+            "web",
+            "-n",
+            "default",
+            "-p",
+            '{"spec":{"replicas":2}}',
+          ]);
+          assertEquals(patch.code, 0, patch.stderr);
+          const ready = await sim.waitReady("default", "app=web", 2);
+          const fresh = ready.find((p) => (p.spec as { nodeName?: string }).nodeName === node.name);
+          assert(fresh, `no web pod on ${node.name}: ${JSON.stringify(ready.map((p) => p.spec))}`);
+          assertMatch(
+            await must(["curl", "-sS", "--max-time", "10", `http://${ipOf(fresh)}/`], { ns: ws }),
+            new RegExp(`^pod ${fresh.metadata.name} ${escape(ipOf(fresh))}$`, "m"),
+          );
+          const routes = await must(["ip", "route", "show", "dev", "vif0"], { ns: ws });
+          console.log(`e2e: routes after node2 joined: ${routes.trim().replaceAll("\n", "; ")}`);
+        },
+      );
+
+      await t.step(
+        "iperf3, one flow: through the port-forward, next to the manager's port directly",
+        async () => {
+          const iperfIp = ipOf(pods("default", "app=iperf")[0]);
+          const viaApi = iperfGbits(
+            await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }),
+          );
+          await connect.stop(10_000);
+          // The direct-manager path of the tunnel test: the manager pod's /32 routed to ws.
+          const manager = (await sim.waitReady("vif-system", MANAGER))[0]!;
+          await sim.net.exposeToWorkstation(ipOf(manager));
+          const secret = sim.store.get({
+            resource: "secrets",
+            namespace: "vif-system",
+            name: "traffic-manager-tls",
+          }) as KubeObject & { data: Record<string, string> };
+          const ca = `${env.dir}/manager-ca.crt`;
+          await Deno.writeTextFile(ca, atob(secret.data["ca.crt"]!));
+          const direct = sim.spawn([
+            ...VIF,
+            "connect",
+            "--manager-address",
+            `${ipOf(manager)}:8081`,
+            "--manager-ca",
+            ca,
+            "--state-dir",
+            `${env.dir}/state-direct`,
+          ]);
+          await direct.waitFor(/^connected to the traffic-manager/, 60_000);
+          const viaManager = iperfGbits(
+            await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }),
+          );
+          await direct.stop(10_000);
+          await sim.net.unexposeFromWorkstation(ipOf(manager));
+          console.log(
+            `e2e: iperf3 single flow: through the API server's port-forward ${
+              viaApi.toFixed(2)
+            } Gbit/s; to the manager's port directly ${viaManager.toFixed(2)} Gbit/s`,
+          );
+          assert(viaApi > 0.01 && viaManager > 0.01);
+        },
+      );
+
+      await t.step("after quit: no TUN, no routes, resolv.conf as it was", async () => {
+        await connect.stop(10_000);
+        assert(
+          connect.lines.some((l) => /disconnected/.test(l)),
+          [...connect.lines.slice(-5), ...connect.errLines.slice(-20)].join("\n"),
+        );
+        assertEquals(
+          (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: ws })).trim(),
+          "",
+        );
+        const routes = await must(["ip", "route", "show"], { ns: ws });
+        assert(!/ dev vif0/.test(routes), routes);
+        assertEquals(await Deno.readFile(resolvConf), originalResolv);
+      });
+    } finally {
+      await env.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "vif connect --context says what went wrong and what to do",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const env = await new Env().init();
+    try {
+      const sim = await Sim.start(env);
+      const connect = async (args: string[], kubeconfig = sim.kubeconfig) => {
+        const t0 = performance.now();
+        const out = await sim.exec(
+          [...VIF, "connect", ...args, "--state-dir", `${env.dir}/state`],
+          { env: { KUBECONFIG: kubeconfig } },
+        );
+        return { ...out, ms: performance.now() - t0 };
+      };
+
+      await t.step("no manager: it says to run vif install", async () => {
+        const r = await connect(["--context", "vif-sim"]);
+        assertEquals(r.code, 1, r.stderr);
+        assertMatch(r.stderr, /the traffic-manager is not installed in namespace "vif-system"/);
+        assertMatch(r.stderr, /vif install/);
+        assert(!/\n\s+at /.test(r.stderr), `a stack trace: ${r.stderr}`);
+      });
+
+      const install = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+      assertEquals(install.code, 0, install.stderr);
+      await sim.waitReady("vif-system", MANAGER, 1, 90_000);
+
+      await t.step("a user without pods/portforward: it names the permission", async () => {
+        const r = await connect(["--context", SIM_LIMITED_CONTEXT]);
+        assertEquals(r.code, 1, r.stderr);
+        assertMatch(r.stderr, /not allowed to port-forward to pods in namespace "vif-system"/);
+        assertMatch(r.stderr, /pods\/portforward/);
+      });
+
+      await t.step(
+        "an API server nobody answers for: a bounded wait, the address named",
+        async () => {
+          const text = await Deno.readTextFile(sim.kubeconfig);
+          const dead = `${env.dir}/dead-kubeconfig`;
+          // An address on the workstation's LAN where nothing lives: ARP gets no answer.
+          await Deno.writeTextFile(
+            dead,
+            text.replace(`https://${API_IP}:6443`, "https://198.19.200.99:6443"),
+          );
+          const r = await connect(["--context", "vif-sim"], dead);
+          assertEquals(r.code, 1, r.stderr);
+          assertMatch(r.stderr, /cannot reach the API server at "https:\/\/198\.19\.200\.99:6443"/);
+          assert(r.ms < 30_000, `took ${r.ms} ms`);
+          console.log(`e2e: unreachable API server reported after ${(r.ms / 1000).toFixed(1)} s`);
+        },
+      );
+
+      await t.step("a closed port on the API server's address: refused, at once", async () => {
+        const text = await Deno.readTextFile(sim.kubeconfig);
+        const closed = `${env.dir}/closed-kubeconfig`;
+        await Deno.writeTextFile(closed, text.replace(`:6443`, ":6444"));
+        const r = await connect(["--context", "vif-sim"], closed);
+        assertEquals(r.code, 1, r.stderr);
+        assertMatch(
+          r.stderr,
+          /cannot reach the API server at "https:\/\/198\.19\.200\.1:6444".*refused/i,
+        );
+      });
+
+      await t.step("nothing is left on the workstation after the failures", async () => {
+        assertEquals(
+          (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: sim.ws })).trim(),
+          "",
+        );
+      });
+    } finally {
+      await env.cleanup();
+    }
+  },
+});
