@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the demo (scripts/demo.ts) after set-up (scripts/setup.sh). Needs root
+# Runs the demo (scripts/demo.ts: the simulated cluster, vif install, vif connect)
+# after set-up (scripts/setup.sh). Needs root
 # and /dev/net/tun; it builds network namespaces and removes them at the end.
 set -euo pipefail
 

@@ -1,89 +1,197 @@
 /**
- * `deno task demo`: the router, shown working on real namespaces.
+ * `deno task demo`: vif against the simulated cluster, as a user would run it.
  *
- * ```
- *  netns vif-demo-ws                                  netns vif-demo-srv
- *  curl, ping, socat                                  lo 198.18.1.2: nginx :80, socat UDP echo :7
- *    │ route 198.18.0.0/16 dev vif0
- *  vif0 (TUN) ── router ── dialer ── unix socket ───► dial server (dials from this namespace)
- * ```
+ * 1. `deno task sim up`: the cluster (API server, nodes, pods, ClusterIPs,
+ *    cluster DNS) in network namespaces, and a workstation `vif-ws` that can
+ *    reach only the API server.
+ * 2. `vif install`: the traffic-manager, through the API server.
+ * 3. `vif connect --context vif-sim`: one port-forward through the API server.
+ * 4. From the workstation: `curl http://web.default/`, `dig web.other.svc.cluster.local`,
+ *    and the routes vif made.
+ * 5. Ctrl-C on `vif connect` (what `vif quit` will do), then `deno task sim down`.
  *
- * The two namespaces share no link: every byte goes TUN → router → Unix
- * socket → dial server. Everything is removed at the end, even on failure.
+ * A cluster that was already up (from `deno task sim up`) is used and left up.
  *
  * @module
  */
 
-import { DENO, Env, must, ROOT, run } from "../tests/e2e/_env.ts";
+import { DENO, ROOT } from "../tests/e2e/_env.ts";
 
-const SERVER = "198.18.1.2";
+const SIM = [DENO, "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/scripts/sim.ts`];
+const BOLD = Deno.stdout.isTerminal() ? (s: string) => `\x1b[1m${s}\x1b[0m` : (s: string) => s;
 
 function say(line: string): void {
-  console.log(`\x1b[1m${line}\x1b[0m`);
+  console.log(BOLD(line));
 }
 
-async function show(cmd: string[], ns: string, stdin?: string): Promise<void> {
-  console.log(`  $ ${cmd.join(" ")}`);
-  const out = await run(cmd, { ns, ...(stdin !== undefined ? { stdin } : {}) });
-  for (const l of (out.stdout + out.stderr).trimEnd().split("\n")) console.log(`    ${l}`);
+async function sh(
+  shown: string,
+  cmd: string[],
+  options: { quiet?: boolean } = {},
+): Promise<number> {
+  console.log(`  $ ${shown}`);
+  const out = await new Deno.Command(cmd[0]!, {
+    args: cmd.slice(1),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  if (!options.quiet || out.code !== 0) {
+    for (const l of text.trimEnd().split("\n")) if (l) console.log(`    ${l}`);
+  }
+  return out.code;
+}
+
+async function isUp(): Promise<boolean> {
+  const out = await new Deno.Command(SIM[0]!, {
+    args: [...SIM.slice(1), "status"],
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  return out.code === 0;
 }
 
 async function main(): Promise<number> {
   if (Deno.uid() !== 0) {
-    console.error("vif demo: network namespaces need root");
+    console.error("vif demo: the simulated cluster and the TUN device need root");
     console.error("Run it as root: sudo scripts/demo.sh");
     return 1;
   }
-  const env = await new Env().init();
+  const wasUp = await isUp();
+  let connect: Deno.ChildProcess | undefined;
   try {
-    say("1. Two network namespaces with no link between them");
-    const ws = await env.netns("vif-demo-ws");
-    const srv = await env.netns("vif-demo-srv");
-    await must(["ip", "addr", "add", `${SERVER}/32`, "dev", "lo"], { ns: srv });
-    await Deno.mkdir(`${env.dir}/www`);
-    await Deno.writeTextFile(`${env.dir}/www/index.html`, "hello from the server namespace\n");
-    await Deno.writeTextFile(
-      `${env.dir}/nginx.conf`,
-      `user root; worker_processes 1; daemon off; pid ${env.dir}/nginx.pid; error_log ${env.dir}/err.log;
-events {} http { access_log off; client_body_temp_path ${env.dir}/b; proxy_temp_path ${env.dir}/p;
-fastcgi_temp_path ${env.dir}/f; uwsgi_temp_path ${env.dir}/u; scgi_temp_path ${env.dir}/s;
-server { listen ${SERVER}:80; root ${env.dir}/www; } }`,
+    say("1. A simulated cluster in network namespaces");
+    if (wasUp) console.log("  (already up: using it, and leaving it up)");
+    else if (await sh("deno task sim up", [...SIM, "up"]) !== 0) return 1;
+    await sh("kubectl get pods -A", [...SIM, "exec", "--", "kubectl", "get", "pods", "-A"]);
+    await sh(
+      "ip route   # the workstation reaches the LAN (and so the API server), not the cluster",
+      [...SIM, "exec", "--", "ip", "route"],
     );
-    env.spawn(["nginx", "-c", `${env.dir}/nginx.conf`, "-e", `${env.dir}/err.log`], { ns: srv });
-    env.spawn(["socat", "UDP4-RECVFROM:7,bind=" + SERVER + ",fork", "PIPE"], { ns: srv });
-    const sock = `${env.dir}/dial.sock`;
-    await env.spawn([DENO, "run", "-A", `${ROOT}/tests/e2e/_dial_server.ts`, sock], { ns: srv })
-      .waitFor(/ready/);
 
-    say("2. The router: a TUN in the workstation namespace, 198.18.0.0/16 routed into it");
-    const router = env.spawn(
-      [DENO, "run", "-A", `${ROOT}/tests/e2e/_router_proc.ts`, sock, "198.18.0.0/16"],
-      { ns: ws },
+    say("2. vif install: the traffic-manager, through the API server");
+    if (await sh("vif install", [...SIM, "exec", "--", "vif", "install"]) !== 0) return 1;
+    await sh(
+      "kubectl -n vif-system wait --for=condition=Available deployment/traffic-manager",
+      [
+        ...SIM,
+        "exec",
+        "--",
+        "kubectl",
+        "-n",
+        "vif-system",
+        "wait",
+        "--for=condition=Available",
+        "--timeout=90s",
+        "deployment/traffic-manager",
+      ],
     );
-    const dev = (await router.waitFor(/^ready /)).split(" ")[1]!;
-    await show(["ip", "-br", "addr", "show", dev], ws);
-    await show(["ip", "route", "show", "dev", dev], ws);
 
-    say("3. Real clients in the workstation namespace reach the server namespace");
-    await show(["curl", "-sS", "--retry", "3", "--retry-connrefused", `http://${SERVER}/`], ws);
-    await show(["socat", "-t", "2", "-", `UDP4:${SERVER}:7`], ws, "a UDP datagram, echoed\n");
-    await show(["ping", "-c", "1", "-W", "2", SERVER], ws);
-    await show(["curl", "-sS", `http://${SERVER}:81/`], ws);
-
-    say("4. The router's counters");
-    await router.stop();
-    const stats = router.lines.find((l) => l.startsWith("{"));
-    if (stats) {
-      const s = JSON.parse(stats).router;
-      console.log(
-        `  packets in ${s.packetsIn}, out ${s.packetsOut}; TCP connections ${s.tcpTotal}, ` +
-          `refused dials ${s.dialFailures.refused}; UDP flows ${s.udpFlowsTotal}; pings ${s.pings}`,
-      );
+    say("3. vif connect --context vif-sim (in the background of this demo)");
+    console.log("  $ vif connect --context vif-sim &");
+    connect = new Deno.Command(SIM[0]!, {
+      args: [
+        ...SIM.slice(1),
+        "exec",
+        "--",
+        "vif",
+        "connect",
+        "--context",
+        "vif-sim",
+        "--state-dir",
+        "/run/vif-sim/state",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const lines = connect.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = "";
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      const { value, done } = await lines.read();
+      if (done || Date.now() > deadline) {
+        console.error("vif demo: vif connect did not connect");
+        return 1;
+      }
+      buffered += value;
+      let nl;
+      let connected = false;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        console.log(`    ${line}`);
+        if (/^connected to the traffic-manager/.test(line)) connected = true;
+      }
+      if (connected) break;
     }
-    say("5. Cleaning up: namespaces, processes, files");
+    // Keep echoing what vif says (its teardown, at the end).
+    const echo = (async () => {
+      for (;;) {
+        const { value, done } = await lines.read();
+        if (done) break;
+        for (const l of value.trimEnd().split("\n")) if (l) console.log(`    ${l}`);
+      }
+    })();
+
+    say("4. The cluster's names and addresses, from the workstation");
+    await sh("curl http://web.default/", [
+      ...SIM,
+      "exec",
+      "--",
+      "curl",
+      "-sS",
+      "http://web.default/",
+    ]);
+    await sh("curl http://web.other/", [...SIM, "exec", "--", "curl", "-sS", "http://web.other/"]);
+    await sh("dig +short web.other.svc.cluster.local", [
+      ...SIM,
+      "exec",
+      "--",
+      "dig",
+      "+short",
+      "web.other.svc.cluster.local",
+    ]);
+    await sh("dig +short SRV _http._tcp.web.default.svc.cluster.local", [
+      ...SIM,
+      "exec",
+      "--",
+      "dig",
+      "+short",
+      "SRV",
+      "_http._tcp.web.default.svc.cluster.local",
+    ]);
+    await sh("ip route show dev vif0", [
+      ...SIM,
+      "exec",
+      "--",
+      "ip",
+      "route",
+      "show",
+      "dev",
+      "vif0",
+    ]);
+
+    say("5. Disconnect (Ctrl-C): routes, TUN and resolv.conf put back");
+    console.log("  $ kill -INT %1");
+    connect.kill("SIGINT");
+    await connect.status;
+    await echo;
+    connect = undefined;
+    await sh("ip route", [...SIM, "exec", "--", "ip", "route"]);
     return 0;
   } finally {
-    await env.cleanup();
+    if (connect) {
+      try {
+        connect.kill("SIGINT");
+      } catch { /* ended */ }
+      await connect.status;
+    }
+    if (!wasUp) {
+      say("6. deno task sim down");
+      await sh("deno task sim down", [...SIM, "down"]);
+    }
   }
 }
 

@@ -11,7 +11,7 @@
  * - `exec -- CMD [ARGS…]` runs CMD in the workstation namespace `vif-ws` with
  *   `KUBECONFIG` set, and `vif` and `kubectl` (Debian's) first on `PATH`.
  *
- * State lives in `/run/vif-sim` (`kubeconfig`, `sim.log`, `pid`, `bin/`).
+ * State lives in `/run/vif-sim` (`kubeconfig`, `sim.log`, `pid`, `bin/`); `down` removes it.
  *
  * @module
  */
@@ -182,8 +182,8 @@ async function down(): Promise<void> {
     await Deno.remove(`/etc/netns/${ns}`, { recursive: true }).catch(() => {});
   }
   await Deno.remove("/etc/netns").catch(() => {}); // only when empty
-  for (const f of [READY, PID, KUBECONFIG]) await Deno.remove(f).catch(() => {});
-  await Deno.remove(BIN, { recursive: true }).catch(() => {});
+  // The log too: nothing of the cluster stays on the machine.
+  await Deno.remove(STATE, { recursive: true }).catch(() => {});
   say(
     pid || left.length
       ? `The simulated cluster is down${
@@ -224,7 +224,20 @@ async function exec(cmd: string[]): Promise<number> {
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
-  return (await child.status).code;
+  // Signals are for the command (Ctrl-C, or a script stopping `sim exec`), not for this wrapper.
+  const forward = (signal: Deno.Signal) => () => {
+    try {
+      child.kill(signal);
+    } catch { /* ended */ }
+  };
+  const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((s) => {
+    const h = forward(s);
+    Deno.addSignalListener(s, h);
+    return () => Deno.removeSignalListener(s, h);
+  });
+  const code = (await child.status).code;
+  for (const remove of handlers) remove();
+  return code;
 }
 
 const [command, ...rest] = Deno.args;

@@ -276,7 +276,13 @@ export class ResolvConfConfigurator implements DnsConfigurator {
         await Deno.remove(this.#path);
       }
     } else {
-      this.#state.written = render(config, this.#original, this.#restoreHint(this.#state));
+      const written = render(config, this.#original, this.#restoreHint(this.#state));
+      // The same configuration, still in the file: nothing to write or say.
+      const onDisk = await Deno.readTextFile(this.#path).catch(() => undefined);
+      if (written === this.#state.written && onDisk === written) {
+        return { upstream: [...this.#upstream] };
+      }
+      this.#state.written = written;
       await this.#saveState();
     }
     try {

@@ -18,7 +18,7 @@
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
 import { DENO, Env, iperfGbits, must, ROOT, run } from "./_env.ts";
 import { workstationSuite } from "./_suite.ts";
-import { type KubeObject } from "../sim/apiserver/mod.ts";
+import type { KubeObject } from "../sim/apiserver/mod.ts";
 import { API_IP, Sim, SIM_LIMITED_CONTEXT } from "../sim/sim.ts";
 import { debianKubectl } from "../sim/apiserver/_testing.ts";
 
