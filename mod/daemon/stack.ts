@@ -174,7 +174,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   });
   log(
     "info",
-    `stack: ${device.name} up at ${address}, mtu ${device.mtu}, routes ${routes.join(" ")}`,
+    `stack: ${device.name} up at ${address}, mtu ${device.mtu}` +
+      (routes.length > 0 ? `, routes ${routes.join(" ")}` : ""),
   );
   const sweeper = setInterval(() => router.sweep(), 1000);
   const accepting = (async () => {
