@@ -159,6 +159,7 @@ async function connectThroughKube(options: ConnectOptions, context: CliContext):
         stateDir: options.stateDir,
         protectedHosts: [apiHost],
         via: `${manager.namespace}/${manager.pod} through the API server`,
+        lost: proxy.dropped,
         debug: context.debug,
         out,
         err: (line) => context.io.stderr(line + "\n"),

@@ -20,6 +20,11 @@ export interface ForegroundOptions {
   protectedHosts?: string[];
   /** How the manager is reached, for the first line (`via port-forward …`). */
   via?: string;
+  /**
+   * Resolves when the way to the manager is gone (a port-forward cut): the
+   * session ends, everything is put back, and the error is thrown.
+   */
+  lost?: Promise<Error>;
   debug: boolean;
   /** Progress lines. */
   out: (line: string) => void;
@@ -31,11 +36,13 @@ export interface ForegroundOptions {
 export const DNS_ADDRESS = "240.0.0.2";
 
 /**
- * Connects and stays connected until a signal.
+ * Connects and stays connected until a signal, or until the way to the
+ * manager is lost (`lost`).
  *
  * @param options where the manager is, how to trust it, where to print
  * @returns the exit code
  * @throws {ConnectError} when the connection cannot be made
+ * @throws {Error} what `lost` resolved with, after disconnecting
  */
 export async function runForeground(options: ForegroundOptions): Promise<number> {
   const log = (level: "debug" | "info" | "warn", message: string) => {
@@ -85,8 +92,13 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
         `cluster domain ${info?.clusterDomain}, namespace ${options.namespace}`,
     );
     options.out("press Ctrl-C to disconnect");
-    const why = await stop.promise;
-    log("info", `session: ${why}: disconnecting`);
+    const lost = options.lost?.then((error) => ({ error }));
+    const ended = await Promise.race([stop.promise, ...(lost ? [lost] : [])]);
+    if (typeof ended !== "string") {
+      log("warn", `session: ${ended.error.message}: disconnecting`);
+      throw ended.error;
+    }
+    log("info", `session: ${ended}: disconnecting`);
     return 0;
   } finally {
     for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);

@@ -27,6 +27,12 @@ export interface PortForwardProxy {
   readonly connections: number;
   /** The last error the API server or the pod reported, if any. */
   readonly lastError: string | undefined;
+  /**
+   * Resolves when a carried connection is cut from the far side (the pod went
+   * away, the API server closed the stream) or a new one cannot be opened;
+   * never when {@linkcode PortForwardProxy.close} ends them.
+   */
+  readonly dropped: Promise<PortForwardError>;
   /** Stops listening and ends every forwarded connection. */
   close(): Promise<void>;
 }
@@ -102,6 +108,7 @@ async function forwardOne(
   target: PortForwardTarget,
   conn: Deno.TcpConn,
   onError: (text: string) => void,
+  onDrop: () => void,
 ): Promise<void> {
   const input = new PassThrough({ highWaterMark: 1 << 20 });
   let closed = false;
@@ -159,22 +166,30 @@ async function forwardOne(
     });
   });
   // Local socket → pod, with backpressure from the PassThrough.
+  // Whether the local side ended on its own (EOF, or an error not caused by closeConn).
+  let localEnded = false;
   const reading = (async () => {
     const buf = new Uint8Array(256 * 1024);
     try {
       for (;;) {
         const n = await conn.read(buf);
-        if (n === null) break;
+        if (n === null) {
+          localEnded = true;
+          break;
+        }
         if (!input.write(Buffer.from(buf.subarray(0, n)))) {
           await new Promise((resolve) => input.once("drain", resolve));
         }
       }
     } catch {
-      // the socket was closed
+      // The socket was closed: by the far side's end (closeConn), or here.
+      if (!closed) localEnded = true;
     }
     input.end();
   })();
   await Promise.race([wsClosed, reading.then(() => wsClosed)]);
+  // The far side went first while this side still had a connection to carry.
+  if (!localEnded) onDrop();
   try {
     ws.close();
   } catch {
@@ -233,6 +248,8 @@ export async function startPortForwardProxy(
     clearTimeout(timer);
   }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dropped = Promise.withResolvers<PortForwardError>();
+  let closing = false;
   let connections = 0;
   let lastError: string | undefined;
   const open = new Set<Deno.TcpConn>();
@@ -247,9 +264,20 @@ export async function startPortForwardProxy(
           "warn",
           `kube: port-forward to ${target.namespace}/${target.pod}:${target.port}: ${text}`,
         );
+      }, () => {
+        if (closing) return;
+        dropped.resolve(
+          new PortForwardError(
+            `the port-forward to ${target.namespace}/${target.pod}:${target.port} was closed${
+              lastError ? `: ${lastError}` : " by the API server"
+            }`,
+            "Run `vif connect` again: it finds the traffic-manager's current pod.",
+          ),
+        );
       }).catch((error) => {
         lastError = String(error?.message ?? error);
         log("warn", `kube: port-forward failed: ${lastError}`);
+        if (!closing) dropped.resolve(describePortForwardError(error, target, server));
         try {
           conn.close();
         } catch {
@@ -270,7 +298,9 @@ export async function startPortForwardProxy(
     get lastError() {
       return lastError;
     },
+    dropped: dropped.promise,
     async close() {
+      closing = true;
       try {
         listener.close();
       } catch {

@@ -216,6 +216,52 @@ Deno.test({
         assert(!/ dev vif0/.test(routes), routes);
         assertEquals(await Deno.readFile(resolvConf), originalResolv);
       });
+
+      await t.step(
+        "the manager's pod going away ends the session with a clear error, all put back",
+        async () => {
+          await sim.waitReady("vif-system", MANAGER);
+          const again = sim.spawn([
+            ...VIF,
+            "connect",
+            "--context",
+            "vif-sim",
+            "--state-dir",
+            `${env.dir}/state-drop`,
+          ]);
+          await again.waitFor(/^connected to the traffic-manager/, 60_000);
+          const kubectl = await debianKubectl();
+          const deleted = await sim.exec([
+            kubectl,
+            "-n",
+            "vif-system",
+            "delete",
+            "pod",
+            "-l",
+            MANAGER,
+            "--wait=false",
+          ]);
+          assertEquals(deleted.code, 0, deleted.stderr);
+          const status = await Promise.race([
+            again.child.status,
+            new Promise<undefined>((r) => setTimeout(() => r(undefined), 30_000)),
+          ]);
+          assert(status, "vif connect kept running after its manager pod was deleted");
+          assertEquals(status.code, 1);
+          await again.stop();
+          const err = again.errLines.join("\n");
+          assertMatch(
+            err,
+            /vif: (the pod "vif-system\/traffic-manager-\S+" is gone|the port-forward to vif-system\/traffic-manager-\S+ was closed)/,
+          );
+          assertMatch(err, /vif finds the traffic-manager's current pod/);
+          assertEquals(
+            (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: ws })).trim(),
+            "",
+          );
+          assertEquals(await Deno.readFile(resolvConf), originalResolv);
+        },
+      );
     } finally {
       await env.cleanup();
     }
