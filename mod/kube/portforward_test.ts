@@ -170,3 +170,54 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "startPortForwardProxy() reports a connection cut from the pod's side, not one closed here",
+  options,
+  async () => {
+    await withApi(async (t) => {
+      const echo = startEchoServer();
+      try {
+        t.api.store.create({
+          apiVersion: "v1",
+          kind: "Namespace",
+          metadata: { name: "vif-system" },
+        });
+        t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
+        const kc = new KubeConfig();
+        kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
+        const proxy = await startPortForwardProxy(kc, {
+          namespace: "vif-system",
+          pod: "traffic-manager-1",
+          port: echo.port,
+        });
+        let dropped: PortForwardError | undefined;
+        proxy.dropped.then((e) => dropped = e);
+        try {
+          // A connection this side closes is no drop.
+          await roundTrip(proxy.address, new TextEncoder().encode("bye"));
+          await new Promise((r) => setTimeout(r, 300));
+          assertEquals(dropped, undefined);
+          // One the pod's side cuts is.
+          const [hostname, port] = proxy.address.split(":");
+          const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+          await conn.write(new TextEncoder().encode("hello"));
+          await conn.read(new Uint8Array(5));
+          echo.close();
+          const error = await Promise.race([
+            proxy.dropped,
+            new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000)),
+          ]);
+          conn.close();
+          assert(error instanceof PortForwardError, "no drop reported");
+          assertMatch(error.message, /vif-system\/traffic-manager-1/);
+          assertMatch(error.hint, /vif connect/);
+        } finally {
+          await proxy.close();
+        }
+      } finally {
+        echo.close();
+      }
+    });
+  },
+);

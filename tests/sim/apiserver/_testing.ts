@@ -276,7 +276,9 @@ export function startEchoServer(): EchoServer {
     port: listener.addr.port,
     accepted: () => accepted,
     close() {
-      listener.close();
+      try {
+        listener.close();
+      } catch { /* closed already */ }
       for (const c of conns) {
         try {
           c.close();
