@@ -56,6 +56,12 @@ export interface VifRuntime {
   cmd: string[];
   /** The environment Deno needs (`DENO_DIR`, `HOME`, …). */
   env: Record<string, string>;
+  /**
+   * The files that stand for the image (the repository, Deno, its cache): a
+   * volume mounted over one of them (an emptyDir at `/tmp` while the
+   * repository lives under `/tmp`) must not hide it.
+   */
+  paths: string[];
 }
 
 /** Options of {@linkcode Kubelet}. */
@@ -673,6 +679,7 @@ export class Kubelet {
 
     let argv: string[];
     let extraEnv: Record<string, string> = {};
+    let imagePaths: string[] = [];
     const image = c.image ?? "";
     if (VIF_IMAGE.test(image) || c.command?.[0] === VIF_BINARY) {
       const runtime = await this.#runtime(uid);
@@ -680,6 +687,7 @@ export class Kubelet {
       const rest = command[0] === VIF_BINARY ? command.slice(1) : command;
       argv = [...runtime.cmd, ...rest, ...(c.args ?? [])];
       extraEnv = runtime.env;
+      imagePaths = runtime.paths;
     } else if (c.command && c.command.length > 0) {
       argv = [...c.command, ...(c.args ?? [])];
     } else {
@@ -755,10 +763,22 @@ export class Kubelet {
         "set -e",
         `hostname ${quote(name)}`,
         "mount -t tmpfs -o mode=0755,size=16m tmpfs /run",
-        ...mounts.flatMap((m) => [
-          `mkdir -p ${quote(m.path)}`,
-          `mount --bind ${m.readOnly ? "-o ro " : ""}${quote(m.host)} ${quote(m.path)}`,
-        ]),
+        ...mounts.flatMap((m, i) => {
+          const under = (p: string) =>
+            p === m.path || p.startsWith(`${m.path.replace(/\/$/, "")}/`);
+          const hidden = imagePaths.filter(under);
+          // Keep the machine's view of the mount point, to put the image's files back on top.
+          const keep = `/run/.sim-under-${i}`;
+          return [
+            ...(hidden.length ? [`mkdir -p ${keep}`, `mount --bind ${quote(m.path)} ${keep}`] : []),
+            `mkdir -p ${quote(m.path)}`,
+            `mount --bind ${m.readOnly ? "-o ro " : ""}${quote(m.host)} ${quote(m.path)}`,
+            ...hidden.flatMap((p) => [
+              `mkdir -p ${quote(p)}`,
+              `mount --bind ${quote(keep + p.slice(m.path.replace(/\/$/, "").length))} ${quote(p)}`,
+            ]),
+          ];
+        }),
         [
           "exec env -i",
           ...Object.entries(env).map(([k, v]) => quote(`${k}=${v}`)),

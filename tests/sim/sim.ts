@@ -47,7 +47,7 @@ import {
   type Pod,
   SERVICE_CIDR,
 } from "./cluster_net.ts";
-import { denoForNobody } from "./deno_nobody.ts";
+import { denoForNobody, type NobodyDeno } from "./deno_nobody.ts";
 import { Kubelet, vifMainCommand } from "./kubelet.ts";
 import { rbacAllows } from "./rbac.ts";
 import { type LargeFile, largeFile } from "./workloads.ts";
@@ -178,7 +178,7 @@ export class Sim {
       },
     } as KubeObject);
 
-    const nobodyRuntimes = new Map<number, Promise<{ env: Record<string, string> }>>();
+    const nobodyRuntimes = new Map<number, Promise<NobodyDeno>>();
     const kubelet = new Kubelet({
       store,
       net,
@@ -200,7 +200,12 @@ export class Sim {
           r = denoForNobody(env, { uid, parent: "/var/tmp" });
           nobodyRuntimes.set(uid, r);
         }
-        return { cmd: vifMainCommand(), env: (await r).env };
+        const nobody = await r;
+        return {
+          cmd: vifMainCommand(),
+          env: nobody.env,
+          paths: [ROOT, DENO.replace(/\/[^/]*$/, ""), nobody.denoDir, nobody.env.HOME!],
+        };
       },
       log,
     });
