@@ -8,7 +8,8 @@
  * @module
  */
 
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
+import { Cidr } from "../net/address.ts";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
 import type { CliContext } from "./context.ts";
 import { ExitCode, UserError } from "./errors.ts";
@@ -22,6 +23,19 @@ interface ConnectOptions {
   managerNamespace: string;
   namespace: string;
   stateDir: string;
+  neverProxy: string[];
+  allowConflictingSubnets: string[];
+}
+
+/** Commander's parser for a repeatable CIDR flag: checks it and collects it. */
+function collectCidr(value: string, previous: string[]): string[] {
+  try {
+    return [...previous, Cidr.parse(value).toString()];
+  } catch {
+    throw new InvalidArgumentError(
+      `"${value}" is not a subnet; give it as ADDRESS/PREFIX, e.g. 198.18.5.0/24.`,
+    );
+  }
 }
 
 const EXAMPLES = `
@@ -31,6 +45,9 @@ Examples:
 
   # Reach a manager whose gRPC port is reachable directly
   vif connect --manager-address 198.18.0.5:8081 --manager-ca ca.crt
+
+  # A VPN routes 198.18.5.0/24: keep it, route the rest of the cluster
+  vif connect --context dev --never-proxy 198.18.5.0/24
 
   # Then, from any program on this machine
   curl http://web.default/
@@ -63,6 +80,18 @@ export function registerConnect(program: Command, context: CliContext): void {
     )
     .option("-n, --namespace <ns>", "the namespace short names resolve in", "default")
     .option("--state-dir <dir>", "where vif keeps what it must restore", "/var/lib/vif")
+    .option(
+      "--never-proxy <cidr>",
+      "keep this subnet out of the TUN, on the route it had (repeatable)",
+      collectCidr,
+      [],
+    )
+    .option(
+      "--allow-conflicting-subnets <cidr>",
+      "route this part of the cluster's subnets even over an existing route (repeatable)",
+      collectCidr,
+      [],
+    )
     .addHelpText("after", EXAMPLES)
     .action(async (options: ConnectOptions) => {
       if (!options.managerAddress) {
@@ -105,6 +134,8 @@ export function registerConnect(program: Command, context: CliContext): void {
         managerNamespace: options.managerNamespace,
         namespace: options.namespace,
         stateDir: options.stateDir,
+        neverProxy: options.neverProxy,
+        allowConflicting: options.allowConflictingSubnets,
         debug: context.debug,
         out: (line) => context.io.stdout(line + "\n"),
         err: (line) => context.io.stderr(line + "\n"),
@@ -157,6 +188,8 @@ async function connectThroughKube(options: ConnectOptions, context: CliContext):
         managerNamespace: options.managerNamespace,
         namespace: options.namespace,
         stateDir: options.stateDir,
+        neverProxy: options.neverProxy,
+        allowConflicting: options.allowConflictingSubnets,
         protectedHosts: [apiHost],
         via: `${manager.namespace}/${manager.pod} through the API server`,
         lost: proxy.dropped,

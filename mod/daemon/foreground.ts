@@ -25,6 +25,10 @@ export interface ForegroundOptions {
    * session ends, everything is put back, and the error is thrown.
    */
   lost?: Promise<Error>;
+  /** `--never-proxy` subnets. */
+  neverProxy?: string[];
+  /** `--allow-conflicting-subnets` subnets. */
+  allowConflicting?: string[];
   debug: boolean;
   /** Progress lines. */
   out: (line: string) => void;
@@ -74,6 +78,8 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
       namespace: options.namespace,
       extraAddresses: [DNS_ADDRESS],
       ...(options.protectedHosts ? { protectedHosts: options.protectedHosts } : {}),
+      neverProxy: options.neverProxy ?? [],
+      allowConflicting: options.allowConflicting ?? [],
       log,
       onClusterInfo: async (info, s) => {
         await setupDns(s, info, {

@@ -19,6 +19,7 @@ import { create, createManagerClient, grpc, type ManagerClient, unary } from "./
 import { GrpcDialer } from "./grpc_dialer.ts";
 import { type Stack, startStack } from "./stack.ts";
 import { listRoutes } from "../tun/mod.ts";
+import { describeRoute, planSubnets } from "./subnets.ts";
 
 /** Log sink shared by the daemon's parts. */
 export type Log = (level: "debug" | "info" | "warn", message: string) => void;
@@ -46,6 +47,10 @@ export interface SessionOptions {
    * server the port-forward goes through), checked like the manager's.
    */
   protectedHosts?: string[];
+  /** `--never-proxy`: subnets kept out of the TUN (cut out of the cluster's). */
+  neverProxy?: string[];
+  /** `--allow-conflicting-subnets`: routed into the TUN even over an existing route. */
+  allowConflicting?: string[];
 }
 
 /** A failure a person can act on: what happened, and what to do. */
@@ -223,7 +228,7 @@ export class Session {
       log,
       ...(this.options.extraAddresses ? { extraAddresses: this.options.extraAddresses } : {}),
     });
-    await this.#applyRoutes(info);
+    await this.#applyRoutes(info, true);
     await this.options.onClusterInfo?.(info, this);
     const every = arrive.heartbeatIntervalMs || 5000;
     this.#heartbeat = setInterval(() => this.#remain(), every);
@@ -238,7 +243,7 @@ export class Session {
 
   async #checkManagerNotCaptured(info: ClusterInfo): Promise<void> {
     const subnets = [...info.podSubnets, ...info.serviceSubnets].map((c) => Cidr.parse(c));
-    const hosts = [hostOf(this.options.managerAddress), ...(this.options.protectedHosts ?? [])];
+    const hosts = this.#protectedHosts();
     let routes: Awaited<ReturnType<typeof listRoutes>> | undefined;
     for (const host of hosts) {
       const inside = subnets.find((c) => c.contains(host));
@@ -263,17 +268,54 @@ export class Session {
     }
   }
 
-  async #applyRoutes(info: ClusterInfo): Promise<void> {
+  async #applyRoutes(info: ClusterInfo, first = false): Promise<void> {
     const stack = this.#stack;
     if (!stack) return;
+    const plan = planSubnets({
+      cluster: [
+        ...info.podSubnets.map((cidr) => ({ cidr, source: "pods" as const })),
+        ...info.serviceSubnets.map((cidr) => ({ cidr, source: "services" as const })),
+      ],
+      neverProxy: this.options.neverProxy ?? [],
+      allowConflicting: this.options.allowConflicting ?? [],
+      system: await listRoutes(),
+      protectedHosts: this.#protectedHosts(),
+      ownDevice: stack.device.name,
+    });
+    for (const text of plan.malformed) {
+      this.#log("warn", `session: ignoring a malformed subnet from the manager: "${text}"`);
+    }
+    if (plan.conflicts.length > 0 && first) {
+      const c = plan.conflicts[0]!;
+      const more = plan.conflicts.length > 1
+        ? ` (and ${plan.conflicts.length - 1} more: ${
+          plan.conflicts.slice(1).map((x) => `${x.subnet} × ${x.routeCidr}`).join(", ")
+        })`
+        : "";
+      const overlap = c.subnet.prefixLength >= c.routeCidr.prefixLength ? c.subnet : c.routeCidr;
+      throw new ConnectError(
+        `the cluster's ${
+          c.source === "pods" ? "pod" : "service"
+        } subnet ${c.subnet} overlaps the route "${describeRoute(c.route)}" on this machine${more}`,
+        `Keep that route with --never-proxy ${overlap}, or send that part to the cluster anyway ` +
+          `with --allow-conflicting-subnets ${overlap}.`,
+      );
+    }
+    const conflicting = new Set(plan.conflicts.map((c) => c.subnet.toString()));
+    for (const c of plan.conflicts) {
+      this.#log(
+        "warn",
+        `session: not routing ${c.subnet}: it overlaps the route "${describeRoute(c.route)}"`,
+      );
+    }
     const wanted = new Map<string, Cidr>();
-    for (const text of [...info.podSubnets, ...info.serviceSubnets]) {
-      try {
-        const c = Cidr.parse(text);
-        wanted.set(c.toString(), c);
-      } catch {
-        this.#log("warn", `session: ignoring a malformed subnet from the manager: "${text}"`);
-      }
+    for (const r of plan.routes) {
+      // A part of a subnet cut by --never-proxy is checked as its whole.
+      if ([...conflicting].some((k) => Cidr.parse(k).overlaps(r.cidr))) continue;
+      wanted.set(r.cidr.toString(), r.cidr);
+    }
+    if (first && plan.excluded.length > 0) {
+      this.#log("info", `session: kept out of the TUN (--never-proxy): ${plan.excluded.join(" ")}`);
     }
     for (const [k, c] of this.#routes) {
       if (!wanted.has(k)) {
@@ -289,6 +331,10 @@ export class Session {
         this.#log("info", `session: route ${k} added`);
       }
     }
+  }
+
+  #protectedHosts(): string[] {
+    return [hostOf(this.options.managerAddress), ...(this.options.protectedHosts ?? [])];
   }
 
   #watchInfo(): void {

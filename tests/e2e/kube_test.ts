@@ -334,6 +334,60 @@ Deno.test({
         );
       });
 
+      await t.step("a route over a cluster subnet fails the connect, naming both", async () => {
+        // A "VPN" route into the pods' subnet, as a corporate VPN might add.
+        await must(["ip", "route", "add", "198.18.0.128/25", "via", API_IP], { ns: sim.ws });
+        const r = await connect(["--context", "vif-sim"]);
+        assertEquals(r.code, 1, r.stderr);
+        assertMatch(
+          r.stderr,
+          /the cluster's pod subnet 198\.18\.0\.0\/24 overlaps the route "198\.18\.0\.128\/25 via 198\.19\.200\.1 dev eth0" on this machine/,
+        );
+        assertMatch(r.stderr, /--never-proxy 198\.18\.0\.128\/25/);
+        assertMatch(r.stderr, /--allow-conflicting-subnets 198\.18\.0\.128\/25/);
+        assertEquals(
+          (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: sim.ws })).trim(),
+          "",
+        );
+      });
+
+      const connected = async (flags: string[], check: () => Promise<void>) => {
+        const p = sim.spawn([
+          ...VIF,
+          "connect",
+          "--context",
+          "vif-sim",
+          ...flags,
+          "--state-dir",
+          `${env.dir}/state-flags`,
+        ]);
+        try {
+          await p.waitFor(/^connected to the traffic-manager/, 60_000);
+          await check();
+        } finally {
+          await p.stop(10_000);
+        }
+      };
+      const via = async (ip: string) =>
+        (await must(["ip", "route", "get", ip], { ns: sim.ws })).trim();
+
+      await t.step("--never-proxy keeps that route and routes the rest of the subnet", async () => {
+        await connected(["--never-proxy", "198.18.0.128/25"], async () => {
+          assertMatch(await via("198.18.0.130"), /via 198\.19\.200\.1 dev eth0/);
+          assertMatch(await via("198.18.0.5"), /dev vif0/);
+          assertMatch(await via("198.19.1.1"), /dev vif0/);
+        });
+      });
+
+      await t.step("--allow-conflicting-subnets routes the subnet over it", async () => {
+        await connected(["--allow-conflicting-subnets", "198.18.0.128/25"], async () => {
+          assertMatch(await via("198.18.0.5"), /dev vif0/);
+          // The machine's more specific route still holds its part (longest prefix wins).
+          assertMatch(await via("198.18.0.130"), /dev eth0/);
+        });
+        await must(["ip", "route", "del", "198.18.0.128/25"], { ns: sim.ws });
+      });
+
       await t.step("nothing is left on the workstation after the failures", async () => {
         assertEquals(
           (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: sim.ws })).trim(),
