@@ -25,6 +25,8 @@ interface ConnectOptions {
   stateDir: string;
   neverProxy: string[];
   allowConflictingSubnets: string[];
+  /** `vif connect -- CMD ARGS…`. */
+  command?: string[];
 }
 
 /** Commander's parser for a repeatable CIDR flag: checks it and collects it. */
@@ -46,6 +48,9 @@ Examples:
   # Reach a manager whose gRPC port is reachable directly
   vif connect --manager-address 198.18.0.5:8081 --manager-ca ca.crt
 
+  # Run one command while connected; vif exits with its exit code
+  vif connect --context dev -- curl -sS http://web.default/
+
   # A VPN routes 198.18.5.0/24: keep it, route the rest of the cluster
   vif connect --context dev --never-proxy 198.18.5.0/24
 
@@ -62,7 +67,9 @@ Examples:
 export function registerConnect(program: Command, context: CliContext): void {
   program
     .command("connect")
-    .description("connect this machine to the cluster's network (until Ctrl-C)")
+    .description(
+      "connect this machine to the cluster's network (until Ctrl-C, or while a command runs)",
+    )
     .option("--context <name>", "the kubeconfig context to use (default: the current one)")
     .option(
       "--kubeconfig <file>",
@@ -93,7 +100,9 @@ export function registerConnect(program: Command, context: CliContext): void {
       [],
     )
     .addHelpText("after", EXAMPLES)
-    .action(async (options: ConnectOptions) => {
+    .argument("[command...]", "a command to run while connected (after --); its exit code is vif's")
+    .action(async (command: string[], options: ConnectOptions) => {
+      options.command = command;
       if (!options.managerAddress) {
         context.exitCode = await connectThroughKube(options, context);
         return;
@@ -135,6 +144,7 @@ export function registerConnect(program: Command, context: CliContext): void {
         namespace: options.namespace,
         stateDir: options.stateDir,
         neverProxy: options.neverProxy,
+        command: options.command ?? [],
         allowConflicting: options.allowConflictingSubnets,
         debug: context.debug,
         out: (line) => context.io.stdout(line + "\n"),
@@ -189,6 +199,7 @@ async function connectThroughKube(options: ConnectOptions, context: CliContext):
         namespace: options.namespace,
         stateDir: options.stateDir,
         neverProxy: options.neverProxy,
+        command: options.command ?? [],
         allowConflicting: options.allowConflictingSubnets,
         protectedHosts: [apiHost],
         via: `${manager.namespace}/${manager.pod} through the API server`,

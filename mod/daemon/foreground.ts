@@ -25,6 +25,11 @@ export interface ForegroundOptions {
    * session ends, everything is put back, and the error is thrown.
    */
   lost?: Promise<Error>;
+  /**
+   * A command to run once connected (`vif connect -- CMD ARGS…`): its exit
+   * code becomes the result, and the session ends when it does.
+   */
+  command?: string[];
   /** `--never-proxy` subnets. */
   neverProxy?: string[];
   /** `--allow-conflicting-subnets` subnets. */
@@ -97,15 +102,29 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
       } (manager ${session.arrival?.managerVersion}); ` +
         `cluster domain ${info?.clusterDomain}, namespace ${options.namespace}`,
     );
-    options.out("press Ctrl-C to disconnect");
     const lost = options.lost?.then((error) => ({ error }));
-    const ended = await Promise.race([stop.promise, ...(lost ? [lost] : [])]);
-    if (typeof ended !== "string") {
+    const command = options.command?.length ? runCommand(options.command, log) : undefined;
+    if (!command) options.out("press Ctrl-C to disconnect");
+    const ended = await Promise.race([
+      stop.promise,
+      ...(lost ? [lost] : []),
+      ...(command ? [command.then((code) => ({ code }))] : []),
+    ]);
+    if (typeof ended === "string") {
+      log("info", `session: ${ended}: disconnecting`);
+      // The command gets the signal too (it is in the terminal's process group
+      // when run from one); give it a moment to end before the network goes.
+      return command ? 128 + (ended === "SIGINT" ? 2 : 15) : 0;
+    }
+    if ("error" in ended) {
       log("warn", `session: ${ended.error.message}: disconnecting`);
       throw ended.error;
     }
-    log("info", `session: ${ended}: disconnecting`);
-    return 0;
+    log(
+      "info",
+      `session: "${options.command!.join(" ")}" exited with ${ended.code}: disconnecting`,
+    );
+    return ended.code;
   } finally {
     for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);
     await session?.close();
@@ -115,3 +134,48 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
 }
 
 export { ConnectError };
+
+/**
+ * Runs `vif connect -- CMD`'s command with this terminal, as the invoking user
+ * when vif runs through sudo.
+ *
+ * @returns its exit code (127 when it cannot be started, 128+N when killed by signal N)
+ */
+async function runCommand(
+  argv: string[],
+  log: (level: "debug" | "info" | "warn", message: string) => void,
+): Promise<number> {
+  const sudoUid = Number(Deno.env.get("SUDO_UID"));
+  const sudoGid = Number(Deno.env.get("SUDO_GID"));
+  const asUser = Deno.uid() === 0 && Number.isInteger(sudoUid) && sudoUid > 0 &&
+      Number.isInteger(sudoGid)
+    ? ["setpriv", `--reuid=${sudoUid}`, `--regid=${sudoGid}`, "--init-groups", "--"]
+    : [];
+  const full = [...asUser, ...argv];
+  try {
+    const child = new Deno.Command(full[0]!, {
+      args: full.slice(1),
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    const status = await child.status;
+    return status.signal ? 128 + signalNumber(status.signal) : status.code;
+  } catch (error) {
+    log("warn", `session: cannot run "${argv[0]}": ${(error as Error).message}`);
+    return 127;
+  }
+}
+
+function signalNumber(signal: Deno.Signal): number {
+  const numbers: Partial<Record<Deno.Signal, number>> = {
+    SIGHUP: 1,
+    SIGINT: 2,
+    SIGQUIT: 3,
+    SIGKILL: 9,
+    SIGSEGV: 11,
+    SIGPIPE: 13,
+    SIGTERM: 15,
+  };
+  return numbers[signal] ?? 1;
+}

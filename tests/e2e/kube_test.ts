@@ -279,7 +279,7 @@ Deno.test({
       const connect = async (args: string[], kubeconfig = sim.kubeconfig) => {
         const t0 = performance.now();
         const out = await sim.exec(
-          [...VIF, "connect", ...args, "--state-dir", `${env.dir}/state`],
+          [...VIF, "connect", "--state-dir", `${env.dir}/state`, ...args],
           { env: { KUBECONFIG: kubeconfig } },
         );
         return { ...out, ms: performance.now() - t0 };
@@ -386,6 +386,34 @@ Deno.test({
           assertMatch(await via("198.18.0.130"), /dev eth0/);
         });
         await must(["ip", "route", "del", "198.18.0.128/25"], { ns: sim.ws });
+      });
+
+      await t.step("connect -- CMD runs it connected and exits with its code", async () => {
+        const r = await connect([
+          "--context",
+          "vif-sim",
+          "--",
+          "sh",
+          "-c",
+          "curl -sk --max-time 10 -o /dev/null -w 'api %{http_code}\\n' https://kubernetes.default.svc/version; exit 7",
+        ]);
+        assertEquals(r.code, 7, r.stderr);
+        // The API server through its ClusterIP, through the tunnel: it wants a token.
+        assertMatch(r.stdout, /^api 401$/m);
+        assertMatch(r.stdout, /exited with 7: disconnecting/);
+        const missing = await connect(["--context", "vif-sim", "--", "/nonexistent/program"]);
+        assertEquals(missing.code, 127, missing.stderr);
+        assertMatch(missing.stderr, /cannot run "\/nonexistent\/program"/);
+        const ok = await connect([
+          "--context",
+          "vif-sim",
+          "--",
+          "getent",
+          "hosts",
+          "kube-dns.kube-system",
+        ]);
+        assertEquals(ok.code, 0, ok.stderr);
+        assertMatch(ok.stdout, /^198\.19\.0\.10\s/m);
       });
 
       await t.step("nothing is left on the workstation after the failures", async () => {
