@@ -416,6 +416,40 @@ Deno.test({
         assertMatch(ok.stdout, /^198\.19\.0\.10\s/m);
       });
 
+      await t.step(
+        "after kill -9: the kernel takes the TUN, the next start puts resolv.conf back",
+        async () => {
+          const resolvConf = `/etc/netns/${sim.ws}/resolv.conf`;
+          const original = await Deno.readFile(resolvConf);
+          const state = `${env.dir}/state-crash`;
+          const p = sim.spawn([...VIF, "connect", "--context", "vif-sim", "--state-dir", state]);
+          await p.waitFor(/^connected to the traffic-manager/, 60_000);
+          Deno.kill(p.pid, "SIGKILL");
+          await p.stop();
+          // The TUN is not persistent: closing its file took it and its routes away.
+          assertEquals(
+            (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: sim.ws })).trim(),
+            "",
+          );
+          assert(!/ dev vif0/.test(await must(["ip", "route"], { ns: sim.ws })));
+          // resolv.conf still names vif's DNS: only vif can know what it was.
+          assertMatch(await Deno.readTextFile(resolvConf), /240\.0\.0\.2/);
+          const next = await sim.exec([
+            ...VIF,
+            "connect",
+            "--state-dir",
+            state,
+            "--context",
+            "vif-sim",
+            "--",
+            "true",
+          ]);
+          assertEquals(next.code, 0, next.stderr);
+          assertMatch(next.stdout + next.stderr, /restored/);
+          assertEquals(await Deno.readFile(resolvConf), original);
+        },
+      );
+
       await t.step("nothing is left on the workstation after the failures", async () => {
         assertEquals(
           (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: sim.ws })).trim(),
