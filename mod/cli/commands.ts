@@ -10,7 +10,7 @@
  * Planned, each with the issue that brings it (none is here until it works):
  * - `connect`, `quit`, `status`: talk to the daemon over its control socket (mod/daemon/)
  * - `daemon [--foreground]`: the root-side session that owns the TUN (mod/daemon/)
- * - `install`, `uninstall`: the traffic-manager's manifests (mod/kube/)
+ * - `install`, `uninstall`, `list`: the traffic-manager's manifests, a namespace's services (mod/kube/)
  *
  * @module
  */
@@ -19,6 +19,7 @@ import type { RegisterCommand } from "./context.ts";
 import { registerConnect } from "./connect.ts";
 import { registerHelp } from "./help.ts";
 import { registerInstall } from "./install.ts";
+import { registerList } from "./list.ts";
 import { registerManager } from "./manager.ts";
 import { registerVersion } from "./version.ts";
 
@@ -26,6 +27,7 @@ import { registerVersion } from "./version.ts";
 export const COMMANDS: readonly RegisterCommand[] = [
   registerConnect,
   registerInstall,
+  registerList,
   registerManager,
   registerVersion,
   registerHelp,

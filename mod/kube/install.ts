@@ -564,73 +564,106 @@ class ResourceApi {
 
   /** Turns what the client threw into a {@linkcode KubeError}: one line what, one line what to do. */
   #explain(error: unknown, verb: string, resource: string, object: KubeObject): KubeError {
-    const server = this.#server;
-    const context = this.#context;
-    const where = object.metadata.namespace ? ` in namespace "${object.metadata.namespace}"` : "";
-    const plural = resource.split(".")[0]!;
-    if (error instanceof ApiException) {
-      const status = statusOf(error.body);
-      const code = error.code;
-      const detail = status.message ?? `HTTP ${code}`;
-      if (code === 401) {
-        return new KubeError(
-          `the API server at ${server} refused the credentials of context "${context}"`,
-          {
-            hint: "Log in to the cluster again (the token or certificate may have expired), " +
-              `then run "vif ${this.#command}" again.`,
-            cause: error,
-            status: code,
-          },
-        );
-      }
-      if (code === 403 && /being terminated/.test(detail)) {
-        return new KubeError(`namespace "${object.metadata.namespace}" is being deleted`, {
-          hint: `Wait until "kubectl get namespace ${object.metadata.namespace}" finds nothing, ` +
-            `then run "vif ${this.#command}" again.`,
-          cause: error,
-          status: code,
-        });
-      }
-      if (code === 403) {
-        const user = /User "([^"]*)"/.exec(detail)?.[1];
-        return new KubeError(
-          `${user ? `user "${user}" is ` : ""}not allowed to ${verb} ${plural}${where}`,
-          {
-            hint: `Ask a cluster admin to run "vif ${this.#command}", or to grant you that ` +
-              `permission (kubectl auth can-i ${verb} ${resource}).`,
-            cause: error,
-            status: code,
-          },
-        );
-      }
-      if (code === 404 || code === 409) {
-        // Handled by the callers (absent, conflict); reported as is when they do not.
-        return new KubeError(`cannot ${verb} ${displayName(object)}: ${detail}`, {
-          hint: `Run "vif ${this.#command}" again.`,
-          cause: error,
-          status: code,
-        });
-      }
-      if (code === 422 || code === 400) {
-        return new KubeError(`the API server rejected ${displayName(object)}: ${detail}`, {
-          hint: "An admission policy of the cluster may forbid it; " +
-            'otherwise this is a bug in vif (run with "--debug" and report it).',
-          cause: error,
-          status: code,
-        });
-      }
+    return explainApiError(error, {
+      server: this.#server,
+      context: this.#context,
+      command: this.#command,
+      verb,
+      resource,
+      object,
+    });
+  }
+}
+
+/** What {@linkcode explainApiError} needs to know about the failed request. */
+export interface ApiRequestInfo {
+  /** The API server's URL and the kubeconfig context, for the message. */
+  server: string;
+  context: string;
+  /** The vif command to run again (`install`, `list`). */
+  command: string;
+  /** The verb and resource (`list`, `services`). */
+  verb: string;
+  resource: string;
+  /** The object (or, for a list, a stand-in with the namespace). */
+  object: KubeObject;
+}
+
+/**
+ * Turns what client-node threw into a {@linkcode KubeError}: one line what,
+ * one line what to do (401, 403, a namespace being deleted, 404/409, 400/422,
+ * other codes, and connection failures).
+ *
+ * @param error what was thrown
+ * @param req the request
+ * @returns the error to show
+ */
+export function explainApiError(error: unknown, req: ApiRequestInfo): KubeError {
+  const { server, context, verb, resource, object } = req;
+  const where = object.metadata.namespace ? ` in namespace "${object.metadata.namespace}"` : "";
+  const plural = resource.split(".")[0]!;
+  if (error instanceof ApiException) {
+    const status = statusOf(error.body);
+    const code = error.code;
+    const detail = status.message ?? `HTTP ${code}`;
+    if (code === 401) {
       return new KubeError(
-        `the API server answered ${code} to ${verb} ${displayName(object)}: ${detail}`,
+        `the API server at ${server} refused the credentials of context "${context}"`,
         {
-          hint: `Check the cluster's health ("kubectl get --raw /readyz"), then run ` +
-            `"vif ${this.#command}" again.`,
+          hint: "Log in to the cluster again (the token or certificate may have expired), " +
+            `then run "vif ${req.command}" again.`,
           cause: error,
           status: code,
         },
       );
     }
-    return networkError(error, server, context);
+    if (code === 403 && /being terminated/.test(detail)) {
+      return new KubeError(`namespace "${object.metadata.namespace}" is being deleted`, {
+        hint: `Wait until "kubectl get namespace ${object.metadata.namespace}" finds nothing, ` +
+          `then run "vif ${req.command}" again.`,
+        cause: error,
+        status: code,
+      });
+    }
+    if (code === 403) {
+      const user = /User "([^"]*)"/.exec(detail)?.[1];
+      return new KubeError(
+        `${user ? `user "${user}" is ` : ""}not allowed to ${verb} ${plural}${where}`,
+        {
+          hint: `Ask a cluster admin to run "vif ${req.command}", or to grant you that ` +
+            `permission (kubectl auth can-i ${verb} ${resource}).`,
+          cause: error,
+          status: code,
+        },
+      );
+    }
+    if (code === 404 || code === 409) {
+      // Handled by the callers (absent, conflict); reported as is when they do not.
+      return new KubeError(`cannot ${verb} ${displayName(object)}: ${detail}`, {
+        hint: `Run "vif ${req.command}" again.`,
+        cause: error,
+        status: code,
+      });
+    }
+    if (code === 422 || code === 400) {
+      return new KubeError(`the API server rejected ${displayName(object)}: ${detail}`, {
+        hint: "An admission policy of the cluster may forbid it; " +
+          'otherwise this is a bug in vif (run with "--debug" and report it).',
+        cause: error,
+        status: code,
+      });
+    }
+    return new KubeError(
+      `the API server answered ${code} to ${verb} ${displayName(object)}: ${detail}`,
+      {
+        hint: `Check the cluster's health ("kubectl get --raw /readyz"), then run ` +
+          `"vif ${req.command}" again.`,
+        cause: error,
+        status: code,
+      },
+    );
   }
+  return networkError(error, server, context);
 }
 
 /**

@@ -297,6 +297,31 @@ Deno.test({
       assertEquals(install.code, 0, install.stderr);
       await sim.waitReady("vif-system", MANAGER, 1, 90_000);
 
+      await t.step(
+        "vif list shows the manager's Service and Deployment with addresses",
+        async () => {
+          const json = await sim.exec([...VIF, "list", "-n", "vif-system", "-o", "json"]);
+          assertEquals(json.code, 0, json.stderr);
+          const l = JSON.parse(json.stdout);
+          const svc = l.services.find((s: { name: string }) => s.name === "traffic-manager");
+          assertEquals(svc.ports, [{ name: "grpc", port: 8081, protocol: "TCP" }]);
+          assertMatch(svc.clusterIP, /^198\.19\./);
+          assertEquals(svc.ready, 1);
+          const [w] = l.workloads;
+          assertEquals([w.kind, w.name, w.desired, w.pods[0].ready], [
+            "Deployment",
+            "traffic-manager",
+            1,
+            true,
+          ]);
+          const text = await sim.exec([...VIF, "list", "-n", "kube-system"]);
+          assertMatch(
+            text.stdout,
+            /kube-dns\s+ClusterIP\s+198\.19\.0\.10\s+53\/UDP \(dns\), 53\/TCP \(dns-tcp\)\s+1/,
+          );
+        },
+      );
+
       await t.step("a user without pods/portforward: it names the permission", async () => {
         const r = await connect(["--context", SIM_LIMITED_CONTEXT]);
         assertEquals(r.code, 1, r.stderr);

@@ -212,6 +212,8 @@ export class Kubelet {
   start(): void {
     for (const node of this.#o.net.nodes) this.publishNode(node);
     for (const pod of this.#o.net.pods()) this.#adopt(pod);
+    // ClusterNet's own services (the cluster DNS) got their endpoints before anyone listened.
+    for (const svc of this.#o.net.services()) this.#writeEndpoints(svc.namespace, svc.name);
     this.#unwatch.push(this.#o.store.watch((e: StoreEvent) => {
       if (WATCHED.has(e.resource.resource)) this.#kick();
     }));

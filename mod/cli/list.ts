@@ -1,0 +1,124 @@
+/**
+ * `vif list`: what a namespace offers once connected: its services (with
+ * ClusterIPs, ports and ready endpoints) and its workloads (with their pods'
+ * addresses), read from the Kubernetes API.
+ *
+ * @module
+ */
+
+import { type Command, Option } from "commander";
+import type { NamespaceListing } from "../kube/list.ts";
+import type { CliContext } from "./context.ts";
+import { UserError } from "./errors.ts";
+
+interface ListFlags {
+  kubeconfig?: string;
+  context?: string;
+  namespace: string;
+  output: "text" | "json";
+}
+
+const EXAMPLES = `
+Examples:
+  vif list                       # the default namespace of the current context
+  vif list -n shop --context dev
+  vif list -o json | jq -r '.services[].clusterIP'
+
+Once connected, every service listed is reachable by name (web, web.shop,
+web.shop.svc.cluster.local) and every ClusterIP and pod IP by address.`;
+
+/**
+ * Renders rows as columns two spaces apart.
+ *
+ * @param rows the cells, the first row the header
+ * @returns the lines
+ */
+export function table(rows: string[][]): string[] {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => widths[i] = Math.max(widths[i] ?? 0, c.length));
+  return rows.map((r) => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i]!)).join("  "));
+}
+
+/**
+ * The text form of a listing.
+ *
+ * @param l the listing
+ * @returns the lines
+ */
+export function formatListing(l: NamespaceListing): string[] {
+  const out: string[] = [];
+  if (l.services.length === 0) out.push(`No services in namespace "${l.namespace}".`);
+  else {
+    out.push(`Services in namespace "${l.namespace}":`);
+    out.push(
+      ...table([
+        ["NAME", "TYPE", "CLUSTER-IP", "PORTS", "READY"],
+        ...l.services.map((s) => [
+          s.name,
+          s.type,
+          s.clusterIP,
+          s.ports.map((p) => `${p.port}/${p.protocol}${p.name ? ` (${p.name})` : ""}`).join(", ") ||
+          "-",
+          String(s.ready),
+        ]),
+      ]).map((line) => `  ${line}`),
+    );
+  }
+  if (l.workloads.length > 0) {
+    out.push(`Workloads:`);
+    out.push(
+      ...table([
+        ["NAME", "KIND", "READY", "PODS"],
+        ...l.workloads.map((w) => [
+          w.name,
+          w.kind,
+          `${w.pods.filter((p) => p.ready).length}/${w.desired}`,
+          w.pods.map((p) => `${p.name} ${p.ip ?? "(no IP)"}`).join(", ") || "-",
+        ]),
+      ]).map((line) => `  ${line}`),
+    );
+  }
+  return out;
+}
+
+/**
+ * Adds `vif list` to the program.
+ *
+ * @param program the root command
+ * @param context the run's shared state
+ */
+export function registerList(program: Command, context: CliContext): void {
+  program
+    .command("list")
+    .description("list a namespace's services and workloads, with their addresses")
+    .option(
+      "--kubeconfig <file>",
+      "the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)",
+    )
+    .option("--context <name>", "the kubeconfig context (default: the current context)")
+    .option("-n, --namespace <ns>", "the namespace", "default")
+    .addOption(
+      new Option("-o, --output <format>", "text or json").choices(["text", "json"]).default("text"),
+    )
+    .addHelpText("after", EXAMPLES)
+    .action(async (flags: ListFlags) => {
+      const kube = await import("../kube/mod.ts");
+      const { listNamespace } = await import("../kube/list.ts");
+      let listing: NamespaceListing;
+      try {
+        const loaded = kube.loadKubeConfig({
+          ...(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
+          ...(flags.context !== undefined ? { context: flags.context } : {}),
+          env: context.io.env,
+        });
+        listing = await listNamespace(loaded.kubeConfig, flags.namespace);
+      } catch (error) {
+        if (error instanceof kube.KubeError) {
+          throw new UserError(error.message, { hint: error.hint, cause: error });
+        }
+        throw error;
+      }
+      if (flags.output === "json") context.io.stdout(JSON.stringify(listing, null, 2) + "\n");
+      else context.io.stdout(formatListing(listing).join("\n") + "\n");
+    });
+}
