@@ -97,9 +97,16 @@ export class DestinationPolicy {
    * @param protocol The tunnel's protocol.
    * @param ip 4 or 16 address bytes; an IPv4-mapped IPv6 address counts as its IPv4 address.
    * @param port The destination port (ignored for ICMP).
+   * @param alsoProxy More subnets this session may reach (its `--also-proxy`); the
+   *   manager's own API port stays refused.
    * @returns Allowed, or refused with the reason to tell the client.
    */
-  check(protocol: TunnelProtocol, ip: Uint8Array, port: number): Verdict {
+  check(
+    protocol: TunnelProtocol,
+    ip: Uint8Array,
+    port: number,
+    alsoProxy: readonly Cidr[] = [],
+  ): Verdict {
     if (ip.length !== 4 && ip.length !== 16) {
       return { allowed: false, reason: `destination address has ${ip.length} bytes, not 4 or 16` };
     }
@@ -116,6 +123,7 @@ export class DestinationPolicy {
     }
     if (this.#allowAny) return ALLOWED;
     if (this.#subnets.some((subnet) => subnet.containsBytes(address))) return ALLOWED;
+    if (alsoProxy.some((subnet) => subnet.containsBytes(address))) return ALLOWED;
     const dnsPort = protocol === "icmp" || port === 53;
     if (dnsPort && this.#dnsServer !== undefined && sameBytes(this.#dnsServer, address)) {
       return ALLOWED;

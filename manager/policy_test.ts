@@ -1,4 +1,4 @@
-import { parseAddress } from "../mod/net/address.ts";
+import { Cidr, parseAddress } from "../mod/net/address.ts";
 import { assertEquals } from "../tests/_assert.ts";
 import { DestinationPolicy, type DestinationPolicyOptions, type TunnelProtocol } from "./policy.ts";
 
@@ -126,4 +126,21 @@ Deno.test("DestinationPolicy.check() decides by subnet, DNS server, own port and
       `${protocol} ${address}:${port}`,
     );
   }
+});
+
+Deno.test("DestinationPolicy.check() lets a session's --also-proxy subnets through, not the own port", () => {
+  const policy = new DestinationPolicy({
+    podSubnets: ["198.18.0.0/16"],
+    serviceSubnets: ["198.19.0.0/18"],
+    ownAddresses: ["198.18.0.9"],
+    ownPort: 8081,
+  });
+  const outside = parseAddress("198.19.200.80")!;
+  assertEquals(policy.check("tcp", outside, 80).allowed, false);
+  const also = [Cidr.parse("198.19.200.0/24")];
+  assertEquals(policy.check("tcp", outside, 80, also).allowed, true);
+  assertEquals(
+    policy.check("tcp", parseAddress("198.18.0.9")!, 8081, [Cidr.parse("198.18.0.0/16")]).allowed,
+    false,
+  );
 });

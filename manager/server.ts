@@ -391,7 +391,20 @@ function implementation(state: ServerState): UntypedServiceImplementation {
 
     arrive(call: ServerUnaryCall<ArriveRequest, unknown>, callback: sendUnaryData<unknown>) {
       const client = call.request.client;
+      const alsoProxy: Cidr[] = [];
+      for (const text of call.request.alsoProxy) {
+        try {
+          alsoProxy.push(Cidr.parse(text));
+        } catch {
+          callback({
+            code: status.INVALID_ARGUMENT,
+            details: `also_proxy: "${text}" is not a subnet (ADDRESS/PREFIX)`,
+          });
+          return;
+        }
+      }
       const session = sessions.arrive({
+        ...(alsoProxy.length > 0 ? { alsoProxy } : {}),
         name: client?.name ?? "",
         hostname: client?.hostname ?? "",
         version: client?.version ?? "",

@@ -10,6 +10,8 @@
  * @module
  */
 
+import type { Cidr } from "../mod/net/address.ts";
+
 /** Who the client says it is (from `ArriveRequest.client`). */
 export interface SessionClient {
   /** The user. */
@@ -22,6 +24,8 @@ export interface SessionClient {
   namespace: string;
   /** `linux`, `darwin`, `windows`. */
   os: string;
+  /** Subnets outside the cluster's this session may also reach (`--also-proxy`). */
+  alsoProxy?: readonly Cidr[];
 }
 
 /** Why a session ended. */
@@ -176,7 +180,8 @@ export class SessionTable {
     this.#sessions.set(id, session);
     const who = `${client.name || "someone"}@${client.hostname || "unknown host"}`;
     const version = client.version ? `vif ${client.version}` : "unknown version";
-    this.#log(`manager: session ${session.shortId} arrived from ${who} (${version})`);
+    const also = client.alsoProxy?.length ? `; also proxying ${client.alsoProxy.join(" ")}` : "";
+    this.#log(`manager: session ${session.shortId} arrived from ${who} (${version})${also}`);
     return session;
   }
 

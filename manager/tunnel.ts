@@ -123,7 +123,7 @@ async function open(call: TunnelCall, request: Open, context: TunnelContext): Pr
   }
   const ip = request.destination?.ip ?? new Uint8Array(0);
   const port = request.destination?.port ?? 0;
-  const verdict = context.policy().check(protocol, ip, port);
+  const verdict = context.policy().check(protocol, ip, port, session.client.alsoProxy);
   if (!verdict.allowed) return refuse(DialResult_Code.PROHIBITED, verdict.reason);
 
   const host = formatAddress(unmapped(ip));

@@ -23,6 +23,7 @@ interface ConnectOptions {
   managerNamespace: string;
   namespace: string;
   stateDir: string;
+  alsoProxy: string[];
   neverProxy: string[];
   allowConflictingSubnets: string[];
   /** `vif connect -- CMD ARGS…`. */
@@ -53,6 +54,9 @@ Examples:
 
   # A VPN routes 198.18.5.0/24: keep it, route the rest of the cluster
   vif connect --context dev --never-proxy 198.18.5.0/24
+
+  # Reach a database next to the cluster through the cluster's network
+  vif connect --context dev --also-proxy 198.19.200.80/32
 
   # Then, from any program on this machine
   curl http://web.default/
@@ -87,6 +91,12 @@ export function registerConnect(program: Command, context: CliContext): void {
     )
     .option("-n, --namespace <ns>", "the namespace short names resolve in", "default")
     .option("--state-dir <dir>", "where vif keeps what it must restore", "/var/lib/vif")
+    .option(
+      "--also-proxy <cidr>",
+      "send this subnet to the cluster too, though outside its subnets (repeatable)",
+      collectCidr,
+      [],
+    )
     .option(
       "--never-proxy <cidr>",
       "keep this subnet out of the TUN, on the route it had (repeatable)",
@@ -143,6 +153,7 @@ export function registerConnect(program: Command, context: CliContext): void {
         managerNamespace: options.managerNamespace,
         namespace: options.namespace,
         stateDir: options.stateDir,
+        alsoProxy: options.alsoProxy,
         neverProxy: options.neverProxy,
         command: options.command ?? [],
         allowConflicting: options.allowConflictingSubnets,
@@ -198,6 +209,7 @@ async function connectThroughKube(options: ConnectOptions, context: CliContext):
         managerNamespace: options.managerNamespace,
         namespace: options.namespace,
         stateDir: options.stateDir,
+        alsoProxy: options.alsoProxy,
         neverProxy: options.neverProxy,
         command: options.command ?? [],
         allowConflicting: options.allowConflictingSubnets,

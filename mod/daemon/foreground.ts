@@ -30,6 +30,8 @@ export interface ForegroundOptions {
    * code becomes the result, and the session ends when it does.
    */
   command?: string[];
+  /** `--also-proxy` subnets. */
+  alsoProxy?: string[];
   /** `--never-proxy` subnets. */
   neverProxy?: string[];
   /** `--allow-conflicting-subnets` subnets. */
@@ -83,6 +85,7 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
       namespace: options.namespace,
       extraAddresses: [DNS_ADDRESS],
       ...(options.protectedHosts ? { protectedHosts: options.protectedHosts } : {}),
+      alsoProxy: options.alsoProxy ?? [],
       neverProxy: options.neverProxy ?? [],
       allowConflicting: options.allowConflicting ?? [],
       log,

@@ -47,6 +47,8 @@ export interface SessionOptions {
    * server the port-forward goes through), checked like the manager's.
    */
   protectedHosts?: string[];
+  /** `--also-proxy`: subnets outside the cluster's that go to the cluster too. */
+  alsoProxy?: string[];
   /** `--never-proxy`: subnets kept out of the TUN (cut out of the cluster's). */
   neverProxy?: string[];
   /** `--allow-conflicting-subnets`: routed into the TUN even over an existing route. */
@@ -193,6 +195,7 @@ export class Session {
             namespace: this.options.namespace ?? "default",
             os: "linux",
           },
+          alsoProxy: this.options.alsoProxy ?? [],
         }),
         this.options.arriveTimeoutMs ?? 10_000,
       );
@@ -242,7 +245,8 @@ export class Session {
   }
 
   async #checkManagerNotCaptured(info: ClusterInfo): Promise<void> {
-    const subnets = [...info.podSubnets, ...info.serviceSubnets].map((c) => Cidr.parse(c));
+    const subnets = [...info.podSubnets, ...info.serviceSubnets, ...(this.options.alsoProxy ?? [])]
+      .map((c) => Cidr.parse(c));
     const hosts = this.#protectedHosts();
     let routes: Awaited<ReturnType<typeof listRoutes>> | undefined;
     for (const host of hosts) {
@@ -276,6 +280,7 @@ export class Session {
         ...info.podSubnets.map((cidr) => ({ cidr, source: "pods" as const })),
         ...info.serviceSubnets.map((cidr) => ({ cidr, source: "services" as const })),
       ],
+      alsoProxy: this.options.alsoProxy ?? [],
       neverProxy: this.options.neverProxy ?? [],
       allowConflicting: this.options.allowConflicting ?? [],
       system: await listRoutes(),
@@ -297,8 +302,8 @@ export class Session {
         `the cluster's ${
           c.source === "pods" ? "pod" : "service"
         } subnet ${c.subnet} overlaps the route "${describeRoute(c.route)}" on this machine${more}`,
-        `Keep that route with --never-proxy ${overlap}, or send that part to the cluster anyway ` +
-          `with --allow-conflicting-subnets ${overlap}.`,
+        `Keep that route with --never-proxy ${overlap}, send that part to the cluster anyway ` +
+          `with --allow-conflicting-subnets ${overlap}, or route only what you need with --also-proxy.`,
       );
     }
     const conflicting = new Set(plan.conflicts.map((c) => c.subnet.toString()));

@@ -25,12 +25,17 @@ import { Cidr } from "../net/address.ts";
 import type { SystemRoute } from "../tun/routes.ts";
 
 /** Where a routed subnet comes from. */
-export type SubnetSource = "pods" | "services";
+export type SubnetSource = "pods" | "services" | "also-proxy";
 
 /** What {@linkcode planSubnets} needs. */
 export interface SubnetPlanInput {
   /** The cluster's subnets, with where each comes from. */
   cluster: Array<{ cidr: string; source: SubnetSource }>;
+  /**
+   * `--also-proxy`: routed to the cluster though outside its subnets. Asked
+   * for by name, so never a conflict; `--never-proxy` still cuts them.
+   */
+  alsoProxy?: string[];
   /** `--never-proxy`: kept out of the TUN. */
   neverProxy?: string[];
   /** `--allow-conflicting-subnets`: routed into the TUN even over an existing route. */
@@ -173,6 +178,12 @@ export function planSubnets(input: SubnetPlanInput): SubnetPlan {
       }
       conflicts.push({ subnet: cidr, source, route: e.route, routeCidr: e.cidr });
     }
+  }
+
+  for (const cidr of parseAll(input.alsoProxy)) {
+    if (seen.has(cidr.toString())) continue;
+    seen.add(cidr.toString());
+    cluster.push({ cidr, source: "also-proxy" });
   }
 
   const routes: Array<{ cidr: Cidr; source: SubnetSource }> = [];

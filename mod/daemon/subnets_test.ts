@@ -110,3 +110,16 @@ Deno.test("planSubnets() skips malformed subnets and refuses malformed flags", (
   assertEquals(plan.malformed, ["nonsense"]);
   assertThrows(() => planSubnets({ cluster: [], system: [], neverProxy: ["198.18.0/15x"] }));
 });
+
+Deno.test("planSubnets(): --also-proxy adds routes, never a conflict, still cut by --never-proxy", () => {
+  const plan = planSubnets({
+    cluster: CLUSTER,
+    system: [route("198.19.200.0/24")],
+    alsoProxy: ["198.19.200.0/24"],
+    neverProxy: ["198.19.200.2/32"],
+  });
+  assertEquals(plan.conflicts, []);
+  const also = plan.routes.filter((r) => r.source === "also-proxy");
+  assertEquals(also.some((r) => r.cidr.contains("198.19.200.80")), true);
+  assertEquals(also.some((r) => r.cidr.contains("198.19.200.2")), false);
+});

@@ -413,6 +413,20 @@ Deno.test({
         await must(["ip", "route", "del", "198.18.0.128/25"], { ns: sim.ws });
       });
 
+      await t.step("--also-proxy sends a subnet outside the cluster through it", async () => {
+        await connected(["--also-proxy", "198.19.200.80/32"], async () => {
+          // More specific than the LAN's own route: the outside host is now reached from the pod.
+          assertMatch(await via("198.19.200.80"), /dev vif0/);
+          assertEquals(
+            await must(["curl", "-sS", "--max-time", "10", "http://198.19.200.80/"], {
+              ns: sim.ws,
+            }),
+            "outside\n",
+          );
+        });
+        assertMatch(await via("198.19.200.80"), /dev eth0/);
+      });
+
       await t.step("connect -- CMD runs it connected and exits with its code", async () => {
         const r = await connect([
           "--context",
