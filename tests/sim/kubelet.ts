@@ -181,6 +181,24 @@ function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+interface DeploymentSpec {
+  replicas?: number;
+  template: { metadata?: ObjectMeta; spec: PodSpecObj };
+}
+
+/** A Deployment's spec and the hash of its pod template (the `pod-template-hash` label). */
+function deploymentOf(d: KubeObject): { spec: DeploymentSpec; hash: string } {
+  const spec = (d as Obj).spec as DeploymentSpec;
+  return { spec, hash: fnv(JSON.stringify(spec.template)) };
+}
+
+/** The pods whose owner is `d`. */
+function ownedBy(d: KubeObject, pods: KubeObject[]): KubeObject[] {
+  return pods.filter((p) =>
+    (p.metadata.ownerReferences ?? []).some((r) => r.uid === d.metadata.uid)
+  );
+}
+
 function isReady(o: KubeObject): boolean {
   const conditions = ((o as Obj).status as { conditions?: { type: string; status: string }[] })
     ?.conditions ?? [];
@@ -327,15 +345,8 @@ export class Kubelet {
     const pods = store.list("pods");
     for (const d of store.list("deployments")) {
       if (d.metadata.deletionTimestamp) continue;
-      const spec = (d as Obj).spec as {
-        replicas?: number;
-        template: { metadata?: ObjectMeta; spec: PodSpecObj };
-      };
-      const hash = fnv(JSON.stringify(spec.template));
-      const owned = pods.filter((p) =>
-        (p.metadata.ownerReferences ?? []).some((r) => r.uid === d.metadata.uid) &&
-        !p.metadata.deletionTimestamp
-      );
+      const { spec, hash } = deploymentOf(d);
+      const owned = ownedBy(d, pods).filter((p) => !p.metadata.deletionTimestamp);
       const current = owned.filter((p) => p.metadata.labels?.[HASH_LABEL] === hash);
       for (const p of owned) {
         if (p.metadata.labels?.[HASH_LABEL] !== hash) this.#deletePod(p);
@@ -379,11 +390,8 @@ export class Kubelet {
     const pods = store.list("pods");
     for (const d of store.list("deployments")) {
       if (d.metadata.deletionTimestamp) continue;
-      const spec = (d as Obj).spec as { replicas?: number; template: unknown };
-      const hash = fnv(JSON.stringify(spec.template));
-      const owned = pods.filter((p) =>
-        (p.metadata.ownerReferences ?? []).some((r) => r.uid === d.metadata.uid)
-      );
+      const { spec, hash } = deploymentOf(d);
+      const owned = ownedBy(d, pods);
       const updated = owned.filter((p) => p.metadata.labels?.[HASH_LABEL] === hash);
       const ready = owned.filter(isReady).length;
       const want = spec.replicas ?? 1;
