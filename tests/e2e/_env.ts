@@ -239,6 +239,28 @@ export class Env {
   }
 }
 
+/**
+ * Polls `cond` until it is true, failing after `ms`.
+ *
+ * @param cond the condition (may be async)
+ * @param ms the limit
+ * @param what what is awaited, for the error
+ * @param intervalMs how often to ask; default 50 ms
+ * @throws {Error} on time-out, naming `what` and the limit
+ */
+export async function waitUntil(
+  cond: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+  intervalMs = 50,
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
 /** The path of the project's deno (the one running the tests). */
 export const DENO = Deno.execPath();
 

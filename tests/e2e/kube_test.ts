@@ -16,7 +16,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
-import { DENO, Env, iperfGbits, must, ROOT, run } from "./_env.ts";
+import { DENO, Env, iperfGbits, must, ROOT, run, waitUntil } from "./_env.ts";
 import { workstationSuite } from "./_suite.ts";
 import type { KubeObject } from "../sim/apiserver/mod.ts";
 import { API_IP, Sim, SIM_LIMITED_CONTEXT } from "../sim/sim.ts";
@@ -39,14 +39,6 @@ function ipOf(o: KubeObject | undefined): string {
 function clusterIpOf(sim: Sim, namespace: string, name: string): string {
   const s = sim.store.get({ resource: "services", namespace, name });
   return (s?.spec as { clusterIP: string }).clusterIP;
-}
-
-async function waitUntil(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 Deno.test({
@@ -134,6 +126,7 @@ Deno.test({
               (await run(["ip", "route", "get", probe], { ns: ws })).stdout.includes("dev vif0"),
             30_000,
             `a route to ${node.podCIDR} through vif0`,
+            200,
           );
           const kubectl = await debianKubectl();
           const patch = await sim.exec([

@@ -28,7 +28,7 @@
  */
 
 import { makeTestTls } from "../_tls.ts";
-import { DENO, type Env, type Output, type Proc, ROOT } from "../e2e/_env.ts";
+import { DENO, type Env, type Output, type Proc, ROOT, waitUntil } from "../e2e/_env.ts";
 import { startRelay } from "./_relay.ts";
 import {
   type ApiServer,
@@ -343,7 +343,7 @@ export class Sim {
           ?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True")
       );
     try {
-      await waitFor(() => Promise.resolve(ready().length >= count), ms, "pods");
+      await waitUntil(() => ready().length >= count, ms, "pods");
     } catch {
       const pods = this.store.list("pods", { namespace, labelSelector: selector });
       throw new Error(
@@ -666,12 +666,4 @@ export async function deploySimSamples(
   ]);
   await sim.kubelet.settled();
   return { large };
-}
-
-async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

@@ -9,7 +9,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
-import { DENO, Env, must, ROOT, run } from "../e2e/_env.ts";
+import { DENO, Env, must, ROOT, run, waitUntil } from "../e2e/_env.ts";
 import { debianKubectl } from "./apiserver/_testing.ts";
 import { Sim } from "./sim.ts";
 
@@ -168,10 +168,12 @@ Deno.test({
         assertEquals(status.stdout, "2");
         const deleted = await k("delete", "deployment", "probe");
         assertEquals(deleted.code, 0, deleted.stderr);
-        const end = Date.now() + 15_000;
-        while (sim.net.pods().some((p) => p.name.startsWith("probe-")) && Date.now() < end) {
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        await waitUntil(
+          () => !sim.net.pods().some((p) => p.name.startsWith("probe-")),
+          15_000,
+          "the probe pods to go",
+          100,
+        );
         assertEquals(sim.net.pods().filter((p) => p.name.startsWith("probe-")), []);
         assertEquals((await k("get", "pods", "-l", "app=probe", "-o", "name")).stdout.trim(), "");
       });
@@ -184,18 +186,20 @@ Deno.test({
             "spec: { containers: [{ name: c, image: nginx:1.27 }] }\n",
         );
         assertEquals((await k("apply", "-f", bad)).code, 0);
-        const end = Date.now() + 10_000;
         let reason = "";
-        while (!reason && Date.now() < end) {
-          reason = (await k(
-            "get",
-            "pod",
-            "bad",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
-          )).stdout;
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        await waitUntil(
+          async () =>
+            (reason = (await k(
+              "get",
+              "pod",
+              "bad",
+              "-o",
+              "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+            )).stdout) !== "",
+          10_000,
+          "a reason in the pod's status",
+          100,
+        );
         assertEquals(reason, "ErrImagePull");
       });
     } finally {

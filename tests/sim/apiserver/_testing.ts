@@ -7,6 +7,7 @@
  */
 
 import { makeTestTls, type TestTls } from "../../_tls.ts";
+import { waitUntil } from "../../e2e/_env.ts";
 import { type ApiServer, type ApiServerOptions, startApiServer } from "./server.ts";
 import type { KubeObject } from "./store.ts";
 
@@ -329,10 +330,6 @@ export function runningPod(namespace: string, name: string): KubeObject {
  * @param what what is awaited, for the error
  * @throws {Error} on time-out
  */
-export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+export function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  return waitUntil(cond, ms, what, 20);
 }
