@@ -297,16 +297,15 @@ export class Session {
           plan.conflicts.slice(1).map((x) => `${x.subnet} × ${x.routeCidr}`).join(", ")
         })`
         : "";
-      const overlap = c.subnet.prefixLength >= c.routeCidr.prefixLength ? c.subnet : c.routeCidr;
       throw new ConnectError(
         `the cluster's ${
           c.source === "pods" ? "pod" : "service"
         } subnet ${c.subnet} overlaps the route "${describeRoute(c.route)}" on this machine${more}`,
-        `Keep that route with --never-proxy ${overlap}, send that part to the cluster anyway ` +
-          `with --allow-conflicting-subnets ${overlap}, or route only what you need with --also-proxy.`,
+        `Keep that route with --never-proxy ${c.overlap}, send that part to the cluster anyway ` +
+          `with --allow-conflicting-subnets ${c.overlap}, or route only what you need with --also-proxy.`,
       );
     }
-    const conflicting = new Set(plan.conflicts.map((c) => c.subnet.toString()));
+    const conflicting = plan.conflicts.map((c) => c.subnet);
     for (const c of plan.conflicts) {
       this.#log(
         "warn",
@@ -316,7 +315,7 @@ export class Session {
     const wanted = new Map<string, Cidr>();
     for (const r of plan.routes) {
       // A part of a subnet cut by --never-proxy is checked as its whole.
-      if ([...conflicting].some((k) => Cidr.parse(k).overlaps(r.cidr))) continue;
+      if (conflicting.some((c) => c.overlaps(r.cidr))) continue;
       wanted.set(r.cidr.toString(), r.cidr);
     }
     if (first && plan.excluded.length > 0) {

@@ -55,6 +55,8 @@ export interface SubnetConflict {
   route: SystemRoute;
   /** The route's destination. */
   routeCidr: Cidr;
+  /** The addresses both hold: the smaller of the two. */
+  overlap: Cidr;
 }
 
 /** What to route, what was left out, and what conflicts. */
@@ -176,7 +178,7 @@ export function planSubnets(input: SubnetPlanInput): SubnetPlan {
       if (allowed.some((a) => a.prefixLength <= overlap.prefixLength && a.overlaps(overlap))) {
         continue;
       }
-      conflicts.push({ subnet: cidr, source, route: e.route, routeCidr: e.cidr });
+      conflicts.push({ subnet: cidr, source, route: e.route, routeCidr: e.cidr, overlap });
     }
   }
 
