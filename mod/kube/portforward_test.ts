@@ -10,13 +10,14 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
 import {
   ADMIN_TOKEN,
+  type EchoServer,
   LIMITED_TOKEN,
   runningPod,
   startEchoServer,
   withApi,
   writeKubeconfig,
 } from "../../tests/sim/apiserver/_testing.ts";
-import { PortForwardError, startPortForwardProxy } from "./portforward.ts";
+import { PortForwardError, type PortForwardProxy, startPortForwardProxy } from "./portforward.ts";
 import { discoverManager, DiscoveryError } from "./discovery.ts";
 import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
 
@@ -40,43 +41,54 @@ async function roundTrip(address: string, bytes: Uint8Array): Promise<Uint8Array
   }
 }
 
+/**
+ * Runs `fn` with a proxy port-forwarding to an echo server standing for the
+ * pod `vif-system/traffic-manager-1`; closes both after.
+ */
+async function withEchoProxy(
+  fn: (proxy: PortForwardProxy, echo: EchoServer) => Promise<void>,
+): Promise<void> {
+  await withApi(async (t) => {
+    const echo = startEchoServer();
+    try {
+      t.api.store.create({
+        apiVersion: "v1",
+        kind: "Namespace",
+        metadata: { name: "vif-system" },
+      });
+      t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
+      const kc = new KubeConfig();
+      kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
+      const proxy = await startPortForwardProxy(kc, {
+        namespace: "vif-system",
+        pod: "traffic-manager-1",
+        port: echo.port,
+      });
+      try {
+        await fn(proxy, echo);
+      } finally {
+        await proxy.close();
+      }
+    } finally {
+      echo.close();
+    }
+  });
+}
+
 Deno.test(
   "startPortForwardProxy() carries connections to a pod through the API server",
   options,
-  async () => {
-    await withApi(async (t) => {
-      const echo = startEchoServer();
-      try {
-        t.api.store.create({
-          apiVersion: "v1",
-          kind: "Namespace",
-          metadata: { name: "vif-system" },
-        });
-        t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
-        const kc = new KubeConfig();
-        kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
-        const proxy = await startPortForwardProxy(kc, {
-          namespace: "vif-system",
-          pod: "traffic-manager-1",
-          port: echo.port,
-        });
-        try {
-          const payload = crypto.getRandomValues(new Uint8Array(60_000));
-          const [a, b] = await Promise.all([
-            roundTrip(proxy.address, payload),
-            roundTrip(proxy.address, new TextEncoder().encode("second")),
-          ]);
-          assertEquals(a, payload);
-          assertEquals(new TextDecoder().decode(b), "second");
-          assertEquals(proxy.connections, 2);
-        } finally {
-          await proxy.close();
-        }
-      } finally {
-        echo.close();
-      }
-    });
-  },
+  () =>
+    withEchoProxy(async (proxy) => {
+      const payload = crypto.getRandomValues(new Uint8Array(60_000));
+      const [a, b] = await Promise.all([
+        roundTrip(proxy.address, payload),
+        roundTrip(proxy.address, new TextEncoder().encode("second")),
+      ]);
+      assertEquals(a, payload);
+      assertEquals(new TextDecoder().decode(b), "second");
+      assertEquals(proxy.connections, 2);
+    }),
 );
 
 Deno.test("startPortForwardProxy() explains a forbidden port-forward", options, async () => {
@@ -174,50 +186,27 @@ Deno.test(
 Deno.test(
   "startPortForwardProxy() reports a connection cut from the pod's side, not one closed here",
   options,
-  async () => {
-    await withApi(async (t) => {
-      const echo = startEchoServer();
-      try {
-        t.api.store.create({
-          apiVersion: "v1",
-          kind: "Namespace",
-          metadata: { name: "vif-system" },
-        });
-        t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
-        const kc = new KubeConfig();
-        kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
-        const proxy = await startPortForwardProxy(kc, {
-          namespace: "vif-system",
-          pod: "traffic-manager-1",
-          port: echo.port,
-        });
-        let dropped: PortForwardError | undefined;
-        proxy.dropped.then((e) => dropped = e);
-        try {
-          // A connection this side closes is no drop.
-          await roundTrip(proxy.address, new TextEncoder().encode("bye"));
-          await new Promise((r) => setTimeout(r, 300));
-          assertEquals(dropped, undefined);
-          // One the pod's side cuts is.
-          const [hostname, port] = proxy.address.split(":");
-          const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
-          await conn.write(new TextEncoder().encode("hello"));
-          await conn.read(new Uint8Array(5));
-          echo.close();
-          const error = await Promise.race([
-            proxy.dropped,
-            new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000)),
-          ]);
-          conn.close();
-          assert(error instanceof PortForwardError, "no drop reported");
-          assertMatch(error.message, /vif-system\/traffic-manager-1/);
-          assertMatch(error.hint, /vif connect/);
-        } finally {
-          await proxy.close();
-        }
-      } finally {
-        echo.close();
-      }
-    });
-  },
+  () =>
+    withEchoProxy(async (proxy, echo) => {
+      let dropped: PortForwardError | undefined;
+      proxy.dropped.then((e) => dropped = e);
+      // A connection this side closes is no drop.
+      await roundTrip(proxy.address, new TextEncoder().encode("bye"));
+      await new Promise((r) => setTimeout(r, 300));
+      assertEquals(dropped, undefined);
+      // One the pod's side cuts is.
+      const [hostname, port] = proxy.address.split(":");
+      const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+      await conn.write(new TextEncoder().encode("hello"));
+      await conn.read(new Uint8Array(5));
+      echo.close();
+      const error = await Promise.race([
+        proxy.dropped,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000)),
+      ]);
+      conn.close();
+      assert(error instanceof PortForwardError, "no drop reported");
+      assertMatch(error.message, /vif-system\/traffic-manager-1/);
+      assertMatch(error.hint, /vif connect/);
+    }),
 );
