@@ -8,8 +8,8 @@
  *   `<deployment>-<template hash>-<random>`, labelled `pod-template-hash`; a
  *   changed template replaces them all (like `strategy: Recreate`), `replicas`
  *   adds or removes pods, and the status counts them as the real controller does.
- * - **Scheduling.** A pod without `spec.nodeName` goes to the node (matching its
- *   `nodeSelector` on `kubernetes.io/hostname`) that runs the fewest pods.
+ * - **Scheduling.** A pod without `spec.nodeName` goes to the node whose labels
+ *   match its `nodeSelector` and that runs the fewest pods.
  * - **Pods → namespaces (the kubelet).** A pod becomes a {@linkcode ClusterNet}
  *   pod: its own network namespace, and its first container's process started
  *   through a small shell script in a private mount and UTS namespace
@@ -481,7 +481,8 @@ export class Kubelet {
               type: "PodScheduled",
               status: "False",
               reason: "Unschedulable",
-              message: "0/1 nodes are available: no node matches the pod's nodeSelector.",
+              message: `0/${this.#o.net.nodes.length} nodes are available: ` +
+                "no node matches the pod's nodeSelector.",
             }],
           });
           continue;
@@ -512,23 +513,19 @@ export class Kubelet {
   }
 
   #schedule(p: KubeObject): string | undefined {
-    const selector = specOf(p).nodeSelector ?? {};
-    const nodes = this.#o.net.nodes.filter((n) =>
-      Object.entries(selector).every(([k, v]) =>
-        k === "kubernetes.io/hostname"
-          ? v === n.name
-          : k === "kubernetes.io/os"
-          ? v === "linux"
-          : k === "kubernetes.io/arch"
-          ? v === "amd64"
-          : false
-      )
-    );
-    const load = (n: string) =>
-      [...this.#running.values()].filter((r) => r.pod?.node === n).length +
-      this.#o.store.list("pods").filter((x) => specOf(x).nodeName === n).length;
+    const selector = Object.entries(specOf(p).nodeSelector ?? {});
+    const load = new Map<string, number>();
+    for (const x of this.#o.store.list("pods")) {
+      const n = specOf(x).nodeName;
+      if (n) load.set(n, (load.get(n) ?? 0) + 1);
+    }
     let best: string | undefined;
-    for (const n of nodes) if (best === undefined || load(n.name) < load(best)) best = n.name;
+    for (const n of this.#o.net.nodes) {
+      // The selector matches the Node object's labels, as the real scheduler's does.
+      const labels = this.#o.store.get({ resource: "nodes", name: n.name })?.metadata.labels ?? {};
+      if (!selector.every(([k, v]) => labels[k] === v)) continue;
+      if (best === undefined || (load.get(n.name) ?? 0) < (load.get(best) ?? 0)) best = n.name;
+    }
     return best;
   }
 
