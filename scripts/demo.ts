@@ -97,6 +97,7 @@ async function main(): Promise<number> {
         "--",
         "vif",
         "connect",
+        "--foreground",
         "--context",
         "vif-sim",
         "--state-dir",

@@ -7,16 +7,19 @@
  * `manager` (also `vif --serve`) runs the traffic-manager (manager/); `--serve`
  * is rewritten to it before parsing, see `serveAlias()` in `manager.ts`.
  *
- * Planned, each with the issue that brings it (none is here until it works):
- * - `connect`, `quit`, `status`: talk to the daemon over its control socket (mod/daemon/)
- * - `daemon [--foreground]`: the root-side session that owns the TUN (mod/daemon/)
- * - `install`, `uninstall`, `list`: the traffic-manager's manifests, a namespace's services (mod/kube/)
+ * `connect`, `status`, `quit`, `loglevel` and `gather-logs` talk to the daemon
+ * over its control socket (mod/daemon/control.ts); `daemon` (hidden) is the
+ * daemon itself, started by `connect`.
  *
  * @module
  */
 
 import type { RegisterCommand } from "./context.ts";
 import { registerConnect } from "./connect.ts";
+import { registerDaemon } from "./daemon.ts";
+import { registerDoctor } from "./doctor.ts";
+import { registerQuit } from "./quit.ts";
+import { registerStatus } from "./status.ts";
 import { registerHelp } from "./help.ts";
 import { registerInstall } from "./install.ts";
 import { registerList } from "./list.ts";
@@ -26,9 +29,13 @@ import { registerVersion } from "./version.ts";
 /** Every command, in listing order; `help` stays last. */
 export const COMMANDS: readonly RegisterCommand[] = [
   registerConnect,
+  registerStatus,
+  registerQuit,
   registerInstall,
   registerList,
   registerManager,
   registerVersion,
+  registerDoctor,
+  registerDaemon,
   registerHelp,
 ];

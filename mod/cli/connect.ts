@@ -1,18 +1,29 @@
 /**
- * `vif connect`: connect this machine to a cluster's network and stay
- * connected until interrupted (Ctrl-C or SIGTERM), then put everything back.
- *
- * This is the foreground form; the background daemon that `vif connect`
- * starts by default, with `vif status` and `vif quit`, comes with the daemon.
+ * `vif connect`: connect this machine to a cluster's network. By default the
+ * daemon holds the connection (started in the background, through sudo when
+ * needed) and `vif connect` returns once it is up; `--foreground` holds it in
+ * this process until Ctrl-C. With `-- CMD`, the command runs while connected
+ * and vif exits with its code.
  *
  * @module
  */
 
-import { type Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { Cidr } from "../net/address.ts";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
+import type { ConnectParams } from "../daemon/control.ts";
+import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
 import { ExitCode, UserError } from "./errors.ts";
+import {
+  daemonClient,
+  fromDaemon,
+  quitDaemon,
+  startDaemon,
+  STATE_DIR_HELP,
+  stateDirOf,
+} from "./daemon_client.ts";
+import { connectedSummary } from "./status.ts";
 
 /** The options of `vif connect`. */
 interface ConnectOptions {
@@ -22,12 +33,16 @@ interface ConnectOptions {
   managerCa?: string;
   managerNamespace: string;
   namespace: string;
-  stateDir: string;
+  stateDir?: string;
   alsoProxy: string[];
   neverProxy: string[];
   allowConflictingSubnets: string[];
-  /** `vif connect -- CMD ARGS…`. */
-  command?: string[];
+  dnsInclude: string[];
+  dnsExclude: string[];
+  grace: number;
+  foreground?: boolean;
+  quiet?: boolean;
+  output: "text" | "json";
 }
 
 /** Commander's parser for a repeatable CIDR flag: checks it and collects it. */
@@ -39,6 +54,23 @@ function collectCidr(value: string, previous: string[]): string[] {
       `"${value}" is not a subnet; give it as ADDRESS/PREFIX, e.g. 198.18.5.0/24.`,
     );
   }
+}
+
+/** Commander's parser for a repeatable DNS suffix. */
+function collectSuffix(value: string, previous: string[]): string[] {
+  const clean = value.trim().replace(/^\.+|\.+$/g, "").toLowerCase();
+  if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(clean)) {
+    throw new InvalidArgumentError(`"${value}" is not a DNS suffix; give it as e.g. corp.example.`);
+  }
+  return [...previous, clean];
+}
+
+function parseGrace(value: string): number {
+  const n = Number(value.replace(/s$/, ""));
+  if (!Number.isFinite(n) || n < 1 || n > 3600) {
+    throw new InvalidArgumentError(`"${value}" is not a number of seconds from 1 to 3600.`);
+  }
+  return n;
 }
 
 const EXAMPLES = `
@@ -60,7 +92,13 @@ Examples:
 
   # Then, from any program on this machine
   curl http://web.default/
-  dig SRV _http._tcp.web.default.svc.cluster.local`;
+  dig SRV _http._tcp.web.default.svc.cluster.local
+
+  # In a container or CI job: hold the connection in this process
+  vif connect --foreground --context dev
+
+Exit codes: 0 connected (or the command's own code after --), 1 failed (the
+message says why and what to do), 2 bad flags, 127 the command cannot be run.`;
 
 /**
  * Adds `vif connect` to the program.
@@ -72,7 +110,7 @@ export function registerConnect(program: Command, context: CliContext): void {
   program
     .command("connect")
     .description(
-      "connect this machine to the cluster's network (until Ctrl-C, or while a command runs)",
+      "connect this machine to the cluster's network (in the background, via the daemon)",
     )
     .option("--context <name>", "the kubeconfig context to use (default: the current one)")
     .option(
@@ -90,7 +128,6 @@ export function registerConnect(program: Command, context: CliContext): void {
       DEFAULT_MANAGER_NAMESPACE,
     )
     .option("-n, --namespace <ns>", "the namespace short names resolve in", "default")
-    .option("--state-dir <dir>", "where vif keeps what it must restore", "/var/lib/vif")
     .option(
       "--also-proxy <cidr>",
       "send this subnet to the cluster too, though outside its subnets (repeatable)",
@@ -109,59 +146,209 @@ export function registerConnect(program: Command, context: CliContext): void {
       collectCidr,
       [],
     )
+    .option(
+      "--dns-include <suffix>",
+      "resolve names under this suffix in the cluster too (repeatable)",
+      collectSuffix,
+      [],
+    )
+    .option(
+      "--dns-exclude <suffix>",
+      "never resolve names under this suffix in the cluster (repeatable)",
+      collectSuffix,
+      [],
+    )
+    .option(
+      "--grace <seconds>",
+      "how long the manager may be unreachable before vif disconnects",
+      parseGrace,
+      30,
+    )
+    .option("--foreground", "hold the connection in this process until Ctrl-C (containers, CI)")
+    .option("-q, --quiet", "print nothing but errors")
+    .addOption(
+      new Option("-o, --output <format>", "text, or json (the status once connected)")
+        .choices(["text", "json"]).default("text"),
+    )
+    .option("--state-dir <dir>", STATE_DIR_HELP)
     .addHelpText("after", EXAMPLES)
     .argument("[command...]", "a command to run while connected (after --); its exit code is vif's")
     .action(async (command: string[], options: ConnectOptions) => {
-      options.command = command;
-      if (!options.managerAddress) {
-        context.exitCode = await connectThroughKube(options, context);
-        return;
-      }
-      if (!/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(options.managerAddress)) {
-        throw new UserError(`bad manager address "${options.managerAddress}"`, {
-          hint: 'Give it as HOST:PORT, e.g. "198.18.0.5:8081".',
-          exitCode: ExitCode.Usage,
-        });
-      }
-      if (!options.managerCa) {
-        throw new UserError("no CA to verify the traffic-manager with", {
-          hint: "Pass --manager-ca FILE: the ca.crt of the manager's TLS secret.",
-          exitCode: ExitCode.Usage,
-        });
-      }
-      let caPem: string;
-      try {
-        caPem = await Deno.readTextFile(options.managerCa);
-      } catch (cause) {
-        throw new UserError(
-          `cannot read the manager's CA "${options.managerCa}": ${(cause as Error).message}`,
-          {
-            hint: "Check the path given to --manager-ca.",
-            cause,
-          },
-        );
-      }
-      if (!caPem.includes("BEGIN CERTIFICATE")) {
-        throw new UserError(`"${options.managerCa}" holds no PEM certificate`, {
-          hint: "Pass the ca.crt of the manager's TLS secret to --manager-ca.",
-        });
-      }
-      const { runForeground } = await import("../daemon/foreground.ts");
-      context.exitCode = await runForeground({
-        managerAddress: options.managerAddress,
-        managerCaPem: caPem,
-        managerNamespace: options.managerNamespace,
-        namespace: options.namespace,
-        stateDir: options.stateDir,
-        alsoProxy: options.alsoProxy,
-        neverProxy: options.neverProxy,
-        command: options.command ?? [],
-        allowConflicting: options.allowConflictingSubnets,
-        debug: context.debug,
-        out: (line) => context.io.stdout(line + "\n"),
-        err: (line) => context.io.stderr(line + "\n"),
-      }).catch(rethrowWithHint);
+      const params = await connectParams(options, context);
+      const stateDir = stateDirOf(options.stateDir, context.io.env);
+      context.exitCode = options.foreground
+        ? await connectForeground(params, command, stateDir, options, context)
+        : await connectThroughDaemon(params, command, stateDir, options, context);
     });
+}
+
+/** Checks the flags and gathers what the daemon needs to connect. */
+async function connectParams(options: ConnectOptions, context: CliContext): Promise<ConnectParams> {
+  const env = context.io.env;
+  const absolute = (p: string) => p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
+  const params: ConnectParams = {
+    managerNamespace: options.managerNamespace,
+    namespace: options.namespace,
+    alsoProxy: options.alsoProxy,
+    neverProxy: options.neverProxy,
+    allowConflicting: options.allowConflictingSubnets,
+    dnsInclude: options.dnsInclude,
+    dnsExclude: options.dnsExclude,
+    graceSeconds: options.grace,
+  };
+  if (options.context) params.context = options.context;
+  if (options.kubeconfig) params.kubeconfig = absolute(options.kubeconfig);
+  const list = env("KUBECONFIG");
+  if (list) params.kubeconfigEnv = list.split(":").filter((p) => p).map(absolute).join(":");
+  const home = env("HOME");
+  if (home) params.home = home;
+  if (!options.managerAddress) {
+    // Fail here, with kubectl's wording, before a daemon is started for nothing.
+    const { loadKubeConfig } = await import("../kube/client.ts");
+    try {
+      loadKubeConfig({
+        ...(params.kubeconfig ? { kubeconfig: params.kubeconfig } : {}),
+        ...(params.context ? { context: params.context } : {}),
+        env: (name) =>
+          name === "KUBECONFIG" ? params.kubeconfigEnv : name === "HOME" ? home : undefined,
+      });
+    } catch (error) {
+      rethrowWithHint(error);
+    }
+    return params;
+  }
+  if (!/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(options.managerAddress)) {
+    throw new UserError(`bad manager address "${options.managerAddress}"`, {
+      hint: 'Give it as HOST:PORT, e.g. "198.18.0.5:8081".',
+      exitCode: ExitCode.Usage,
+    });
+  }
+  if (!options.managerCa) {
+    throw new UserError("no CA to verify the traffic-manager with", {
+      hint: "Pass --manager-ca FILE: the ca.crt of the manager's TLS secret.",
+      exitCode: ExitCode.Usage,
+    });
+  }
+  let caPem: string;
+  try {
+    caPem = await Deno.readTextFile(options.managerCa);
+  } catch (cause) {
+    throw new UserError(
+      `cannot read the manager's CA "${options.managerCa}": ${(cause as Error).message}`,
+      { hint: "Check the path given to --manager-ca.", cause },
+    );
+  }
+  if (!caPem.includes("BEGIN CERTIFICATE")) {
+    throw new UserError(`"${options.managerCa}" holds no PEM certificate`, {
+      hint: "Pass the ca.crt of the manager's TLS secret to --manager-ca.",
+    });
+  }
+  params.managerAddress = options.managerAddress;
+  params.managerCaPem = caPem;
+  return params;
+}
+
+/**
+ * Shows progress: on a terminal one line redrawn in place, else one plain
+ * line per step; nothing with `--quiet` or `--output json`.
+ */
+function progressPrinter(options: ConnectOptions, context: CliContext) {
+  const quiet = options.quiet || options.output === "json";
+  const tty = context.io.isTerminal?.() ?? false;
+  let drawn = false;
+  return {
+    step(line: string) {
+      if (quiet) return;
+      if (tty) {
+        context.io.stderr(`\r\x1b[2K… ${line}`);
+        drawn = true;
+      } else context.io.stdout(line + "\n");
+    },
+    done() {
+      if (drawn) context.io.stderr("\r\x1b[2K");
+      drawn = false;
+    },
+  };
+}
+
+async function connectForeground(
+  params: ConnectParams,
+  command: string[],
+  stateDir: string,
+  options: ConnectOptions,
+  context: CliContext,
+): Promise<number> {
+  const { runForeground } = await import("../daemon/foreground.ts");
+  const progress = progressPrinter(options, context);
+  try {
+    return await runForeground({
+      params,
+      stateDir,
+      command,
+      debug: context.debug,
+      progress: (line) => progress.step(line),
+      out: (line) => {
+        progress.done();
+        if (!options.quiet) context.io.stdout(line + "\n");
+      },
+      err: (line) => {
+        progress.done();
+        context.io.stderr(line + "\n");
+      },
+    });
+  } catch (error) {
+    progress.done();
+    rethrowWithHint(error);
+  }
+}
+
+async function connectThroughDaemon(
+  params: ConnectParams,
+  command: string[],
+  stateDir: string,
+  options: ConnectOptions,
+  context: CliContext,
+): Promise<number> {
+  const progress = progressPrinter(options, context);
+  let client = await daemonClient(stateDir);
+  const started = client === null;
+  client ??= await startDaemon({ stateDir, io: context.io, debug: context.debug });
+  try {
+    let status: StatusDocument & { alreadyConnected?: boolean };
+    try {
+      status = await client.request("connect", params, (line) => progress.step(line)) as
+        & StatusDocument
+        & { alreadyConnected?: boolean };
+    } catch (error) {
+      progress.done();
+      if (started) await quitDaemon(client).catch(() => {});
+      throw fromDaemon(error);
+    }
+    progress.done();
+    const out = (text: string) => !options.quiet && context.io.stdout(text);
+    if (options.output === "json") context.io.stdout(JSON.stringify(status, null, 2) + "\n");
+    else if (status.connection) {
+      const lines = connectedSummary(status.connection);
+      if (status.alreadyConnected) {
+        out(`already connected (since ${status.connection.since}); nothing changed\n`);
+      }
+      out(lines.join("\n") + "\n");
+      if (!command.length && !status.alreadyConnected) {
+        out("run `vif status` for details, `vif quit` to disconnect\n");
+      }
+    }
+    if (!command.length) return ExitCode.Ok;
+    const { runCommand } = await import("../daemon/foreground.ts");
+    const code = await runCommand(command, (_level, message) => context.io.stderr(message + "\n"));
+    if (!status.alreadyConnected) {
+      // This run made the connection: it ends with the command.
+      await (started ? quitDaemon(client) : client.request("disconnect", {})).catch(() => {});
+      out(`"${command.join(" ")}" exited with ${code}: disconnected\n`);
+    }
+    return code;
+  } finally {
+    client.close();
+  }
 }
 
 /** Errors of the daemon and Kubernetes layers carry a `hint`: show them as a user error. */
@@ -171,59 +358,4 @@ function rethrowWithHint(e: unknown): never {
     throw new UserError(e.message, { hint, cause: e });
   }
   throw e;
-}
-
-/** `vif connect [--context C] [--kubeconfig F]`: find the manager and port-forward to it. */
-async function connectThroughKube(options: ConnectOptions, context: CliContext): Promise<number> {
-  const out = (line: string) => context.io.stdout(line + "\n");
-  const [
-    { loadKubeConfig },
-    { discoverManager, reachApiServer },
-    { startPortForwardProxy },
-    { runForeground },
-  ] = await Promise.all([
-    import("../kube/client.ts"),
-    import("../kube/discovery.ts"),
-    import("../kube/portforward.ts"),
-    import("../daemon/foreground.ts"),
-  ]);
-  try {
-    const loaded = loadKubeConfig({
-      ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
-      ...(options.context ? { context: options.context } : {}),
-    });
-    out(`contacting the API server at ${loaded.server} (context "${loaded.context}")`);
-    await reachApiServer(loaded.server);
-    const manager = await discoverManager(loaded.kubeConfig, options.managerNamespace);
-    out(`port-forwarding to ${manager.namespace}/${manager.pod}:${manager.port}`);
-    const proxy = await startPortForwardProxy(loaded.kubeConfig, {
-      namespace: manager.namespace,
-      pod: manager.pod,
-      port: manager.port,
-    });
-    try {
-      const apiHost = new URL(loaded.server).hostname.replace(/^\[|\]$/g, "");
-      return await runForeground({
-        managerAddress: proxy.address,
-        managerCaPem: manager.caPem,
-        managerNamespace: options.managerNamespace,
-        namespace: options.namespace,
-        stateDir: options.stateDir,
-        alsoProxy: options.alsoProxy,
-        neverProxy: options.neverProxy,
-        command: options.command ?? [],
-        allowConflicting: options.allowConflictingSubnets,
-        protectedHosts: [apiHost],
-        via: `${manager.namespace}/${manager.pod} through the API server`,
-        lost: proxy.dropped,
-        debug: context.debug,
-        out,
-        err: (line) => context.io.stderr(line + "\n"),
-      });
-    } finally {
-      await proxy.close();
-    }
-  } catch (e) {
-    rethrowWithHint(e);
-  }
 }

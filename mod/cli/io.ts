@@ -13,6 +13,8 @@ export interface CliIo {
   stderr(text: string): void;
   /** Reads an environment variable; `undefined` when unset or not allowed. */
   env(name: string): string | undefined;
+  /** Whether stderr is a terminal (progress is then drawn in place); false when absent. */
+  isTerminal?(): boolean;
 }
 
 /**
@@ -25,6 +27,7 @@ export function denoIo(): CliIo {
   return {
     stdout: (text) => writeAll(Deno.stdout, text),
     stderr: (text) => writeAll(Deno.stderr, text),
+    isTerminal: () => Deno.stderr.isTerminal(),
     env(name) {
       try {
         return Deno.env.get(name);

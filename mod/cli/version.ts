@@ -7,6 +7,7 @@
 import { type Command, Option } from "commander";
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
+import { STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 
 /** What `vif version --output json` prints. */
 export interface VersionInfo {
@@ -80,16 +81,39 @@ export function formatVersion(info: VersionInfo): string {
 export function registerVersion(program: Command, context: CliContext): void {
   program
     .command("version")
-    .description("print the version of vif and of the runtime it carries")
+    .description("print the versions of vif, its daemon and the traffic-manager it is connected to")
     .addOption(
       new Option("-o, --output <format>", "output format").choices(["text", "json"]).default(
         "text",
       ),
     )
-    .action((options: { output: "text" | "json" }) => {
+    .option("--state-dir <dir>", STATE_DIR_HELP)
+    .action(async (options: { output: "text" | "json"; stateDir?: string }) => {
       const info = versionInfo();
-      context.io.stdout(
-        options.output === "json" ? JSON.stringify(info, null, 2) + "\n" : formatVersion(info),
-      );
+      const { fetchStatus } = await import("./status.ts");
+      const status = await fetchStatus(stateDirOf(options.stateDir, context.io.env))
+        .catch(() => null);
+      const daemon = status?.daemon.running ? status.daemon.version : null;
+      const manager = status?.connection?.manager.version || null;
+      if (options.output === "json") {
+        context.io.stdout(JSON.stringify({ ...info, daemon, manager }, null, 2) + "\n");
+      } else {
+        context.io.stdout(
+          formatVersion(info) +
+            `daemon ${daemon ?? "not running"}\nmanager ${manager ?? "not connected"}\n`,
+        );
+      }
+      if (daemon && daemon !== info.vif) {
+        context.io.stderr(
+          `vif: warning: the daemon is vif ${daemon}, this client ${info.vif}\n` +
+            "Run `vif quit`, then `vif connect`: the new daemon is this client's version.\n",
+        );
+      }
+      if (manager && manager !== info.vif) {
+        context.io.stderr(
+          `vif: warning: the traffic-manager is vif ${manager}, this client ${info.vif}\n` +
+            "Run `vif install` with this client to bring the manager to its version.\n",
+        );
+      }
     });
 }

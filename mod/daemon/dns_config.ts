@@ -306,6 +306,16 @@ export class ResolvConfConfigurator implements DnsConfigurator {
   async #undoFirst(): Promise<void> {
     const state = this.#state!;
     try {
+      // A write refused at open (a read-only file) changed nothing: only the state goes.
+      const now = await readOptional(state.path).catch(() => undefined);
+      const unchanged = now !== undefined && this.#originalBytes !== undefined &&
+        now.length === this.#originalBytes.length &&
+        now.every((b, i) => b === this.#originalBytes![i]);
+      if (unchanged) {
+        this.#state = undefined;
+        await removeState(this.#stateDir);
+        return;
+      }
       if (this.#originalBytes !== undefined) await writeInPlace(state.path, this.#originalBytes);
       else await removeAndRelink(state);
       this.#state = undefined;

@@ -15,6 +15,7 @@ import {
   clusterDnsDomains,
   detectDnsEnvironment,
   type DnsConfigurator,
+  type DnsOsConfig,
   makeDnsConfigurator,
   ResolvConfConfigurator,
 } from "./dns_config.ts";
@@ -44,6 +45,10 @@ export interface SessionDns {
   readonly interceptor: DnsInterceptor;
   readonly server: DnsServer;
   readonly configurator: DnsConfigurator;
+  /** How the OS was pointed at us. */
+  readonly mode: "resolved" | "resolv.conf";
+  /** What the OS was last given: address, search and routing domains. */
+  config: DnsOsConfig;
 }
 
 const dnsOf = new WeakMap<Session, SessionDns>();
@@ -105,6 +110,7 @@ export async function setupDns(
   if (existing) {
     existing.interceptor.setClusterInfo(clusterInfo);
     await existing.configurator.apply(osConfig);
+    existing.config = osConfig;
     return;
   }
   const log = options.log;
@@ -149,7 +155,7 @@ export async function setupDns(
     await server.close();
     throw error;
   }
-  dnsOf.set(session, { interceptor, server, configurator });
+  dnsOf.set(session, { interceptor, server, configurator, mode: choice.kind, config: osConfig });
   session.onClose(async () => {
     await configurator.restore();
     await server.close();

@@ -5,55 +5,39 @@
  * @module
  */
 
-import { ConnectError, Session } from "./session.ts";
-import { setupDns } from "./dns_setup.ts";
+import { Connection, DNS_ADDRESS } from "./connection.ts";
+import type { ConnectParams } from "./control.ts";
+import { ConnectError } from "./session.ts";
 
 /** Options of {@linkcode runForeground}. */
 export interface ForegroundOptions {
-  managerAddress: string;
-  managerCaPem: string;
-  managerNamespace: string;
-  namespace: string;
+  /** Where the cluster is and what to route. */
+  params: ConnectParams;
   /** Where what must be restored after a crash is kept. */
   stateDir: string;
-  /** Hosts that must never be routed into the TUN (the API server). */
-  protectedHosts?: string[];
-  /** How the manager is reached, for the first line (`via port-forward …`). */
-  via?: string;
-  /**
-   * Resolves when the way to the manager is gone (a port-forward cut): the
-   * session ends, everything is put back, and the error is thrown.
-   */
-  lost?: Promise<Error>;
   /**
    * A command to run once connected (`vif connect -- CMD ARGS…`): its exit
    * code becomes the result, and the session ends when it does.
    */
   command?: string[];
-  /** `--also-proxy` subnets. */
-  alsoProxy?: string[];
-  /** `--never-proxy` subnets. */
-  neverProxy?: string[];
-  /** `--allow-conflicting-subnets` subnets. */
-  allowConflicting?: string[];
   debug: boolean;
-  /** Progress lines. */
+  /** Progress lines (each step of connecting). */
+  progress: (line: string) => void;
+  /** Lines of what happens once connected. */
   out: (line: string) => void;
   /** Warnings and errors. */
   err: (line: string) => void;
 }
 
-/** The DNS address inside the VIF block (DESIGN.md §3). */
-export const DNS_ADDRESS = "240.0.0.2";
+export { DNS_ADDRESS };
 
 /**
- * Connects and stays connected until a signal, or until the way to the
- * manager is lost (`lost`).
+ * Connects and stays connected until a signal, until the command ends, or
+ * until the manager is gone for longer than the grace period.
  *
  * @param options where the manager is, how to trust it, where to print
  * @returns the exit code
- * @throws {ConnectError} when the connection cannot be made
- * @throws {Error} what `lost` resolved with, after disconnecting
+ * @throws {ConnectError} when the connection cannot be made, or was lost
  */
 export async function runForeground(options: ForegroundOptions): Promise<number> {
   const log = (level: "debug" | "info" | "warn", message: string) => {
@@ -76,41 +60,19 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
   };
   globalThis.addEventListener("error", onError);
   globalThis.addEventListener("unhandledrejection", onError);
-  let session: Session | undefined;
+  let connection: Connection | undefined;
   try {
-    session = await Session.connect({
-      managerAddress: options.managerAddress,
-      managerCaPem: options.managerCaPem,
-      managerNamespace: options.managerNamespace,
-      namespace: options.namespace,
-      extraAddresses: [DNS_ADDRESS],
-      ...(options.protectedHosts ? { protectedHosts: options.protectedHosts } : {}),
-      alsoProxy: options.alsoProxy ?? [],
-      neverProxy: options.neverProxy ?? [],
-      allowConflicting: options.allowConflicting ?? [],
+    connection = await Connection.open(options.params, {
+      stateDir: options.stateDir,
       log,
-      onClusterInfo: async (info, s) => {
-        await setupDns(s, info, {
-          address: DNS_ADDRESS,
-          namespace: options.namespace,
-          stateDir: options.stateDir,
-          log,
-        });
-      },
+      progress: options.progress,
     });
-    const info = session.clusterInfo;
-    options.out(
-      `connected to the traffic-manager at ${
-        options.via ?? options.managerAddress
-      } (manager ${session.arrival?.managerVersion}); ` +
-        `cluster domain ${info?.clusterDomain}, namespace ${options.namespace}`,
-    );
-    const lost = options.lost?.then((error) => ({ error }));
+    options.out(connectedLine(connection));
     const command = options.command?.length ? runCommand(options.command, log) : undefined;
     if (!command) options.out("press Ctrl-C to disconnect");
     const ended = await Promise.race([
       stop.promise,
-      ...(lost ? [lost] : []),
+      connection.ended.then((error) => ({ error })),
       ...(command ? [command.then((code) => ({ code }))] : []),
     ]);
     if (typeof ended === "string") {
@@ -119,10 +81,7 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
       // when run from one); give it a moment to end before the network goes.
       return command ? 128 + (ended === "SIGINT" ? 2 : 15) : 0;
     }
-    if ("error" in ended) {
-      log("warn", `session: ${ended.error.message}: disconnecting`);
-      throw ended.error;
-    }
+    if ("error" in ended) throw ended.error;
     log(
       "info",
       `session: "${options.command!.join(" ")}" exited with ${ended.code}: disconnecting`,
@@ -130,10 +89,25 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
     return ended.code;
   } finally {
     for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);
-    await session?.close();
+    await connection?.close();
     globalThis.removeEventListener("error", onError);
     globalThis.removeEventListener("unhandledrejection", onError);
   }
+}
+
+/**
+ * The line that says the connection is up.
+ *
+ * @param connection the connection
+ * @returns `connected to … (manager …); cluster domain …, namespace …`
+ */
+export function connectedLine(connection: Connection): string {
+  const status = connection.status();
+  const via = status.manager.via === "port-forward"
+    ? `${status.manager.namespace}/${status.manager.pod} through the API server`
+    : status.manager.address;
+  return `connected to the traffic-manager at ${via} (manager ${status.manager.version}); ` +
+    `cluster domain ${connection.session.clusterInfo?.clusterDomain}, namespace ${status.namespace}`;
 }
 
 export { ConnectError };
@@ -144,7 +118,7 @@ export { ConnectError };
  *
  * @returns its exit code (127 when it cannot be started, 128+N when killed by signal N)
  */
-async function runCommand(
+export async function runCommand(
   argv: string[],
   log: (level: "debug" | "info" | "warn", message: string) => void,
 ): Promise<number> {

@@ -7,7 +7,7 @@
  */
 
 import { Cidr } from "../net/address.ts";
-import { VERSION } from "../version.ts";
+import { compareVersions, MIN_MANAGER_VERSION, VERSION } from "../version.ts";
 import {
   ArriveRequestSchema,
   type ArriveResponse,
@@ -19,7 +19,7 @@ import { create, createManagerClient, grpc, type ManagerClient, unary } from "./
 import { GrpcDialer } from "./grpc_dialer.ts";
 import { type Stack, startStack } from "./stack.ts";
 import { listRoutes } from "../tun/mod.ts";
-import { describeRoute, planSubnets } from "./subnets.ts";
+import { describeRoute, planSubnets, type SubnetSource } from "./subnets.ts";
 
 /** Log sink shared by the daemon's parts. */
 export type Log = (level: "debug" | "info" | "warn", message: string) => void;
@@ -53,6 +53,14 @@ export interface SessionOptions {
   neverProxy?: string[];
   /** `--allow-conflicting-subnets`: routed into the TUN even over an existing route. */
   allowConflicting?: string[];
+  /** Told of each step of connecting (`routing subnets`, `creating the TUN`), for progress. */
+  onStep?: (step: string) => void;
+}
+
+/** A subnet routed into the TUN, and why. */
+export interface RoutedSubnet {
+  cidr: Cidr;
+  source: SubnetSource;
 }
 
 /** A failure a person can act on: what happened, and what to do. */
@@ -111,7 +119,10 @@ export class Session {
   #arrive: ArriveResponse | null = null;
   #info: ClusterInfo | null = null;
   #stack: Stack | null = null;
-  #routes = new Map<string, Cidr>();
+  #routes = new Map<string, RoutedSubnet>();
+  #excluded: Cidr[] = [];
+  #conflicts: Array<{ subnet: Cidr; route: string }> = [];
+  #lastHeard = Date.now();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #watch: grpc.ClientReadableStream<ClusterInfo> | null = null;
   #closing: Promise<void> | null = null;
@@ -154,7 +165,27 @@ export class Session {
 
   /** Subnets routed into the TUN. */
   get routes(): Cidr[] {
+    return [...this.#routes.values()].map((r) => r.cidr);
+  }
+
+  /** Subnets routed into the TUN, with where each came from. */
+  get routedSubnets(): RoutedSubnet[] {
     return [...this.#routes.values()];
+  }
+
+  /** `--never-proxy` subnets cut out of the routed ones. */
+  get excluded(): Cidr[] {
+    return this.#excluded;
+  }
+
+  /** Cluster subnets left unrouted because they overlap a route of the machine. */
+  get conflicts(): Array<{ subnet: Cidr; route: string }> {
+    return this.#conflicts;
+  }
+
+  /** When the manager last answered (Arrive or a heartbeat), in ms since the epoch. */
+  get lastHeard(): number {
+    return this.#lastHeard;
   }
 
   /** Registers work to undo on close, run newest first. */
@@ -210,10 +241,19 @@ export class Session {
     const arrive = await this.#doArrive();
     this.#arrive = arrive;
     this.#sessionId = arrive.sessionId;
+    this.#lastHeard = Date.now();
+    if (compareVersions(arrive.managerVersion, MIN_MANAGER_VERSION) < 0) {
+      throw new ConnectError(
+        `the traffic-manager is version ${
+          arrive.managerVersion || "(unknown)"
+        }, older than ${MIN_MANAGER_VERSION}, the oldest this vif ${VERSION} works with`,
+        "Upgrade it with `vif install` (the same context), then connect again.",
+      );
+    }
     if (arrive.managerVersion !== VERSION) {
       log(
         "warn",
-        `session: the traffic-manager is version ${arrive.managerVersion}, this client ${VERSION}; upgrade the older one`,
+        `session: the traffic-manager is version ${arrive.managerVersion}, this client ${VERSION}; run \`vif install\` to bring it to ${VERSION}`,
       );
     }
     const info = arrive.clusterInfo;
@@ -225,13 +265,16 @@ export class Session {
     }
     this.#info = info;
     await this.#checkManagerNotCaptured(info);
+    this.options.onStep?.("creating the TUN device");
     this.#stack = await startStack({
       dialer: this.dialer,
       routes: [],
       log,
       ...(this.options.extraAddresses ? { extraAddresses: this.options.extraAddresses } : {}),
     });
+    this.options.onStep?.("routing the cluster's subnets");
     await this.#applyRoutes(info, true);
+    this.options.onStep?.("setting up DNS");
     await this.options.onClusterInfo?.(info, this);
     const every = arrive.heartbeatIntervalMs || 5000;
     this.#heartbeat = setInterval(() => this.#remain(), every);
@@ -306,34 +349,39 @@ export class Session {
       );
     }
     const conflicting = plan.conflicts.map((c) => c.subnet);
+    this.#conflicts = plan.conflicts.map((c) => ({
+      subnet: c.subnet,
+      route: describeRoute(c.route),
+    }));
+    this.#excluded = plan.excluded;
     for (const c of plan.conflicts) {
       this.#log(
         "warn",
         `session: not routing ${c.subnet}: it overlaps the route "${describeRoute(c.route)}"`,
       );
     }
-    const wanted = new Map<string, Cidr>();
+    const wanted = new Map<string, RoutedSubnet>();
     for (const r of plan.routes) {
       // A part of a subnet cut by --never-proxy is checked as its whole.
       if (conflicting.some((c) => c.overlaps(r.cidr))) continue;
-      wanted.set(r.cidr.toString(), r.cidr);
+      wanted.set(r.cidr.toString(), r);
     }
     if (first && plan.excluded.length > 0) {
       this.#log("info", `session: kept out of the TUN (--never-proxy): ${plan.excluded.join(" ")}`);
     }
-    for (const [k, c] of this.#routes) {
+    for (const [k, { cidr: c }] of this.#routes) {
       if (!wanted.has(k)) {
         await stack.device.removeRoute({ address: c.address, prefixLength: c.prefixLength });
         this.#routes.delete(k);
         this.#log("info", `session: route ${k} removed`);
       }
     }
-    for (const [k, c] of wanted) {
+    for (const [k, r] of wanted) {
       if (!this.#routes.has(k)) {
-        await stack.device.addRoute({ address: c.address, prefixLength: c.prefixLength });
-        this.#routes.set(k, c);
+        await stack.device.addRoute({ address: r.cidr.address, prefixLength: r.cidr.prefixLength });
         this.#log("info", `session: route ${k} added`);
       }
+      this.#routes.set(k, r);
     }
   }
 
@@ -361,6 +409,7 @@ export class Session {
 
   #remain(): void {
     unary(this.client, "remain", create(SessionRefSchema, { sessionId: this.#sessionId }), 5000)
+      .then(() => this.#lastHeard = Date.now())
       .catch((e: grpc.ServiceError) => {
         if (e.code === grpc.status.NOT_FOUND || e.code === grpc.status.UNAUTHENTICATED) {
           this.#rearrive();
@@ -375,6 +424,7 @@ export class Session {
     this.#log("warn", "session: the manager no longer knows this session; arriving again");
     this.#doArrive().then((a) => {
       this.#arrive = a;
+      this.#lastHeard = Date.now();
       this.#sessionId = a.sessionId;
       this.#watch?.cancel();
       this.#watchInfo();

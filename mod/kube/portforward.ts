@@ -27,12 +27,20 @@ export interface PortForwardProxy {
   readonly connections: number;
   /** The last error the API server or the pod reported, if any. */
   readonly lastError: string | undefined;
+  /** The pod new connections go to. */
+  readonly target: PortForwardTarget;
   /**
    * Resolves when a carried connection is cut from the far side (the pod went
    * away, the API server closed the stream) or a new one cannot be opened;
-   * never when {@linkcode PortForwardProxy.close} ends them.
+   * never when {@linkcode PortForwardProxy.close} ends them. A new promise
+   * after each {@linkcode PortForwardProxy.retarget}.
    */
   readonly dropped: Promise<PortForwardError>;
+  /**
+   * Sends new connections to another pod (the manager's replacement), on the
+   * same local address, so a gRPC channel pointed at it reconnects by itself.
+   */
+  retarget(target: PortForwardTarget): void;
   /** Stops listening and ends every forwarded connection. */
   close(): Promise<void>;
 }
@@ -211,11 +219,12 @@ async function forwardOne(
  */
 export async function startPortForwardProxy(
   kc: KubeConfig,
-  target: PortForwardTarget,
+  initial: PortForwardTarget,
   options: { log?: KubeLog; timeoutMs?: number } = {},
 ): Promise<PortForwardProxy> {
   const log = options.log ?? (() => {});
   const server = kc.getCurrentCluster()?.server ?? "(no server)";
+  let target = initial;
   // Probe: open (and drop) one WebSocket, bounded in time.
   const probe = (async () => {
     const sink = new Writable({ write: (_c, _e, cb) => cb() });
@@ -248,7 +257,7 @@ export async function startPortForwardProxy(
     clearTimeout(timer);
   }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const dropped = Promise.withResolvers<PortForwardError>();
+  let dropped = Promise.withResolvers<PortForwardError>();
   let closing = false;
   let connections = 0;
   let lastError: string | undefined;
@@ -258,17 +267,19 @@ export async function startPortForwardProxy(
       connections++;
       open.add(conn);
       conn.setNoDelay(true);
-      forwardOne(kc, target, conn, (text) => {
+      const aimedAt = target;
+      const dropSignal = dropped;
+      forwardOne(kc, aimedAt, conn, (text) => {
         lastError = text;
         log(
           "warn",
-          `kube: port-forward to ${target.namespace}/${target.pod}:${target.port}: ${text}`,
+          `kube: port-forward to ${aimedAt.namespace}/${aimedAt.pod}:${aimedAt.port}: ${text}`,
         );
       }, () => {
         if (closing) return;
-        dropped.resolve(
+        dropSignal.resolve(
           new PortForwardError(
-            `the port-forward to ${target.namespace}/${target.pod}:${target.port} was closed${
+            `the port-forward to ${aimedAt.namespace}/${aimedAt.pod}:${aimedAt.port} was closed${
               lastError ? `: ${lastError}` : " by the API server"
             }`,
             "Run `vif connect` again: it finds the traffic-manager's current pod.",
@@ -277,7 +288,7 @@ export async function startPortForwardProxy(
       }).catch((error) => {
         lastError = String(error?.message ?? error);
         log("warn", `kube: port-forward failed: ${lastError}`);
-        if (!closing) dropped.resolve(describePortForwardError(error, target, server));
+        if (!closing) dropSignal.resolve(describePortForwardError(error, aimedAt, server));
         try {
           conn.close();
         } catch {
@@ -298,7 +309,18 @@ export async function startPortForwardProxy(
     get lastError() {
       return lastError;
     },
-    dropped: dropped.promise,
+    get target() {
+      return target;
+    },
+    get dropped() {
+      return dropped.promise;
+    },
+    retarget(next: PortForwardTarget) {
+      target = next;
+      dropped = Promise.withResolvers<PortForwardError>();
+      lastError = undefined;
+      log("info", `kube: port-forward now to ${next.namespace}/${next.pod}:${next.port}`);
+    },
     async close() {
       closing = true;
       try {

@@ -48,6 +48,9 @@ const SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   recv: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   if_indextoname: { parameters: ["u32", "buffer"], result: "pointer" },
   __errno_location: { parameters: [], result: "pointer" },
@@ -127,6 +130,7 @@ export const LINUX = {
   IFREQ_SIZE: 40,
   // poll.h
   POLLIN: 0x1,
+  POLLOUT: 0x4,
   POLLERR: 0x8,
   POLLHUP: 0x10,
   POLLNVAL: 0x20,
@@ -139,6 +143,13 @@ export const LINUX = {
   SOL_NETLINK: 270,
   NETLINK_CAP_ACK: 10,
   NETLINK_EXT_ACK: 11,
+  // sys/un.h, sys/socket.h
+  AF_UNIX: 1,
+  SOCK_STREAM: 1,
+  SOL_SOCKET: 1,
+  SO_PEERCRED: 17,
+  MSG_NOSIGNAL: 0x4000,
+  SUN_PATH_MAX: 108,
 } as const;
 
 /** errno values the code checks by number. */

@@ -68,3 +68,30 @@ export async function listRoutes(): Promise<SystemRoute[]> {
   if (Deno.build.os === "linux") return (await import("./linux.ts")).listRoutes();
   throw unsupported("list routes");
 }
+
+export type {
+  ListenUnixOptions,
+  PeerCredentials,
+  UnixServer,
+  UnixServerConnection,
+} from "./unix_socket_linux.ts";
+
+/**
+ * Listens on a Unix stream socket whose connections carry the peer's
+ * credentials (pid, uid, gid), for the daemon's control socket.
+ *
+ * @param path the socket's path
+ * @param options its mode and owner
+ * @returns the server
+ * @throws {SystemError} when the socket cannot be made
+ * @throws {Error} on an operating system without an implementation
+ */
+export async function listenUnix(
+  path: string,
+  options?: import("./unix_socket_linux.ts").ListenUnixOptions,
+): Promise<import("./unix_socket_linux.ts").UnixServer> {
+  if (Deno.build.os === "linux") {
+    return (await import("./unix_socket_linux.ts")).listenUnix(path, options);
+  }
+  throw unsupported("serve a control socket");
+}

@@ -68,6 +68,7 @@ Deno.test({
       const connect = sim.spawn([
         ...VIF,
         "connect",
+        "--foreground",
         "--context",
         "vif-sim",
         "--state-dir",
@@ -173,6 +174,7 @@ Deno.test({
           const direct = sim.spawn([
             ...VIF,
             "connect",
+            "--foreground",
             "--manager-address",
             `${ipOf(manager)}:8081`,
             "--manager-ca",
@@ -217,6 +219,7 @@ Deno.test({
           const again = sim.spawn([
             ...VIF,
             "connect",
+            "--foreground",
             "--context",
             "vif-sim",
             "--state-dir",
@@ -272,7 +275,7 @@ Deno.test({
       const connect = async (args: string[], kubeconfig = sim.kubeconfig) => {
         const t0 = performance.now();
         const out = await sim.exec(
-          [...VIF, "connect", "--state-dir", `${env.dir}/state`, ...args],
+          [...VIF, "connect", "--foreground", "--state-dir", `${env.dir}/state`, ...args],
           { env: { KUBECONFIG: kubeconfig } },
         );
         return { ...out, ms: performance.now() - t0 };
@@ -373,6 +376,7 @@ Deno.test({
         const p = sim.spawn([
           ...VIF,
           "connect",
+          "--foreground",
           "--context",
           "vif-sim",
           ...flags,
@@ -454,7 +458,7 @@ Deno.test({
           const resolvConf = `/etc/netns/${sim.ws}/resolv.conf`;
           const original = await Deno.readFile(resolvConf);
           const state = `${env.dir}/state-crash`;
-          const p = sim.spawn([...VIF, "connect", "--context", "vif-sim", "--state-dir", state]);
+          const p = sim.spawn([...VIF, "connect", "--foreground", "--context", "vif-sim", "--state-dir", state]);
           await p.waitFor(/^connected to the traffic-manager/, 60_000);
           Deno.kill(p.pid, "SIGKILL");
           await p.stop();
@@ -469,6 +473,7 @@ Deno.test({
           const next = await sim.exec([
             ...VIF,
             "connect",
+            "--foreground",
             "--state-dir",
             state,
             "--context",

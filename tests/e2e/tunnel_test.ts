@@ -74,6 +74,7 @@ Deno.test({
         "-A",
         `${ROOT}/main.ts`,
         "connect",
+        "--foreground",
         "--manager-address",
         `${manager.ip}:8081`,
         "--manager-ca",

@@ -1,0 +1,299 @@
+/**
+ * `vif doctor`: checks, one by one, what `vif connect` needs (the TUN device,
+ * privileges, the DNS mode, the daemon, the kubeconfig, the API server, the
+ * traffic-manager and its version, the cluster's subnets against this
+ * machine's routes) and says what to do about each that fails.
+ *
+ * @module
+ */
+
+import type { Command } from "commander";
+import { VERSION } from "../version.ts";
+import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
+import type { CliContext } from "./context.ts";
+import { STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+
+/** One check's outcome. */
+interface Check {
+  name: string;
+  /** ok, a warning (works, but), a failure (connect will fail), or skipped. */
+  result: "ok" | "warn" | "fail" | "skip";
+  detail: string;
+  /** What to do (warn, fail). */
+  fix?: string;
+}
+
+interface DoctorOptions {
+  context?: string;
+  kubeconfig?: string;
+  managerNamespace: string;
+  stateDir?: string;
+  output: "text" | "json";
+}
+
+const MARK = { ok: "ok  ", warn: "warn", fail: "FAIL", skip: "skip" } as const;
+
+function message(error: unknown): string {
+  return String((error as Error)?.message ?? error);
+}
+
+function hintOf(error: unknown, fallback: string): string {
+  const hint = (error as { hint?: unknown })?.hint;
+  return typeof hint === "string" ? hint : fallback;
+}
+
+async function runChecks(options: DoctorOptions, context: CliContext): Promise<Check[]> {
+  const checks: Check[] = [];
+  const add = (c: Check) => checks.push(c);
+  const env = context.io.env;
+
+  // The TUN device and the right to make one.
+  const { checkTunPermission } = await import("../daemon/connection.ts");
+  try {
+    await checkTunPermission();
+    add({ name: "TUN", result: "ok", detail: "/dev/net/tun is there and this process may use it" });
+  } catch (error) {
+    const noDevice = /no TUN device/.test(message(error));
+    const sudo = (env("PATH") ?? "/usr/bin:/bin").split(":").some((d) => {
+      try {
+        return Deno.statSync(`${d}/sudo`).isFile;
+      } catch {
+        return false;
+      }
+    });
+    if (!noDevice && sudo) {
+      add({
+        name: "TUN",
+        result: "ok",
+        detail:
+          `uid ${Deno.uid()} may not make TUN devices; vif connect starts its daemon with sudo`,
+      });
+    } else add({ name: "TUN", result: "fail", detail: message(error), fix: hintOf(error, "") });
+  }
+
+  // How DNS would be set up.
+  const dns = await import("../daemon/dns_config.ts");
+  try {
+    const choice = dns.chooseConfigurator(await dns.detectDnsEnvironment());
+    add({
+      name: "DNS",
+      result: "ok",
+      detail: `${choice.kind}: ${choice.log.replace(/^dns: /, "")}`,
+    });
+  } catch (error) {
+    add({
+      name: "DNS",
+      result: "fail",
+      detail: message(error),
+      fix: "Check /etc/resolv.conf and systemd-resolved.",
+    });
+  }
+
+  // The daemon.
+  const stateDir = stateDirOf(options.stateDir, env);
+  const { fetchStatus } = await import("./status.ts");
+  const { daemonAlive, readDaemonState } = await import("../daemon/daemon.ts");
+  const status = await fetchStatus(stateDir).catch(() => null);
+  const state = await readDaemonState(stateDir);
+  if (status?.daemon.running) {
+    const same = status.daemon.version === VERSION;
+    add({
+      name: "daemon",
+      result: same ? "ok" : "warn",
+      detail: `running, vif ${status.daemon.version}, pid ${status.daemon.pid}, ${
+        status.connected ? "connected" : "not connected"
+      }`,
+      ...(same
+        ? {}
+        : { fix: "Run `vif quit`, then `vif connect`: the daemon is another version." }),
+    });
+  } else if (state && !await daemonAlive(state.pid)) {
+    add({
+      name: "daemon",
+      result: "fail",
+      detail: `a daemon (pid ${state.pid}) died and left its state in ${stateDir}`,
+      fix: "Run `sudo vif quit --force` to put back what it changed.",
+    });
+  } else add({ name: "daemon", result: "ok", detail: "not running (vif connect starts it)" });
+
+  // The cluster.
+  const kube = await import("../kube/mod.ts");
+  let loaded;
+  try {
+    loaded = kube.loadKubeConfig({
+      ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
+      ...(options.context ? { context: options.context } : {}),
+      env,
+    });
+    add({
+      name: "kubeconfig",
+      result: "ok",
+      detail: `context "${loaded.context}" from ${loaded.files.join(", ")}`,
+    });
+  } catch (error) {
+    add({ name: "kubeconfig", result: "fail", detail: message(error), fix: hintOf(error, "") });
+    return checks;
+  }
+  const { discoverManager, reachApiServer } = await import("../kube/discovery.ts");
+  try {
+    await reachApiServer(loaded.server, 5000);
+    add({ name: "API server", result: "ok", detail: `${loaded.server} answers` });
+  } catch (error) {
+    add({ name: "API server", result: "fail", detail: message(error), fix: hintOf(error, "") });
+    return checks;
+  }
+  let manager;
+  try {
+    manager = await discoverManager(loaded.kubeConfig, options.managerNamespace);
+    const version = manager.version ?? "(unlabelled)";
+    const same = manager.version === VERSION;
+    add({
+      name: "traffic-manager",
+      result: same ? "ok" : "warn",
+      detail: `${manager.namespace}/${manager.pod}, version ${version}`,
+      ...(same ? {} : {
+        fix: `Run \`vif install --context ${loaded.context}\` to bring it to ${VERSION}.`,
+      }),
+    });
+  } catch (error) {
+    add({
+      name: "traffic-manager",
+      result: "fail",
+      detail: message(error),
+      fix: hintOf(error, ""),
+    });
+    return checks;
+  }
+
+  // The cluster's subnets against this machine's routes.
+  if (status?.connection) {
+    const conflicts = status.connection.subnets.excluded.filter((e) => e.reason === "conflict");
+    add({
+      name: "subnets",
+      result: conflicts.length ? "warn" : "ok",
+      detail: conflicts.length
+        ? `connected; not routed for a conflict: ${
+          conflicts.map((c) => `${c.cidr} (${c.route})`).join(", ")
+        }`
+        : `connected; routed ${status.connection.subnets.routed.map((r) => r.cidr).join(" ")}`,
+    });
+    return checks;
+  }
+  add(await subnetCheck(loaded.kubeConfig, manager, options.managerNamespace));
+  return checks;
+}
+
+/** Asks the manager for the cluster's subnets (Arrive, then Depart) and plans them. */
+async function subnetCheck(
+  kc: import("@kubernetes/client-node").KubeConfig,
+  manager: { namespace: string; pod: string; port: number; caPem: string },
+  managerNamespace: string,
+): Promise<Check> {
+  const { startPortForwardProxy } = await import("../kube/portforward.ts");
+  const { create, createManagerClient, unary } = await import("../daemon/manager_client.ts");
+  const { ArriveRequestSchema, SessionRefSchema } = await import("../rpc/service.ts");
+  const { planSubnets, describeRoute } = await import("../daemon/subnets.ts");
+  const { listRoutes } = await import("../tun/mod.ts");
+  let proxy;
+  try {
+    proxy = await startPortForwardProxy(kc, manager);
+  } catch (error) {
+    return { name: "subnets", result: "fail", detail: message(error), fix: hintOf(error, "") };
+  }
+  const client = createManagerClient({
+    address: proxy.address,
+    caPem: manager.caPem,
+    managerNamespace,
+  });
+  try {
+    const arrive = await unary<import("../rpc/service.ts").ArriveResponse>(
+      client,
+      "arrive",
+      create(ArriveRequestSchema, {
+        client: { name: "vif doctor", hostname: Deno.hostname(), version: VERSION, os: "linux" },
+      }),
+      10_000,
+    );
+    await unary(client, "depart", create(SessionRefSchema, { sessionId: arrive.sessionId }), 2000)
+      .catch(() => {});
+    const info = arrive.clusterInfo;
+    const plan = planSubnets({
+      cluster: [
+        ...(info?.podSubnets ?? []).map((cidr) => ({ cidr, source: "pods" as const })),
+        ...(info?.serviceSubnets ?? []).map((cidr) => ({ cidr, source: "services" as const })),
+      ],
+      system: await listRoutes(),
+      protectedHosts: [new URL(kc.getCurrentCluster()?.server ?? "https://0.0.0.0").hostname],
+    });
+    if (plan.conflicts.length === 0) {
+      return {
+        name: "subnets",
+        result: "ok",
+        detail: `${
+          plan.routes.map((r) => r.cidr).join(" ")
+        }: no overlap with this machine's routes`,
+      };
+    }
+    const c = plan.conflicts[0]!;
+    return {
+      name: "subnets",
+      result: "fail",
+      detail: plan.conflicts.map((x) => `${x.subnet} overlaps "${describeRoute(x.route)}"`).join(
+        "; ",
+      ),
+      fix: `Connect with --never-proxy ${c.overlap} (keep that route) or ` +
+        `--allow-conflicting-subnets ${c.overlap} (route it to the cluster anyway).`,
+    };
+  } catch (error) {
+    return {
+      name: "subnets",
+      result: "fail",
+      detail: `cannot ask the traffic-manager: ${message(error)}`,
+      fix: "Check the manager's log: kubectl -n " + manager.namespace + " logs " + manager.pod,
+    };
+  } finally {
+    client.close();
+    await proxy.close();
+  }
+}
+
+const EXAMPLES = `
+Examples:
+  vif doctor
+  vif doctor --context dev --output json
+
+Exit codes: 0 every check passed (warnings allowed), 1 a check failed.`;
+
+/**
+ * Adds `vif doctor` to the program.
+ *
+ * @param program the root command
+ * @param context the run's shared state
+ */
+export function registerDoctor(program: Command, context: CliContext): void {
+  program
+    .command("doctor")
+    .description("check what vif connect needs, and say what to do about each problem")
+    .option("--context <name>", "the kubeconfig context to check (default: the current one)")
+    .option(
+      "--kubeconfig <file>",
+      "the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)",
+    )
+    .option("--manager-namespace <ns>", "the manager's namespace", DEFAULT_MANAGER_NAMESPACE)
+    .option("--state-dir <dir>", STATE_DIR_HELP)
+    .option("-o, --output <format>", "text or json", "text")
+    .addHelpText("after", EXAMPLES)
+    .action(async (options: DoctorOptions) => {
+      const checks = await runChecks(options, context);
+      if (options.output === "json") {
+        context.io.stdout(JSON.stringify({ checks }, null, 2) + "\n");
+      } else {
+        const width = Math.max(...checks.map((c) => c.name.length));
+        for (const c of checks) {
+          context.io.stdout(`${MARK[c.result]}  ${c.name.padEnd(width)}  ${c.detail}\n`);
+          if (c.fix && c.result !== "ok") context.io.stdout(`${" ".repeat(width + 8)}→ ${c.fix}\n`);
+        }
+      }
+      context.exitCode = checks.some((c) => c.result === "fail") ? 1 : 0;
+    });
+}

@@ -1,0 +1,221 @@
+/**
+ * `vif status`: whether this machine is connected, to what, through what,
+ * and the counters; a short aligned table, or the JSON document of
+ * docs/daemon.md (`--output json`, schema 1).
+ *
+ * @module
+ */
+
+import { type Command, Option } from "commander";
+import { VERSION } from "../version.ts";
+import type { ConnectionStatus } from "../daemon/connection.ts";
+import type { StatusDocument } from "../daemon/daemon.ts";
+import type { CliContext } from "./context.ts";
+import { daemonClient, fromDaemon, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+
+/** The document when no daemon runs. */
+export function notRunning(): StatusDocument {
+  return {
+    schema: 1,
+    client: { version: VERSION },
+    daemon: {
+      running: false,
+      version: null,
+      pid: null,
+      uptimeSeconds: null,
+      logFile: null,
+      logLevel: null,
+    },
+    connected: false,
+    connection: null,
+    lastError: null,
+  };
+}
+
+/**
+ * Asks the daemon for its status.
+ *
+ * @param stateDir the state directory
+ * @returns the status, or {@linkcode notRunning} when no daemon answers
+ */
+export async function fetchStatus(stateDir: string): Promise<StatusDocument> {
+  const client = await daemonClient(stateDir);
+  if (!client) {
+    const { daemonAlive, readDaemonState } = await import("../daemon/daemon.ts");
+    const state = await readDaemonState(stateDir);
+    const dead = state !== null && !await daemonAlive(state.pid);
+    return {
+      ...notRunning(),
+      lastError: dead
+        ? {
+          message: `the daemon (pid ${state.pid}) died and left its changes in ${stateDir}`,
+          hint: "Run `sudo vif quit --force` to put them back (the next `vif connect` does too).",
+        }
+        : null,
+    };
+  }
+  try {
+    const status = await client.request("status", {}) as StatusDocument;
+    return { ...status, client: { version: VERSION } };
+  } catch (error) {
+    throw fromDaemon(error);
+  } finally {
+    client.close();
+  }
+}
+
+function duration(seconds: number): string {
+  if (seconds < 60) return `${seconds}s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m}m${String(seconds % 60).padStart(2, "0")}s`;
+  const h = Math.floor(m / 60);
+  return `${h}h${String(m % 60).padStart(2, "0")}m`;
+}
+
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+function where(c: ConnectionStatus): string {
+  return c.manager.via === "port-forward"
+    ? `${c.manager.namespace}/${c.manager.pod} through the API server`
+    : c.manager.address;
+}
+
+/**
+ * The lines `vif connect` prints once connected.
+ *
+ * @param c the connection's status
+ * @returns three lines: the manager, the routes, DNS
+ */
+export function connectedSummary(c: ConnectionStatus): string[] {
+  return [
+    `connected to the traffic-manager at ${where(c)} (manager ${c.manager.version}); ` +
+    `${c.context ? `context "${c.context}", ` : ""}namespace ${c.namespace}`,
+    `routes: ${c.subnets.routed.map((r) => `${r.cidr} (${r.source})`).join(", ")} via ${
+      c.tun?.name ?? "?"
+    }`,
+    `dns: ${c.dns.address} (${c.dns.mode ?? "not set up"}), search ${c.dns.search.join(" ")}`,
+  ];
+}
+
+/**
+ * Renders the status as a short aligned table.
+ *
+ * @param s the status
+ * @returns the lines
+ */
+export function formatStatus(s: StatusDocument): string[] {
+  const rows: Array<[string, string]> = [];
+  const add = (k: string, v: string) => rows.push([k, v]);
+  if (!s.daemon.running) {
+    return s.lastError
+      ? [
+        "Daemon:     not running",
+        "Connected:  no",
+        `Last error: ${s.lastError.message}`,
+        "",
+        s.lastError.hint,
+      ]
+      : ["Daemon:     not running", "Connected:  no", "", "Connect with `vif connect`."];
+  }
+  add(
+    "Daemon",
+    `running (vif ${s.daemon.version}, pid ${s.daemon.pid}, up ${
+      duration(s.daemon.uptimeSeconds ?? 0)
+    })`,
+  );
+  add("Log", `${s.daemon.logFile} (level ${s.daemon.logLevel})`);
+  const c = s.connection;
+  if (!c) {
+    add("Connected", "no");
+    if (s.lastError) add("Last error", `${s.lastError.message}`);
+    const lines = table(rows);
+    lines.push("", s.lastError ? s.lastError.hint : "Connect with `vif connect`.");
+    return lines;
+  }
+  add(
+    "Connected",
+    c.state === "connected"
+      ? `yes, for ${duration(c.uptimeSeconds)}`
+      : "reconnecting: the traffic-manager does not answer",
+  );
+  if (c.context) add("Context", `${c.context} (${c.cluster})`);
+  add("Namespace", c.namespace);
+  add("Manager", `${c.manager.version} at ${where(c)}`);
+  if (c.tun) add("TUN", `${c.tun.name}, MTU ${c.tun.mtu}, ${c.tun.addresses.join(" ")}`);
+  for (const [i, r] of c.subnets.routed.entries()) {
+    add(i === 0 ? "Routed" : "", `${r.cidr.padEnd(18)} ${r.source}`);
+  }
+  for (const [i, e] of c.subnets.excluded.entries()) {
+    add(
+      i === 0 ? "Not routed" : "",
+      `${e.cidr.padEnd(18)} ${
+        e.reason === "conflict" ? `conflicts with ${e.route}` : "--never-proxy"
+      }`,
+    );
+  }
+  add("DNS", `${c.dns.address} via ${c.dns.mode ?? "(not set up)"}`);
+  add("Search", c.dns.search.join(" "));
+  add("Domains", c.dns.domains.filter((d) => !d.endsWith(".arpa")).join(" "));
+  const k = c.counters;
+  add(
+    "Connections",
+    `${k.connectionsOpen} open, ${k.connectionsTotal} total, ${k.dialFailures} failed to dial`,
+  );
+  add("UDP flows", `${k.udpFlowsOpen} open, ${k.udpFlowsTotal} total`);
+  add("DNS queries", `${k.dnsQueries} (${k.dnsCacheHits} from cache)`);
+  add(
+    "Traffic",
+    `${bytes(k.bytesToCluster)} to the cluster, ${
+      bytes(k.bytesFromCluster)
+    } back; ${k.packetsDropped} ${k.packetsDropped === 1 ? "packet" : "packets"} dropped`,
+  );
+  return table(rows);
+}
+
+function table(rows: Array<[string, string]>): string[] {
+  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
+  return rows.map(([k, v]) => `${(k ? `${k}:` : "").padEnd(width)}${v}`);
+}
+
+const EXAMPLES = `
+Examples:
+  vif status
+  vif status --output json | jq .connection.subnets.routed
+
+Exit codes: 0 connected, 1 not connected (or no daemon), 2 bad flags.
+The JSON document is described in docs/daemon.md (schema 1).`;
+
+/**
+ * Adds `vif status` to the program.
+ *
+ * @param program the root command
+ * @param context the run's shared state
+ */
+export function registerStatus(program: Command, context: CliContext): void {
+  program
+    .command("status")
+    .description("show whether this machine is connected, to what, and the traffic so far")
+    .addOption(
+      new Option("-o, --output <format>", "text or json").choices(["text", "json"]).default("text"),
+    )
+    .option("--state-dir <dir>", STATE_DIR_HELP)
+    .addHelpText("after", EXAMPLES)
+    .action(async (options: { output: "text" | "json"; stateDir?: string }) => {
+      const status = await fetchStatus(stateDirOf(options.stateDir, context.io.env));
+      context.io.stdout(
+        options.output === "json"
+          ? JSON.stringify(status, null, 2) + "\n"
+          : formatStatus(status).join("\n") + "\n",
+      );
+      context.exitCode = status.connected ? 0 : 1;
+    });
+}

@@ -1,0 +1,418 @@
+/**
+ * One connection to a cluster, as the daemon (and `vif connect --foreground`)
+ * holds it: find the traffic-manager through the Kubernetes API (or take its
+ * address), port-forward to it, open the {@linkcode Session} with DNS, and keep
+ * it up. When the manager is lost (its pod replaced, the port-forward cut), the
+ * connection looks for the manager's current pod and carries on; only when it
+ * has heard nothing for the grace period does it tear everything down and
+ * report why through {@linkcode Connection.ended}.
+ *
+ * @module
+ */
+
+import { VERSION } from "../version.ts";
+import { compareVersions, MIN_MANAGER_VERSION } from "../version.ts";
+import type { ConnectParams } from "./control.ts";
+import { sessionDns, setupDns } from "./dns_setup.ts";
+import { ConnectError, type Log, Session } from "./session.ts";
+import type { PortForwardProxy } from "../kube/portforward.ts";
+import type { KubeConfig } from "@kubernetes/client-node";
+
+/** The DNS address inside the VIF block (DESIGN.md §3). */
+export const DNS_ADDRESS = "240.0.0.2";
+
+/** Default of {@linkcode ConnectParams.graceSeconds}. */
+export const DEFAULT_GRACE_SECONDS = 30;
+
+/** Options of {@linkcode Connection.open}. */
+export interface ConnectionOptions {
+  /** Where the original resolv.conf is kept. */
+  stateDir: string;
+  log: Log;
+  /** Told of each step, for the caller's progress display. */
+  progress?: (step: string) => void;
+  /** Hosts never to route into the TUN, besides the manager and API server. */
+  protectedHosts?: string[];
+}
+
+/** The connection part of `vif status --output json` (docs/daemon.md). */
+export interface ConnectionStatus {
+  state: "connected" | "reconnecting";
+  /** ISO 8601. */
+  since: string;
+  uptimeSeconds: number;
+  context: string | null;
+  cluster: string | null;
+  namespace: string;
+  manager: {
+    namespace: string;
+    version: string;
+    address: string;
+    pod: string | null;
+    via: "port-forward" | "direct";
+  };
+  sessionId: string;
+  tun: { name: string; mtu: number; addresses: string[] } | null;
+  subnets: {
+    routed: Array<{ cidr: string; source: string }>;
+    excluded: Array<{ cidr: string; reason: "never-proxy" | "conflict"; route?: string }>;
+  };
+  dns: {
+    mode: "resolved" | "resolv.conf" | null;
+    address: string;
+    domains: string[];
+    search: string[];
+    description: string | null;
+  };
+  counters: {
+    connectionsOpen: number;
+    connectionsTotal: number;
+    udpFlowsOpen: number;
+    udpFlowsTotal: number;
+    dnsQueries: number;
+    dnsCacheHits: number;
+    bytesToCluster: number;
+    bytesFromCluster: number;
+    dialFailures: number;
+    packetsDropped: number;
+  };
+}
+
+interface KubeSide {
+  context: string;
+  server: string;
+  kubeConfig: KubeConfig;
+  proxy: PortForwardProxy;
+}
+
+/** A live connection. */
+export class Connection {
+  readonly params: ConnectParams;
+  readonly session: Session;
+  readonly startedAt = new Date();
+  #kube: KubeSide | null;
+  #log: Log;
+  #state: "connected" | "reconnecting" = "connected";
+  #ended = Promise.withResolvers<ConnectError>();
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #closing: Promise<void> | null = null;
+
+  private constructor(params: ConnectParams, session: Session, kube: KubeSide | null, log: Log) {
+    this.params = params;
+    this.session = session;
+    this.#kube = kube;
+    this.#log = log;
+  }
+
+  /**
+   * Resolves when the connection ended by itself (the manager was gone for
+   * longer than the grace period), after everything was put back.
+   */
+  get ended(): Promise<ConnectError> {
+    return this.#ended.promise;
+  }
+
+  /** `"reconnecting"` while the manager is being looked for again. */
+  get state(): "connected" | "reconnecting" {
+    return this.#state;
+  }
+
+  /** The kubeconfig context, when connected through the API server. */
+  get context(): string | undefined {
+    return this.#kube?.context;
+  }
+
+  /**
+   * Connects.
+   *
+   * @param params where the cluster is and what to route
+   * @param options the state directory, logging and progress
+   * @returns the live connection
+   * @throws {ConnectError} (or an error with a `hint`) saying what to do
+   */
+  static async open(params: ConnectParams, options: ConnectionOptions): Promise<Connection> {
+    const progress = options.progress ?? (() => {});
+    await checkTunPermission();
+    let kube: KubeSide | null = null;
+    let managerAddress = params.managerAddress;
+    let managerCaPem = params.managerCaPem;
+    const protectedHosts = [...(options.protectedHosts ?? [])];
+    try {
+      if (!managerAddress) {
+        const opened = await openKube(params, progress, options.log);
+        kube = opened.kube;
+        managerAddress = kube.proxy.address;
+        managerCaPem = opened.caPem;
+        protectedHosts.push(new URL(kube.server).hostname.replace(/^\[|\]$/g, ""));
+      }
+      if (!managerCaPem) {
+        throw new ConnectError(
+          "no CA to verify the traffic-manager with",
+          "Pass --manager-ca FILE: the ca.crt of the manager's TLS secret.",
+        );
+      }
+      progress(`arriving at the traffic-manager${kube ? "" : ` at ${managerAddress}`}`);
+      const session = await Session.connect({
+        managerAddress,
+        managerCaPem,
+        managerNamespace: params.managerNamespace,
+        namespace: params.namespace,
+        extraAddresses: [DNS_ADDRESS],
+        protectedHosts,
+        alsoProxy: params.alsoProxy,
+        neverProxy: params.neverProxy,
+        allowConflicting: params.allowConflicting,
+        log: options.log,
+        onStep: progress,
+        onClusterInfo: async (info, s) => {
+          const first = !sessionDns(s);
+          try {
+            await setupDns(s, info, {
+              address: DNS_ADDRESS,
+              namespace: params.namespace,
+              stateDir: options.stateDir,
+              include: params.dnsInclude,
+              exclude: params.dnsExclude,
+              log: options.log,
+            });
+          } catch (error) {
+            if (!first) throw error;
+            throw new ConnectError(
+              `cannot set up DNS: ${(error as Error).message}`,
+              "Check that /etc/resolv.conf (or systemd-resolved) can be changed by root; " +
+                "`vif doctor` shows which DNS mode this machine uses.",
+              { cause: error },
+            );
+          }
+        },
+      });
+      const connection = new Connection(params, session, kube, options.log);
+      connection.#watch();
+      return connection;
+    } catch (error) {
+      await kube?.proxy.close();
+      throw error;
+    }
+  }
+
+  #watch(): void {
+    const graceMs = Math.max(1, this.params.graceSeconds) * 1000;
+    let lostSince: number | null = null;
+    let searching = false;
+    const kube = this.#kube;
+    const onDrop = (error: Error) => {
+      if (this.#closing) return;
+      this.#log("warn", `connection: ${error.message}; looking for the traffic-manager again`);
+      lostSince ??= Date.now();
+      this.#state = "reconnecting";
+    };
+    if (kube) kube.proxy.dropped.then(onDrop);
+    this.#watchdog = setInterval(async () => {
+      if (this.#closing) return;
+      const heard = this.session.lastHeard;
+      const silentMs = Date.now() - heard;
+      // Heartbeats come every few seconds: a longer silence means trouble too.
+      if (lostSince === null && silentMs > Math.min(graceMs, 15_000)) {
+        lostSince = heard;
+        this.#state = "reconnecting";
+        this.#log("warn", `connection: no answer from the traffic-manager for ${silentMs} ms`);
+      }
+      if (lostSince === null) return;
+      if (heard > lostSince) {
+        this.#log("info", "connection: the traffic-manager answers again");
+        lostSince = null;
+        this.#state = "connected";
+        return;
+      }
+      if (Date.now() - lostSince > graceMs) {
+        const pod = kube ? `${kube.proxy.target.namespace}/${kube.proxy.target.pod}` : "";
+        const error = new ConnectError(
+          `lost the traffic-manager${pod ? ` (${pod})` : ""} for more than ${
+            graceMs / 1000
+          } s: disconnected, and everything put back`,
+          kube
+            ? "Check it with `kubectl -n " + kube.proxy.target.namespace +
+              " get pods`, then run `vif connect` again."
+            : "Check that the manager runs and is reachable, then run `vif connect` again.",
+        );
+        this.#log("warn", `connection: ${error.message}`);
+        await this.close();
+        this.#ended.resolve(error);
+        return;
+      }
+      if (!kube || searching) return;
+      searching = true;
+      try {
+        const { discoverManager } = await import("../kube/discovery.ts");
+        const found = await discoverManager(kube.kubeConfig, this.params.managerNamespace);
+        const now = kube.proxy.target;
+        if (found.pod !== now.pod || found.port !== now.port) {
+          this.#log("info", `connection: the traffic-manager is now ${found.pod}`);
+          kube.proxy.retarget({ namespace: found.namespace, pod: found.pod, port: found.port });
+          kube.proxy.dropped.then(onDrop);
+        }
+      } catch (error) {
+        this.#log(
+          "debug",
+          `connection: traffic-manager not found yet: ${(error as Error).message}`,
+        );
+      } finally {
+        searching = false;
+      }
+    }, 1000);
+  }
+
+  /**
+   * The connection's part of the status.
+   *
+   * @returns a snapshot, in the documented JSON shape
+   */
+  status(): ConnectionStatus {
+    const s = this.session;
+    const stack = s.stack;
+    const dns = sessionDns(s);
+    const router = stack?.router.stats;
+    const dnsStats = dns?.interceptor.stats;
+    const sum = (r: Record<string, number> | undefined) =>
+      Object.values(r ?? {}).reduce((a, b) => a + b, 0);
+    return {
+      state: this.#state,
+      since: this.startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+      context: this.#kube?.context ?? null,
+      cluster: this.#kube?.server ?? null,
+      namespace: this.params.namespace,
+      manager: {
+        namespace: this.params.managerNamespace,
+        version: s.arrival?.managerVersion ?? "",
+        address: this.#kube
+          ? `${this.#kube.proxy.target.pod}:${this.#kube.proxy.target.port}`
+          : s.options.managerAddress,
+        pod: this.#kube?.proxy.target.pod ?? null,
+        via: this.#kube ? "port-forward" : "direct",
+      },
+      sessionId: s.id,
+      tun: stack
+        ? {
+          name: stack.device.name,
+          mtu: stack.device.mtu,
+          addresses: [`${stack.address}/24`, `${DNS_ADDRESS}/32`],
+        }
+        : null,
+      subnets: {
+        routed: s.routedSubnets.map((r) => ({ cidr: r.cidr.toString(), source: r.source })),
+        excluded: [
+          ...s.excluded.map((c) => ({ cidr: c.toString(), reason: "never-proxy" as const })),
+          ...s.conflicts.map((c) => ({
+            cidr: c.subnet.toString(),
+            reason: "conflict" as const,
+            route: c.route,
+          })),
+        ],
+      },
+      dns: {
+        mode: dns?.mode ?? null,
+        address: DNS_ADDRESS,
+        domains: dns?.config.routingDomains ?? [],
+        search: dns?.config.searchDomains ?? [],
+        description: dns?.configurator.describe() ?? null,
+      },
+      counters: {
+        connectionsOpen: router?.tcpOpen ?? 0,
+        connectionsTotal: router?.tcpTotal ?? 0,
+        udpFlowsOpen: router?.udpFlows ?? 0,
+        udpFlowsTotal: router?.udpFlowsTotal ?? 0,
+        dnsQueries: dnsStats?.queries ?? 0,
+        dnsCacheHits: dnsStats?.cacheHits ?? 0,
+        bytesToCluster: router?.bytesIn ?? 0,
+        bytesFromCluster: router?.bytesOut ?? 0,
+        dialFailures: sum(router?.dialFailures),
+        packetsDropped: sum(router?.dropped),
+      },
+    };
+  }
+
+  /**
+   * Disconnects and puts everything back. Idempotent.
+   *
+   * @returns when all is undone
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      clearInterval(this.#watchdog);
+      await this.session.close();
+      await this.#kube?.proxy.close();
+    })();
+    return this.#closing;
+  }
+}
+
+/**
+ * The Kubernetes side: kubeconfig, API server, manager discovery, port-forward.
+ */
+async function openKube(
+  params: ConnectParams,
+  progress: (step: string) => void,
+  log: Log,
+): Promise<{ kube: KubeSide; caPem: string }> {
+  const [{ loadKubeConfig }, { discoverManager, reachApiServer }, { startPortForwardProxy }] =
+    await Promise.all([
+      import("../kube/client.ts"),
+      import("../kube/discovery.ts"),
+      import("../kube/portforward.ts"),
+    ]);
+  const loaded = loadKubeConfig({
+    ...(params.kubeconfig ? { kubeconfig: params.kubeconfig } : {}),
+    ...(params.context ? { context: params.context } : {}),
+    env: (name) =>
+      name === "KUBECONFIG" ? params.kubeconfigEnv : name === "HOME" ? params.home : undefined,
+  });
+  progress(`contacting the API server at ${loaded.server} (context "${loaded.context}")`);
+  await reachApiServer(loaded.server);
+  const manager = await discoverManager(loaded.kubeConfig, params.managerNamespace);
+  if (manager.version && compareVersions(manager.version, MIN_MANAGER_VERSION) < 0) {
+    throw new ConnectError(
+      `the traffic-manager in "${manager.namespace}" is version ${manager.version}, older than ${MIN_MANAGER_VERSION}, the oldest this vif ${VERSION} works with`,
+      `Upgrade it with \`vif install --context ${loaded.context}\`, then connect again.`,
+    );
+  }
+  progress(`port-forwarding to ${manager.namespace}/${manager.pod}:${manager.port}`);
+  const proxy = await startPortForwardProxy(loaded.kubeConfig, {
+    namespace: manager.namespace,
+    pod: manager.pod,
+    port: manager.port,
+  }, { log });
+  return {
+    kube: { context: loaded.context, server: loaded.server, kubeConfig: loaded.kubeConfig, proxy },
+    caPem: manager.caPem,
+  };
+}
+
+/** `CAP_NET_ADMIN`'s bit in the capability sets. */
+const CAP_NET_ADMIN = 12n;
+
+/**
+ * Fails early, before contacting anything, when this process may not make a
+ * TUN device: no `/dev/net/tun`, or neither root nor `CAP_NET_ADMIN`.
+ *
+ * @throws {ConnectError} saying how to get the permission
+ */
+export async function checkTunPermission(): Promise<void> {
+  try {
+    await Deno.stat("/dev/net/tun");
+  } catch {
+    throw new ConnectError(
+      'this machine has no TUN device ("/dev/net/tun" is missing)',
+      "Load the tun module (modprobe tun); in a container, pass --device /dev/net/tun.",
+    );
+  }
+  const status = await Deno.readTextFile("/proc/self/status").catch(() => "");
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (hex === undefined) return; // cannot tell: let the TUN ioctl decide
+  if ((BigInt(`0x${hex}`) >> CAP_NET_ADMIN) & 1n) return;
+  throw new ConnectError(
+    `making the TUN device needs root (CAP_NET_ADMIN), and vif runs as uid ${Deno.uid()} without it`,
+    "Run `vif connect` from a user that may sudo (vif then starts its daemon through sudo), " +
+      "or as root; in a container, add the NET_ADMIN capability.",
+  );
+}

@@ -1,0 +1,275 @@
+/**
+ * The daemon's control protocol: how `vif connect`, `vif status`, `vif quit`
+ * and the rest talk to the background daemon. Documented for people in
+ * `docs/daemon.md`; this file is its definition.
+ *
+ * - Transport: a Unix stream socket, `<state-dir>/daemon.sock`, mode 0600,
+ *   owned by the user the daemon serves. The daemon also reads each caller's
+ *   credentials from the kernel (`SO_PEERCRED`) and hangs up on anyone who is
+ *   neither root nor that user.
+ * - Framing: one JSON object per line (UTF-8, ending in `\n`), at most
+ *   {@linkcode MAX_LINE} bytes.
+ * - A request is `{"id": N, "method": "...", "params": {...}}`. The daemon
+ *   answers it with zero or more `{"id": N, "progress": "..."}` lines, then
+ *   exactly one `{"id": N, "result": ...}` or
+ *   `{"id": N, "error": {"message": "...", "hint": "...", "code": "..."}}`.
+ *   Requests on one connection are answered in order.
+ *
+ * @module
+ */
+
+/** The protocol's version, in `version`'s result; bumped on incompatible change. */
+export const PROTOCOL_VERSION = 1;
+
+/** The longest line either side accepts. */
+export const MAX_LINE = 1 << 20;
+
+/** The control socket's name inside the state directory. */
+export const SOCKET_NAME = "daemon.sock";
+
+/** The methods and their parameters. */
+export interface ControlMethods {
+  /** The daemon's version and process. */
+  version: { params: Record<string, never>; result: DaemonVersion };
+  /** What `vif status` shows. */
+  status: { params: Record<string, never>; result: unknown };
+  /** Connect (progress lines while it works); the result is the status. */
+  connect: { params: ConnectParams; result: unknown };
+  /** Disconnect but keep the daemon. */
+  disconnect: { params: Record<string, never>; result: { wasConnected: boolean } };
+  /** Disconnect and stop the daemon; it exits after answering. */
+  quit: { params: Record<string, never>; result: { wasConnected: boolean } };
+  /** Change the log level now. */
+  loglevel: { params: { level: LogLevel }; result: { previous: LogLevel; level: LogLevel } };
+  /** The daemon's log files, newest first. */
+  logs: { params: Record<string, never>; result: { files: string[] } };
+}
+
+/** A method's name. */
+export type ControlMethod = keyof ControlMethods;
+
+/** Log levels, most verbose first. */
+export const LOG_LEVELS = ["debug", "info", "warn"] as const;
+/** A log level. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** What the daemon says about itself. */
+export interface DaemonVersion {
+  version: string;
+  protocol: number;
+  pid: number;
+  /** ISO 8601. */
+  startedAt: string;
+  /** The uid the control socket belongs to. */
+  owner: number;
+}
+
+/** What `connect` needs: where the cluster is and what to route. */
+export interface ConnectParams {
+  /** `--kubeconfig`: one file, used alone (an absolute path). */
+  kubeconfig?: string;
+  /** The caller's `KUBECONFIG` (a list of absolute paths), read when `kubeconfig` is absent. */
+  kubeconfigEnv?: string;
+  /** The caller's `HOME`, for `~/.kube/config`. */
+  home?: string;
+  /** The context; the kubeconfig's current one when absent. */
+  context?: string;
+  /** `host:port` of the manager's gRPC port, instead of the API server. */
+  managerAddress?: string;
+  /** PEM of the CA for `managerAddress`. */
+  managerCaPem?: string;
+  managerNamespace: string;
+  namespace: string;
+  alsoProxy: string[];
+  neverProxy: string[];
+  allowConflicting: string[];
+  dnsInclude: string[];
+  dnsExclude: string[];
+  /** How long the manager may be unreachable before the connection is torn down. */
+  graceSeconds: number;
+}
+
+/** An error as it travels: what happened, what to do, and a stable code. */
+export interface ControlError {
+  message: string;
+  hint: string;
+  /** A stable name scripts can match (`already-connected`, `connect-failed`, …). */
+  code: string;
+}
+
+/** One line from the daemon. */
+export type ControlReply =
+  | { id: number; progress: string }
+  | { id: number; result: unknown }
+  | { id: number; error: ControlError };
+
+/** One line to the daemon. */
+export interface ControlRequest {
+  id: number;
+  method: string;
+  params?: unknown;
+}
+
+/** An error the daemon answered with. */
+export class DaemonError extends Error {
+  /** What to do. */
+  readonly hint: string;
+  /** The stable code. */
+  readonly code: string;
+  /**
+   * @param error the error as it travelled
+   */
+  constructor(error: ControlError) {
+    super(error.message);
+    this.name = "DaemonError";
+    this.hint = error.hint;
+    this.code = error.code;
+  }
+}
+
+/**
+ * Splits a byte stream into lines, refusing lines longer than
+ * {@linkcode MAX_LINE}.
+ */
+export class LineSplitter {
+  #buffer = new Uint8Array(0);
+  #decoder = new TextDecoder();
+
+  /**
+   * Adds bytes and returns the complete lines in them.
+   *
+   * @param chunk the bytes read
+   * @returns the lines completed, without their `\n`
+   * @throws {RangeError} when a line grows past {@linkcode MAX_LINE}
+   */
+  push(chunk: Uint8Array): string[] {
+    const joined = new Uint8Array(this.#buffer.length + chunk.length);
+    joined.set(this.#buffer);
+    joined.set(chunk, this.#buffer.length);
+    const lines: string[] = [];
+    let start = 0;
+    for (let i = joined.indexOf(10); i >= 0; i = joined.indexOf(10, start)) {
+      lines.push(this.#decoder.decode(joined.subarray(start, i)));
+      start = i + 1;
+    }
+    this.#buffer = joined.slice(start);
+    if (this.#buffer.length > MAX_LINE) {
+      throw new RangeError(`a control message is longer than ${MAX_LINE} bytes`);
+    }
+    return lines;
+  }
+}
+
+/**
+ * Encodes one message as a line.
+ *
+ * @param message a request or reply
+ * @returns its bytes, ending in `\n`
+ */
+export function encodeLine(message: ControlRequest | ControlReply): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(JSON.stringify(message) + "\n");
+}
+
+/**
+ * Checks a request line from a client.
+ *
+ * @param line the line
+ * @returns the request, or an error reply to send back
+ */
+export function parseRequest(line: string): ControlRequest | { error: ControlError; id: number } {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return { id: 0, error: badRequest("the request is not JSON") };
+  }
+  const r = value as Partial<ControlRequest> | null;
+  if (typeof r !== "object" || r === null || typeof r.id !== "number") {
+    return { id: 0, error: badRequest('the request has no numeric "id"') };
+  }
+  if (typeof r.method !== "string") {
+    return { id: r.id, error: badRequest('the request has no "method"') };
+  }
+  return { id: r.id, method: r.method, params: r.params ?? {} };
+}
+
+function badRequest(message: string): ControlError {
+  return {
+    message,
+    hint: 'Send one JSON object per line: {"id": 1, "method": "status"} (docs/daemon.md).',
+    code: "bad-request",
+  };
+}
+
+/** A connection to the daemon's control socket. */
+export class ControlClient {
+  #conn: Deno.UnixConn;
+  #splitter = new LineSplitter();
+  #pending: string[] = [];
+  #nextId = 1;
+  #buf = new Uint8Array(64 * 1024);
+
+  private constructor(conn: Deno.UnixConn) {
+    this.#conn = conn;
+  }
+
+  /**
+   * Connects to the socket.
+   *
+   * @param path the socket's path
+   * @returns the client
+   * @throws {Deno.errors.NotFound} when no socket is there
+   * @throws {Deno.errors.ConnectionRefused} when nobody listens on it (a daemon died)
+   * @throws {Deno.errors.PermissionDenied} when the socket is not this user's
+   */
+  static async connect(path: string): Promise<ControlClient> {
+    return new ControlClient(await Deno.connect({ transport: "unix", path }));
+  }
+
+  /**
+   * Sends a request and waits for its result, passing progress lines on.
+   *
+   * @param method the method
+   * @param params its parameters
+   * @param onProgress called with each progress line
+   * @returns the result
+   * @throws {DaemonError} when the daemon answers with an error
+   * @throws {Error} when the daemon hangs up first
+   */
+  async request<M extends ControlMethod>(
+    method: M,
+    params: ControlMethods[M]["params"],
+    onProgress?: (line: string) => void,
+  ): Promise<ControlMethods[M]["result"]> {
+    const id = this.#nextId++;
+    const bytes = encodeLine({ id, method, params });
+    for (let off = 0; off < bytes.length;) off += await this.#conn.write(bytes.subarray(off));
+    for (;;) {
+      const line = await this.#line();
+      if (line === null) throw new Error("the daemon closed the control connection");
+      const reply = JSON.parse(line) as ControlReply;
+      if (reply.id !== id) continue;
+      if ("progress" in reply) onProgress?.(reply.progress);
+      else if ("error" in reply) throw new DaemonError(reply.error);
+      else return reply.result as ControlMethods[M]["result"];
+    }
+  }
+
+  async #line(): Promise<string | null> {
+    while (this.#pending.length === 0) {
+      const n = await this.#conn.read(this.#buf);
+      if (n === null) return null;
+      this.#pending.push(...this.#splitter.push(this.#buf.subarray(0, n)));
+    }
+    return this.#pending.shift()!;
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // closed already
+    }
+  }
+}

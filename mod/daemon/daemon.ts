@@ -1,0 +1,469 @@
+/**
+ * The background daemon: one root process per machine that holds at most one
+ * connection, serves the control socket (`control.ts`), logs to a rotating
+ * file, and keeps a state file of what it changed so that the next start
+ * after a crash, or `vif quit --force`, puts exactly that back.
+ *
+ * Files in the state directory (docs/daemon.md):
+ * - `daemon.sock`: the control socket (mode 0600, the owner's);
+ * - `daemon.log`, `daemon.log.1`…: the log;
+ * - `daemon.json`: the daemon's pid, owner and what it changed;
+ * - `resolv.conf.orig`, `resolv.conf.json`: written by the
+ *   resolv.conf mode of DNS, restored on disconnect or recovery.
+ *
+ * @module
+ */
+
+import { VERSION } from "../version.ts";
+import { listenUnix, type UnixServerConnection } from "../tun/mod.ts";
+import { ResolvConfConfigurator } from "./dns_config.ts";
+import {
+  type ConnectParams,
+  type ControlError,
+  type ControlReply,
+  type DaemonVersion,
+  encodeLine,
+  LineSplitter,
+  LOG_LEVELS,
+  type LogLevel,
+  parseRequest,
+  PROTOCOL_VERSION,
+  SOCKET_NAME,
+} from "./control.ts";
+import { Connection, type ConnectionStatus } from "./connection.ts";
+import { LogFile } from "./log_file.ts";
+import type { Log } from "./session.ts";
+
+/** The state file's name inside the state directory. */
+export const STATE_FILE = "daemon.json";
+/** The log file's name inside the state directory. */
+export const LOG_NAME = "daemon.log";
+
+/** What `daemon.json` holds. */
+export interface DaemonState {
+  pid: number;
+  version: string;
+  startedAt: string;
+  owner: { uid: number; gid: number };
+  /** The TUN device of the connection, while connected. */
+  tun: string | null;
+  /** The routes it added, while connected (they go with the TUN). */
+  routes: string[];
+  /** How DNS was pointed at vif, while connected. */
+  dns: "resolved" | "resolv.conf" | null;
+}
+
+/** `vif status --output json` (docs/daemon.md): version 1 of the schema. */
+export interface StatusDocument {
+  schema: 1;
+  client: { version: string };
+  daemon: {
+    running: boolean;
+    version: string | null;
+    pid: number | null;
+    uptimeSeconds: number | null;
+    logFile: string | null;
+    logLevel: LogLevel | null;
+  };
+  connected: boolean;
+  connection: ConnectionStatus | null;
+  /** Why the last connection ended on its own, if it did. */
+  lastError: { message: string; hint: string } | null;
+}
+
+/** Options of {@linkcode runDaemon}. */
+export interface DaemonOptions {
+  stateDir: string;
+  /** The user the control socket belongs to (besides root). */
+  owner: { uid: number; gid: number };
+  level?: LogLevel;
+  /** Copy log lines to stderr too (`vif daemon --foreground-log`). */
+  echo?: boolean;
+}
+
+/**
+ * Whether a process with this pid runs and is a vif daemon.
+ *
+ * @param pid the pid from a state file
+ * @returns whether it is alive and its command line names the daemon
+ */
+export async function daemonAlive(pid: number): Promise<boolean> {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    return cmdline.split("\0").includes("daemon");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Reads `daemon.json`.
+ *
+ * @param stateDir the state directory
+ * @returns the state, or `null` when there is none (or it is unreadable)
+ */
+export async function readDaemonState(stateDir: string): Promise<DaemonState | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${stateDir}/${STATE_FILE}`)) as DaemonState;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Puts back what a daemon that died (`kill -9`, a crash, a power cut while
+ * connected) left: resolv.conf from its saved original, the TUN if it is
+ * still there, the socket and the state file. The TUN is not persistent, so
+ * the kernel removed it, and its routes, with the daemon's last file
+ * descriptor; resolved's per-link settings went with the link.
+ *
+ * @param stateDir the state directory
+ * @param log where to say what was done
+ * @returns what was put back, one phrase each (empty when there was nothing)
+ */
+export async function recoverAfterCrash(stateDir: string, log: Log): Promise<string[]> {
+  const done: string[] = [];
+  const state = await readDaemonState(stateDir);
+  if (state && await daemonAlive(state.pid) && state.pid !== Deno.pid) {
+    throw new Error(`the daemon (pid ${state.pid}) still runs`);
+  }
+  if (await ResolvConfConfigurator.recover(stateDir, { log })) done.push("resolv.conf restored");
+  if (state?.tun) {
+    const gone = await new Deno.Command("ip", { args: ["link", "show", "dev", state.tun] })
+      .output().then((o) => !o.success, () => true);
+    if (!gone) {
+      const del = await new Deno.Command("ip", { args: ["link", "delete", "dev", state.tun] })
+        .output().catch(() => null);
+      if (del?.success) done.push(`TUN ${state.tun} removed`);
+    }
+  }
+  for (const name of [SOCKET_NAME, STATE_FILE]) {
+    try {
+      await Deno.remove(`${stateDir}/${name}`);
+      if (name === SOCKET_NAME) done.push("stale control socket removed");
+    } catch {
+      // not there
+    }
+  }
+  if (done.length > 0) log("info", `daemon: after a crash: ${done.join(", ")}`);
+  return done;
+}
+
+function errorOf(error: unknown, code: string): ControlError {
+  const e = error as { message?: string; hint?: unknown };
+  return {
+    message: String(e?.message ?? error),
+    hint: typeof e?.hint === "string"
+      ? e.hint
+      : 'This is unexpected; the daemon\'s log has the details ("vif gather-logs").',
+    code,
+  };
+}
+
+function sameParams(a: ConnectParams, b: ConnectParams): boolean {
+  const key = (p: ConnectParams) =>
+    JSON.stringify([
+      p.kubeconfig ?? p.kubeconfigEnv ?? "",
+      p.context ?? "",
+      p.managerAddress ?? "",
+      p.managerNamespace,
+      p.namespace,
+      [...p.alsoProxy].sort(),
+      [...p.neverProxy].sort(),
+      [...p.allowConflicting].sort(),
+      [...p.dnsInclude].sort(),
+      [...p.dnsExclude].sort(),
+    ]);
+  return key(a) === key(b);
+}
+
+/** What a connection is, in a few words: `context "dev" (namespace shop)`. */
+export function describeTarget(
+  p: { context?: string | null; managerAddress?: string; namespace: string },
+): string {
+  const where = p.context
+    ? `context "${p.context}"`
+    : p.managerAddress
+    ? `the manager at ${p.managerAddress}`
+    : "the current context";
+  return `${where}, namespace "${p.namespace}"`;
+}
+
+/**
+ * Runs the daemon until `quit` or SIGTERM/SIGINT.
+ *
+ * @param options state directory, owner, log level
+ * @returns the exit code
+ */
+export async function runDaemon(options: DaemonOptions): Promise<number> {
+  const { stateDir, owner } = options;
+  await Deno.mkdir(stateDir, { recursive: true, mode: 0o755 });
+  const logFile = LogFile.open(`${stateDir}/${LOG_NAME}`, {
+    level: options.level ?? "info",
+    owner,
+    ...(options.echo
+      ? { echo: (line: string) => Deno.stderr.writeSync(new TextEncoder().encode(line)) }
+      : {}),
+  });
+  const log: Log = (level, message) => logFile.write(level, message);
+  const startedAt = new Date();
+  log("info", `daemon: vif ${VERSION} starting, pid ${Deno.pid}, state in ${stateDir}`);
+
+  // Only one daemon per state directory.
+  const previous = await readDaemonState(stateDir);
+  if (previous && previous.pid !== Deno.pid && await daemonAlive(previous.pid)) {
+    log("warn", `daemon: another daemon (pid ${previous.pid}) runs; exiting`);
+    logFile.close();
+    return 1;
+  }
+  await recoverAfterCrash(stateDir, log);
+
+  const state: DaemonState = {
+    pid: Deno.pid,
+    version: VERSION,
+    startedAt: startedAt.toISOString(),
+    owner,
+    tun: null,
+    routes: [],
+    dns: null,
+  };
+  const saveState = async () => {
+    const tmp = `${stateDir}/${STATE_FILE}.new`;
+    await Deno.writeTextFile(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o644 });
+    await Deno.rename(tmp, `${stateDir}/${STATE_FILE}`);
+  };
+  await saveState();
+
+  let connection: Connection | null = null;
+  let connecting: Promise<unknown> | null = null;
+  let lastError: { message: string; hint: string } | null = null;
+  const quit = Promise.withResolvers<string>();
+
+  const onError = (e: ErrorEvent | PromiseRejectionEvent) => {
+    e.preventDefault();
+    const error = "error" in e ? e.error : e.reason;
+    log("warn", `daemon: unexpected error, kept running: ${error?.stack ?? error}`);
+  };
+  globalThis.addEventListener("error", onError);
+  globalThis.addEventListener("unhandledrejection", onError);
+  const signals: Array<[Deno.Signal, () => void]> = (["SIGINT", "SIGTERM"] as const).map(
+    (s) => [s, () => quit.resolve(s)],
+  );
+  for (const [s, fn] of signals) Deno.addSignalListener(s, fn);
+  // A terminal that goes away must not take the daemon with it.
+  const ignoreHup = () => log("debug", "daemon: SIGHUP ignored");
+  Deno.addSignalListener("SIGHUP", ignoreHup);
+
+  const status = (): StatusDocument => ({
+    schema: 1,
+    client: { version: VERSION },
+    daemon: {
+      running: true,
+      version: VERSION,
+      pid: Deno.pid,
+      uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
+      logFile: logFile.path,
+      logLevel: logFile.level,
+    },
+    connected: connection !== null,
+    connection: connection?.status() ?? null,
+    lastError,
+  });
+
+  const disconnect = async (): Promise<boolean> => {
+    const c = connection;
+    if (!c) return false;
+    connection = null;
+    log("info", "daemon: disconnecting");
+    await c.close();
+    state.tun = null;
+    state.routes = [];
+    state.dns = null;
+    await saveState();
+    return true;
+  };
+
+  const connect = async (params: ConnectParams, progress: (line: string) => void) => {
+    if (connection) {
+      if (sameParams(connection.params, params)) return { ...status(), alreadyConnected: true };
+      const now = describeTarget({ ...connection.params, context: connection.context ?? null });
+      throw Object.assign(new Error(`already connected to ${now}`), {
+        hint: "Run `vif quit` first, then `vif connect` with the new flags.",
+        code: "already-connected",
+      });
+    }
+    if (connecting) {
+      throw Object.assign(new Error("another `vif connect` is connecting right now"), {
+        hint: "Wait for it to finish, then check with `vif status`.",
+        code: "busy",
+      });
+    }
+    const attempt = (async () => {
+      log("info", `daemon: connecting to ${describeTarget(params)}`);
+      lastError = null;
+      const c = await Connection.open(params, {
+        stateDir,
+        log,
+        progress: (step) => {
+          log("info", `connect: ${step}`);
+          progress(step);
+        },
+      });
+      connection = c;
+      const s = c.status();
+      state.tun = s.tun?.name ?? null;
+      state.routes = s.subnets.routed.map((r) => r.cidr);
+      state.dns = s.dns.mode;
+      await saveState();
+      c.ended.then(async (error) => {
+        if (connection !== c) return;
+        lastError = { message: error.message, hint: error.hint };
+        await disconnect();
+      });
+      log("info", `daemon: connected (${state.tun}; ${state.routes.join(" ")})`);
+      return status();
+    })();
+    connecting = attempt;
+    try {
+      return await attempt;
+    } catch (error) {
+      log("warn", `daemon: connect failed: ${(error as Error).message}`);
+      throw error;
+    } finally {
+      connecting = null;
+    }
+  };
+
+  const handle = async (
+    method: string,
+    params: unknown,
+    progress: (line: string) => void,
+  ): Promise<unknown> => {
+    switch (method) {
+      case "version":
+        return {
+          version: VERSION,
+          protocol: PROTOCOL_VERSION,
+          pid: Deno.pid,
+          startedAt: startedAt.toISOString(),
+          owner: owner.uid,
+        } satisfies DaemonVersion;
+      case "status":
+        return status();
+      case "connect":
+        return await connect(params as ConnectParams, progress);
+      case "disconnect":
+        return { wasConnected: await disconnect() };
+      case "quit": {
+        const was = await disconnect();
+        quit.resolve("quit");
+        return { wasConnected: was };
+      }
+      case "loglevel": {
+        const level = (params as { level?: string })?.level as LogLevel;
+        if (!LOG_LEVELS.includes(level)) {
+          throw Object.assign(new Error(`unknown log level "${level}"`), {
+            hint: `Use one of: ${LOG_LEVELS.join(", ")}.`,
+            code: "bad-request",
+          });
+        }
+        const previous = logFile.level;
+        logFile.level = level;
+        log("info", `daemon: log level ${previous} → ${level}`);
+        return { previous, level };
+      }
+      case "logs":
+        return { files: logFile.files() };
+      default:
+        throw Object.assign(new Error(`unknown method "${method}"`), {
+          hint: "See docs/daemon.md for the methods.",
+          code: "unknown-method",
+        });
+    }
+  };
+
+  const serveOne = async (conn: UnixServerConnection) => {
+    const send = (reply: ControlReply) => conn.write(encodeLine(reply)).catch(() => {});
+    if (conn.peer.uid !== 0 && conn.peer.uid !== owner.uid) {
+      log(
+        "warn",
+        `daemon: refused a control connection from uid ${conn.peer.uid} (pid ${conn.peer.pid})`,
+      );
+      await send({
+        id: 0,
+        error: {
+          message: `the vif daemon belongs to uid ${owner.uid}, not to uid ${conn.peer.uid}`,
+          hint: "Use vif as the user who connected, or as root.",
+          code: "permission-denied",
+        },
+      });
+      conn.close();
+      return;
+    }
+    const splitter = new LineSplitter();
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        for (const line of splitter.push(buf.subarray(0, n))) {
+          const request = parseRequest(line);
+          if ("error" in request) {
+            await send(request);
+            continue;
+          }
+          log("debug", `control: ${request.method} from uid ${conn.peer.uid} pid ${conn.peer.pid}`);
+          try {
+            const result = await handle(
+              request.method,
+              request.params,
+              (progress) => void send({ id: request.id, progress }),
+            );
+            await send({ id: request.id, result });
+          } catch (error) {
+            const code = (error as { code?: unknown })?.code;
+            await send({
+              id: request.id,
+              error: errorOf(
+                error,
+                typeof code === "string"
+                  ? code
+                  : request.method === "connect"
+                  ? "connect-failed"
+                  : "failed",
+              ),
+            });
+          }
+        }
+      }
+    } catch (error) {
+      log("debug", `control: connection ended: ${(error as Error).message}`);
+    } finally {
+      conn.close();
+    }
+  };
+
+  const server = await listenUnix(`${stateDir}/${SOCKET_NAME}`, { mode: 0o600, owner });
+  log("info", `daemon: listening on ${server.path} for uid ${owner.uid} and root`);
+  const serving = (async () => {
+    for await (const conn of server) serveOne(conn);
+  })().catch((error) => quit.resolve(`the control socket failed: ${error.message}`));
+
+  const why = await quit.promise;
+  log("info", `daemon: ${why}: shutting down`);
+  await (connecting as Promise<unknown> | null)?.catch(() => {});
+  await disconnect().catch((e) => log("warn", `daemon: disconnect failed: ${e}`));
+  // Let the answer to `quit` reach the client before the socket goes.
+  await new Promise((r) => setTimeout(r, 50));
+  await server.close();
+  await serving;
+  await Deno.remove(`${stateDir}/${STATE_FILE}`).catch(() => {});
+  for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);
+  Deno.removeSignalListener("SIGHUP", ignoreHup);
+  globalThis.removeEventListener("error", onError);
+  globalThis.removeEventListener("unhandledrejection", onError);
+  log("info", "daemon: stopped");
+  logFile.close();
+  return 0;
+}

@@ -1,0 +1,150 @@
+/**
+ * The daemon's log: one line per event (`2026-11-24T06:50:00.123Z info  text`)
+ * appended to `<state-dir>/daemon.log`, rotated when it passes a size
+ * (`daemon.log` → `daemon.log.1` → … → `daemon.log.N`, the oldest dropped),
+ * at a level that can change while the daemon runs (`vif loglevel`).
+ *
+ * Writes are synchronous: a line is on disk before the daemon goes on, so the
+ * last lines before a crash are there to read.
+ *
+ * @module
+ */
+
+import { LOG_LEVELS, type LogLevel } from "./control.ts";
+
+/** Options of {@linkcode LogFile.open}. */
+export interface LogFileOptions {
+  /** Rotate when the file passes this many bytes (default 4 MiB). */
+  maxBytes?: number;
+  /** Rotated files to keep (default 3). */
+  keep?: number;
+  /** The starting level (default `info`). */
+  level?: LogLevel;
+  /** Who may read the files besides root (the daemon's user). */
+  owner?: { uid: number; gid: number };
+  /** Also copy each line here (a terminal, in tests). */
+  echo?: (line: string) => void;
+}
+
+/** An open, rotating log file. */
+export class LogFile {
+  readonly path: string;
+  level: LogLevel;
+  #file: Deno.FsFile;
+  #size: number;
+  #maxBytes: number;
+  #keep: number;
+  #owner: { uid: number; gid: number } | undefined;
+  #echo: ((line: string) => void) | undefined;
+  #encoder = new TextEncoder();
+
+  private constructor(path: string, file: Deno.FsFile, size: number, options: LogFileOptions) {
+    this.path = path;
+    this.#file = file;
+    this.#size = size;
+    this.level = options.level ?? "info";
+    this.#maxBytes = options.maxBytes ?? 4 << 20;
+    this.#keep = options.keep ?? 3;
+    this.#owner = options.owner;
+    this.#echo = options.echo;
+  }
+
+  /**
+   * Opens (appending to) the log file.
+   *
+   * @param path the file
+   * @param options size limit, files kept, level, owner
+   * @returns the log
+   */
+  static open(path: string, options: LogFileOptions = {}): LogFile {
+    const file = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+    const size = file.statSync().size;
+    const log = new LogFile(path, file, size, options);
+    log.#chown(path);
+    return log;
+  }
+
+  #chown(path: string): void {
+    if (!this.#owner) return;
+    try {
+      Deno.chownSync(path, this.#owner.uid, this.#owner.gid);
+    } catch {
+      // not root (tests): the file is ours anyway
+    }
+  }
+
+  /** Whether a line at `level` is written now. */
+  enabled(level: LogLevel): boolean {
+    return LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf(this.level);
+  }
+
+  /**
+   * Writes one event, if its level is enabled.
+   *
+   * @param level its level
+   * @param message the text (newlines are kept as `\n` escapes: one event, one line)
+   */
+  write(level: LogLevel, message: string): void {
+    if (!this.enabled(level)) return;
+    const line = `${new Date().toISOString()} ${level.padEnd(5)} ${
+      message.replaceAll("\n", "\\n")
+    }\n`;
+    this.#echo?.(line);
+    const bytes = this.#encoder.encode(line);
+    if (this.#size + bytes.length > this.#maxBytes && this.#size > 0) this.#rotate();
+    try {
+      this.#file.writeSync(bytes);
+      this.#size += bytes.length;
+    } catch {
+      // A full disk must not stop the daemon; the line is lost.
+    }
+  }
+
+  #rotate(): void {
+    this.#file.close();
+    for (let i = this.#keep; i >= 1; i--) {
+      const from = i === 1 ? this.path : `${this.path}.${i - 1}`;
+      try {
+        if (i === this.#keep) Deno.removeSync(`${this.path}.${i}`);
+      } catch {
+        // not there
+      }
+      try {
+        Deno.renameSync(from, `${this.path}.${i}`);
+      } catch {
+        // not there
+      }
+    }
+    this.#file = Deno.openSync(this.path, { append: true, create: true, mode: 0o600 });
+    this.#size = 0;
+    this.#chown(this.path);
+  }
+
+  /**
+   * The log files that exist, newest first.
+   *
+   * @returns their paths
+   */
+  files(): string[] {
+    const out: string[] = [];
+    for (let i = 0; i <= this.#keep; i++) {
+      const p = i === 0 ? this.path : `${this.path}.${i}`;
+      try {
+        Deno.statSync(p);
+        out.push(p);
+      } catch {
+        // rotated away or never made
+      }
+    }
+    return out;
+  }
+
+  /** Closes the file. */
+  close(): void {
+    try {
+      this.#file.close();
+    } catch {
+      // closed
+    }
+  }
+}
