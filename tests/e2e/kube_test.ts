@@ -458,7 +458,15 @@ Deno.test({
           const resolvConf = `/etc/netns/${sim.ws}/resolv.conf`;
           const original = await Deno.readFile(resolvConf);
           const state = `${env.dir}/state-crash`;
-          const p = sim.spawn([...VIF, "connect", "--foreground", "--context", "vif-sim", "--state-dir", state]);
+          const p = sim.spawn([
+            ...VIF,
+            "connect",
+            "--foreground",
+            "--context",
+            "vif-sim",
+            "--state-dir",
+            state,
+          ]);
           await p.waitFor(/^connected to the traffic-manager/, 60_000);
           Deno.kill(p.pid, "SIGKILL");
           await p.stop();
