@@ -13,7 +13,8 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 const ROOT = new URL("..", import.meta.url);
 
 async function runMain(args: string[], env: Record<string, string> = {}) {
-  const io = memoryIo(env);
+  // No daemon of this machine's is asked: a state directory that does not exist.
+  const io = memoryIo({ VIF_STATE_DIR: "/nonexistent/vif-cli-test", ...env });
   const code = await main(args, { io });
   return { code, out: io.out, err: io.err };
 }
@@ -70,6 +71,8 @@ Deno.test("main() version prints vif, deno, v8, typescript and target lines", as
     `v8 ${Deno.version.v8}`,
     `typescript ${Deno.version.typescript}`,
     `target ${Deno.build.target}`,
+    "daemon not running",
+    "manager not connected",
   ]);
 });
 
@@ -86,7 +89,16 @@ Deno.test("main() version --output json prints one JSON object", async () => {
     const info = JSON.parse(out);
     assertEquals(info.vif, VERSION);
     assertEquals(info.deno, Deno.version.deno);
-    assertEquals(Object.keys(info), ["vif", "deno", "v8", "typescript", "target"]);
+    assertEquals(Object.keys(info), [
+      "vif",
+      "deno",
+      "v8",
+      "typescript",
+      "target",
+      "daemon",
+      "manager",
+    ]);
+    assertEquals([info.daemon, info.manager], [null, null]);
   }
 });
 

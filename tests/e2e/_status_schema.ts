@@ -116,7 +116,8 @@ export const STATUS_SCHEMA: Shape = {
  */
 export function schemaProblems(value: unknown, shape: Shape = STATUS_SCHEMA, path = "$"): string[] {
   if (typeof shape === "string") {
-    return typeof value === shape ? [] : [`${path}: want ${shape}, got ${JSON.stringify(value)}`];
+    const actual = typeof value as string;
+    return actual === shape ? [] : [`${path}: want ${shape}, got ${JSON.stringify(value)}`];
   }
   if ("nullable" in shape) return value === null ? [] : schemaProblems(value, shape.nullable, path);
   if ("literal" in shape) return value === shape.literal ? [] : [`${path}: want ${shape.literal}`];

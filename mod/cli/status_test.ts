@@ -1,0 +1,107 @@
+/** `vif status`, `quit` and `loglevel` with no daemon, and the status table's rendering. */
+
+import { assertEquals, assertMatch } from "../../tests/_assert.ts";
+import { schemaProblems } from "../../tests/e2e/_status_schema.ts";
+import type { StatusDocument } from "../daemon/daemon.ts";
+import { main, memoryIo } from "./mod.ts";
+import { formatStatus, notRunning } from "./status.ts";
+
+async function vif(args: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: "vif-status-" });
+  try {
+    const io = memoryIo({ VIF_STATE_DIR: dir });
+    const code = await main(args, { io });
+    return { code, out: io.out, err: io.err };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("status, quit and loglevel with no daemon", async () => {
+  const text = await vif(["status"]);
+  assertEquals([text.code, text.out], [
+    1,
+    "Daemon:     not running\nConnected:  no\n\nConnect with `vif connect`.\n",
+  ]);
+  const json = await vif(["status", "-o", "json"]);
+  assertEquals(json.code, 1);
+  assertEquals(schemaProblems(JSON.parse(json.out)), []);
+  const quit = await vif(["quit"]);
+  assertEquals([quit.code, quit.out], [0, "not connected; nothing to do\n"]);
+  const disconnect = await vif(["disconnect"]);
+  assertEquals(disconnect.code, 0);
+  const level = await vif(["loglevel", "debug"]);
+  assertEquals([level.code, level.err.split("\n")[0]], [1, "vif: the vif daemon is not running"]);
+});
+
+Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and counters", () => {
+  const doc: StatusDocument = {
+    ...notRunning(),
+    daemon: {
+      running: true,
+      version: "0.1.0",
+      pid: 42,
+      uptimeSeconds: 3725,
+      logFile: "/var/lib/vif/daemon.log",
+      logLevel: "info",
+    },
+    connected: true,
+    connection: {
+      state: "connected",
+      since: "2026-11-24T06:00:00.000Z",
+      uptimeSeconds: 65,
+      context: "dev",
+      cluster: "https://198.19.200.1:6443",
+      namespace: "shop",
+      manager: {
+        namespace: "vif-system",
+        version: "0.1.0",
+        address: "traffic-manager-abc:8081",
+        pod: "traffic-manager-abc",
+        via: "port-forward",
+      },
+      sessionId: "s1",
+      tun: { name: "vif0", mtu: 65535, addresses: ["240.0.0.1/24", "240.0.0.2/32"] },
+      subnets: {
+        routed: [{ cidr: "198.18.0.0/24", source: "pods" }, {
+          cidr: "198.19.0.0/18",
+          source: "services",
+        }],
+        excluded: [{ cidr: "198.18.0.128/25", reason: "never-proxy" }],
+      },
+      dns: {
+        mode: "resolv.conf",
+        address: "240.0.0.2",
+        domains: ["cluster.local", "svc", "shop", "0.18.198.in-addr.arpa"],
+        search: ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+        description: null,
+      },
+      counters: {
+        connectionsOpen: 2,
+        connectionsTotal: 10,
+        udpFlowsOpen: 0,
+        udpFlowsTotal: 3,
+        dnsQueries: 7,
+        dnsCacheHits: 4,
+        bytesToCluster: 2048,
+        bytesFromCluster: 3 * 1048576,
+        dialFailures: 1,
+        packetsDropped: 1,
+      },
+    },
+  };
+  assertEquals(schemaProblems(doc), []);
+  const lines = formatStatus(doc);
+  assertEquals(lines[0], "Daemon:      running (vif 0.1.0, pid 42, up 1h02m)");
+  assertEquals(lines[2], "Connected:   yes, for 1m05s");
+  const text = lines.join("\n");
+  assertMatch(
+    text,
+    /^Routed:      198\.18\.0\.0\/24      pods\n             198\.19\.0\.0\/18      services$/m,
+  );
+  assertMatch(text, /^Not routed:  198\.18\.0\.128\/25    --never-proxy$/m);
+  assertMatch(text, /^Domains:     cluster\.local svc shop$/m);
+  assertMatch(text, /^Traffic:     2\.0 KiB to the cluster, 3\.0 MiB back; 1 packet dropped$/m);
+  // Every value starts in the same column.
+  for (const l of lines) assertMatch(l, /^(\S[^:]*:\s+|\s{13})\S/);
+});

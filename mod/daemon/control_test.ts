@@ -1,0 +1,109 @@
+/**
+ * The control protocol: line framing, request checking, and a client talking
+ * to a server that answers with progress, a result and an error.
+ */
+
+import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/_assert.ts";
+import { listenUnix } from "../tun/mod.ts";
+import {
+  ControlClient,
+  DaemonError,
+  encodeLine,
+  LineSplitter,
+  MAX_LINE,
+  parseRequest,
+} from "./control.ts";
+
+Deno.test("LineSplitter: whole lines only, across chunks, and a limit on length", () => {
+  const s = new LineSplitter();
+  const enc = new TextEncoder();
+  assertEquals(s.push(enc.encode('{"a":1}\n{"b"')), ['{"a":1}']);
+  assertEquals(s.push(enc.encode(":2}\n\n")), ['{"b":2}', ""]);
+  assertEquals(s.push(enc.encode("é")), []);
+  assertEquals(s.push(enc.encode("\n")), ["é"]);
+  assertThrows(() => s.push(new Uint8Array(MAX_LINE + 1).fill(65)), RangeError, "longer than");
+});
+
+Deno.test("parseRequest: JSON with a numeric id and a method, else an error to send back", () => {
+  assertEquals(parseRequest('{"id":3,"method":"status"}'), { id: 3, method: "status", params: {} });
+  const notJson = parseRequest("status");
+  assert("error" in notJson);
+  assertEquals([notJson.id, notJson.error.code], [0, "bad-request"]);
+  const noId = parseRequest('{"method":"status"}');
+  assert("error" in noId && /numeric "id"/.test(noId.error.message));
+  const noMethod = parseRequest('{"id":7}');
+  assert("error" in noMethod);
+  assertEquals(noMethod.id, 7);
+});
+
+Deno.test("ControlClient: progress lines reach the caller, then the result; errors keep their hint and code", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vif-control-" });
+  const server = await listenUnix(`${dir}/daemon.sock`);
+  const serving = (async () => {
+    for await (const conn of server) {
+      const splitter = new LineSplitter();
+      const buf = new Uint8Array(4096);
+      for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+        for (const line of splitter.push(buf.subarray(0, n))) {
+          const r = parseRequest(line);
+          if ("error" in r) continue;
+          // A reply to someone else's id is skipped by the client.
+          await conn.write(encodeLine({ id: 999, result: "not yours" }));
+          if (r.method === "connect") {
+            await conn.write(encodeLine({ id: r.id, progress: "step one" }));
+            await conn.write(encodeLine({ id: r.id, progress: "step two" }));
+            await conn.write(encodeLine({ id: r.id, result: { connected: true } }));
+          } else {
+            await conn.write(encodeLine({
+              id: r.id,
+              error: { message: "no such thing", hint: "Do the other thing.", code: "failed" },
+            }));
+          }
+        }
+      }
+      conn.close();
+      return;
+    }
+  })();
+  const client = await ControlClient.connect(`${dir}/daemon.sock`);
+  try {
+    const steps: string[] = [];
+    // deno-lint-ignore no-explicit-any
+    const result = await client.request("connect", {} as any, (s) => steps.push(s));
+    assertEquals(result, { connected: true });
+    assertEquals(steps, ["step one", "step two"]);
+    const e = await assertRejects(() => client.request("status", {}), DaemonError, "no such thing");
+    assertEquals([(e as DaemonError).hint, (e as DaemonError).code], [
+      "Do the other thing.",
+      "failed",
+    ]);
+  } finally {
+    client.close();
+    await serving;
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ControlClient.connect: no socket is NotFound, a dead daemon's socket is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vif-control-" });
+  try {
+    await assertRejects(() => ControlClient.connect(`${dir}/daemon.sock`), Deno.errors.NotFound);
+    // A socket file whose listener is gone (a daemon killed with -9) refuses.
+    const bound = await new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+        `${dir}/daemon.sock`,
+      ],
+    }).output();
+    assert(bound.success);
+    assert((await Deno.lstat(`${dir}/daemon.sock`)).isSocket);
+    await assertRejects(
+      () => ControlClient.connect(`${dir}/daemon.sock`),
+      Deno.errors.ConnectionRefused,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

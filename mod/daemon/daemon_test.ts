@@ -1,0 +1,135 @@
+/**
+ * The daemon in-process: the control socket's methods and errors, a connect
+ * that fails before anything is made, quit, what it leaves behind, and the
+ * recovery of a crashed daemon's state file.
+ */
+
+import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
+import { schemaProblems } from "../../tests/e2e/_status_schema.ts";
+import { ControlClient, DaemonError, encodeLine } from "./control.ts";
+import { recoverAfterCrash, runDaemon, type StatusDocument } from "./daemon.ts";
+
+async function waitForSocket(path: string): Promise<ControlClient> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      return await ControlClient.connect(path);
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`no socket at ${path}`);
+}
+
+Deno.test({
+  name: "runDaemon: version, status, loglevel, errors, a failed connect, quit",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "vif-daemon-" });
+    const running = runDaemon({ stateDir: dir, owner: { uid: 0, gid: 0 } });
+    const client = await waitForSocket(`${dir}/daemon.sock`);
+    try {
+      const v = await client.request("version", {});
+      assertEquals([v.pid, v.protocol, v.owner], [Deno.pid, 1, 0]);
+      const s = await client.request("status", {}) as StatusDocument;
+      assertEquals(schemaProblems(s), []);
+      assertEquals([s.daemon.running, s.connected, s.daemon.logFile], [
+        true,
+        false,
+        `${dir}/daemon.log`,
+      ]);
+      assertEquals(await client.request("loglevel", { level: "debug" }), {
+        previous: "info",
+        level: "debug",
+      });
+      const bad = await assertRejects(
+        // deno-lint-ignore no-explicit-any
+        () => client.request("loglevel", { level: "loud" as any }),
+        DaemonError,
+      );
+      assertEquals((bad as DaemonError).code, "bad-request");
+      const unknown = await assertRejects(
+        // deno-lint-ignore no-explicit-any
+        () => client.request("frobnicate" as any, {}),
+        DaemonError,
+        'unknown method "frobnicate"',
+      );
+      assertEquals((unknown as DaemonError).code, "unknown-method");
+      // A manager nobody listens for: refused at Arrive, before any TUN.
+      const failed = await assertRejects(
+        () =>
+          client.request("connect", {
+            managerAddress: "127.0.0.1:9",
+            managerCaPem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            managerNamespace: "vif-system",
+            namespace: "default",
+            alsoProxy: [],
+            neverProxy: [],
+            allowConflicting: [],
+            dnsInclude: [],
+            dnsExclude: [],
+            graceSeconds: 30,
+          }),
+        DaemonError,
+      );
+      assertEquals((failed as DaemonError).code, "connect-failed");
+      assert((failed as DaemonError).hint.length > 0);
+      const state = JSON.parse(await Deno.readTextFile(`${dir}/daemon.json`));
+      assertEquals([state.pid, state.tun, state.dns], [Deno.pid, null, null]);
+      // A line that is not JSON gets an error, and the connection stays usable.
+      const raw = await Deno.connect({ transport: "unix", path: `${dir}/daemon.sock` });
+      await raw.write(new TextEncoder().encode("hello\n"));
+      await raw.write(encodeLine({ id: 4, method: "logs" }));
+      const buf = new Uint8Array(4096);
+      let text = "";
+      while (text.split("\n").length < 3) {
+        const n = await raw.read(buf);
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      raw.close();
+      const [first, second] = text.trim().split("\n").map((l) => JSON.parse(l));
+      assertEquals([first.id, first.error.code], [0, "bad-request"]);
+      assertEquals(second, { id: 4, result: { files: [`${dir}/daemon.log`] } });
+      assertEquals(await client.request("quit", {}), { wasConnected: false });
+    } finally {
+      client.close();
+    }
+    assertEquals(await running, 0);
+    const left = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name);
+    assertEquals(left, ["daemon.log"]);
+    const log = await Deno.readTextFile(`${dir}/daemon.log`);
+    assertMatch(log, /daemon: log level info → debug/);
+    assertMatch(log, /daemon: connect failed: /);
+    assertMatch(log, /daemon: stopped$/m);
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test("recoverAfterCrash: a dead daemon's socket and state go; nothing when there was nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vif-daemon-" });
+  try {
+    assertEquals(await recoverAfterCrash(dir, () => {}), []);
+    // A pid that is not a daemon's (pid 1 is init): the state is stale.
+    await Deno.writeTextFile(
+      `${dir}/daemon.json`,
+      JSON.stringify({ pid: 1, tun: "vif-nonexistent", routes: [], dns: null }),
+    );
+    const bound = await new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+        `${dir}/daemon.sock`,
+      ],
+    }).output();
+    assert(bound.success);
+    const said: string[] = [];
+    assertEquals(await recoverAfterCrash(dir, (_l, m) => said.push(m)), [
+      "stale control socket removed",
+    ]);
+    assertEquals((await Array.fromAsync(Deno.readDir(dir))).length, 0);
+    assertMatch(said.join("\n"), /after a crash: stale control socket removed/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
