@@ -14,7 +14,7 @@ Deno.test("LogFile: one timestamped line per event, at or above the level", asyn
     log.close();
     const lines = (await Deno.readTextFile(`${dir}/daemon.log`)).trimEnd().split("\n");
     assertEquals(lines.length, 2);
-    assertMatch(lines[0]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info  shown\\nsecond line$/);
+    assertMatch(lines[0]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info {2}shown\\nsecond line$/);
     assertMatch(lines[1]!, / debug now shown$/);
     assertEquals((await Deno.stat(`${dir}/daemon.log`)).mode! & 0o777, 0o600);
   } finally {
