@@ -5,10 +5,11 @@
  *    cluster DNS) in network namespaces, and a workstation `vif-ws` that can
  *    reach only the API server.
  * 2. `vif install`: the traffic-manager, through the API server.
- * 3. `vif connect --context vif-sim`: one port-forward through the API server.
+ * 3. `vif connect --context vif-sim`: starts the daemon, which holds one
+ *    port-forward through the API server; the command returns once connected.
  * 4. From the workstation: `curl http://web.default/`, `dig web.other.svc.cluster.local`,
- *    and the routes vif made.
- * 5. Ctrl-C on `vif connect` (what `vif quit` will do), then `deno task sim down`.
+ *    the routes vif made, and `vif status`.
+ * 5. `vif quit`, then `deno task sim down`.
  *
  * A cluster that was already up (from `deno task sim up`) is used and left up.
  *
@@ -59,7 +60,8 @@ async function main(): Promise<number> {
     return 1;
   }
   const wasUp = await isUp();
-  let connect: Deno.ChildProcess | undefined;
+  const vif = (...args: string[]) => [...SIM, "exec", "--", "vif", ...args];
+  let connected = false;
   try {
     say("1. A simulated cluster in network namespaces");
     if (wasUp) console.log("  (already up: using it, and leaving it up)");
@@ -71,7 +73,7 @@ async function main(): Promise<number> {
     );
 
     say("2. vif install: the traffic-manager, through the API server");
-    if (await sh("vif install", [...SIM, "exec", "--", "vif", "install"]) !== 0) return 1;
+    if (await sh("vif install", vif("install")) !== 0) return 1;
     await sh(
       "kubectl -n vif-system wait --for=condition=Available deployment/traffic-manager",
       [
@@ -88,53 +90,11 @@ async function main(): Promise<number> {
       ],
     );
 
-    say("3. vif connect --context vif-sim (in the background of this demo)");
-    console.log("  $ vif connect --context vif-sim &");
-    connect = new Deno.Command(SIM[0]!, {
-      args: [
-        ...SIM.slice(1),
-        "exec",
-        "--",
-        "vif",
-        "connect",
-        "--foreground",
-        "--context",
-        "vif-sim",
-        "--state-dir",
-        "/run/vif-sim/state",
-      ],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const lines = connect.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let buffered = "";
-    const deadline = Date.now() + 90_000;
-    for (;;) {
-      const { value, done } = await lines.read();
-      if (done || Date.now() > deadline) {
-        console.error("vif demo: vif connect did not connect");
-        return 1;
-      }
-      buffered += value;
-      let nl;
-      let connected = false;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        console.log(`    ${line}`);
-        if (/^connected to the traffic-manager/.test(line)) connected = true;
-      }
-      if (connected) break;
+    say("3. vif connect: the daemon starts and connects; the command returns when it is up");
+    connected = true;
+    if (await sh("vif connect --context vif-sim", vif("connect", "--context", "vif-sim")) !== 0) {
+      return 1;
     }
-    // Keep echoing what vif says (its teardown, at the end).
-    const echo = (async () => {
-      for (;;) {
-        const { value, done } = await lines.read();
-        if (done) break;
-        for (const l of value.trimEnd().split("\n")) if (l) console.log(`    ${l}`);
-      }
-    })();
 
     say("4. The cluster's names and addresses, from the workstation");
     await sh("curl http://web.default/", [
@@ -173,22 +133,15 @@ async function main(): Promise<number> {
       "dev",
       "vif0",
     ]);
+    await sh("vif status", vif("status"));
 
-    say("5. Disconnect (Ctrl-C): routes, TUN and resolv.conf put back");
-    console.log("  $ kill -INT %1");
-    connect.kill("SIGINT");
-    await connect.status;
-    await echo;
-    connect = undefined;
+    say("5. vif quit: routes, TUN and resolv.conf put back, the daemon stopped");
+    connected = false;
+    if (await sh("vif quit", vif("quit")) !== 0) return 1;
     await sh("ip route", [...SIM, "exec", "--", "ip", "route"]);
     return 0;
   } finally {
-    if (connect) {
-      try {
-        connect.kill("SIGINT");
-      } catch { /* ended */ }
-      await connect.status;
-    }
+    if (connected) await sh("vif quit --force", vif("quit", "--force"), { quiet: true });
     if (!wasUp) {
       say("6. deno task sim down");
       await sh("deno task sim down", [...SIM, "down"]);

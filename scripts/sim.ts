@@ -9,9 +9,12 @@
  *   without cleaning up, `down` removes what it left.
  * - `status` says whether it runs, and lists nodes, pods and services.
  * - `exec -- CMD [ARGS…]` runs CMD in the workstation namespace `vif-ws` with
- *   `KUBECONFIG` set, and `vif` and `kubectl` (Debian's) first on `PATH`.
+ *   `KUBECONFIG` set, `VIF_STATE_DIR` at `/run/vif-sim/vif` (so the vif
+ *   daemon started there keeps its socket, log and state apart from the
+ *   machine's), and `vif` and `kubectl` (Debian's) first on `PATH`.
  *
- * State lives in `/run/vif-sim` (`kubeconfig`, `sim.log`, `pid`, `bin/`); `down` removes it.
+ * State lives in `/run/vif-sim` (`kubeconfig`, `sim.log`, `pid`, `bin/`, `vif/`); `down` stops a
+ * vif daemon still running there, then removes it all.
  *
  * @module
  */
@@ -28,6 +31,8 @@ const LOG = `${STATE}/sim.log`;
 const PID = `${STATE}/pid`;
 const READY = `${STATE}/ready`;
 const BIN = `${STATE}/bin`;
+/** The state directory of the vif daemon started in the workstation (`VIF_STATE_DIR`). */
+const VIF_STATE = `${STATE}/vif`;
 
 function say(line: string): void {
   console.log(line);
@@ -168,6 +173,17 @@ async function serve(): Promise<void> {
 }
 
 async function down(): Promise<void> {
+  // A vif daemon left connected in the workstation goes first: it puts its own changes back.
+  const daemon = await Deno.readTextFile(`${VIF_STATE}/daemon.json`).then(
+    (t) => (JSON.parse(t) as { pid?: number }).pid,
+    () => undefined,
+  );
+  if (daemon && alive(daemon)) {
+    Deno.kill(daemon, "SIGTERM");
+    const deadline = Date.now() + 15_000;
+    while (alive(daemon) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (alive(daemon)) Deno.kill(daemon, "SIGKILL");
+  }
   const pid = readPid();
   if (pid && alive(pid)) {
     Deno.kill(pid, "SIGTERM");
@@ -219,7 +235,11 @@ async function exec(cmd: string[]): Promise<number> {
   if (!pid || !alive(pid)) fail("the simulated cluster is not up", 'Run "deno task sim up" first.');
   const child = new Deno.Command("ip", {
     args: ["netns", "exec", WS, ...cmd],
-    env: { KUBECONFIG, PATH: `${BIN}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}` },
+    env: {
+      KUBECONFIG,
+      VIF_STATE_DIR: Deno.env.get("VIF_STATE_DIR") ?? VIF_STATE,
+      PATH: `${BIN}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
+    },
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",

@@ -92,6 +92,11 @@ export function registerDaemon(program: Command, context: CliContext): void {
     .description("write the daemon's logs, status and versions to one archive for a bug report")
     .option("-o, --output <file>", "the archive to write (default: vif-logs-<time>.tar.gz)")
     .option("--state-dir <dir>", STATE_DIR_HELP)
+    .addHelpText(
+      "after",
+      "\nExamples:\n  vif loglevel debug && <reproduce the problem> && sudo vif gather-logs\n" +
+        "  vif gather-logs -o /tmp/vif-bug.tar.gz",
+    )
     .action(async (options: { output?: string; stateDir?: string }) => {
       const stateDir = stateDirOf(options.stateDir, context.io.env);
       const stamp = new Date().toISOString().replace(/[:.]/g, "-");
