@@ -288,12 +288,38 @@ class LinuxTun implements TunDevice {
 
   addAddress(prefix: Prefix): Promise<void> {
     const doing = `Cannot add address "${show(prefix)}" to "${this.name}"`;
+    if (prefix.address.includes(":")) this.#hasV6 = true;
     return this.#run(doing, (nl) => nl.addAddress(this.index, prefix, doing));
   }
 
-  up(): Promise<void> {
+  /** Whether an IPv6 address was added: `up()` then waits for it to be usable. */
+  #hasV6 = false;
+
+  async up(): Promise<void> {
     const doing = `Cannot bring up "${this.name}"`;
-    return this.#run(doing, (nl) => nl.setLink(this.index, { up: true }, doing));
+    await this.#run(doing, (nl) => nl.setLink(this.index, { up: true }, doing));
+    if (this.#hasV6) await this.#settleIpv6();
+  }
+
+  /**
+   * An IPv6 address added while the link was down stays tentative until the
+   * kernel's address work runs after the link comes up, even with
+   * IFA_F_NODAD; packets to it are dropped until then. Wait (up to 1 s) until
+   * none of the device's addresses is tentative (IFA_F_TENTATIVE in
+   * /proc/net/if_inet6), so the device is usable when `up()` resolves.
+   */
+  async #settleIpv6(): Promise<void> {
+    const IFA_F_TENTATIVE = 0x40;
+    const deadline = performance.now() + 1000;
+    while (performance.now() < deadline) {
+      const table = await Deno.readTextFile("/proc/net/if_inet6").catch(() => "");
+      const tentative = table.split("\n").some((line) => {
+        const f = line.trim().split(/\s+/);
+        return f[5] === this.name && (parseInt(f[4] ?? "0", 16) & IFA_F_TENTATIVE) !== 0;
+      });
+      if (!tentative) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   addRoute(prefix: Prefix): Promise<void> {

@@ -323,6 +323,22 @@ Deno.test({
         },
       );
 
+      await t.step("SIGTERM to the daemon: it disconnects, puts all back and exits", async () => {
+        const r = await vif(["connect", "--context", "vif-sim", "-q"]);
+        assertEquals(r.code, 0, r.stderr);
+        const pid = await daemonPid();
+        Deno.kill(pid, "SIGTERM");
+        await waitUntil(async () => !await alive(pid), 15_000, `daemon ${pid} gone after SIGTERM`);
+        assertEquals(await tuns(), "");
+        assertEquals(await Deno.readFile(resolvConf), original);
+        const left = (await Array.fromAsync(Deno.readDir(state))).map((e) => e.name).sort();
+        assertEquals(left, ["daemon.log"]);
+        assertMatch(
+          await Deno.readTextFile(`${state}/daemon.log`),
+          /daemon: SIGTERM: shutting down/,
+        );
+      });
+
       await t.step("kill -9, then connect: the new daemon puts things back first", async () => {
         const r = await vif(["connect", "--context", "vif-sim", "-q"]);
         assertEquals(r.code, 0, r.stderr);

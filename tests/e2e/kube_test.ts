@@ -213,7 +213,7 @@ Deno.test({
       });
 
       await t.step(
-        "the manager's pod going away ends the session with a clear error, all put back",
+        "the manager gone past --grace ends connect --foreground with a clear error, all put back",
         async () => {
           await sim.waitReady("vif-system", MANAGER);
           const again = sim.spawn([
@@ -222,40 +222,49 @@ Deno.test({
             "--foreground",
             "--context",
             "vif-sim",
+            "--grace",
+            "3",
             "--state-dir",
             `${env.dir}/state-drop`,
           ]);
           await again.waitFor(/^connected to the traffic-manager/, 60_000);
           const kubectl = await debianKubectl();
-          const deleted = await sim.exec([
-            kubectl,
-            "-n",
-            "vif-system",
-            "delete",
-            "pod",
-            "-l",
-            MANAGER,
-            "--wait=false",
-          ]);
-          assertEquals(deleted.code, 0, deleted.stderr);
-          const status = await Promise.race([
-            again.child.status,
-            new Promise<undefined>((r) => setTimeout(() => r(undefined), 30_000)),
-          ]);
-          assert(status, "vif connect kept running after its manager pod was deleted");
-          assertEquals(status.code, 1);
-          await again.stop();
-          const err = again.errLines.join("\n");
-          assertMatch(
-            err,
-            /vif: (the pod "vif-system\/traffic-manager-\S+" is gone|the port-forward to vif-system\/traffic-manager-\S+ was closed)/,
-          );
-          assertMatch(err, /vif finds the traffic-manager's current pod/);
-          assertEquals(
-            (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: ws })).trim(),
-            "",
-          );
-          assertEquals(await Deno.readFile(resolvConf), originalResolv);
+          const scale = (n: number) =>
+            sim.exec([
+              kubectl,
+              "-n",
+              "vif-system",
+              "scale",
+              "deployment",
+              "traffic-manager",
+              `--replicas=${n}`,
+            ]);
+          assertEquals((await scale(0)).code, 0);
+          try {
+            const status = await Promise.race([
+              again.child.status,
+              new Promise<undefined>((r) => setTimeout(() => r(undefined), 40_000)),
+            ]);
+            assert(status, "vif connect kept running with no manager past its grace period");
+            assertEquals(status.code, 1);
+            await again.stop();
+            const err = again.errLines.join("\n");
+            assertMatch(
+              err,
+              /vif: lost the traffic-manager \(vif-system\/traffic-manager-\S+\) for more than 3 s: disconnected, and everything put back/,
+            );
+            assertMatch(
+              err,
+              /^Check it with `kubectl -n vif-system get pods`, then run `vif connect` again\.$/m,
+            );
+            assertEquals(
+              (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: ws })).trim(),
+              "",
+            );
+            assertEquals(await Deno.readFile(resolvConf), originalResolv);
+          } finally {
+            assertEquals((await scale(1)).code, 0);
+          }
         },
       );
     } finally {
