@@ -22,6 +22,11 @@ PACKAGES=(
   iputils-ping  # ping
   openssl       # test certificates
   python3-kubernetes # a client nobody here wrote, against the fake API server (tests/sim/apiserver)
+  dnsperf       # DNS query rate (deno task bench)
+  openvpn       # a peer path for deno task bench: OpenVPN, static key, UDP
+  sshuttle      # a peer path for deno task bench
+  openssh-server # sshd on a simulated node for sshuttle (bench starts its own, in a namespace)
+  openssh-client # ssh, ssh-keygen
   # Debian's kubectl (kubernetes-client) is not listed: where google-cloud-cli
   # owns /usr/bin/kubectl the install fails on the file conflict, so
   # tests/sim/apiserver/install_kubectl.sh unpacks the .deb into .tools/.

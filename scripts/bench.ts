@@ -1,0 +1,788 @@
+/**
+ * `deno task bench [--quick] [--json FILE] [--paths a,b,…]`: vif against the
+ * direct path and the tools a user would otherwise pick, on one simulated
+ * topology, in one run, with real clients and servers.
+ *
+ * The topology is the simulated cluster (tests/sim): the workstation `ws`
+ * reaches node 1 over a veth LAN; nginx, iperf3 and a UDP echo run in pods on
+ * node 1. Each path is set up, measured and taken down in turn:
+ *
+ * | path | how the workstation reaches the pods |
+ * | --- | --- |
+ * | `direct` | routed straight to node 1 (no tunnel): the ceiling |
+ * | `vif-direct` | `vif connect --manager-address` to the manager pod's gRPC port |
+ * | `vif` | `vif connect --context` through the simulated API server's port-forward |
+ * | `openvpn` | an OpenVPN tun tunnel (static key, UDP) from the workstation to node 1 |
+ * | `sshuttle` | sshuttle to an sshd on node 1 |
+ *
+ * Figures per path: iperf3 TCP throughput with 1 and 8 flows, both directions;
+ * wrk keep-alive requests/s with p50 and p99 latency against nginx; wrk with
+ * `Connection: close` (a new connection per request); UDP request/response
+ * rate with p50/p99. For vif also: DNS query rate (dnsperf) and latency of
+ * cached and uncached cluster names, the time from `vif connect` to the first
+ * answered request, the daemon's RSS holding 1,000 idle connections, and how
+ * many concurrent connections it holds before the first failure.
+ *
+ * The table goes to stdout; `--json FILE` writes every figure and, for each
+ * vif figure, its ratio to `direct`, `openvpn` and `sshuttle` of the same run.
+ * A path that cannot run (a tool missing) has `null` figures and an `error`.
+ *
+ * Nothing leaves the namespaces the run makes (198.18.0.0/15 and 240.0.0.0/4
+ * only), and everything is removed at the end, also on failure or Ctrl-C.
+ *
+ * @module
+ */
+
+import { DENO, Env, iperfGbits, must, type Proc, ROOT, run } from "../tests/e2e/_env.ts";
+import { API_IP, Sim } from "../tests/sim/sim.ts";
+import type { KubeObject } from "../tests/sim/apiserver/mod.ts";
+
+const VIF = [DENO, "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/main.ts`];
+const MANAGER = "app.kubernetes.io/name=traffic-manager";
+const PATHS = ["direct", "vif-direct", "vif", "openvpn", "sshuttle"] as const;
+type PathName = typeof PATHS[number];
+
+/** The figures measured on every path. */
+export interface PathFigures {
+  tcp1_mbps: number | null;
+  tcp1_rev_mbps: number | null;
+  tcp8_mbps: number | null;
+  tcp8_rev_mbps: number | null;
+  http_rps: number | null;
+  http_p50_ms: number | null;
+  http_p99_ms: number | null;
+  conn_rps: number | null;
+  conn_p50_ms: number | null;
+  conn_p99_ms: number | null;
+  udp_rps: number | null;
+  udp_p50_ms: number | null;
+  udp_p99_ms: number | null;
+  /** Why the path could not run, when it could not. */
+  error?: string;
+}
+
+/** The figures measured on vif only. */
+export interface VifFigures {
+  dns_qps: number | null;
+  dns_cached_p50_ms: number | null;
+  dns_cached_p99_ms: number | null;
+  dns_uncached_p50_ms: number | null;
+  dns_uncached_p99_ms: number | null;
+  connect_s: number | null;
+  rss_mb_1000_conns: number | null;
+  max_conns: number | null;
+  max_conns_tried: number;
+  error?: string;
+}
+
+/** What `--json` writes. */
+export interface BenchReport {
+  schema: 1;
+  quick: boolean;
+  seconds_per_test: number;
+  machine: { cpus: number; kernel: string; deno: string; date: string };
+  paths: Record<PathName, PathFigures>;
+  vif: VifFigures;
+  /** For `vif` and `vif-direct`: figure → vif's figure ÷ the other path's. */
+  ratios: Record<string, Record<string, Record<string, number | null>>>;
+}
+
+interface Options {
+  quick: boolean;
+  json?: string;
+  paths: PathName[];
+}
+
+function parseArgs(args: string[]): Options {
+  const options: Options = { quick: false, paths: [...PATHS] };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--quick") options.quick = true;
+    else if (a === "--json") options.json = args[++i];
+    else if (a === "--paths") {
+      const wanted = (args[++i] ?? "").split(",").filter((p) => p);
+      const bad = wanted.filter((p) => !(PATHS as readonly string[]).includes(p));
+      if (bad.length) fail(`unknown path "${bad[0]}"`, `Use some of: ${PATHS.join(", ")}.`);
+      options.paths = wanted as PathName[];
+    } else if (a === "-h" || a === "--help") {
+      console.log(
+        "deno task bench [--quick] [--json FILE] [--paths direct,vif-direct,vif,openvpn,sshuttle]",
+      );
+      Deno.exit(0);
+    } else fail(`unknown flag "${a}"`, "Run: deno task bench --help");
+  }
+  return options;
+}
+
+function fail(message: string, hint: string): never {
+  console.error(`bench: ${message}\n${hint}`);
+  Deno.exit(2);
+}
+
+const empty = (): PathFigures => ({
+  tcp1_mbps: null,
+  tcp1_rev_mbps: null,
+  tcp8_mbps: null,
+  tcp8_rev_mbps: null,
+  http_rps: null,
+  http_p50_ms: null,
+  http_p99_ms: null,
+  conn_rps: null,
+  conn_p50_ms: null,
+  conn_p99_ms: null,
+  udp_rps: null,
+  udp_p50_ms: null,
+  udp_p99_ms: null,
+});
+
+// --- the clients ---------------------------------------------------------------
+
+/** UDP request/response: one datagram out, its echo back, as fast as that goes. */
+const UDP_CLIENT = `
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+s.connect((host, port))
+lat = []; lost = 0; payload = b"x" * 64
+end = time.perf_counter() + seconds
+while time.perf_counter() < end:
+    t0 = time.perf_counter()
+    s.send(payload)
+    try:
+        s.recv(2048)
+        lat.append(time.perf_counter() - t0)
+    except socket.timeout:
+        lost += 1
+lat.sort()
+pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else -1
+print(len(lat) / seconds, pct(0.5), pct(0.99), lost)
+`;
+
+/** DNS latency: sequential queries for names from a file, p50/p99. */
+const DNS_CLIENT = `
+import random, socket, struct, sys, time
+server, seconds = sys.argv[1], float(sys.argv[2])
+names = [l.split()[0] for l in open(sys.argv[3]) if l.strip()]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2.0)
+s.connect((server, 53))
+def query(qid, name):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\\0" + struct.pack(">HH", 1, 1)
+lat = []; i = 0
+end = time.perf_counter() + seconds
+while time.perf_counter() < end and i < len(names):
+    qid = random.randrange(65536)
+    t0 = time.perf_counter()
+    s.send(query(qid, names[i]))
+    try:
+        while struct.unpack(">H", s.recv(4096)[:2])[0] != qid:
+            pass
+        lat.append(time.perf_counter() - t0)
+    except socket.timeout:
+        pass
+    i += 1
+lat.sort()
+pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else -1
+print(len(lat), pct(0.5), pct(0.99))
+`;
+
+/**
+ * Opens up to N keep-alive HTTP connections (one request each, then held
+ * idle), reports after each thousand, holds them until stdin closes.
+ */
+const HOLDER = `
+import resource, socket, sys, time
+host, n = sys.argv[1], int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, max(n + 100, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+req = b"GET / HTTP/1.1\\r\\nHost: web\\r\\n\\r\\n"
+held = []
+err = ""
+for i in range(n):
+    try:
+        c = socket.create_connection((host, 80), timeout=5)
+        c.sendall(req)
+        data = b""
+        while b"\\r\\n\\r\\n" not in data or not data.rstrip().endswith(b"\\n"):
+            chunk = c.recv(4096)
+            if not chunk: raise OSError("closed by the server")
+            data += chunk
+            if data.count(b"\\n") >= 7: break
+        held.append(c)
+    except Exception as e:
+        err = str(e); break
+    if (i + 1) % 1000 == 0:
+        print("held", i + 1, flush=True)
+print("done", len(held), err, flush=True)
+sys.stdin.read()
+`;
+
+// --- a path's measurements -----------------------------------------------------
+
+interface Targets {
+  web: string;
+  iperf: string;
+  echo: string;
+}
+
+function wrkFigures(text: string): { rps: number; p50: number; p99: number } {
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
+  const ms = (p: string) => {
+    const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)\\s*$`, "m").exec(text);
+    if (!m) return NaN;
+    const v = Number(m[1]);
+    return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
+  };
+  return { rps, p50: ms("50"), p99: ms("99") };
+}
+
+const round = (v: number, digits = 2) => Number.isFinite(v) ? Number(v.toFixed(digits)) : null;
+
+async function measurePath(
+  ws: string,
+  t: Targets,
+  seconds: number,
+  quick: boolean,
+  log: (line: string) => void,
+): Promise<PathFigures> {
+  const f = empty();
+  const iperf = async (args: string[]) => {
+    const out = await run(["iperf3", "-J", "-t", String(seconds), "-c", t.iperf, ...args], {
+      ns: ws,
+    });
+    if (out.code !== 0) throw new Error(`iperf3 ${args.join(" ")}: ${out.stdout.slice(0, 300)}`);
+    return round(iperfGbits(out.stdout) * 1000, 0);
+  };
+  f.tcp1_mbps = await iperf([]);
+  f.tcp8_mbps = await iperf(["-P", "8"]);
+  if (!quick) {
+    f.tcp1_rev_mbps = await iperf(["-R"]);
+    f.tcp8_rev_mbps = await iperf(["-R", "-P", "8"]);
+  }
+  log(`tcp ${f.tcp1_mbps}/${f.tcp8_mbps} Mbit/s`);
+  const wrk = async (extra: string[]) => {
+    const out = await run([
+      "wrk",
+      "-t2",
+      "-c16",
+      `-d${seconds}s`,
+      "--latency",
+      ...extra,
+      `http://${t.web}/`,
+    ], { ns: ws });
+    if (out.code !== 0) throw new Error(`wrk: ${out.stderr || out.stdout}`);
+    return wrkFigures(out.stdout);
+  };
+  const http = await wrk([]);
+  [f.http_rps, f.http_p50_ms, f.http_p99_ms] = [
+    round(http.rps, 0),
+    round(http.p50, 3),
+    round(http.p99, 3),
+  ];
+  const conn = await wrk(["-H", "Connection: close"]);
+  [f.conn_rps, f.conn_p50_ms, f.conn_p99_ms] = [
+    round(conn.rps, 0),
+    round(conn.p50, 3),
+    round(conn.p99, 3),
+  ];
+  log(`http ${f.http_rps} req/s, new connections ${f.conn_rps}/s`);
+  const udp = await run(["python3", "-c", UDP_CLIENT, t.echo, "7", String(seconds)], { ns: ws });
+  const [rps, p50, p99] = udp.stdout.trim().split(/\s+/).map(Number);
+  if (!(rps! > 0)) log("udp: no answers (the path carries no UDP)");
+  [f.udp_rps, f.udp_p50_ms, f.udp_p99_ms] = [
+    round(rps!, 0),
+    p50! >= 0 ? round(p50!, 3) : null,
+    p99! >= 0 ? round(p99!, 3) : null,
+  ];
+  log(`udp ${f.udp_rps} req/s`);
+  return f;
+}
+
+// --- the paths ------------------------------------------------------------------
+
+interface Path {
+  up(): Promise<void>;
+  down(): Promise<void>;
+}
+
+function ipOf(o: KubeObject | undefined): string {
+  const ip = (o?.status as { podIP?: string } | undefined)?.podIP;
+  if (!ip) throw new Error(`no pod IP: ${JSON.stringify(o?.metadata)}`);
+  return ip;
+}
+
+async function waitHttp(ws: string, url: string, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const r = await run(["curl", "-sS", "--max-time", "2", "-o", "/dev/null", url], { ns: ws });
+    if (r.code === 0) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not answer within ${ms} ms`);
+}
+
+function waitLine(proc: Proc, re: RegExp, ms: number, what: string): Promise<string> {
+  return proc.waitFor(re, ms).catch(() => {
+    throw new Error(
+      `${what} did not come up: ${[...proc.lines, ...proc.errLines].slice(-8).join(" | ")}`,
+    );
+  });
+}
+
+async function main(): Promise<number> {
+  const options = parseArgs(Deno.args);
+  if (Deno.uid() !== 0) fail("the benchmark needs root", "Run it as root: sudo deno task bench");
+  const seconds = options.quick ? 1 : 5;
+  const started = performance.now();
+  const say = (line: string) => console.error(`bench: ${line}`);
+  const env = await new Env().init();
+  const stop = () => env.cleanup().then(() => Deno.exit(130));
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  const report: BenchReport = {
+    schema: 1,
+    quick: options.quick,
+    seconds_per_test: seconds,
+    machine: {
+      cpus: navigator.hardwareConcurrency,
+      kernel: Deno.osRelease(),
+      deno: Deno.version.deno,
+      date: new Date().toISOString(),
+    },
+    paths: Object.fromEntries(PATHS.map((p) => [p, { ...empty(), error: "not run" }])) as Record<
+      PathName,
+      PathFigures
+    >,
+    vif: {
+      dns_qps: null,
+      dns_cached_p50_ms: null,
+      dns_cached_p99_ms: null,
+      dns_uncached_p50_ms: null,
+      dns_uncached_p99_ms: null,
+      connect_s: null,
+      rss_mb_1000_conns: null,
+      max_conns: null,
+      max_conns_tried: options.quick ? 2000 : 10_000,
+    },
+    ratios: {},
+  };
+  try {
+    say("starting the simulated cluster");
+    const sim = await Sim.start(env, { samples: true, largeFileMiB: 1 });
+    const ws = sim.ws;
+    const pods = (ns: string, sel: string) =>
+      sim.store.list("pods", { namespace: ns, labelSelector: sel });
+    const targets: Targets = {
+      web: ipOf(pods("default", "app=web")[0]),
+      iperf: ipOf(pods("default", "app=iperf")[0]),
+      echo: ipOf(pods("default", "app=echo")[0]),
+    };
+    const install = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+    if (install.code !== 0) throw new Error(`vif install: ${install.stderr}`);
+    const manager = ipOf((await sim.waitReady("vif-system", MANAGER, 1, 90_000))[0]);
+    const podIps = [targets.web, targets.iperf, targets.echo];
+    const node1 = sim.net.nodes[0]!;
+    const dir = env.dir;
+
+    const paths: Record<PathName, Path> = {
+      direct: {
+        async up() {
+          for (const ip of podIps) await sim.net.exposeToWorkstation(ip);
+        },
+        async down() {
+          for (const ip of podIps) await sim.net.unexposeFromWorkstation(ip);
+        },
+      },
+      "vif-direct": (() => {
+        let proc: Proc | undefined;
+        return {
+          async up() {
+            await sim.net.exposeToWorkstation(manager);
+            const secret = sim.store.get({
+              resource: "secrets",
+              namespace: "vif-system",
+              name: "traffic-manager-tls",
+            }) as KubeObject & { data: Record<string, string> };
+            await Deno.writeTextFile(`${dir}/ca.crt`, atob(secret.data["ca.crt"]!));
+            proc = sim.spawn([
+              ...VIF,
+              "connect",
+              "--foreground",
+              "--manager-address",
+              `${manager}:8081`,
+              "--manager-ca",
+              `${dir}/ca.crt`,
+              "--state-dir",
+              `${dir}/state-direct`,
+            ]);
+            await waitLine(proc, /^connected to the traffic-manager/, 60_000, "vif (direct)");
+          },
+          async down() {
+            await proc?.stop(10_000);
+            await sim.net.unexposeFromWorkstation(manager);
+          },
+        };
+      })(),
+      vif: {
+        async up() {
+          const t0 = performance.now();
+          const r = await sim.exec([
+            ...VIF,
+            "connect",
+            "--state-dir",
+            `${dir}/state`,
+            "--context",
+            "vif-sim",
+            "-q",
+          ]);
+          if (r.code !== 0) throw new Error(`vif connect: ${r.stderr}`);
+          await waitHttp(ws, `http://${targets.web}/`, 10_000);
+          report.vif.connect_s = round((performance.now() - t0) / 1000, 2);
+        },
+        async down() {
+          await sim.exec([...VIF, "quit", "--state-dir", `${dir}/state`]);
+        },
+      },
+      openvpn: (() => {
+        let server: Proc | undefined;
+        let client: Proc | undefined;
+        const common = [
+          "--dev",
+          "tun",
+          "--proto",
+          "udp",
+          "--cipher",
+          "AES-256-CBC",
+          "--auth",
+          "SHA256",
+          "--verb",
+          "3",
+        ];
+        return {
+          async up() {
+            await must(["openvpn", "--genkey", "secret", `${dir}/ovpn.key`]);
+            server = env.spawn([
+              "openvpn",
+              ...common,
+              "--secret",
+              `${dir}/ovpn.key`,
+              "0",
+              "--lport",
+              "1194",
+              "--ifconfig",
+              "240.0.9.1",
+              "240.0.9.2",
+            ], { ns: node1.netns });
+            client = env.spawn([
+              "openvpn",
+              ...common,
+              "--secret",
+              `${dir}/ovpn.key`,
+              "1",
+              "--remote",
+              API_IP,
+              "1194",
+              "--nobind",
+              "--ifconfig",
+              "240.0.9.2",
+              "240.0.9.1",
+              "--route",
+              "198.18.0.0",
+              "255.255.0.0",
+            ], { ns: ws });
+            await waitLine(
+              server,
+              /Initialization Sequence Completed/,
+              20_000,
+              "the OpenVPN server",
+            );
+            await waitLine(
+              client,
+              /Initialization Sequence Completed/,
+              20_000,
+              "the OpenVPN client",
+            );
+            await waitHttp(ws, `http://${targets.web}/`, 10_000);
+          },
+          async down() {
+            await client?.stop();
+            await server?.stop();
+          },
+        };
+      })(),
+      sshuttle: (() => {
+        let sshd: Proc | undefined;
+        let client: Proc | undefined;
+        let madeRunSshd = false;
+        return {
+          async up() {
+            await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", `${dir}/host_key`]);
+            await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", `${dir}/user_key`]);
+            await Deno.copyFile(`${dir}/user_key.pub`, `${dir}/authorized_keys`);
+            await Deno.writeTextFile(
+              `${dir}/sshd_config`,
+              [
+                `ListenAddress ${API_IP}`,
+                "Port 22",
+                `HostKey ${dir}/host_key`,
+                `AuthorizedKeysFile ${dir}/authorized_keys`,
+                `PidFile ${dir}/sshd.pid`,
+                "PermitRootLogin prohibit-password",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "",
+              ].join("\n"),
+            );
+            try {
+              await Deno.stat("/run/sshd");
+            } catch {
+              await Deno.mkdir("/run/sshd", { mode: 0o755 });
+              madeRunSshd = true;
+            }
+            sshd = env.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", `${dir}/sshd_config`], {
+              ns: node1.netns,
+            });
+            const ssh = `ssh -i ${dir}/user_key -o StrictHostKeyChecking=no ` +
+              `-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR`;
+            client = env.spawn([
+              "sh",
+              "-c",
+              'exec "$@" 2>&1',
+              "sh",
+              "sshuttle",
+              "--method",
+              "nft",
+              "-e",
+              ssh,
+              "-r",
+              `root@${API_IP}`,
+              "198.18.0.0/16",
+            ], { ns: ws });
+            await waitLine(client, /Connected to server/, 30_000, "sshuttle");
+            // sshuttle redirects in the nat OUTPUT hook, after routing: the kernel must
+            // have a route first. One to a LAN address where nobody lives, so that
+            // traffic sshuttle does not take fails instead of going direct.
+            await must(["ip", "route", "add", "198.18.0.0/16", "via", "198.19.200.99"], { ns: ws });
+            await waitHttp(ws, `http://${targets.web}/`, 10_000).catch((e) => {
+              throw new Error(`${e.message}; sshuttle: ${client!.lines.slice(-6).join(" | ")}`);
+            });
+          },
+          async down() {
+            await run(["ip", "route", "del", "198.18.0.0/16"], { ns: ws });
+            await client?.stop(5000);
+            await sshd?.stop();
+            if (madeRunSshd) await Deno.remove("/run/sshd").catch(() => {});
+          },
+        };
+      })(),
+    };
+
+    for (const name of options.paths) {
+      say(`path ${name}: setting up`);
+      const path = paths[name];
+      try {
+        await path.up();
+        say(`path ${name}: measuring`);
+        report.paths[name] = await measurePath(
+          ws,
+          targets,
+          seconds,
+          options.quick,
+          (l) => say(`path ${name}: ${l}`),
+        );
+        if (name === "vif") {
+          await measureVifExtras(sim, targets, seconds, report, say, `${dir}/state`);
+        }
+      } catch (error) {
+        const message = String((error as Error)?.message ?? error).split("\n")[0]!;
+        say(`path ${name}: failed: ${message}`);
+        report.paths[name] = { ...report.paths[name], ...empty(), error: message };
+        if (name === "vif") report.vif.error = message;
+      } finally {
+        await path.down().catch((e) => say(`path ${name}: teardown: ${e}`));
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    await env.cleanup();
+  }
+  report.ratios = ratios(report);
+  console.log(formatTable(report));
+  say(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(report, null, 2) + "\n");
+  return 0;
+}
+
+async function measureVifExtras(
+  sim: Sim,
+  t: Targets,
+  seconds: number,
+  report: BenchReport,
+  say: (l: string) => void,
+  stateDir: string,
+): Promise<void> {
+  const ws = sim.ws;
+  const dir = sim.net.dir;
+  const v = report.vif;
+  // DNS: the same name over and over (cached after the first), then names never asked before.
+  await Deno.writeTextFile(`${dir}/dns-cached`, "web.default.svc.cluster.local A\n".repeat(50));
+  const unique = Array.from(
+    { length: 5000 },
+    (_, i) => `nx${i}-${crypto.randomUUID().slice(0, 8)}.default.svc.cluster.local A`,
+  );
+  await Deno.writeTextFile(`${dir}/dns-uncached`, unique.join("\n") + "\n");
+  const perf = await run([
+    "dnsperf",
+    "-s",
+    "240.0.0.2",
+    "-d",
+    `${dir}/dns-cached`,
+    "-l",
+    String(seconds),
+    "-c",
+    "4",
+    "-Q",
+    "100000",
+  ], { ns: ws });
+  v.dns_qps = round(Number(/Queries per second:\s+([\d.]+)/.exec(perf.stdout)?.[1]), 0);
+  const latency = async (file: string): Promise<[number | null, number | null]> => {
+    const r = await run(["python3", "-c", DNS_CLIENT, "240.0.0.2", String(seconds), file], {
+      ns: ws,
+    });
+    const [, p50, p99] = r.stdout.trim().split(/\s+/).map(Number);
+    return [p50! >= 0 ? round(p50!, 3) : null, p99! >= 0 ? round(p99!, 3) : null];
+  };
+  [v.dns_cached_p50_ms, v.dns_cached_p99_ms] = await latency(`${dir}/dns-cached`);
+  [v.dns_uncached_p50_ms, v.dns_uncached_p99_ms] = await latency(`${dir}/dns-uncached`);
+  say(
+    `path vif: dns ${v.dns_qps} q/s, cached p50 ${v.dns_cached_p50_ms} ms, uncached p50 ${v.dns_uncached_p50_ms} ms`,
+  );
+  // Connections held open: the daemon's memory with 1,000, then how many it takes.
+  const daemonPid = (JSON.parse(await Deno.readTextFile(`${stateDir}/daemon.json`)) as {
+    pid: number;
+  }).pid;
+  const rssMb = async () => {
+    const status = await Deno.readTextFile(`/proc/${daemonPid}/status`);
+    return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
+  };
+  const hold = async (n: number, onHeld: (held: number) => Promise<void>) => {
+    const holder = sim.spawn(["python3", "-c", HOLDER, t.web, String(n)]);
+    try {
+      const done = await holder.waitFor(/^done /, 300_000);
+      const held = Number(done.split(" ")[1]);
+      await onHeld(held);
+      return { held, why: done.split(" ").slice(2).join(" ") };
+    } finally {
+      await holder.stop(5000);
+    }
+  };
+  await hold(1000, async (held) => {
+    if (held >= 1000) v.rss_mb_1000_conns = round(await rssMb(), 1);
+  });
+  await new Promise((r) => setTimeout(r, 1000));
+  const max = await hold(v.max_conns_tried, async () => {});
+  v.max_conns = max.held;
+  say(
+    `path vif: RSS ${v.rss_mb_1000_conns} MB with 1000 connections; held ${max.held} of ${v.max_conns_tried}${
+      max.why ? ` (${max.why})` : ""
+    }`,
+  );
+}
+
+const VIF_PATHS = ["vif", "vif-direct"] as const;
+const OTHERS = ["direct", "openvpn", "sshuttle"] as const;
+
+function ratios(report: BenchReport): BenchReport["ratios"] {
+  const out: BenchReport["ratios"] = {};
+  for (const p of VIF_PATHS) {
+    out[p] = {};
+    for (const [key, value] of Object.entries(report.paths[p])) {
+      if (key === "error") continue;
+      out[p][key] = Object.fromEntries(OTHERS.map((o) => {
+        const other = report.paths[o][key as keyof PathFigures] as number | null;
+        const mine = value as number | null;
+        return [o, mine !== null && other ? round(mine / other, 2) : null];
+      }));
+    }
+  }
+  return out;
+}
+
+/**
+ * The human table: one row per figure, one column per path.
+ *
+ * @param r the report
+ * @returns the table's text
+ */
+export function formatTable(r: BenchReport): string {
+  const rows: Array<[string, keyof PathFigures]> = [
+    ["TCP 1 flow, Mbit/s", "tcp1_mbps"],
+    ["TCP 1 flow reverse", "tcp1_rev_mbps"],
+    ["TCP 8 flows, Mbit/s", "tcp8_mbps"],
+    ["TCP 8 flows reverse", "tcp8_rev_mbps"],
+    ["HTTP keep-alive req/s", "http_rps"],
+    ["  p50 ms", "http_p50_ms"],
+    ["  p99 ms", "http_p99_ms"],
+    ["HTTP new conn/s", "conn_rps"],
+    ["  p50 ms", "conn_p50_ms"],
+    ["  p99 ms", "conn_p99_ms"],
+    ["UDP req/resp /s", "udp_rps"],
+    ["  p50 ms", "udp_p50_ms"],
+    ["  p99 ms", "udp_p99_ms"],
+  ];
+  const cols = PATHS;
+  const cell = (v: unknown) => v === null || v === undefined ? "-" : String(v);
+  const width = 22;
+  const lines = [
+    ["", ...cols].map((c, i) => i === 0 ? c.padEnd(width) : c.padStart(11)).join(""),
+  ];
+  for (const [label, key] of rows) {
+    lines.push(
+      label.padEnd(width) + cols.map((c) => cell(r.paths[c][key]).padStart(11)).join(""),
+    );
+  }
+  for (const c of cols) {
+    if (r.paths[c].error) lines.push(`${c}: not measured: ${r.paths[c].error}`);
+  }
+  const v = r.vif;
+  lines.push(
+    "",
+    `vif only: DNS ${cell(v.dns_qps)} queries/s; cached p50 ${cell(v.dns_cached_p50_ms)} ms, ` +
+      `p99 ${cell(v.dns_cached_p99_ms)} ms; uncached p50 ${cell(v.dns_uncached_p50_ms)} ms, ` +
+      `p99 ${cell(v.dns_uncached_p99_ms)} ms`,
+    `          connect to first request ${cell(v.connect_s)} s; daemon RSS with 1000 connections ` +
+      `${cell(v.rss_mb_1000_conns)} MB; connections held ${
+        cell(v.max_conns)
+      } of ${v.max_conns_tried}`,
+  );
+  const vd = r.ratios["vif-direct"];
+  const vk = r.ratios["vif"];
+  if (vd && vk) {
+    lines.push(
+      "",
+      `ratios (vif-direct | vif) to openvpn: TCP 1 flow ${cell(vd.tcp1_mbps?.openvpn)} | ${
+        cell(vk.tcp1_mbps?.openvpn)
+      }, 8 flows ${cell(vd.tcp8_mbps?.openvpn)} | ${cell(vk.tcp8_mbps?.openvpn)}, HTTP ${
+        cell(vd.http_rps?.openvpn)
+      } | ${cell(vk.http_rps?.openvpn)}, new conn ${cell(vd.conn_rps?.openvpn)} | ${
+        cell(vk.conn_rps?.openvpn)
+      }`,
+      `ratios (vif-direct | vif) to sshuttle: TCP 1 flow ${cell(vd.tcp1_mbps?.sshuttle)} | ${
+        cell(vk.tcp1_mbps?.sshuttle)
+      }; to direct: TCP 1 flow ${cell(vd.tcp1_mbps?.direct)} | ${cell(vk.tcp1_mbps?.direct)}`,
+    );
+  }
+  lines.push(
+    `(${r.quick ? "--quick, " : ""}${r.seconds_per_test} s per test; ${r.machine.cpus} CPUs, ` +
+      `Linux ${r.machine.kernel}, Deno ${r.machine.deno}, ${r.machine.date})`,
+  );
+  return lines.join("\n");
+}
+
+if (import.meta.main) Deno.exit(await main());
