@@ -25,6 +25,7 @@ export function notRunning(): StatusDocument {
       uptimeSeconds: null,
       logFile: null,
       logLevel: null,
+      memory: null,
     },
     connected: false,
     connection: null,
@@ -133,6 +134,13 @@ export function formatStatus(s: StatusDocument): string[] {
     })`,
   );
   add("Log", `${s.daemon.logFile} (level ${s.daemon.logLevel})`);
+  const m = s.daemon.memory;
+  if (m) {
+    add(
+      "Memory",
+      `${m.rssMb} MiB resident; JS heap ${m.heapUsedMb} of ${m.heapTotalMb} MiB, buffers ${m.externalMb} MiB`,
+    );
+  }
   const c = s.connection;
   if (!c) {
     add("Connected", "no");

@@ -44,6 +44,7 @@ Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and count
       uptimeSeconds: 3725,
       logFile: "/var/lib/vif/daemon.log",
       logLevel: "info",
+      memory: { rssMb: 80.5, heapUsedMb: 20.1, heapTotalMb: 30, externalMb: 4.2 },
     },
     connected: true,
     connection: {
@@ -93,7 +94,8 @@ Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and count
   assertEquals(schemaProblems(doc), []);
   const lines = formatStatus(doc);
   assertEquals(lines[0], "Daemon:      running (vif 0.1.0, pid 42, up 1h02m)");
-  assertEquals(lines[2], "Connected:   yes, for 1m05s");
+  assertEquals(lines[2], "Memory:      80.5 MiB resident; JS heap 20.1 of 30 MiB, buffers 4.2 MiB");
+  assertEquals(lines[3], "Connected:   yes, for 1m05s");
   for (
     const want of [
       "Routed:      198.18.0.0/24      pods",

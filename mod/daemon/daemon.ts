@@ -64,11 +64,24 @@ export interface StatusDocument {
     uptimeSeconds: number | null;
     logFile: string | null;
     logLevel: LogLevel | null;
+    /** The daemon's memory, in MiB: resident, and the JS heap's used and total, and off-heap buffers. */
+    memory: { rssMb: number; heapUsedMb: number; heapTotalMb: number; externalMb: number } | null;
   };
   connected: boolean;
   connection: ConnectionStatus | null;
   /** Why the last connection ended on its own, if it did. */
   lastError: { message: string; hint: string } | null;
+}
+
+function memory(): NonNullable<StatusDocument["daemon"]["memory"]> {
+  const m = Deno.memoryUsage();
+  const mb = (n: number) => Math.round(n / 1048576 * 10) / 10;
+  return {
+    rssMb: mb(m.rss),
+    heapUsedMb: mb(m.heapUsed),
+    heapTotalMb: mb(m.heapTotal),
+    externalMb: mb(m.external),
+  };
 }
 
 /** Options of {@linkcode runDaemon}. */
@@ -265,6 +278,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
       logFile: logFile.path,
       logLevel: logFile.level,
+      memory: memory(),
     },
     connected: connection !== null,
     connection: connection?.status() ?? null,

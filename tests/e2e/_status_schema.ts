@@ -96,6 +96,7 @@ export const STATUS_SCHEMA: Shape = {
         uptimeSeconds: nullable(N),
         logFile: nullable(S),
         logLevel: nullable({ enum: ["debug", "info", "warn"] }),
+        memory: nullable({ object: { rssMb: N, heapUsedMb: N, heapTotalMb: N, externalMb: N } }),
       },
     },
     connected: B,
