@@ -68,7 +68,10 @@ export interface VifFigures {
   dns_cached_p99_ms: number | null;
   dns_uncached_p50_ms: number | null;
   dns_uncached_p99_ms: number | null;
+  /** `vif connect` (daemon start, API server, port-forward) to the first answered request. */
   connect_s: number | null;
+  /** The same with `--manager-address` (no Kubernetes API on the way), in the foreground. */
+  connect_direct_s: number | null;
   rss_mb_1000_conns: number | null;
   max_conns: number | null;
   max_conns_tried: number;
@@ -363,6 +366,7 @@ async function main(): Promise<number> {
       dns_uncached_p50_ms: null,
       dns_uncached_p99_ms: null,
       connect_s: null,
+      connect_direct_s: null,
       rss_mb_1000_conns: null,
       max_conns: null,
       max_conns_tried: options.quick ? 2000 : 10_000,
@@ -407,6 +411,7 @@ async function main(): Promise<number> {
               name: "traffic-manager-tls",
             }) as KubeObject & { data: Record<string, string> };
             await Deno.writeTextFile(`${dir}/ca.crt`, atob(secret.data["ca.crt"]!));
+            const t0 = performance.now();
             proc = sim.spawn([
               ...VIF,
               "connect",
@@ -419,6 +424,8 @@ async function main(): Promise<number> {
               `${dir}/state-direct`,
             ]);
             await waitLine(proc, /^connected to the traffic-manager/, 60_000, "vif (direct)");
+            await waitHttp(ws, `http://${targets.web}/`, 10_000);
+            report.vif.connect_direct_s = round((performance.now() - t0) / 1000, 2);
           },
           async down() {
             await proc?.stop(10_000);
@@ -756,7 +763,9 @@ export function formatTable(r: BenchReport): string {
     `vif only: DNS ${cell(v.dns_qps)} queries/s; cached p50 ${cell(v.dns_cached_p50_ms)} ms, ` +
       `p99 ${cell(v.dns_cached_p99_ms)} ms; uncached p50 ${cell(v.dns_uncached_p50_ms)} ms, ` +
       `p99 ${cell(v.dns_uncached_p99_ms)} ms`,
-    `          connect to first request ${cell(v.connect_s)} s; daemon RSS with 1000 connections ` +
+    `          connect to first request ${cell(v.connect_s)} s (--manager-address: ${
+      cell(v.connect_direct_s)
+    } s); daemon RSS with 1000 connections ` +
       `${cell(v.rss_mb_1000_conns)} MB; connections held ${
         cell(v.max_conns)
       } of ${v.max_conns_tried}`,
