@@ -11,7 +11,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { Cidr } from "../net/address.ts";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
-import type { ConnectParams } from "../daemon/control.ts";
+import type { ConnectParams, ControlClient } from "../daemon/control.ts";
 import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
 import { ExitCode, UserError } from "./errors.ts";
@@ -174,11 +174,32 @@ export function registerConnect(program: Command, context: CliContext): void {
     .addHelpText("after", EXAMPLES)
     .argument("[command...]", "a command to run while connected (after --); its exit code is vif's")
     .action(async (command: string[], options: ConnectOptions) => {
-      const params = await connectParams(options, context);
       const stateDir = stateDirOf(options.stateDir, context.io.env);
-      context.exitCode = options.foreground
-        ? await connectForeground(params, command, stateDir, options, context)
-        : await connectThroughDaemon(params, command, stateDir, options, context);
+      if (options.foreground) {
+        const params = await connectParams(options, context);
+        context.exitCode = await connectForeground(params, command, stateDir, options, context);
+        return;
+      }
+      // As root, the daemon boots while the flags and the kubeconfig are checked
+      // (each takes about half a second); through sudo, only once they are good,
+      // so that nobody types a password for a connect that cannot work.
+      const early = Deno.uid() === 0
+        ? openDaemon(stateDir, context).catch((e) => e as Error)
+        : null;
+      let params: ConnectParams;
+      try {
+        params = await connectParams(options, context);
+      } catch (error) {
+        const d = await early;
+        if (d && !(d instanceof Error)) {
+          if (d.started) await quitDaemon(d.client).catch(() => {});
+          d.client.close();
+        }
+        throw error;
+      }
+      const daemon = await (early ?? openDaemon(stateDir, context));
+      if (daemon instanceof Error) throw daemon;
+      context.exitCode = await connectThroughDaemon(daemon, params, command, options, context);
     });
 }
 
@@ -302,17 +323,27 @@ async function connectForeground(
   }
 }
 
+/** The running daemon, or one started now. */
+async function openDaemon(
+  stateDir: string,
+  context: CliContext,
+): Promise<{ client: ControlClient; started: boolean }> {
+  const client = await daemonClient(stateDir);
+  if (client) return { client, started: false };
+  return {
+    client: await startDaemon({ stateDir, io: context.io, debug: context.debug }),
+    started: true,
+  };
+}
+
 async function connectThroughDaemon(
+  { client, started }: { client: ControlClient; started: boolean },
   params: ConnectParams,
   command: string[],
-  stateDir: string,
   options: ConnectOptions,
   context: CliContext,
 ): Promise<number> {
   const progress = progressPrinter(options, context);
-  let client = await daemonClient(stateDir);
-  const started = client === null;
-  client ??= await startDaemon({ stateDir, io: context.io, debug: context.debug });
   try {
     let status: StatusDocument & { alreadyConnected?: boolean };
     try {

@@ -57,7 +57,7 @@ export interface ListenUnixOptions {
   owner?: { uid: number; gid: number };
 }
 
-const POLL_SLICE_MS = 250;
+const POLL_SLICE_MS = 100;
 
 /**
  * Listens on a Unix stream socket at `path`, replacing a stale socket file.
