@@ -370,7 +370,12 @@ async function connectThroughDaemon(
     }
     if (!command.length) return ExitCode.Ok;
     const { runCommand } = await import("../daemon/foreground.ts");
-    const code = await runCommand(command, (_level, message) => context.io.stderr(message + "\n"));
+    // This process outlives the command (Ctrl-C, SIGTERM) to disconnect after it.
+    const code = await runCommand(
+      command,
+      (_level, message) => context.io.stderr(message + "\n"),
+      { holdSignals: true },
+    );
     if (!status.alreadyConnected) {
       // This run made the connection: it ends with the command.
       await (started ? quitDaemon(client) : client.request("disconnect", {})).catch(() => {});

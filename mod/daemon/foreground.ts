@@ -121,6 +121,7 @@ export { ConnectError };
 export async function runCommand(
   argv: string[],
   log: (level: "debug" | "info" | "warn", message: string) => void,
+  options: { holdSignals?: boolean } = {},
 ): Promise<number> {
   const sudoUid = Number(Deno.env.get("SUDO_UID"));
   const sudoGid = Number(Deno.env.get("SUDO_GID"));
@@ -136,8 +137,29 @@ export async function runCommand(
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
-    const status = await child.status;
-    return status.signal ? 128 + signalNumber(status.signal) : status.code;
+    // With holdSignals this process outlives the command to clean up after it:
+    // Ctrl-C reaches the command from the terminal already; SIGTERM and SIGHUP
+    // sent to vif are passed on to it.
+    const held = options.holdSignals
+      ? (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((s) => {
+        const on = () => {
+          if (s === "SIGINT") return;
+          try {
+            child.kill(s);
+          } catch {
+            // ended
+          }
+        };
+        Deno.addSignalListener(s, on);
+        return () => Deno.removeSignalListener(s, on);
+      })
+      : [];
+    try {
+      const status = await child.status;
+      return status.signal ? 128 + signalNumber(status.signal) : status.code;
+    } finally {
+      for (const release of held) release();
+    }
   } catch (error) {
     log("warn", `session: cannot run "${argv[0]}": ${(error as Error).message}`);
     return 127;

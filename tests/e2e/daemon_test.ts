@@ -49,7 +49,7 @@ Deno.test({
         (await must(["ip", "-o", "link", "show", "type", "tun"], { ns: ws })).trim();
       const resolvConf = `/etc/netns/${ws}/resolv.conf`;
       const original = await Deno.readFile(resolvConf);
-      const status = async () => {
+      const statusJson = async () => {
         const r = await vif(["status", "--output", "json"]);
         return { code: r.code, doc: JSON.parse(r.stdout) };
       };
@@ -67,7 +67,7 @@ Deno.test({
         const text = await vif(["status"]);
         assertEquals(text.code, 1);
         assertMatch(text.stdout, /^Daemon:\s+not running$/m);
-        const { doc } = await status();
+        const { doc } = await statusJson();
         assertEquals(schemaProblems(doc), []);
         assertEquals([doc.daemon.running, doc.connected], [false, false]);
       });
@@ -100,7 +100,7 @@ Deno.test({
         assertMatch(text.stdout, /^Context:\s+vif-sim \(https:\/\/198\.19\.200\.1:6443\)$/m);
         assertMatch(text.stdout, /^Routed:\s+198\.18\.0\.0\/24\s+pods$/m);
         assertMatch(text.stdout, /^DNS:\s+240\.0\.0\.2 via resolv\.conf$/m);
-        const { code, doc } = await status();
+        const { code, doc } = await statusJson();
         assertEquals(code, 0);
         assertEquals(schemaProblems(doc), []);
         const c = doc.connection;
@@ -147,7 +147,7 @@ Deno.test({
           ]);
           assertEquals(r.code, 5, r.stderr);
           assertMatch(r.stdout, /^pod web-/m);
-          assertEquals((await status()).doc.connected, true);
+          assertEquals((await statusJson()).doc.connected, true);
         },
       );
 
@@ -211,7 +211,7 @@ Deno.test({
       });
 
       await t.step("the manager's pod replaced: the connection carries on by itself", async () => {
-        const before = (await status()).doc.connection.manager.pod;
+        const before = (await statusJson()).doc.connection.manager.pod;
         const kubectl = await debianKubectl();
         const del = await sim.exec([
           kubectl,
@@ -226,7 +226,7 @@ Deno.test({
         assertEquals(del.code, 0, del.stderr);
         await waitUntil(
           async () => {
-            const c = (await status()).doc.connection;
+            const c = (await statusJson()).doc.connection;
             return c?.state === "connected" && c.manager.pod !== before;
           },
           60_000,
@@ -289,10 +289,33 @@ Deno.test({
           assertMatch(missing.stderr, /cannot run "\/nonexistent\/program"/);
           const zero = await vif(["connect", "--context", "vif-sim", "-q", "--", "true"]);
           assertEquals([zero.code, zero.stdout], [0, ""]);
-          assertEquals((await status()).doc.daemon.running, false);
+          assertEquals((await statusJson()).doc.daemon.running, false);
           assertEquals(await Deno.readFile(resolvConf), original);
         },
       );
+
+      await t.step("SIGTERM to connect -- CMD: passed to CMD, then disconnected", async () => {
+        const p = sim.spawn([
+          ...VIF,
+          "connect",
+          "--state-dir",
+          state,
+          "--context",
+          "vif-sim",
+          "--",
+          "sh",
+          "-c",
+          "echo running; exec sleep 60",
+        ]);
+        await p.waitFor(/^running$/, 60_000);
+        Deno.kill(p.pid, "SIGTERM");
+        const status = await p.child.status;
+        assertEquals(status.code, 128 + 15, p.errLines.join("\n"));
+        assertMatch(p.lines.join("\n"), /exited with 143: disconnected/);
+        assertEquals(await tuns(), "");
+        assertEquals((await statusJson()).doc.daemon.running, false);
+        assertEquals(await Deno.readFile(resolvConf), original);
+      });
 
       await t.step(
         "kill -9 of the daemon: status and quit say so, quit --force puts all back",
@@ -372,12 +395,12 @@ Deno.test({
           assertEquals((await scale(0)).code, 0);
           try {
             await waitUntil(
-              async () => !(await status()).doc.connected,
+              async () => !(await statusJson()).doc.connected,
               60_000,
               "the teardown",
               500,
             );
-            const { doc } = await status();
+            const { doc } = await statusJson();
             assertEquals(schemaProblems(doc), []);
             assertMatch(doc.lastError.message, /^lost the traffic-manager .* for more than 4 s/);
             assertEquals(await tuns(), "");
