@@ -88,6 +88,12 @@ export function registerVersion(program: Command, context: CliContext): void {
       ),
     )
     .option("--state-dir <dir>", STATE_DIR_HELP)
+    .addHelpText(
+      "after",
+      "\nExamples:\n  vif version\n  vif version -o json | jq -r .manager\n\n" +
+        "A daemon or manager of another version than this client is a warning on stderr,\n" +
+        "with the command that fixes it; the exit code stays 0.",
+    )
     .action(async (options: { output: "text" | "json"; stateDir?: string }) => {
       const info = versionInfo();
       const { fetchStatus } = await import("./status.ts");
