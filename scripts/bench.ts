@@ -253,11 +253,25 @@ async function measurePath(
 ): Promise<PathFigures> {
   const f = empty();
   const iperf = async (args: string[]) => {
-    const out = await run(["iperf3", "-J", "-t", String(seconds), "-c", t.iperf, ...args], {
-      ns: ws,
-    });
-    if (out.code !== 0) throw new Error(`iperf3 ${args.join(" ")}: ${out.stdout.slice(0, 300)}`);
-    return round(iperfGbits(out.stdout) * 1000, 0);
+    // iperf3's server takes one test at a time and says "busy" while the last
+    // one is still closing: try again a few times before calling it a failure.
+    let why = "";
+    for (let attempt = 0; attempt < 4; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
+      const out = await run(["iperf3", "-J", "-t", String(seconds), "-c", t.iperf, ...args], {
+        ns: ws,
+      });
+      const report = (() => {
+        try {
+          return JSON.parse(out.stdout) as { error?: string };
+        } catch {
+          return { error: out.stdout.slice(0, 200) || out.stderr.slice(0, 200) };
+        }
+      })();
+      if (out.code === 0 && !report.error) return round(iperfGbits(out.stdout) * 1000, 0);
+      why = report.error ?? `exit ${out.code}`;
+    }
+    throw new Error(`iperf3 ${args.join(" ")}: ${why}`);
   };
   f.tcp1_mbps = await iperf([]);
   f.tcp8_mbps = await iperf(["-P", "8"]);

@@ -3,6 +3,7 @@
  * to a server that answers with progress, a result and an error.
  */
 
+import { staleSocket } from "../../tests/_unix.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/_assert.ts";
 import { listenUnix } from "../tun/mod.ts";
 import {
@@ -90,14 +91,7 @@ Deno.test("ControlClient.connect: no socket is NotFound, a dead daemon's socket 
   try {
     await assertRejects(() => ControlClient.connect(`${dir}/daemon.sock`), Deno.errors.NotFound);
     // A socket file whose listener is gone (a daemon killed with -9) refuses.
-    const bound = await new Deno.Command("python3", {
-      args: [
-        "-c",
-        "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
-        `${dir}/daemon.sock`,
-      ],
-    }).output();
-    assert(bound.success);
+    await staleSocket(`${dir}/daemon.sock`);
     assert((await Deno.lstat(`${dir}/daemon.sock`)).isSocket);
     await assertRejects(
       () => ControlClient.connect(`${dir}/daemon.sock`),

@@ -32,7 +32,7 @@ import {
 } from "./control.ts";
 import { Connection, type ConnectionStatus } from "./connection.ts";
 import { LogFile } from "./log_file.ts";
-import type { Log } from "./session.ts";
+import { keepRunningOnErrors, type Log } from "./session.ts";
 
 /** The state file's name inside the state directory. */
 export const STATE_FILE = "daemon.json";
@@ -253,13 +253,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   let lastError: { message: string; hint: string } | null = null;
   const quit = Promise.withResolvers<string>();
 
-  const onError = (e: ErrorEvent | PromiseRejectionEvent) => {
-    e.preventDefault();
-    const error = "error" in e ? e.error : e.reason;
-    log("warn", `daemon: unexpected error, kept running: ${error?.stack ?? error}`);
-  };
-  globalThis.addEventListener("error", onError);
-  globalThis.addEventListener("unhandledrejection", onError);
+  const releaseErrors = keepRunningOnErrors(log);
   const signals: Array<[Deno.Signal, () => void]> = (["SIGINT", "SIGTERM"] as const).map(
     (s) => [s, () => quit.resolve(s)],
   );
@@ -482,8 +476,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   await Deno.remove(`${stateDir}/${STATE_FILE}`).catch(() => {});
   for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);
   Deno.removeSignalListener("SIGHUP", ignoreHup);
-  globalThis.removeEventListener("error", onError);
-  globalThis.removeEventListener("unhandledrejection", onError);
+  releaseErrors();
   log("info", "daemon: stopped");
   logFile.close();
   return 0;

@@ -4,6 +4,7 @@
  * recovery of a crashed daemon's state file.
  */
 
+import { staleSocket } from "../../tests/_unix.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
 import { schemaProblems } from "../../tests/e2e/_status_schema.ts";
 import { ControlClient, DaemonError, encodeLine } from "./control.ts";
@@ -115,14 +116,7 @@ Deno.test("recoverAfterCrash: a dead daemon's socket and state go; nothing when 
       `${dir}/daemon.json`,
       JSON.stringify({ pid: 1, tun: "vif-nonexistent", routes: [], dns: null }),
     );
-    const bound = await new Deno.Command("python3", {
-      args: [
-        "-c",
-        "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
-        `${dir}/daemon.sock`,
-      ],
-    }).output();
-    assert(bound.success);
+    await staleSocket(`${dir}/daemon.sock`);
     const said: string[] = [];
     assertEquals(await recoverAfterCrash(dir, (_l, m) => said.push(m)), [
       "stale control socket removed",

@@ -7,7 +7,7 @@
 
 import { Connection, DNS_ADDRESS } from "./connection.ts";
 import type { ConnectParams } from "./control.ts";
-import { ConnectError } from "./session.ts";
+import { ConnectError, keepRunningOnErrors } from "./session.ts";
 
 /** Options of {@linkcode runForeground}. */
 export interface ForegroundOptions {
@@ -51,15 +51,8 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
     ["SIGTERM", onSignal("SIGTERM")],
   ];
   for (const [s, fn] of signals) Deno.addSignalListener(s, fn);
-  // One connection's bug must not take the whole network down: log it and
-  // keep serving the others.
-  const onError = (e: ErrorEvent | PromiseRejectionEvent) => {
-    e.preventDefault();
-    const error = "error" in e ? e.error : e.reason;
-    log("warn", `daemon: unexpected error, kept running: ${error?.stack ?? error}`);
-  };
-  globalThis.addEventListener("error", onError);
-  globalThis.addEventListener("unhandledrejection", onError);
+  // One connection's bug must not take the whole network down.
+  const releaseErrors = keepRunningOnErrors(log);
   let connection: Connection | undefined;
   try {
     connection = await Connection.open(options.params, {
@@ -90,8 +83,7 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
   } finally {
     for (const [s, fn] of signals) Deno.removeSignalListener(s, fn);
     await connection?.close();
-    globalThis.removeEventListener("error", onError);
-    globalThis.removeEventListener("unhandledrejection", onError);
+    releaseErrors();
   }
 }
 

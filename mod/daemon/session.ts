@@ -63,6 +63,27 @@ export interface RoutedSubnet {
   source: SubnetSource;
 }
 
+/**
+ * Keeps the process alive through an unexpected error of one connection: logs
+ * it instead of letting it end the process (and with it everyone's network).
+ *
+ * @param log where the error goes
+ * @returns removes the guard
+ */
+export function keepRunningOnErrors(log: Log): () => void {
+  const onError = (e: ErrorEvent | PromiseRejectionEvent) => {
+    e.preventDefault();
+    const error = "error" in e ? e.error : e.reason;
+    log("warn", `daemon: unexpected error, kept running: ${error?.stack ?? error}`);
+  };
+  globalThis.addEventListener("error", onError);
+  globalThis.addEventListener("unhandledrejection", onError);
+  return () => {
+    globalThis.removeEventListener("error", onError);
+    globalThis.removeEventListener("unhandledrejection", onError);
+  };
+}
+
 /** A failure a person can act on: what happened, and what to do. */
 export class ConnectError extends Error {
   /** What to do about it. */

@@ -381,17 +381,15 @@ Deno.test({
         async () => {
           const r = await vif(["connect", "--context", "vif-sim", "-q", "--grace", "4"]);
           assertEquals(r.code, 0, r.stderr);
-          const kubectl = await debianKubectl();
           const scale = (n: number) =>
-            sim.exec([
-              kubectl,
+            sim.kubectl(
               "-n",
               "vif-system",
               "scale",
               "deployment",
               "traffic-manager",
               `--replicas=${n}`,
-            ]);
+            );
           assertEquals((await scale(0)).code, 0);
           try {
             await waitUntil(

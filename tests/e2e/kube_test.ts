@@ -228,17 +228,15 @@ Deno.test({
             `${env.dir}/state-drop`,
           ]);
           await again.waitFor(/^connected to the traffic-manager/, 60_000);
-          const kubectl = await debianKubectl();
           const scale = (n: number) =>
-            sim.exec([
-              kubectl,
+            sim.kubectl(
               "-n",
               "vif-system",
               "scale",
               "deployment",
               "traffic-manager",
               `--replicas=${n}`,
-            ]);
+            );
           assertEquals((await scale(0)).code, 0);
           try {
             const status = await Promise.race([

@@ -48,6 +48,7 @@ import {
   SERVICE_CIDR,
 } from "./cluster_net.ts";
 import { denoForNobody, type NobodyDeno } from "./deno_nobody.ts";
+import { debianKubectl } from "./apiserver/_testing.ts";
 import { Kubelet, vifMainCommand } from "./kubelet.ts";
 import { rbacAllows } from "./rbac.ts";
 import { type LargeFile, largeFile } from "./workloads.ts";
@@ -306,6 +307,16 @@ export class Sim {
       env: { ...Deno.env.toObject(), KUBECONFIG: this.kubeconfig, ...options.env },
       ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
     });
+  }
+
+  /**
+   * Runs Debian's kubectl in the workstation namespace, as a user would.
+   *
+   * @param args kubectl's arguments
+   * @returns its output
+   */
+  async kubectl(...args: string[]): Promise<Output> {
+    return this.exec([await debianKubectl(), ...args]);
   }
 
   /**
