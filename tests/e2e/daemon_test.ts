@@ -381,15 +381,7 @@ Deno.test({
         async () => {
           const r = await vif(["connect", "--context", "vif-sim", "-q", "--grace", "4"]);
           assertEquals(r.code, 0, r.stderr);
-          const scale = (n: number) =>
-            sim.kubectl(
-              "-n",
-              "vif-system",
-              "scale",
-              "deployment",
-              "traffic-manager",
-              `--replicas=${n}`,
-            );
+          const scale = (n: number) => sim.scale("vif-system", "traffic-manager", n);
           assertEquals((await scale(0)).code, 0);
           try {
             await waitUntil(

@@ -228,15 +228,7 @@ Deno.test({
             `${env.dir}/state-drop`,
           ]);
           await again.waitFor(/^connected to the traffic-manager/, 60_000);
-          const scale = (n: number) =>
-            sim.kubectl(
-              "-n",
-              "vif-system",
-              "scale",
-              "deployment",
-              "traffic-manager",
-              `--replicas=${n}`,
-            );
+          const scale = (n: number) => sim.scale("vif-system", "traffic-manager", n);
           assertEquals((await scale(0)).code, 0);
           try {
             const status = await Promise.race([

@@ -320,6 +320,18 @@ export class Sim {
   }
 
   /**
+   * `kubectl scale deployment`, with Debian's kubectl.
+   *
+   * @param namespace the Deployment's namespace
+   * @param name its name
+   * @param replicas how many pods it should have
+   * @returns kubectl's output
+   */
+  scale(namespace: string, name: string, replicas: number): Promise<Output> {
+    return this.kubectl("-n", namespace, "scale", "deployment", name, `--replicas=${replicas}`);
+  }
+
+  /**
    * Starts a long-running command in the workstation namespace with `KUBECONFIG` set.
    *
    * @param cmd the program and its arguments
