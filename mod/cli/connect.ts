@@ -11,13 +11,17 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { Cidr } from "../net/address.ts";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
-import type { ConnectParams, ControlClient } from "../daemon/control.ts";
+import {
+  type ConnectParams,
+  type ControlClient,
+  DEFAULT_GRACE_SECONDS,
+  kubeconfigSource,
+} from "../daemon/control.ts";
 import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
-import { ExitCode, UserError } from "./errors.ts";
+import { asUserError, ExitCode, UserError } from "./errors.ts";
 import {
   daemonClient,
-  fromDaemon,
   quitDaemon,
   startDaemon,
   STATE_DIR_HELP,
@@ -162,7 +166,7 @@ export function registerConnect(program: Command, context: CliContext): void {
       "--grace <seconds>",
       "how long the manager may be unreachable before vif disconnects",
       parseGrace,
-      30,
+      DEFAULT_GRACE_SECONDS,
     )
     .option("--foreground", "hold the connection in this process until Ctrl-C (containers, CI)")
     .option("-q, --quiet", "print nothing but errors")
@@ -227,14 +231,9 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
     // Fail here, with kubectl's wording, before a daemon is started for nothing.
     const { loadKubeConfig } = await import("../kube/client.ts");
     try {
-      loadKubeConfig({
-        ...(params.kubeconfig ? { kubeconfig: params.kubeconfig } : {}),
-        ...(params.context ? { context: params.context } : {}),
-        env: (name) =>
-          name === "KUBECONFIG" ? params.kubeconfigEnv : name === "HOME" ? home : undefined,
-      });
+      loadKubeConfig(kubeconfigSource(params));
     } catch (error) {
-      rethrowWithHint(error);
+      throw asUserError(error);
     }
     return params;
   }
@@ -308,6 +307,10 @@ async function connectForeground(
       command,
       debug: context.debug,
       progress: (line) => progress.step(line),
+      connected: (status) => {
+        progress.done();
+        if (!options.quiet) context.io.stdout(connectedSummary(status).join("\n") + "\n");
+      },
       out: (line) => {
         progress.done();
         if (!options.quiet) context.io.stdout(line + "\n");
@@ -319,7 +322,7 @@ async function connectForeground(
     });
   } catch (error) {
     progress.done();
-    rethrowWithHint(error);
+    throw asUserError(error);
   }
 }
 
@@ -353,7 +356,7 @@ async function connectThroughDaemon(
     } catch (error) {
       progress.done();
       if (started) await quitDaemon(client).catch(() => {});
-      throw fromDaemon(error);
+      throw asUserError(error);
     }
     progress.done();
     const out = (text: string) => !options.quiet && context.io.stdout(text);
@@ -385,13 +388,4 @@ async function connectThroughDaemon(
   } finally {
     client.close();
   }
-}
-
-/** Errors of the daemon and Kubernetes layers carry a `hint`: show them as a user error. */
-function rethrowWithHint(e: unknown): never {
-  const hint = (e as { hint?: unknown })?.hint;
-  if (e instanceof Error && typeof hint === "string") {
-    throw new UserError(e.message, { hint, cause: e });
-  }
-  throw e;
 }

@@ -8,8 +8,8 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { LOG_LEVELS, type LogLevel } from "../daemon/control.ts";
 import type { CliContext } from "./context.ts";
-import { UserError } from "./errors.ts";
-import { daemonClient, fromDaemon, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+import { asUserError, UserError } from "./errors.ts";
+import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 import { fetchStatus } from "./status.ts";
 import { versionInfo } from "./version.ts";
 
@@ -81,7 +81,7 @@ export function registerDaemon(program: Command, context: CliContext): void {
         const r = await client.request("loglevel", { level: level as LogLevel });
         context.io.stdout(`log level ${r.previous} → ${r.level}\n`);
       } catch (error) {
-        throw fromDaemon(error);
+        throw asUserError(error);
       } finally {
         client.close();
       }

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { ControlClient, DaemonError, SOCKET_NAME } from "../daemon/control.ts";
+import { ControlClient, SOCKET_NAME } from "../daemon/control.ts";
+import { LOG_NAME, waitDaemonGone } from "../daemon/state.ts";
 import type { CliIo } from "./io.ts";
 import { UserError } from "./errors.ts";
 
@@ -160,7 +161,7 @@ export async function startDaemon(options: StartDaemonOptions): Promise<ControlC
     if (client) return client;
     await new Promise((r) => setTimeout(r, 100));
   }
-  const log = `${stateDir}/daemon.log`;
+  const log = `${stateDir}/${LOG_NAME}`;
   const tail = await Deno.readTextFile(log).then(
     (t) => t.trim().split("\n").slice(-1)[0] ?? "",
     () => "",
@@ -171,19 +172,6 @@ export async function startDaemon(options: StartDaemonOptions): Promise<ControlC
     }`,
     { hint: `See ${log}, or run \`vif connect --foreground\` to connect without the daemon.` },
   );
-}
-
-/**
- * Turns an error the daemon answered with into a user error.
- *
- * @param error what the request threw
- * @returns the error to throw
- */
-export function fromDaemon(error: unknown): unknown {
-  if (error instanceof DaemonError) {
-    return new UserError(error.message, { hint: error.hint, cause: error });
-  }
-  return error;
 }
 
 /**
@@ -201,17 +189,5 @@ export async function quitDaemon(
 ): Promise<{ wasConnected: boolean; stopped: boolean; pid: number }> {
   const { pid } = await client.request("version", {});
   const { wasConnected } = await client.request("quit", {});
-  const deadline = Date.now() + timeoutMs;
-  const alive = async () => {
-    try {
-      return (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0").includes("daemon");
-    } catch {
-      return false;
-    }
-  };
-  while (await alive()) {
-    if (Date.now() > deadline) return { wasConnected, stopped: false, pid };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { wasConnected, stopped: true, pid };
+  return { wasConnected, stopped: await waitDaemonGone(pid, timeoutMs), pid };
 }

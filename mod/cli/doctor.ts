@@ -92,7 +92,7 @@ async function runChecks(options: DoctorOptions, context: CliContext): Promise<C
   // The daemon.
   const stateDir = stateDirOf(options.stateDir, env);
   const { fetchStatus } = await import("./status.ts");
-  const { daemonAlive, readDaemonState } = await import("../daemon/daemon.ts");
+  const { daemonAlive, readDaemonState } = await import("../daemon/state.ts");
   const status = await fetchStatus(stateDir).catch(() => null);
   const state = await readDaemonState(stateDir);
   if (status?.daemon.running) {

@@ -60,6 +60,30 @@ export class UserError extends Error {
   }
 }
 
+/**
+ * Shows an error of another layer as a user error when it carries a `hint`
+ * (a `KubeError`, a `ConnectError`, an error the daemon answered with): its
+ * message and hint become the two lines. Anything else is returned as it is.
+ *
+ * @param error Whatever was thrown.
+ * @returns The error to throw.
+ *
+ * @example
+ * ```ts
+ * import { asUserError, UserError } from "./errors.ts";
+ *
+ * const e = Object.assign(new Error("no manager"), { hint: "Run vif install." });
+ * if (!(asUserError(e) instanceof UserError)) throw new Error("not converted");
+ * ```
+ */
+export function asUserError(error: unknown): unknown {
+  const hint = (error as { hint?: unknown } | null)?.hint;
+  if (error instanceof Error && !(error instanceof UserError) && typeof hint === "string") {
+    return new UserError(error.message, { hint, cause: error });
+  }
+  return error;
+}
+
 /** Options of {@linkcode formatError} and {@linkcode reportError}. */
 export interface FormatErrorOptions {
   /** Add the stack trace and the chain of causes (`--debug`, `VIF_DEBUG=1`). */

@@ -15,7 +15,7 @@ import type { AppliedObject, DeletedObject, InstallResult, TlsOutcome } from "..
 import { DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/service.ts";
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
-import { UserError } from "./errors.ts";
+import { asUserError, UserError } from "./errors.ts";
 
 /** The options of `vif install`, as commander parses them. */
 interface InstallFlags {
@@ -144,7 +144,7 @@ export function registerInstall(program: Command, context: CliContext): void {
             : {}),
         });
       } catch (error) {
-        throw asUserError(kube, error);
+        throw asUserError(error);
       }
       const summary = { context: loaded.context, server: loaded.server, ...result };
       if (output === "json") {
@@ -184,7 +184,7 @@ export function registerInstall(program: Command, context: CliContext): void {
             : {}),
         });
       } catch (error) {
-        throw asUserError(kube, error);
+        throw asUserError(error);
       }
       if (flags.output === "json") {
         context.io.stdout(
@@ -215,15 +215,8 @@ function loadKubeConfig(
       env: context.io.env,
     });
   } catch (error) {
-    throw asUserError(kube, error);
+    throw asUserError(error);
   }
-}
-
-function asUserError(kube: Kube, error: unknown): unknown {
-  if (error instanceof kube.KubeError) {
-    return new UserError(error.message, { hint: error.hint, cause: error });
-  }
-  return error;
 }
 
 /** `vif connect --context C`, with `--manager-namespace` when it is not the default. */

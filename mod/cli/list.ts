@@ -9,7 +9,7 @@
 import { type Command, Option } from "commander";
 import type { NamespaceListing } from "../kube/list.ts";
 import type { CliContext } from "./context.ts";
-import { UserError } from "./errors.ts";
+import { asUserError } from "./errors.ts";
 
 interface ListFlags {
   kubeconfig?: string;
@@ -113,10 +113,7 @@ export function registerList(program: Command, context: CliContext): void {
         });
         listing = await listNamespace(loaded.kubeConfig, flags.namespace);
       } catch (error) {
-        if (error instanceof kube.KubeError) {
-          throw new UserError(error.message, { hint: error.hint, cause: error });
-        }
-        throw error;
+        throw asUserError(error);
       }
       if (flags.output === "json") context.io.stdout(JSON.stringify(listing, null, 2) + "\n");
       else context.io.stdout(formatListing(listing).join("\n") + "\n");

@@ -6,16 +6,13 @@
  */
 
 import type { Command } from "commander";
-import { daemonAlive, readDaemonState, recoverAfterCrash } from "../daemon/daemon.ts";
+import { recoverAfterCrash } from "../daemon/daemon.ts";
+import { SOCKET_NAME } from "../daemon/control.ts";
+import { RESOLV_CONF_STATE } from "../daemon/dns_config.ts";
+import { daemonAlive, readDaemonState, STATE_FILE, waitDaemonGone } from "../daemon/state.ts";
 import type { CliContext } from "./context.ts";
-import { UserError } from "./errors.ts";
-import {
-  daemonClient,
-  fromDaemon,
-  quitDaemon,
-  STATE_DIR_HELP,
-  stateDirOf,
-} from "./daemon_client.ts";
+import { asUserError, UserError } from "./errors.ts";
+import { daemonClient, quitDaemon, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 
 const EXAMPLES = `
 Examples:
@@ -27,7 +24,7 @@ Exit codes: 0 done (or nothing to do), 1 failed or leftovers found (see the mess
 
 async function leftovers(stateDir: string): Promise<string[]> {
   const found: string[] = [];
-  for (const name of ["daemon.json", "daemon.sock", "resolv.conf.json"]) {
+  for (const name of [STATE_FILE, SOCKET_NAME, RESOLV_CONF_STATE]) {
     try {
       await Deno.lstat(`${stateDir}/${name}`);
       found.push(name);
@@ -36,15 +33,6 @@ async function leftovers(stateDir: string): Promise<string[]> {
     }
   }
   return found;
-}
-
-async function waitGone(pid: number, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (!await daemonAlive(pid)) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return !await daemonAlive(pid);
 }
 
 /**
@@ -80,7 +68,7 @@ export function registerQuit(program: Command, context: CliContext): void {
             });
           }
         } catch (error) {
-          if (!options.force) throw fromDaemon(error);
+          if (!options.force) throw asUserError(error);
         } finally {
           client.close();
         }
@@ -94,9 +82,9 @@ export function registerQuit(program: Command, context: CliContext): void {
         out(`stopping the daemon (pid ${state.pid})`);
         try {
           Deno.kill(state.pid, "SIGTERM");
-          if (!await waitGone(state.pid, 10_000)) {
+          if (!await waitDaemonGone(state.pid, 10_000)) {
             Deno.kill(state.pid, "SIGKILL");
-            await waitGone(state.pid, 5_000);
+            await waitDaemonGone(state.pid, 5_000);
           }
         } catch (error) {
           throw new UserError(

@@ -11,7 +11,8 @@ import { VERSION } from "../version.ts";
 import type { ConnectionStatus } from "../daemon/connection.ts";
 import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
-import { daemonClient, fromDaemon, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+import { asUserError } from "./errors.ts";
 
 /** The document when no daemon runs. */
 export function notRunning(): StatusDocument {
@@ -42,7 +43,7 @@ export function notRunning(): StatusDocument {
 export async function fetchStatus(stateDir: string): Promise<StatusDocument> {
   const client = await daemonClient(stateDir);
   if (!client) {
-    const { daemonAlive, readDaemonState } = await import("../daemon/daemon.ts");
+    const { daemonAlive, readDaemonState } = await import("../daemon/state.ts");
     const state = await readDaemonState(stateDir);
     const dead = state !== null && !await daemonAlive(state.pid);
     return {
@@ -59,7 +60,7 @@ export async function fetchStatus(stateDir: string): Promise<StatusDocument> {
     const status = await client.request("status", {}) as StatusDocument;
     return { ...status, client: { version: VERSION } };
   } catch (error) {
-    throw fromDaemon(error);
+    throw asUserError(error);
   } finally {
     client.close();
   }

@@ -10,9 +10,8 @@
  * @module
  */
 
-import { VERSION } from "../version.ts";
-import { compareVersions, MIN_MANAGER_VERSION } from "../version.ts";
-import type { ConnectParams } from "./control.ts";
+import { compareVersions, MIN_MANAGER_VERSION, VERSION } from "../version.ts";
+import { type ConnectParams, kubeconfigSource } from "./control.ts";
 import { sessionDns, setupDns } from "./dns_setup.ts";
 import { ConnectError, type Log, Session } from "./session.ts";
 import type { PortForwardProxy } from "../kube/portforward.ts";
@@ -20,9 +19,6 @@ import type { KubeConfig } from "@kubernetes/client-node";
 
 /** The DNS address inside the VIF block (DESIGN.md §3). */
 export const DNS_ADDRESS = "240.0.0.2";
-
-/** Default of {@linkcode ConnectParams.graceSeconds}. */
-export const DEFAULT_GRACE_SECONDS = 30;
 
 /** Options of {@linkcode Connection.open}. */
 export interface ConnectionOptions {
@@ -361,12 +357,7 @@ async function openKube(
       import("../kube/discovery.ts"),
       import("../kube/portforward.ts"),
     ]);
-  const loaded = loadKubeConfig({
-    ...(params.kubeconfig ? { kubeconfig: params.kubeconfig } : {}),
-    ...(params.context ? { context: params.context } : {}),
-    env: (name) =>
-      name === "KUBECONFIG" ? params.kubeconfigEnv : name === "HOME" ? params.home : undefined,
-  });
+  const loaded = loadKubeConfig(kubeconfigSource(params));
   progress(`contacting the API server at ${loaded.server} (context "${loaded.context}")`);
   await reachApiServer(loaded.server);
   const manager = await discoverManager(loaded.kubeConfig, params.managerNamespace);

@@ -89,6 +89,31 @@ export interface ConnectParams {
   graceSeconds: number;
 }
 
+/** Default of {@linkcode ConnectParams.graceSeconds}. */
+export const DEFAULT_GRACE_SECONDS = 30;
+
+/**
+ * How to load the kubeconfig `params` name, as the client sees it: its
+ * `--kubeconfig`, else its `KUBECONFIG`, else its `HOME`'s `~/.kube/config`.
+ * The client checks it with this before asking the daemon, which loads it
+ * with this too.
+ *
+ * @param params the connect parameters
+ * @returns the options of `loadKubeConfig`
+ */
+export function kubeconfigSource(params: ConnectParams): {
+  kubeconfig?: string;
+  context?: string;
+  env: (name: string) => string | undefined;
+} {
+  return {
+    ...(params.kubeconfig ? { kubeconfig: params.kubeconfig } : {}),
+    ...(params.context ? { context: params.context } : {}),
+    env: (name) =>
+      name === "KUBECONFIG" ? params.kubeconfigEnv : name === "HOME" ? params.home : undefined,
+  };
+}
+
 /** An error as it travels: what happened, what to do, and a stable code. */
 export interface ControlError {
   message: string;

@@ -33,25 +33,7 @@ import {
 import { Connection, type ConnectionStatus } from "./connection.ts";
 import { LogFile } from "./log_file.ts";
 import { keepRunningOnErrors, type Log } from "./session.ts";
-
-/** The state file's name inside the state directory. */
-export const STATE_FILE = "daemon.json";
-/** The log file's name inside the state directory. */
-export const LOG_NAME = "daemon.log";
-
-/** What `daemon.json` holds. */
-export interface DaemonState {
-  pid: number;
-  version: string;
-  startedAt: string;
-  owner: { uid: number; gid: number };
-  /** The TUN device of the connection, while connected. */
-  tun: string | null;
-  /** The routes it added, while connected (they go with the TUN). */
-  routes: string[];
-  /** How DNS was pointed at vif, while connected. */
-  dns: "resolved" | "resolv.conf" | null;
-}
+import { daemonAlive, type DaemonState, LOG_NAME, readDaemonState, STATE_FILE } from "./state.ts";
 
 /** `vif status --output json` (docs/daemon.md): version 1 of the schema. */
 export interface StatusDocument {
@@ -90,38 +72,8 @@ export interface DaemonOptions {
   /** The user the control socket belongs to (besides root). */
   owner: { uid: number; gid: number };
   level?: LogLevel;
-  /** Copy log lines to stderr too (`vif daemon --foreground-log`). */
+  /** Copy log lines to stderr too (`vif daemon --log-stderr`). */
   echo?: boolean;
-}
-
-/**
- * Whether a process with this pid runs and is a vif daemon.
- *
- * @param pid the pid from a state file
- * @returns whether it is alive and its command line names the daemon
- */
-export async function daemonAlive(pid: number): Promise<boolean> {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
-    return cmdline.split("\0").includes("daemon");
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Reads `daemon.json`.
- *
- * @param stateDir the state directory
- * @returns the state, or `null` when there is none (or it is unreadable)
- */
-export async function readDaemonState(stateDir: string): Promise<DaemonState | null> {
-  try {
-    return JSON.parse(await Deno.readTextFile(`${stateDir}/${STATE_FILE}`)) as DaemonState;
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -134,6 +86,7 @@ export async function readDaemonState(stateDir: string): Promise<DaemonState | n
  * @param stateDir the state directory
  * @param log where to say what was done
  * @returns what was put back, one phrase each (empty when there was nothing)
+ * @throws {Error} when the daemon of the state file still runs
  */
 export async function recoverAfterCrash(stateDir: string, log: Log): Promise<string[]> {
   const done: string[] = [];
@@ -143,13 +96,12 @@ export async function recoverAfterCrash(stateDir: string, log: Log): Promise<str
   }
   if (await ResolvConfConfigurator.recover(stateDir, { log })) done.push("resolv.conf restored");
   if (state?.tun) {
-    const gone = await new Deno.Command("ip", { args: ["link", "show", "dev", state.tun] })
-      .output().then((o) => !o.success, () => true);
-    if (!gone) {
-      const del = await new Deno.Command("ip", { args: ["link", "delete", "dev", state.tun] })
-        .output().catch(() => null);
-      if (del?.success) done.push(`TUN ${state.tun} removed`);
-    }
+    // Normally gone with the daemon's fd: the delete then fails, and there is nothing to say.
+    const del = await new Deno.Command("ip", {
+      args: ["link", "delete", "dev", state.tun],
+      stderr: "null",
+    }).output().catch(() => null);
+    if (del?.success) done.push(`TUN ${state.tun} removed`);
   }
   for (const name of [SOCKET_NAME, STATE_FILE]) {
     try {
@@ -192,7 +144,7 @@ function sameParams(a: ConnectParams, b: ConnectParams): boolean {
 }
 
 /** What a connection is, in a few words: `context "dev" (namespace shop)`. */
-export function describeTarget(
+function describeTarget(
   p: { context?: string | null; managerAddress?: string; namespace: string },
 ): string {
   const where = p.context
@@ -223,14 +175,14 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const startedAt = new Date();
   log("info", `daemon: vif ${VERSION} starting, pid ${Deno.pid}, state in ${stateDir}`);
 
-  // Only one daemon per state directory.
-  const previous = await readDaemonState(stateDir);
-  if (previous && previous.pid !== Deno.pid && await daemonAlive(previous.pid)) {
-    log("warn", `daemon: another daemon (pid ${previous.pid}) runs; exiting`);
+  // Only one daemon per state directory: recovery refuses while another runs.
+  try {
+    await recoverAfterCrash(stateDir, log);
+  } catch (error) {
+    log("warn", `daemon: ${(error as Error).message}; exiting`);
     logFile.close();
     return 1;
   }
-  await recoverAfterCrash(stateDir, log);
 
   const state: DaemonState = {
     pid: Deno.pid,

@@ -169,7 +169,8 @@ interface SavedState {
 }
 
 const ORIGINAL = "resolv.conf.orig";
-const STATE = "resolv.conf.json";
+/** The file in the state directory that says resolv.conf was rewritten (see `recover`). */
+export const RESOLV_CONF_STATE = "resolv.conf.json";
 const MARKER = "# Written by vif";
 
 /**
@@ -338,7 +339,7 @@ export class ResolvConfConfigurator implements DnsConfigurator {
 
   async #saveState(): Promise<void> {
     const json = new TextEncoder().encode(JSON.stringify(this.#state, null, 2) + "\n");
-    await writeReplacing(`${this.#stateDir}/${STATE}`, json);
+    await writeReplacing(`${this.#stateDir}/${RESOLV_CONF_STATE}`, json);
   }
 
   /**
@@ -367,7 +368,7 @@ export class ResolvConfConfigurator implements DnsConfigurator {
    */
   static async recover(stateDir: string, options: { log?: DnsConfigLog } = {}): Promise<boolean> {
     const log = options.log ?? (() => {});
-    const stateBytes = await readOptional(`${stateDir}/${STATE}`);
+    const stateBytes = await readOptional(`${stateDir}/${RESOLV_CONF_STATE}`);
     if (stateBytes === undefined) {
       await Deno.remove(`${stateDir}/${ORIGINAL}`).catch(() => {});
       return false;
@@ -379,7 +380,7 @@ export class ResolvConfConfigurator implements DnsConfigurator {
         throw new TypeError("fields are missing");
       }
     } catch (cause) {
-      log("warn", `dns: ignoring unreadable "${stateDir}/${STATE}": ${message(cause)}`);
+      log("warn", `dns: ignoring unreadable "${stateDir}/${RESOLV_CONF_STATE}": ${message(cause)}`);
       await removeState(stateDir);
       return false;
     }
@@ -499,7 +500,7 @@ async function writeReplacing(path: string, bytes: Uint8Array): Promise<void> {
 }
 
 async function removeState(stateDir: string): Promise<void> {
-  await Deno.remove(`${stateDir}/${STATE}`).catch(() => {});
+  await Deno.remove(`${stateDir}/${RESOLV_CONF_STATE}`).catch(() => {});
   await Deno.remove(`${stateDir}/${ORIGINAL}`).catch(() => {});
 }
 

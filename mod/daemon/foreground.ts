@@ -5,9 +5,9 @@
  * @module
  */
 
-import { Connection, DNS_ADDRESS } from "./connection.ts";
+import { Connection, type ConnectionStatus } from "./connection.ts";
 import type { ConnectParams } from "./control.ts";
-import { ConnectError, keepRunningOnErrors } from "./session.ts";
+import { keepRunningOnErrors } from "./session.ts";
 
 /** Options of {@linkcode runForeground}. */
 export interface ForegroundOptions {
@@ -23,13 +23,13 @@ export interface ForegroundOptions {
   debug: boolean;
   /** Progress lines (each step of connecting). */
   progress: (line: string) => void;
+  /** Told once the connection is up, with its status (for the caller to show). */
+  connected: (status: ConnectionStatus) => void;
   /** Lines of what happens once connected. */
   out: (line: string) => void;
   /** Warnings and errors. */
   err: (line: string) => void;
 }
-
-export { DNS_ADDRESS };
 
 /**
  * Connects and stays connected until a signal, until the command ends, or
@@ -60,7 +60,7 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
       log,
       progress: options.progress,
     });
-    options.out(connectedLine(connection));
+    options.connected(connection.status());
     const command = options.command?.length ? runCommand(options.command, log) : undefined;
     if (!command) options.out("press Ctrl-C to disconnect");
     const ended = await Promise.race([
@@ -86,23 +86,6 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
     releaseErrors();
   }
 }
-
-/**
- * The line that says the connection is up.
- *
- * @param connection the connection
- * @returns `connected to … (manager …); cluster domain …, namespace …`
- */
-export function connectedLine(connection: Connection): string {
-  const status = connection.status();
-  const via = status.manager.via === "port-forward"
-    ? `${status.manager.namespace}/${status.manager.pod} through the API server`
-    : status.manager.address;
-  return `connected to the traffic-manager at ${via} (manager ${status.manager.version}); ` +
-    `cluster domain ${connection.session.clusterInfo?.clusterDomain}, namespace ${status.namespace}`;
-}
-
-export { ConnectError };
 
 /**
  * Runs `vif connect -- CMD`'s command with this terminal, as the invoking user

@@ -102,15 +102,11 @@ export class LogFile {
 
   #rotate(): void {
     this.#file.close();
-    for (let i = this.#keep; i >= 1; i--) {
-      const from = i === 1 ? this.path : `${this.path}.${i - 1}`;
+    // The oldest goes; each other moves up one: daemon.log.2 → .3, …, daemon.log → .1.
+    const name = (i: number) => i === 0 ? this.path : `${this.path}.${i}`;
+    for (let i = this.#keep - 1; i >= 0; i--) {
       try {
-        if (i === this.#keep) Deno.removeSync(`${this.path}.${i}`);
-      } catch {
-        // not there
-      }
-      try {
-        Deno.renameSync(from, `${this.path}.${i}`);
+        Deno.renameSync(name(i), name(i + 1));
       } catch {
         // not there
       }
