@@ -39,6 +39,7 @@ export interface TestClient extends grpc.Client {
   resolveDNS: UnaryMethod;
   watchClusterInfo(request: unknown): grpc.ClientReadableStream<ClusterInfo>;
   tunnel(): grpc.ClientDuplexStream<TunnelMessage, TunnelMessage>;
+  mux(metadata: grpc.Metadata): grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
 }
 
 type UnaryMethod = (

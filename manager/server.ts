@@ -28,6 +28,7 @@ import {
   DepartResponseSchema,
   type DNSRequest,
   DNSResponseSchema,
+  FEATURE_MUX,
   managerServerName,
   ManagerService,
   RemainResponseSchema,
@@ -46,6 +47,7 @@ import { type Session, SessionTable, shortId } from "./sessions.ts";
 import { ManagerStats } from "./stats.ts";
 import { checkTls, readTlsDir, serverCredentials, type TlsMaterial } from "./tls.ts";
 import { handleTunnel, type TunnelCall, type TunnelContext } from "./tunnel.ts";
+import { handleMux, type MuxCall } from "./mux.ts";
 
 /** The name `Version` answers with. */
 export const MANAGER_NAME = "vif-traffic-manager";
@@ -90,6 +92,12 @@ export interface ServeOptions {
   sweepIntervalMs?: number;
   /** How long a UDP tunnel lives without a datagram, in ms. Default 60000. */
   udpIdleTimeoutMs?: number;
+  /**
+   * Serve the `Mux` call (every flow of a session on one stream) and announce
+   * it in `ArriveResponse.features`. Default true; false leaves clients to one
+   * `Tunnel` call per flow.
+   */
+  mux?: boolean;
   /** The ping program; `null` for none; looked up on `PATH` when absent. */
   pingProgram?: string | null;
   /** The clock for sessions, in ms. Default `Date.now`. */
@@ -250,6 +258,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     stats,
     forwarder,
     heartbeatIntervalMs: durations.heartbeatIntervalMs,
+    mux: options.mux ?? true,
     tunnels: {
       sessions,
       policy: () => policy, // Replaced below once the port is known, and on cluster changes.
@@ -376,6 +385,8 @@ interface ServerState {
   forwarder: DnsForwarder | undefined;
   heartbeatIntervalMs: number;
   tunnels: TunnelContext;
+  /** Serve the Mux call and announce it. */
+  mux: boolean;
 }
 
 function implementation(state: ServerState): UntypedServiceImplementation {
@@ -419,6 +430,7 @@ function implementation(state: ServerState): UntypedServiceImplementation {
           clusterInfo: toClusterInfoMessage(clusterInfo.current),
           heartbeatIntervalMs: state.heartbeatIntervalMs,
           sessionTtlMs: sessions.ttlMs,
+          features: state.mux ? [FEATURE_MUX] : [],
         }),
       );
     },
@@ -446,6 +458,11 @@ function implementation(state: ServerState): UntypedServiceImplementation {
 
     tunnel(call: TunnelCall) {
       handleTunnel(call, state.tunnels);
+    },
+
+    mux(call: MuxCall) {
+      if (state.mux) handleMux(call, state.tunnels);
+      else call.emit("error", { code: status.UNIMPLEMENTED, details: "Mux is turned off" });
     },
 
     resolveDNS(call: ServerUnaryCall<DNSRequest, unknown>, callback: sendUnaryData<unknown>) {

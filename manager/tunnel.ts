@@ -20,7 +20,7 @@ import {
 } from "../mod/rpc/service.ts";
 import type { Pinger } from "./ping.ts";
 import type { DestinationPolicy, TunnelProtocol } from "./policy.ts";
-import type { SessionTable } from "./sessions.ts";
+import type { Session, SessionTable } from "./sessions.ts";
 import type { ManagerStats } from "./stats.ts";
 import { dialTcp, TcpPipe } from "./tcp_tunnel.ts";
 import { openUdp, UdpPipe } from "./udp_tunnel.ts";
@@ -98,9 +98,78 @@ export function handleTunnel(call: TunnelCall, context: TunnelContext): void {
   });
 }
 
+/** A dial request the manager agreed to make. */
+export interface Admitted {
+  session: Session;
+  protocol: TunnelProtocol;
+  /** The destination, as text. */
+  host: string;
+  port: number;
+  /** The dial timeout to use, in ms. */
+  timeoutMs: number;
+}
+
+/**
+ * Checks a dial request: the session, the protocol and the destination
+ * policy, and the dial timeout within bounds. Shared by `Tunnel` and `Mux`.
+ *
+ * @param context The manager's sessions and policy.
+ * @param sessionId The session the request names.
+ * @param protocol The `vif.v1.Protocol` number.
+ * @param ip The destination address, 4 or 16 bytes (v4-mapped allowed).
+ * @param port The destination port.
+ * @param dialTimeoutMs The timeout asked for; 0 for the default.
+ * @returns The admitted request, or the dial result that refuses it.
+ */
+export function admit(
+  context: TunnelContext,
+  sessionId: string,
+  protocol: number,
+  ip: Uint8Array,
+  port: number,
+  dialTimeoutMs: number,
+): Admitted | { code: DialResult_Code; message: string } {
+  const session = context.sessions.get(sessionId);
+  if (session === undefined) {
+    return {
+      code: DialResult_Code.NO_SESSION,
+      message: `session "${sessionId}" is unknown or expired: arrive again`,
+    };
+  }
+  const kind = PROTOCOLS[protocol as Protocol];
+  if (kind === undefined) {
+    return {
+      code: DialResult_Code.PROHIBITED,
+      message: `protocol "${protocol}" is not supported`,
+    };
+  }
+  const verdict = context.policy().check(kind, ip, port, session.client.alsoProxy);
+  if (!verdict.allowed) return { code: DialResult_Code.PROHIBITED, message: verdict.reason };
+  return {
+    session,
+    protocol: kind,
+    host: formatAddress(unmapped(ip)),
+    port,
+    // A client may ask for a shorter or longer wait, within reason.
+    timeoutMs: dialTimeoutMs > 0
+      ? Math.min(dialTimeoutMs, MAX_DIAL_TIMEOUT_MS)
+      : context.dialTimeoutMs,
+  };
+}
+
+/**
+ * Counts a dial outcome.
+ *
+ * @param context The manager's counters.
+ * @param code The outcome.
+ */
+export function countDial(context: TunnelContext, code: DialResult_Code): void {
+  context.stats.countDial(OUTCOMES[code]);
+}
+
 async function open(call: TunnelCall, request: Open, context: TunnelContext): Promise<void> {
   const answer = (code: DialResult_Code, message: string) => {
-    context.stats.countDial(OUTCOMES[code]);
+    countDial(context, code);
     call.write(
       create(TunnelMessageSchema, { kind: { case: "dialResult", value: { code, message } } }),
     );
@@ -110,27 +179,16 @@ async function open(call: TunnelCall, request: Open, context: TunnelContext): Pr
     call.end();
   };
 
-  const session = context.sessions.get(request.sessionId);
-  if (session === undefined) {
-    return refuse(
-      DialResult_Code.NO_SESSION,
-      `session "${request.sessionId}" is unknown or expired: arrive again`,
-    );
-  }
-  const protocol = PROTOCOLS[request.protocol];
-  if (protocol === undefined) {
-    return refuse(DialResult_Code.PROHIBITED, `protocol "${request.protocol}" is not supported`);
-  }
-  const ip = request.destination?.ip ?? new Uint8Array(0);
-  const port = request.destination?.port ?? 0;
-  const verdict = context.policy().check(protocol, ip, port, session.client.alsoProxy);
-  if (!verdict.allowed) return refuse(DialResult_Code.PROHIBITED, verdict.reason);
-
-  const host = formatAddress(unmapped(ip));
-  // A client may ask for a shorter or longer wait, within reason.
-  const timeoutMs = request.dialTimeoutMs > 0
-    ? Math.min(request.dialTimeoutMs, MAX_DIAL_TIMEOUT_MS)
-    : context.dialTimeoutMs;
+  const admitted = admit(
+    context,
+    request.sessionId,
+    request.protocol,
+    request.destination?.ip ?? new Uint8Array(0),
+    request.destination?.port ?? 0,
+    request.dialTimeoutMs,
+  );
+  if ("code" in admitted) return refuse(admitted.code, admitted.message);
+  const { session, protocol, host, port, timeoutMs } = admitted;
   let cancelled = false;
   const onCancel = () => void (cancelled = true);
   call.once("cancelled", onCancel);
@@ -206,6 +264,6 @@ function unmapped(ip: Uint8Array): Uint8Array {
  * @param port The port.
  * @returns The text.
  */
-function hostPort(host: string, port: number): string {
+export function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }

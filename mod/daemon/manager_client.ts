@@ -38,6 +38,7 @@ export interface ManagerClient extends grpc.Client {
   ): void;
   watchClusterInfo(req: unknown): grpc.ClientReadableStream<ClusterInfo>;
   tunnel(): grpc.ClientDuplexStream<TunnelMessage, TunnelMessage>;
+  mux(metadata: grpc.Metadata): grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
 }
 
 type Callback<T> = (err: grpc.ServiceError | null, value?: T) => void;

@@ -13,10 +13,13 @@ import {
   type ArriveResponse,
   type ClusterInfo,
   DEFAULT_MANAGER_NAMESPACE,
+  FEATURE_MUX,
   SessionRefSchema,
 } from "../rpc/service.ts";
 import { create, createManagerClient, grpc, type ManagerClient, unary } from "./manager_client.ts";
 import { GrpcDialer } from "./grpc_dialer.ts";
+import { MuxDialer } from "./mux_dialer.ts";
+import type { Dialer } from "../net/dialer.ts";
 import { type Stack, startStack } from "./stack.ts";
 import { listRoutes } from "../tun/mod.ts";
 import { describeRoute, planSubnets, type SubnetSource } from "./subnets.ts";
@@ -133,7 +136,10 @@ function describeGrpcError(e: unknown, address: string, ns: string): ConnectErro
 export class Session {
   readonly client: ManagerClient;
   readonly options: SessionOptions;
-  readonly dialer: GrpcDialer;
+  /** Opens the router's flows: over the Mux call when the manager offers it, else a call each. */
+  readonly dialer: Dialer;
+  #calls: GrpcDialer;
+  #mux: MuxDialer;
   readonly startedAt = Date.now();
   #log: Log;
   #sessionId = "";
@@ -157,11 +163,28 @@ export class Session {
       caPem: options.managerCaPem,
       managerNamespace: options.managerNamespace ?? DEFAULT_MANAGER_NAMESPACE,
     });
-    this.dialer = new GrpcDialer(this.client, {
+    const tunnels = {
       sessionId: () => this.#sessionId,
       log: this.#log,
       onNoSession: () => this.#rearrive(),
-    });
+    };
+    this.#calls = new GrpcDialer(this.client, tunnels);
+    this.#mux = new MuxDialer(this.client, tunnels);
+    const pick = (): Dialer => this.usesMux ? this.#mux : this.#calls;
+    this.dialer = {
+      dialTcp: (req) => pick().dialTcp(req),
+      dialUdp: (req, deliver) => pick().dialUdp(req, deliver),
+      ping: (req) => pick().ping(req),
+    };
+  }
+
+  /**
+   * Whether flows travel over one Mux call (the manager offers it, and
+   * `VIF_MUX=0` does not turn it off) rather than one Tunnel call each.
+   */
+  get usesMux(): boolean {
+    return (this.#arrive?.features.includes(FEATURE_MUX) ?? false) &&
+      Deno.env.get("VIF_MUX") !== "0";
   }
 
   /** The session id the manager gave. */
@@ -304,7 +327,9 @@ export class Session {
       "info",
       `session: ${this.#sessionId.slice(0, 8)} connected; routes ${
         this.routes.join(" ")
-      } via ${this.#stack.device.name}`,
+      } via ${this.#stack.device.name}; flows over ${
+        this.usesMux ? "one Mux call" : "a Tunnel call each"
+      }`,
     );
   }
 
@@ -479,6 +504,7 @@ export class Session {
           .catch(() => {});
       }
       await this.#stack?.close();
+      this.#mux.close();
       this.client.close();
       this.#log("info", "session: disconnected; routes and TUN removed");
     })();

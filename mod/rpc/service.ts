@@ -8,6 +8,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import { muxDeserialize, muxSerialize } from "./mux.ts";
 import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition } from "@grpc/grpc-js";
 import {
@@ -59,7 +60,24 @@ export const ManagerService = {
   depart: method("Depart", SessionRefSchema, DepartResponseSchema, false, false),
   tunnel: method("Tunnel", TunnelMessageSchema, TunnelMessageSchema, true, true),
   resolveDNS: method("ResolveDNS", DNSRequestSchema, DNSResponseSchema, false, false),
+  /** `MuxBatch` bytes pass through untouched: the frames inside are the mux framing's (mux.ts). */
+  mux: {
+    path: "/vif.v1.Manager/Mux",
+    originalName: "Mux",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: muxSerialize,
+    requestDeserialize: muxDeserialize,
+    responseSerialize: muxSerialize,
+    responseDeserialize: muxDeserialize,
+  } as MethodDefinition<Uint8Array, Uint8Array>,
 } as const;
+
+/** The `ArriveResponse.features` entry of a manager that serves the `Mux` call. */
+export const FEATURE_MUX = "mux";
+
+/** The metadata key that carries the session id of a `Mux` call. */
+export const MUX_SESSION_HEADER = "vif-session-id";
 
 /**
  * The gRPC channel options both sides use: large messages (a tunnel data

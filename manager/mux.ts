@@ -1,0 +1,517 @@
+/**
+ * One `Mux` call: every TCP connection, UDP flow and ping of a session as
+ * frames on one stream (framing in `mod/rpc/mux.ts`, rules in
+ * docs/protocol.md). The same checks and dials as `Tunnel` (tunnel.ts), with
+ * flow control per flow by credit instead of per HTTP/2 stream:
+ *
+ * - cluster → client: a socket is read while the flow has credit (the window
+ *   the client gave, topped up by its WINDOW frames) and grpc-js is not
+ *   holding more than it can send; else it is paused.
+ * - client → cluster: the client sends at most the window given in RESULT;
+ *   each byte is given back (WINDOW) once the destination socket took it.
+ *
+ * So nothing buffers without bound, and one slow flow never stops the
+ * stream: the call is never paused.
+ *
+ * @module
+ */
+
+import type dgram from "node:dgram";
+import type net from "node:net";
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
+import {
+  decodeClose,
+  decodeOpen,
+  decodeWindow,
+  encodeClose,
+  encodeResult,
+  encodeWindow,
+  FLOW_WINDOW,
+  forEachFrame,
+  FrameType,
+  FrameWriter,
+  type OpenFrame,
+} from "../mod/rpc/mux.ts";
+import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
+import type { Session } from "./sessions.ts";
+import { dialTcp } from "./tcp_tunnel.ts";
+import { admit, countDial, hostPort, type TunnelContext } from "./tunnel.ts";
+import { openUdp, UDP_BUFFER_LIMIT } from "./udp_tunnel.ts";
+
+/** A server-side `Mux` call. */
+export type MuxCall = ServerDuplexStream<Uint8Array, Uint8Array>;
+
+/** One flow's handlers for the frames the client sends it. */
+interface Flow {
+  data(payload: Uint8Array): void;
+  fin(): void;
+  window(increment: number): void;
+  /** CLOSE from the client (`reason` set: reset), or the manager ending it. */
+  close(reason: string, from: "client" | "manager"): void;
+}
+
+/**
+ * Serves one `Mux` call.
+ *
+ * @param call The call; its metadata names the session.
+ * @param context The manager's sessions, policy and settings.
+ */
+export function handleMux(call: MuxCall, context: TunnelContext): void {
+  new ManagerMux(call, context).start();
+}
+
+class ManagerMux {
+  readonly out: FrameWriter;
+  readonly context: TunnelContext;
+  readonly sessionId: string;
+  readonly flows = new Map<number, Flow>();
+  /** Sockets paused because grpc-js holds more than it can send. */
+  readonly stalled = new Set<TcpFlow>();
+  #call: MuxCall;
+  #blocked = false;
+  #done = false;
+  #unregister: () => void = () => {};
+  /** Data bytes written into frames since the last batch went to grpc-js. */
+  #unflushed = 0;
+
+  constructor(call: MuxCall, context: TunnelContext) {
+    this.#call = call;
+    this.context = context;
+    this.sessionId = String(call.metadata.get(MUX_SESSION_HEADER)[0] ?? "");
+    const stats = context.stats;
+    this.out = new FrameWriter((batch) => {
+      if (this.#done) return;
+      const n = this.#unflushed;
+      this.#unflushed = 0;
+      stats.addBufferedToClient(n);
+      const more = call.write(batch, () => {
+        stats.addBufferedToClient(-n);
+        stats.bytesToClient += n;
+      });
+      if (!more) this.#blocked = true;
+    });
+  }
+
+  get blocked(): boolean {
+    return this.#blocked;
+  }
+
+  /** Queues a DATA frame toward the client. */
+  sendData(id: number, payload: Uint8Array): void {
+    this.#unflushed += payload.length;
+    this.out.write(id, FrameType.Data, payload);
+  }
+
+  start(): void {
+    const call = this.#call;
+    const session = this.context.sessions.get(this.sessionId);
+    if (session) {
+      this.#unregister = session.onEnd((_end, reason) => this.abort(reason), "stream");
+    }
+    this.context.open.add(this);
+    call.on("data", (batch: Uint8Array) => {
+      try {
+        forEachFrame(batch, (id, type, payload) => this.#frame(id, type, payload));
+      } catch (error) {
+        this.#fail(`the mux framing was broken: ${(error as Error).message}`);
+      }
+    });
+    call.on("drain", () => {
+      this.#blocked = false;
+      for (const flow of this.stalled) flow.unstall();
+      this.stalled.clear();
+    });
+    // The client ended the call or went away: its flows go with it.
+    call.on("end", () => this.#finish(undefined));
+    call.on("cancelled", () => this.#finish(undefined));
+    call.on("error", () => this.#finish(undefined));
+  }
+
+  /**
+   * Ends every flow with `close{reason}` and the call (the session ended, the
+   * manager stops).
+   *
+   * @param reason Why.
+   */
+  abort(reason: string): void {
+    this.#finish(reason);
+  }
+
+  #frame(id: number, type: number, payload: Uint8Array): void {
+    if (this.#done) return;
+    if (type === FrameType.Open) {
+      if (this.flows.has(id)) throw new Error(`flow ${id} opened twice`);
+      this.#open(id, decodeOpen(payload));
+      return;
+    }
+    const flow = this.flows.get(id);
+    if (flow === undefined) return; // a late frame of a flow already ended here
+    switch (type) {
+      case FrameType.Data:
+        flow.data(payload);
+        return;
+      case FrameType.Fin:
+        flow.fin();
+        return;
+      case FrameType.Window:
+        flow.window(decodeWindow(payload));
+        return;
+      case FrameType.Close:
+        this.flows.delete(id);
+        flow.close(decodeClose(payload), "client");
+        return;
+      default:
+        throw new Error(`frame type ${type} is not one a client sends`);
+    }
+  }
+
+  #open(id: number, open: OpenFrame): void {
+    const context = this.context;
+    const answer = (code: DialResult_Code, message: string, window = 0) => {
+      countDial(context, code);
+      this.out.write(id, FrameType.Result, encodeResult({ code, window, message }));
+    };
+    const admitted = admit(
+      context,
+      this.sessionId,
+      open.protocol,
+      open.destinationIp,
+      open.destinationPort,
+      open.dialTimeoutMs,
+    );
+    if ("code" in admitted) return answer(admitted.code, admitted.message);
+    const { session, host, port, timeoutMs } = admitted;
+    // Until the dial answers, a CLOSE from the client cancels it.
+    let cancelled = false;
+    this.flows.set(id, {
+      data: () => {},
+      fin: () => {},
+      window: () => {},
+      close: () => void (cancelled = true),
+    });
+    const dialing = (async () => {
+      switch (admitted.protocol) {
+        case "icmp": {
+          const outcome = await context.ping(host, timeoutMs);
+          this.flows.delete(id);
+          if (!cancelled && !this.#done) answer(outcome.code, outcome.message);
+          return;
+        }
+        case "tcp": {
+          const dialed = await dialTcp(host, port, timeoutMs);
+          if ("code" in dialed) {
+            this.flows.delete(id);
+            if (!cancelled && !this.#done) answer(dialed.code, dialed.message);
+            return;
+          }
+          if (cancelled || this.#done || session.ended) {
+            dialed.socket.destroy();
+            return this.#refuseEnded(id, session, cancelled, answer);
+          }
+          answer(DialResult_Code.OK, `connected to ${hostPort(host, port)}`, FLOW_WINDOW);
+          const flow = new TcpFlow(this, id, dialed.socket, session, open.window);
+          this.flows.set(id, flow);
+          flow.start();
+          return;
+        }
+        case "udp": {
+          const opened = await openUdp(host, port, timeoutMs);
+          if ("code" in opened) {
+            this.flows.delete(id);
+            if (!cancelled && !this.#done) answer(opened.code, opened.message);
+            return;
+          }
+          if (cancelled || this.#done || session.ended) {
+            opened.socket.close();
+            return this.#refuseEnded(id, session, cancelled, answer);
+          }
+          answer(DialResult_Code.OK, `udp socket connected to ${hostPort(host, port)}`);
+          const flow = new UdpFlow(this, id, opened.socket, session);
+          this.flows.set(id, flow);
+          flow.start();
+          return;
+        }
+      }
+    })();
+    dialing.catch((error: unknown) => {
+      // A bug, not a dial failure: the flow gets the reason.
+      this.flows.delete(id);
+      if (!this.#done) {
+        this.out.write(
+          id,
+          FrameType.Close,
+          encodeClose(`the traffic-manager failed: ${(error as Error).message}`),
+        );
+      }
+    });
+  }
+
+  #refuseEnded(
+    id: number,
+    session: Session,
+    cancelled: boolean,
+    answer: (code: DialResult_Code, message: string) => void,
+  ): void {
+    this.flows.delete(id);
+    if (!cancelled && !this.#done) {
+      answer(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
+    }
+  }
+
+  /** The client broke the framing: every flow is reset and the call fails. */
+  #fail(reason: string): void {
+    if (this.#done) return;
+    this.#finish(reason, false);
+    this.#call.emit("error", { code: status.INVALID_ARGUMENT, details: reason });
+  }
+
+  /**
+   * Ends the call once.
+   *
+   * @param reason `undefined`: the client is gone, tell it nothing; else each
+   *   flow gets `close{reason}` first.
+   * @param end End the call with status OK (else the caller ends it).
+   */
+  #finish(reason: string | undefined, end = true): void {
+    if (this.#done) return;
+    const flows = [...this.flows.entries()];
+    this.flows.clear();
+    for (const [id, flow] of flows) {
+      if (reason !== undefined) this.out.write(id, FrameType.Close, encodeClose(reason));
+      flow.close(reason ?? "the client went away", "manager");
+    }
+    this.out.flush();
+    this.#done = true;
+    this.out.close();
+    this.stalled.clear();
+    this.#unregister();
+    this.context.open.delete(this);
+    if (end && !this.#call.cancelled) this.#call.end();
+  }
+}
+
+/** A TCP flow: one dialed socket. */
+class TcpFlow implements Flow {
+  #mux: ManagerMux;
+  #id: number;
+  #socket: net.Socket;
+  /** What the client still lets us send. */
+  #credit: number;
+  /** Bytes written to the socket since the last WINDOW. */
+  #given = 0;
+  #clientFin = false;
+  #done = false;
+  #toDestination = 0;
+  #unregister: () => void;
+
+  constructor(mux: ManagerMux, id: number, socket: net.Socket, session: Session, window: number) {
+    this.#mux = mux;
+    this.#id = id;
+    this.#socket = socket;
+    this.#credit = window;
+    this.#unregister = session.onEnd((_end, reason) => this.#end(reason, "reset"));
+  }
+
+  start(): void {
+    const socket = this.#socket;
+    const mux = this.#mux;
+    mux.context.stats.tcpTunnels++;
+    socket.on("data", (chunk: Uint8Array) => {
+      if (this.#done) return;
+      for (let offset = 0; offset < chunk.length; offset += MAX_CHUNK) {
+        const part = chunk.subarray(offset, offset + MAX_CHUNK);
+        this.#credit -= part.length;
+        mux.sendData(this.#id, part);
+      }
+      if (this.#credit <= 0) socket.pause();
+      else if (mux.blocked) {
+        socket.pause();
+        mux.stalled.add(this);
+      }
+    });
+    socket.on("end", () => {
+      if (!this.#done) mux.out.write(this.#id, FrameType.Fin);
+    });
+    socket.on("error", (error: Error) => this.#end(error.message, "destroy"));
+    // Both directions closed (FIN each way), or destroyed.
+    socket.on("close", () => this.#end("", "none"));
+  }
+
+  /** grpc-js can take more: read the socket again if the client lets us. */
+  unstall(): void {
+    if (!this.#done && this.#credit > 0) this.#socket.resume();
+  }
+
+  window(increment: number): void {
+    if (this.#done) return;
+    this.#credit += increment;
+    if (this.#credit > 0 && !this.#mux.blocked) this.#socket.resume();
+    else if (this.#credit > 0) this.#mux.stalled.add(this);
+  }
+
+  data(bytes: Uint8Array): void {
+    if (this.#done || bytes.length === 0) return;
+    if (this.#clientFin) {
+      this.#mux.flows.delete(this.#id);
+      this.#end("data after FIN", "reset");
+      return;
+    }
+    const stats = this.#mux.context.stats;
+    const length = bytes.length;
+    this.#toDestination += length;
+    stats.addBufferedToDestination(length);
+    this.#socket.write(bytes, () => {
+      if (this.#done) return;
+      this.#toDestination -= length;
+      stats.addBufferedToDestination(-length);
+      stats.bytesToDestination += length;
+      // The destination took the bytes: the client may send as many more.
+      this.#given += length;
+      if (this.#given >= FLOW_WINDOW / 4) {
+        this.#mux.out.write(this.#id, FrameType.Window, encodeWindow(this.#given));
+        this.#given = 0;
+      }
+    });
+  }
+
+  fin(): void {
+    if (this.#done || this.#clientFin) return;
+    this.#clientFin = true;
+    this.#socket.end(); // A FIN after the pending writes; "close" follows once both sides are done.
+  }
+
+  close(reason: string, from: "client" | "manager"): void {
+    // From the client: a reason is a reset, none a close after pending data.
+    // From the manager (the session or the call ended): a reset.
+    this.#end(undefined, from === "client" && reason === "" ? "graceful" : "reset");
+  }
+
+  /**
+   * Ends the flow once.
+   *
+   * @param reason `undefined`: tell the client nothing; else CLOSE with it.
+   * @param socketEnd What to do with the socket.
+   */
+  #end(reason: string | undefined, socketEnd: "none" | "destroy" | "reset" | "graceful"): void {
+    if (this.#done) return;
+    this.#done = true;
+    const mux = this.#mux;
+    if (reason !== undefined && mux.flows.get(this.#id) === this) {
+      mux.out.write(this.#id, FrameType.Close, encodeClose(reason));
+    }
+    if (mux.flows.get(this.#id) === this) mux.flows.delete(this.#id);
+    mux.stalled.delete(this);
+    this.#unregister();
+    const stats = mux.context.stats;
+    stats.tcpTunnels--;
+    stats.addBufferedToDestination(-this.#toDestination);
+    this.#toDestination = 0;
+    const socket = this.#socket;
+    socket.on("error", () => {}); // Late errors of a socket we are done with.
+    try {
+      if (socketEnd === "reset") socket.resetAndDestroy();
+      else if (socketEnd === "destroy") socket.destroy();
+      else if (socketEnd === "graceful") socket.destroySoon();
+    } catch {
+      socket.destroy(); // resetAndDestroy() throws on a socket that is not connected.
+    }
+  }
+}
+
+/** A UDP flow: one connected socket; each DATA frame is one datagram. */
+class UdpFlow implements Flow {
+  #mux: ManagerMux;
+  #id: number;
+  #socket: dgram.Socket;
+  #done = false;
+  #toDestination = 0;
+  #lastActivity = performance.now();
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #unregister: () => void;
+
+  constructor(mux: ManagerMux, id: number, socket: dgram.Socket, session: Session) {
+    this.#mux = mux;
+    this.#id = id;
+    this.#socket = socket;
+    this.#unregister = session.onEnd((_end, reason) => this.#end(reason));
+  }
+
+  start(): void {
+    const mux = this.#mux;
+    mux.context.stats.udpTunnels++;
+    this.#socket.on("message", (datagram: Uint8Array) => {
+      if (this.#done) return;
+      this.#lastActivity = performance.now();
+      // UDP may lose datagrams: drop rather than queue without bound.
+      if (mux.blocked || mux.out.pending + datagram.length > UDP_BUFFER_LIMIT) {
+        mux.context.stats.datagramsDropped++;
+        return;
+      }
+      mux.sendData(this.#id, datagram);
+    });
+    // ICMP errors for earlier datagrams (port unreachable) surface here: the flow goes on.
+    this.#socket.on("error", () => {});
+    this.#armIdle(mux.context.udpIdleTimeoutMs);
+  }
+
+  #armIdle(ms: number): void {
+    this.#idleTimer = setTimeout(() => {
+      const idle = performance.now() - this.#lastActivity;
+      const left = this.#mux.context.udpIdleTimeoutMs - idle;
+      if (left > 0) this.#armIdle(left);
+      else this.#end(`idle for ${Math.round(idle / 1000)} s`);
+    }, ms);
+  }
+
+  data(datagram: Uint8Array): void {
+    if (this.#done) return;
+    this.#lastActivity = performance.now();
+    const stats = this.#mux.context.stats;
+    if (this.#toDestination + datagram.length > UDP_BUFFER_LIMIT) {
+      stats.datagramsDropped++;
+      return;
+    }
+    const length = datagram.length;
+    this.#toDestination += length;
+    stats.addBufferedToDestination(length);
+    this.#socket.send(datagram, (error) => {
+      if (this.#done) return;
+      this.#toDestination -= length;
+      stats.addBufferedToDestination(-length);
+      if (error) stats.datagramsDropped++;
+      else stats.bytesToDestination += length;
+    });
+  }
+
+  fin(): void {
+    // No meaning for UDP: replies may still come.
+  }
+
+  window(): void {}
+
+  close(): void {
+    this.#end(undefined);
+  }
+
+  #end(reason: string | undefined): void {
+    if (this.#done) return;
+    this.#done = true;
+    const mux = this.#mux;
+    if (reason !== undefined && mux.flows.get(this.#id) === this) {
+      mux.out.write(this.#id, FrameType.Close, encodeClose(reason));
+    }
+    if (mux.flows.get(this.#id) === this) mux.flows.delete(this.#id);
+    clearTimeout(this.#idleTimer);
+    this.#unregister();
+    const stats = mux.context.stats;
+    stats.udpTunnels--;
+    stats.addBufferedToDestination(-this.#toDestination);
+    this.#toDestination = 0;
+    try {
+      this.#socket.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}

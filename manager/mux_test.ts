@@ -1,0 +1,375 @@
+/**
+ * The `Mux` call end to end: the daemon's real {@linkcode MuxDialer} against
+ * an in-process manager over TLS, to servers on 127.0.0.1. TCP both ways with
+ * half-close and resets, refusals, many flows on one call, per-flow flow
+ * control (a stalled flow bounds the manager's buffers and does not stall
+ * the others), UDP, session ends, and broken framing.
+ *
+ * @module
+ */
+
+import dgram from "node:dgram";
+import net from "node:net";
+import grpc from "@grpc/grpc-js";
+import { MuxDialer } from "../mod/daemon/mux_dialer.ts";
+import type { ByteStream } from "../mod/net/dialer.ts";
+import { MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
+import { assert, assertEquals, assertMatch } from "../tests/_assert.ts";
+import { call, startManager, type TestManager } from "./_testing.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const LOCAL = { address: "127.0.0.1", port: 40_000 };
+
+function dialer(t: TestManager, session: () => string, onNoSession?: () => void): MuxDialer {
+  return new MuxDialer(t.client, { sessionId: session, ...(onNoSession ? { onNoSession } : {}) });
+}
+
+async function withMux(
+  options: Parameters<typeof startManager>[0],
+  body: (t: TestManager, d: MuxDialer, session: string) => Promise<void>,
+): Promise<void> {
+  const t = await startManager({ allowAnyDestination: true, ...options });
+  const session = await t.arrive();
+  const d = dialer(t, () => session);
+  try {
+    await body(t, d, session);
+  } finally {
+    d.close();
+    await t.close();
+  }
+}
+
+async function dial(d: MuxDialer, port: number): Promise<ByteStream> {
+  const r = await d.dialTcp({ source: LOCAL, destination: { address: "127.0.0.1", port } });
+  if (!r.ok) throw new Error(`dial failed: ${r.reason} ${r.message}`);
+  return r.value;
+}
+
+async function readText(readable: ReadableStream<Uint8Array>): Promise<string> {
+  let text = "";
+  for await (const chunk of readable) text += decoder.decode(chunk);
+  return text;
+}
+
+async function readConn(conn: Deno.Conn): Promise<Uint8Array[]> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) return chunks;
+    chunks.push(buffer.slice(0, n));
+  }
+}
+
+async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+Deno.test("mux TCP: data both ways; the client's FIN reaches the server as EOF and it can still answer", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    const got = decoder.decode((await readConn(conn))[0]);
+    await conn.write(encoder.encode(`you said ${got}`));
+    conn.close();
+  })();
+  await withMux({}, async (t, d) => {
+    const stream = await dial(d, (listener.addr as Deno.NetAddr).port);
+    assertEquals(d.stats.tcpOpen, 1);
+    const writer = stream.writable.getWriter();
+    await writer.write(encoder.encode("hello"));
+    await writer.close();
+    assertEquals(await readText(stream.readable), "you said hello");
+    await served;
+    await until("the manager's flow to end", () => t.manager.stats.tcpTunnels === 0);
+    assertEquals([d.stats.tcpOpen, d.stats.calls], [0, 1]);
+  });
+  listener.close();
+});
+
+Deno.test("mux TCP: the server's FIN ends the client's readable and the client can still send", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    await conn.write(encoder.encode("bye"));
+    await conn.closeWrite();
+    const got = decoder.decode((await readConn(conn))[0]);
+    conn.close();
+    return got;
+  })();
+  await withMux({}, async (_t, d) => {
+    const stream = await dial(d, (listener.addr as Deno.NetAddr).port);
+    assertEquals(await readText(stream.readable), "bye");
+    const writer = stream.writable.getWriter();
+    await writer.write(encoder.encode("after your FIN"));
+    await writer.close();
+    assertEquals(await served, "after your FIN");
+  });
+  listener.close();
+});
+
+Deno.test("mux TCP: aborting resets the destination; a reset from the destination errors the readable", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const resetter = net.createServer((socket) => {
+    socket.write("x");
+    setTimeout(() => socket.resetAndDestroy(), 50);
+  });
+  await new Promise<void>((resolve) => resetter.listen(0, "127.0.0.1", resolve));
+  await withMux({}, async (t, d) => {
+    const first = await dial(d, (listener.addr as Deno.NetAddr).port);
+    const conn = await listener.accept();
+    await first.writable.getWriter().abort("gone");
+    const error = await readConn(conn).then(() => null, (e: Error) => e);
+    assert(error instanceof Deno.errors.ConnectionReset, `the server saw ${error}`);
+    conn.close();
+
+    const second = await dial(d, (resetter.address() as net.AddressInfo).port);
+    const seen = await readText(second.readable).then(() => "no error", (e: Error) => e.message);
+    assertMatch(seen, /^Connection reset by the cluster: .*ECONNRESET/);
+    await until("the manager's flows to end", () => t.manager.stats.tcpTunnels === 0);
+    assertEquals(d.stats.tcpOpen, 0);
+  });
+  listener.close();
+  await new Promise((resolve) => resetter.close(resolve));
+});
+
+Deno.test("mux TCP: 200 concurrent flows on one call each carry their own bytes", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        const chunks = await readConn(conn);
+        for (const c of chunks) await conn.write(c);
+        conn.close();
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  await withMux({}, async (t, d) => {
+    const port = (listener.addr as Deno.NetAddr).port;
+    const results = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
+      const stream = await dial(d, port);
+      const writer = stream.writable.getWriter();
+      await writer.write(encoder.encode(`flow ${i} `.repeat(100 + i)));
+      await writer.close();
+      return [await readText(stream.readable), `flow ${i} `.repeat(100 + i)];
+    }));
+    for (const [got, want] of results) assertEquals(got, want);
+    await until("the manager's flows to end", () => t.manager.stats.tcpTunnels === 0);
+    assertEquals([d.stats.tcpOpen, d.stats.calls], [0, 1]);
+    assertEquals(t.manager.stats.bufferedToClient, 0);
+    assertEquals(t.manager.stats.bufferedToDestination, 0);
+  });
+  listener.close();
+  await accepting;
+});
+
+Deno.test("mux: a closed port is refused, a foreign subnet prohibited, an unknown session NO_SESSION", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closed = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  await withMux({}, async (_t, d) => {
+    const r = await d.dialTcp({
+      source: LOCAL,
+      destination: { address: "127.0.0.1", port: closed },
+    });
+    assertEquals(r.ok ? "ok" : r.reason, "refused");
+    assertMatch(r.ok ? "" : r.message ?? "", /ECONNREFUSED/);
+  });
+  const t = await startManager({ podSubnets: ["198.18.0.0/24"] });
+  try {
+    const session = await t.arrive();
+    let noSession = 0;
+    let id = session;
+    const d = dialer(t, () => id, () => noSession++);
+    const p = await d.dialTcp({ source: LOCAL, destination: { address: "198.19.0.1", port: 80 } });
+    assertEquals(p.ok ? "ok" : p.reason, "prohibited");
+    id = "0123456789abcdef";
+    const u = await d.dialUdp(
+      { source: LOCAL, destination: { address: "198.18.0.1", port: 53 } },
+      () => {},
+    );
+    assertEquals(u.ok ? "ok" : [u.reason, u.message], [
+      "unreachable",
+      'session "0123456789abcdef" is unknown or expired: arrive again',
+    ]);
+    assertEquals([noSession, d.stats.calls, d.stats.dialFailures], [1, 2, 2]);
+    d.close();
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("mux flow control: a flow whose app reads nothing stays bounded and does not stall another", async () => {
+  const TOTAL = 64 * 1024 * 1024;
+  const bulk = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const echo = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let written = 0;
+  await withMux({}, async (t, d) => {
+    const slow = await dial(d, (bulk.addr as Deno.NetAddr).port);
+    const writing = (async () => {
+      const conn = await bulk.accept();
+      const chunk = new Uint8Array(1024 * 1024).fill(7);
+      while (written < TOTAL) {
+        written += await conn.write(chunk.subarray(0, Math.min(chunk.length, TOTAL - written)));
+      }
+      conn.close();
+    })();
+    let last = -1;
+    while (last !== written) {
+      last = written;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    const stats = t.manager.stats;
+    console.log(
+      `stalled: destination wrote ${(written / 2 ** 20).toFixed(1)} MiB; manager peak ` +
+        `${(stats.bufferedToClientPeak / 2 ** 20).toFixed(2)} MiB`,
+    );
+    assert(written < TOTAL / 4, `the destination got ${written} bytes ahead`);
+    assert(stats.bufferedToClientPeak <= 4 * 1024 * 1024, `peak ${stats.bufferedToClientPeak}`);
+
+    // Another flow on the same call goes on as if nothing were stalled.
+    const other = await dial(d, (echo.addr as Deno.NetAddr).port);
+    const served = (async () => {
+      const conn = await echo.accept();
+      for (const c of await readConn(conn)) await conn.write(c);
+      conn.close();
+    })();
+    const w = other.writable.getWriter();
+    await w.write(encoder.encode("still here"));
+    await w.close();
+    assertEquals(await readText(other.readable), "still here");
+    await served;
+
+    let received = 0;
+    for await (const chunk of slow.readable) received += chunk.length;
+    await writing;
+    assertEquals(received, TOTAL);
+    await slow.writable.close();
+    assertEquals(d.stats.calls, 1);
+  });
+  bulk.close();
+  echo.close();
+});
+
+Deno.test("mux flow control: a client writing to a destination that reads nothing stays bounded", async () => {
+  const TOTAL = 32 * 1024 * 1024;
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  await withMux({}, async (t, d) => {
+    const stream = await dial(d, (listener.addr as Deno.NetAddr).port);
+    const conn = await listener.accept();
+    let sent = 0;
+    const writer = stream.writable.getWriter();
+    const sending = (async () => {
+      const chunk = new Uint8Array(256 * 1024).fill(3);
+      while (sent < TOTAL) {
+        await writer.write(chunk);
+        sent += chunk.length;
+      }
+      await writer.close();
+    })();
+    let last = -1;
+    while (last !== sent) {
+      last = sent;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    const stats = t.manager.stats;
+    assert(sent < TOTAL / 2, `the client got ${sent} bytes ahead`);
+    assert(
+      stats.bufferedToDestinationPeak <= 2 * 1024 * 1024,
+      `the manager held ${stats.bufferedToDestinationPeak} bytes`,
+    );
+    const chunks = await readConn(conn);
+    assertEquals(chunks.reduce((n, c) => n + c.length, 0), TOTAL);
+    await sending;
+    conn.close();
+    assertEquals(await readText(stream.readable), "");
+  });
+  listener.close();
+});
+
+Deno.test("mux UDP: datagrams both ways; a flow idle for the timeout ends", async () => {
+  const echo = dgram.createSocket("udp4");
+  echo.on("message", (m, from) => echo.send(m, from.port, from.address));
+  await new Promise<void>((resolve) => echo.bind(0, "127.0.0.1", resolve));
+  await withMux({ udpIdleTimeoutMs: 300 }, async (t, d) => {
+    const got: string[] = [];
+    const r = await d.dialUdp(
+      { source: LOCAL, destination: { address: "127.0.0.1", port: echo.address().port } },
+      (p) => got.push(decoder.decode(p)),
+    );
+    assert(r.ok);
+    r.value.send(encoder.encode("one"));
+    r.value.send(encoder.encode("two"));
+    await until("two echoes", () => got.length === 2);
+    assertEquals(got, ["one", "two"]);
+    assertEquals(d.stats.udpOpen, 1);
+    await until("the idle end", () => d.stats.udpOpen === 0, 3000);
+    assertEquals(t.manager.stats.udpTunnels, 0);
+  });
+  echo.close();
+});
+
+Deno.test("mux: departing resets the session's flows with the reason", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) accepted.push(conn);
+  })().catch(() => {});
+  await withMux({}, async (t, d, session) => {
+    const port = (listener.addr as Deno.NetAddr).port;
+    const streams = [await dial(d, port), await dial(d, port)];
+    await call(t.client, "depart", { sessionId: session });
+    for (const s of streams) {
+      const error = await readText(s.readable).then(() => "no error", (e: Error) => e.message);
+      assertEquals(error, "Connection reset by the cluster: the session departed");
+    }
+    await until("the manager's flows to end", () => t.manager.stats.tcpTunnels === 0);
+    assertEquals(d.stats.tcpOpen, 0);
+  });
+  listener.close();
+  await accepting;
+  for (const conn of accepted) conn.close();
+});
+
+Deno.test("mux: a batch that breaks the framing fails the call with INVALID_ARGUMENT", async () => {
+  await withMux({}, async (t, _d, session) => {
+    const metadata = new grpc.Metadata();
+    metadata.set(MUX_SESSION_HEADER, session);
+    const raw = t.client.mux(metadata);
+    const status = new Promise<grpc.ServiceError>((resolve) => raw.on("error", resolve));
+    raw.on("data", () => {});
+    raw.write(new Uint8Array([0x0a, 3, 1, 2, 3]));
+    const e = await status;
+    assertEquals(e.code, grpc.status.INVALID_ARGUMENT);
+    assertMatch(e.details, /the mux framing was broken: truncated frame header/);
+  });
+});
+
+Deno.test("mux: a manager with mux off says so in Arrive and answers UNIMPLEMENTED", async () => {
+  const t = await startManager({ mux: false });
+  try {
+    const response = await call<{ features: string[] }>(t.client, "arrive", {
+      client: { name: "a", hostname: "b", version: "0.1.0", namespace: "default", os: "linux" },
+    });
+    assertEquals(response.features, []);
+    const raw = t.client.mux(new grpc.Metadata());
+    const e = await new Promise<grpc.ServiceError>((resolve) => raw.on("error", resolve));
+    assertEquals(e.code, grpc.status.UNIMPLEMENTED);
+  } finally {
+    await t.close();
+  }
+  const on = await startManager({});
+  try {
+    const response = await call<{ features: string[] }>(on.client, "arrive", {
+      client: { name: "a", hostname: "b", version: "0.1.0", namespace: "default", os: "linux" },
+    });
+    assertEquals(response.features, ["mux"]);
+  } finally {
+    await on.close();
+  }
+});

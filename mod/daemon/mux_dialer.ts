@@ -1,0 +1,549 @@
+/**
+ * The router's {@linkcode Dialer} over the manager's `Mux` call: every TCP
+ * connection, UDP flow and ping of the session is a flow of frames on one
+ * long-lived gRPC stream (framing in `mod/rpc/mux.ts`, rules in
+ * docs/protocol.md), instead of one gRPC call each.
+ *
+ * Flow control is per flow and credit-based: each side may send a TCP flow at
+ * most the window the other side gave, and gives more (WINDOW frames) as the
+ * bytes leave it: here when the app's socket has taken them. The stream
+ * itself is therefore never paused for one slow flow; while grpc-js holds
+ * more than it can send, every flow's writes wait for `drain`.
+ *
+ * A call that ends (the manager went away, the connection broke) resets its
+ * flows; the next dial opens a new call.
+ *
+ * @module
+ */
+
+import type { ClientDuplexStream } from "@grpc/grpc-js";
+import grpc from "@grpc/grpc-js";
+import { parseAddress } from "../net/address.ts";
+import type {
+  ByteStream,
+  DatagramFlow,
+  Dialer,
+  DialFailure,
+  DialRequest,
+  DialResult,
+  PingRequest,
+} from "../net/dialer.ts";
+import {
+  decodeClose,
+  decodeResult,
+  decodeWindow,
+  encodeClose,
+  encodeOpen,
+  encodeWindow,
+  FLOW_WINDOW,
+  forEachFrame,
+  FrameType,
+  FrameWriter,
+  MuxProtocol,
+} from "../rpc/mux.ts";
+import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../rpc/service.ts";
+
+type MuxCall = ClientDuplexStream<Uint8Array, Uint8Array>;
+
+/** What the dialer needs of the gRPC client. */
+export interface MuxClient {
+  /** Opens a Mux call. */
+  mux(metadata: grpc.Metadata): MuxCall;
+}
+
+/** Options of {@linkcode MuxDialer}. */
+export interface MuxDialerOptions {
+  /** The session the flows belong to. */
+  sessionId: () => string;
+  /** Dial timeout asked of the manager, in ms (default: the manager's). */
+  dialTimeoutMs?: number;
+  /** Log sink. */
+  log?: (level: "debug" | "info" | "warn", message: string) => void;
+  /** Called when a dial says the session is gone (the session should arrive again). */
+  onNoSession?: () => void;
+  /** The window given to the manager per TCP flow (default {@linkcode FLOW_WINDOW}). */
+  window?: number;
+}
+
+/** Mux counters. */
+export interface MuxStats {
+  /** Mux calls opened since start. */
+  calls: number;
+  tcpOpen: number;
+  udpOpen: number;
+  bytesToCluster: number;
+  bytesFromCluster: number;
+  dialFailures: number;
+}
+
+function failure(code: number): DialFailure {
+  switch (code) {
+    case DialResult_Code.REFUSED:
+      return "refused";
+    case DialResult_Code.TIMEOUT:
+      return "timeout";
+    case DialResult_Code.PROHIBITED:
+      return "prohibited";
+    default:
+      return "unreachable";
+  }
+}
+
+/** One flow's end of the frames: what the connection hands it. */
+interface Flow {
+  /** The manager's answer to OPEN. */
+  result(code: number, window: number, message: string): void;
+  data(payload: Uint8Array): void;
+  fin(): void;
+  window(increment: number): void;
+  /** CLOSE from the manager, or the call gone (`lost`). */
+  close(reason: string, lost?: boolean): void;
+}
+
+const LOST = "the tunnel to the traffic-manager was lost";
+
+/** One Mux call and its flows. */
+class MuxConnection {
+  readonly sessionId: string;
+  readonly flows = new Map<number, Flow>();
+  readonly out: FrameWriter;
+  #call: MuxCall;
+  #next = 1;
+  #blocked = false;
+  #waiters: Array<() => void> = [];
+  #dead = false;
+  #stats: MuxStats;
+  #log: MuxDialerOptions["log"];
+
+  constructor(
+    client: MuxClient,
+    sessionId: string,
+    stats: MuxStats,
+    log: MuxDialerOptions["log"],
+  ) {
+    this.sessionId = sessionId;
+    this.#stats = stats;
+    this.#log = log;
+    const metadata = new grpc.Metadata();
+    metadata.set(MUX_SESSION_HEADER, sessionId);
+    const call = client.mux(metadata);
+    this.#call = call;
+    stats.calls++;
+    this.out = new FrameWriter((batch) => {
+      if (!this.#dead && !call.write(batch)) this.#blocked = true;
+    });
+    call.on("data", (batch: Uint8Array) => {
+      try {
+        forEachFrame(batch, (id, type, payload) => this.#frame(id, type, payload));
+      } catch (error) {
+        this.#lose(`the traffic-manager broke the mux framing: ${(error as Error).message}`);
+      }
+    });
+    call.on("drain", () => this.#drained());
+    // grpc-js emits "error" on every call that ends badly, cancelled ones too.
+    call.on("error", (e: grpc.ServiceError) => this.#lose(`${LOST}: ${e.details || e.message}`));
+    call.on("end", () => this.#lose(LOST));
+    call.on("close", () => this.#lose(LOST));
+  }
+
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /** A new flow id, and the flow registered under it. */
+  add(flow: Flow): number {
+    const id = this.#next++;
+    if (this.#next > 0xffff_fffe) this.#next = 1;
+    this.flows.set(id, flow);
+    return id;
+  }
+
+  /** grpc-js holds more than it can send now. */
+  get blocked(): boolean {
+    return this.#blocked && !this.#dead;
+  }
+
+  /** Resolves when grpc-js can take more; `undefined` when it can now. */
+  ready(): Promise<void> | undefined {
+    if (!this.#blocked || this.#dead) return undefined;
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Ends the call from this side: its flows are reset on both sides. */
+  end(): void {
+    if (this.#dead) return;
+    this.out.flush();
+    this.#call.end();
+    this.#lose("the session changed");
+  }
+
+  #drained(): void {
+    this.#blocked = false;
+    for (const go of this.#waiters.splice(0)) go();
+  }
+
+  #frame(id: number, type: number, payload: Uint8Array): void {
+    const flow = this.flows.get(id);
+    if (flow === undefined) return; // a late frame of a flow already ended here
+    switch (type) {
+      case FrameType.Result: {
+        const r = decodeResult(payload);
+        flow.result(r.code, r.window, r.message);
+        return;
+      }
+      case FrameType.Data:
+        this.#stats.bytesFromCluster += payload.length;
+        flow.data(payload);
+        return;
+      case FrameType.Fin:
+        flow.fin();
+        return;
+      case FrameType.Window:
+        flow.window(decodeWindow(payload));
+        return;
+      case FrameType.Close:
+        this.flows.delete(id);
+        flow.close(decodeClose(payload));
+        return;
+      default:
+        this.#log?.("debug", `mux: ignoring a frame of unknown type ${type}`);
+    }
+  }
+
+  #lose(reason: string): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.out.close();
+    this.#drained();
+    if (this.flows.size > 0) this.#log?.("debug", `mux: ${reason}; ${this.flows.size} flows reset`);
+    const flows = [...this.flows.values()];
+    this.flows.clear();
+    for (const flow of flows) flow.close(reason, true);
+    this.#call.cancel();
+  }
+}
+
+/** Dials through the traffic-manager over one Mux call. */
+export class MuxDialer implements Dialer {
+  #client: MuxClient;
+  #opts: MuxDialerOptions;
+  #conn: MuxConnection | null = null;
+  readonly stats: MuxStats = {
+    calls: 0,
+    tcpOpen: 0,
+    udpOpen: 0,
+    bytesToCluster: 0,
+    bytesFromCluster: 0,
+    dialFailures: 0,
+  };
+
+  /**
+   * @param client the gRPC client of the Manager service
+   * @param options session and limits
+   */
+  constructor(client: MuxClient, options: MuxDialerOptions) {
+    this.#client = client;
+    this.#opts = options;
+  }
+
+  /** The live call for the current session, opened when there is none. */
+  #connection(): MuxConnection {
+    const session = this.#opts.sessionId();
+    const conn = this.#conn;
+    if (conn && !conn.dead && conn.sessionId === session) return conn;
+    // A new session (arrived again) gets a new call; the old one's flows
+    // belonged to a session the manager has ended.
+    conn?.end();
+    this.#conn = new MuxConnection(this.#client, session, this.stats, this.#opts.log);
+    return this.#conn;
+  }
+
+  /** Ends the call and resets its flows (the session is closing). */
+  close(): void {
+    this.#conn?.end();
+    this.#conn = null;
+  }
+
+  #open<T>(
+    protocol: number,
+    req: DialRequest,
+    make: (conn: MuxConnection, id: number, window: number) => T,
+    flow: Partial<Flow>,
+  ): Promise<DialResult<T>> {
+    const conn = this.#connection();
+    const source = parseAddress(req.source.address) ?? new Uint8Array(4);
+    const destination = parseAddress(req.destination.address) ?? new Uint8Array(4);
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (r: DialResult<T>) => {
+        if (settled) return;
+        settled = true;
+        if (!r.ok) this.stats.dialFailures++;
+        resolve(r);
+      };
+      const pending: Flow = {
+        result: (code, window, message) => {
+          if (code === DialResult_Code.OK) {
+            // From here on, the flow's own handlers take the frames.
+            Object.assign(pending, flow);
+            return settle({ ok: true, value: make(conn, id, window) });
+          }
+          conn.flows.delete(id);
+          if (code === DialResult_Code.NO_SESSION) this.#opts.onNoSession?.();
+          settle({ ok: false, reason: failure(code), message });
+        },
+        data: () => {},
+        fin: () => {},
+        window: () => {},
+        close: (reason) =>
+          settle({ ok: false, reason: "unreachable", message: reason || "the tunnel ended" }),
+      };
+      const id = conn.add(pending);
+      conn.out.write(
+        id,
+        FrameType.Open,
+        encodeOpen({
+          protocol,
+          sourceIp: source.length === destination.length
+            ? source
+            : new Uint8Array(destination.length),
+          sourcePort: req.source.port,
+          destinationIp: destination,
+          destinationPort: req.destination.port,
+          dialTimeoutMs: this.#opts.dialTimeoutMs ?? 0,
+          window: protocol === MuxProtocol.Tcp ? this.#opts.window ?? FLOW_WINDOW : 0,
+        }),
+      );
+    });
+  }
+
+  /** Opens a TCP flow: resolves once the manager has dialed. */
+  async dialTcp(req: DialRequest): Promise<DialResult<ByteStream>> {
+    const tcp = new TcpFlow(this.stats, this.#opts.window ?? FLOW_WINDOW);
+    const result = await this.#open(
+      MuxProtocol.Tcp,
+      req,
+      (conn, id, window) => tcp.attach(conn, id, window),
+      tcp.handlers(),
+    );
+    if (!result.ok) {
+      this.#opts.log?.(
+        "debug",
+        `mux: tcp ${req.destination.address}:${req.destination.port}: ${result.reason} ${
+          result.message ?? ""
+        }`,
+      );
+    }
+    return result;
+  }
+
+  /** Opens a UDP flow; each DATA frame is one datagram. */
+  dialUdp(
+    req: DialRequest,
+    deliver: (payload: Uint8Array) => void,
+  ): Promise<DialResult<DatagramFlow>> {
+    const stats = this.stats;
+    let closed = false;
+    const end = () => {
+      if (closed) return;
+      closed = true;
+      stats.udpOpen--;
+    };
+    return this.#open(MuxProtocol.Udp, req, (conn, id) => {
+      stats.udpOpen++;
+      return {
+        send(payload: Uint8Array) {
+          if (closed || conn.dead) return;
+          // UDP semantics: drop rather than queue without bound.
+          if (conn.blocked || conn.out.pending > 1024 * 1024) return;
+          stats.bytesToCluster += payload.length;
+          conn.out.write(id, FrameType.Data, payload);
+        },
+        close() {
+          if (closed) return;
+          conn.flows.delete(id);
+          conn.out.write(id, FrameType.Close, encodeClose(""));
+          end();
+        },
+      };
+    }, { data: deliver, close: end });
+  }
+
+  /** Pings through the manager. */
+  ping(req: PingRequest): Promise<DialResult<void>> {
+    return this.#open(MuxProtocol.Icmp, req, (conn, id) => void conn.flows.delete(id), {});
+  }
+}
+
+/** A TCP flow on the daemon's side: a {@linkcode ByteStream} for the router. */
+class TcpFlow {
+  #stats: MuxStats;
+  #window: number;
+  #conn!: MuxConnection;
+  #id = 0;
+  /** What the manager still lets us send. */
+  #credit = 0;
+  #creditWaiter: (() => void) | null = null;
+  /** Bytes the app took since the last WINDOW frame. */
+  #taken = 0;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #queue: Uint8Array[] = [];
+  /** The stream has asked for a chunk and none was queued. */
+  #wanted = false;
+  #readEnded = false;
+  #wroteFin = false;
+  #gone: Error | null = null;
+  #counted = false;
+
+  constructor(stats: MuxStats, window: number) {
+    this.#stats = stats;
+    this.#window = window;
+  }
+
+  handlers(): Partial<Flow> {
+    return {
+      data: (p) => this.#data(p),
+      fin: () => this.#fin(),
+      window: (n) => this.#more(n),
+      close: (reason, lost) => this.#closed(reason, lost ?? false),
+    };
+  }
+
+  attach(conn: MuxConnection, id: number, window: number): ByteStream {
+    this.#conn = conn;
+    this.#id = id;
+    this.#credit = window;
+    this.#stats.tcpOpen++;
+    this.#counted = true;
+    const readable = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      pull: (controller) => {
+        const chunk = this.#queue.shift();
+        if (chunk !== undefined) {
+          controller.enqueue(chunk);
+          this.#took(chunk.length);
+        } else if (this.#readEnded) this.#endReadable();
+        else this.#wanted = true;
+      },
+      cancel: () => this.#reset("the app closed the connection"),
+    }, { highWaterMark: 0 });
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => this.#write(chunk),
+      close: () => {
+        if (this.#gone) throw this.#gone;
+        this.#wroteFin = true;
+        this.#conn.out.write(this.#id, FrameType.Fin);
+        this.#maybeDone();
+      },
+      abort: (reason) => this.#reset(String(reason ?? "aborted")),
+    });
+    return { readable, writable };
+  }
+
+  async #write(chunk: Uint8Array): Promise<void> {
+    for (let off = 0; off < chunk.length;) {
+      if (this.#gone) throw this.#gone;
+      if (this.#credit <= 0) {
+        await new Promise<void>((resolve) => this.#creditWaiter = resolve);
+        continue;
+      }
+      const wait = this.#conn.ready();
+      if (wait) {
+        await wait;
+        continue;
+      }
+      const part = chunk.subarray(off, off + Math.min(MAX_CHUNK, this.#credit));
+      off += part.length;
+      this.#credit -= part.length;
+      this.#stats.bytesToCluster += part.length;
+      this.#conn.out.write(this.#id, FrameType.Data, part);
+    }
+  }
+
+  #more(increment: number): void {
+    this.#credit += increment;
+    const go = this.#creditWaiter;
+    this.#creditWaiter = null;
+    go?.();
+  }
+
+  #data(payload: Uint8Array): void {
+    if (this.#readEnded) return;
+    if (this.#wanted) {
+      // A read is waiting: hand the chunk over now.
+      this.#wanted = false;
+      this.#controller.enqueue(payload);
+      this.#took(payload.length);
+    } else this.#queue.push(payload);
+  }
+
+  #took(n: number): void {
+    this.#taken += n;
+    if (this.#taken >= this.#window / 4) {
+      this.#conn.out.write(this.#id, FrameType.Window, encodeWindow(this.#taken));
+      this.#taken = 0;
+    }
+  }
+
+  #fin(): void {
+    if (this.#readEnded) return;
+    this.#readEnded = true;
+    if (this.#queue.length === 0) this.#endReadable();
+  }
+
+  #endReadable(): void {
+    try {
+      this.#controller.close();
+    } catch {
+      // already closed or errored
+    }
+    this.#maybeDone();
+  }
+
+  /** Both FINs are through: the flow is over on both sides. */
+  #maybeDone(): void {
+    if (this.#readEnded && this.#queue.length === 0 && this.#wroteFin) this.#finish();
+  }
+
+  #closed(reason: string, lost: boolean): void {
+    if (reason === "" && !lost) {
+      // The manager is done with the flow: both directions ended there.
+      this.#gone = new Error("Connection closed by the cluster");
+      this.#fin();
+      this.#finish();
+      return;
+    }
+    this.#gone = new Error(
+      lost ? `Connection reset: ${reason}` : `Connection reset by the cluster: ${reason}`,
+    );
+    this.#readEnded = true;
+    this.#queue.length = 0;
+    try {
+      this.#controller.error(this.#gone);
+    } catch {
+      // already closed
+    }
+    this.#more(0);
+    this.#finish();
+  }
+
+  #reset(reason: string): void {
+    if (!this.#gone) {
+      this.#gone = new Error(reason);
+      this.#conn.flows.delete(this.#id);
+      this.#conn.out.write(this.#id, FrameType.Close, encodeClose(reason || "reset"));
+    }
+    this.#readEnded = true;
+    this.#queue.length = 0;
+    this.#more(0);
+    this.#finish();
+  }
+
+  #finish(): void {
+    this.#conn.flows.delete(this.#id);
+    if (this.#counted) this.#stats.tcpOpen--;
+    this.#counted = false;
+  }
+}
