@@ -37,7 +37,9 @@ import { DENO, Env, iperfGbits, must, type Proc, ROOT, run } from "../tests/e2e/
 import { API_IP, Sim } from "../tests/sim/sim.ts";
 import type { KubeObject } from "../tests/sim/apiserver/mod.ts";
 
-const VIF = [DENO, "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/main.ts`];
+/** `BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof"` profiles the vif processes the bench starts. */
+const DENO_FLAGS = Deno.env.get("BENCH_DENO_FLAGS")?.split(" ").filter((f) => f) ?? [];
+const VIF = [DENO, "run", "-A", ...DENO_FLAGS, "--config", `${ROOT}/deno.json`, `${ROOT}/main.ts`];
 const MANAGER = "app.kubernetes.io/name=traffic-manager";
 const PATHS = ["direct", "vif-direct", "vif", "openvpn", "sshuttle"] as const;
 type PathName = typeof PATHS[number];
