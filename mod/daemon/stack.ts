@@ -18,7 +18,7 @@
 import { Cidr, formatAddress } from "../net/address.ts";
 import type { ByteStream, Dialer } from "../net/dialer.ts";
 import { Router, type RouterOptions } from "../net/router.ts";
-import { openTun, type TunDevice } from "../tun/mod.ts";
+import { openTun, trimHeap, type TunDevice } from "../tun/mod.ts";
 
 /** Options for {@linkcode startStack}. */
 export interface StackOptions {
@@ -72,6 +72,9 @@ function nth(block: Cidr, n: number): string {
   }
   return formatAddress(bytes);
 }
+
+/** How often the daemon gives free native memory back (see `trimHeap`). */
+const TRIM_INTERVAL_MS = 30_000;
 
 /** The read buffer of a connection that has been quiet: what 1,000 idle connections hold 1,000 of. */
 const MIN_READ = 4 * 1024;
@@ -188,6 +191,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       (routes.length > 0 ? `, routes ${routes.join(" ")}` : ""),
   );
   const sweeper = setInterval(() => router.sweep(), 1000);
+  // Traffic leaves the native heap larger than what stays in use (TLS and
+  // socket buffers); give the free part back now and then.
+  const trimmer = setInterval(() => {
+    const t0 = performance.now();
+    trimHeap().then((trimmed) =>
+      log("debug", `stack: heap trimmed (${trimmed}) in ${(performance.now() - t0).toFixed(1)} ms`)
+    ).catch(() => {});
+  }, TRIM_INTERVAL_MS);
   const accepting = (async () => {
     for await (const conn of listener) {
       conn.setNoDelay(true);
@@ -208,6 +219,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
+        clearInterval(trimmer);
         router.close();
         closeQuietly(listener);
         await device.close();

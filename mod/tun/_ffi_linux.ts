@@ -54,6 +54,8 @@ const SYMBOLS = {
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   if_indextoname: { parameters: ["u32", "buffer"], result: "pointer" },
   __errno_location: { parameters: [], result: "pointer" },
+  /** glibc only: gives free heap memory back to the system. */
+  malloc_trim: { parameters: ["usize"], result: "i32", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The libc functions, as Deno FFI exposes them. */

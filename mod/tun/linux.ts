@@ -364,3 +364,15 @@ class LinuxTun implements TunDevice {
 function show(prefix: Prefix): string {
   return `${prefix.address}/${prefix.prefixLength}`;
 }
+
+/**
+ * Gives the memory glibc's allocator holds free back to the system
+ * (`malloc_trim(0)`). After a burst of traffic the daemon's native heap keeps
+ * tens of MiB it no longer uses; this returns them.
+ *
+ * @returns whether any memory was returned; false without glibc
+ */
+export function trimHeap(): boolean {
+  const trim = libc().symbols.malloc_trim;
+  return trim ? trim(0n) === 1 : false;
+}

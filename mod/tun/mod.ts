@@ -69,6 +69,17 @@ export async function listRoutes(): Promise<SystemRoute[]> {
   throw unsupported("list routes");
 }
 
+/**
+ * Returns the C allocator's free memory to the system, where the system has a
+ * way to ask (glibc's `malloc_trim`).
+ *
+ * @returns whether any memory was returned
+ */
+export async function trimHeap(): Promise<boolean> {
+  if (Deno.build.os === "linux") return (await import("./linux.ts")).trimHeap();
+  return false;
+}
+
 export type {
   ListenUnixOptions,
   PeerCredentials,

@@ -37,6 +37,7 @@
  */
 
 import { DENO, ROOT } from "../e2e/_env.ts";
+import { V8_FLAGS } from "../../mod/cli/daemon_client.ts";
 import type { KubeObject, ObjectMeta, Store, StoreEvent } from "./apiserver/mod.ts";
 import type {
   ClusterEvent,
@@ -1037,5 +1038,15 @@ function decodeBase64(text: string): Uint8Array {
 
 /** The Deno command that runs `main.ts`, for {@linkcode KubeletOptions.vifRuntime}. */
 export function vifMainCommand(deno = DENO): string[] {
-  return [deno, "run", "-A", "--cached-only", "--config", `${ROOT}/deno.json`, `${ROOT}/main.ts`];
+  // As the compiled binary runs it: with the V8 flags `deno compile` bakes in.
+  return [
+    deno,
+    "run",
+    "-A",
+    `--v8-flags=${V8_FLAGS}`,
+    "--cached-only",
+    "--config",
+    `${ROOT}/deno.json`,
+    `${ROOT}/main.ts`,
+  ];
 }
