@@ -47,7 +47,7 @@ export const FRAME_HEADER = 9;
  * other side may send before a WINDOW frame. Large enough to keep one flow's
  * pipe full at several Gbit/s over the tunnel's round trip.
  */
-export const FLOW_WINDOW = 1024 * 1024;
+export const FLOW_WINDOW = 4 * 1024 * 1024;
 
 /** The protocols an OPEN frame asks for (the numbers of `vif.v1.Protocol`). */
 export const MuxProtocol = { Tcp: 1, Udp: 2, Icmp: 3 } as const;
@@ -251,9 +251,17 @@ export function forEachFrame(
 }
 
 /**
+ * The most frame bytes one `MuxBatch` carries (plus at most one frame): well
+ * under the channel's 4 MiB message limit, and small enough to keep bytes
+ * moving while a turn of the event loop produces many frames.
+ */
+export const MAX_BATCH = 1024 * 1024;
+
+/**
  * Collects frames and hands them to `sink` as one `MuxBatch` at the end of
  * the current turn of the event loop (a microtask), so that frames produced
- * together travel together and none waits for a timer.
+ * together travel together and none waits for a timer; a batch that reaches
+ * {@linkcode MAX_BATCH} goes at once.
  */
 export class FrameWriter {
   #sink: (batch: Buffer) => void;
@@ -287,6 +295,8 @@ export class FrameWriter {
     this.#types.push(type);
     this.#payloads.push(payload);
     this.#bytes += FRAME_HEADER + payload.length;
+    // A full batch goes now: one gRPC message must stay under the 4 MiB limit.
+    if (this.#bytes >= MAX_BATCH) return this.flush();
     if (!this.#scheduled) {
       this.#scheduled = true;
       queueMicrotask(() => this.flush());

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/_assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
 import {
   decodeClose,
   decodeOpen,
@@ -9,8 +9,10 @@ import {
   encodeResult,
   encodeWindow,
   forEachFrame,
+  FRAME_HEADER,
   FrameType,
   FrameWriter,
+  MAX_BATCH,
   MuxProtocolError,
 } from "./mux.ts";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -125,4 +127,21 @@ Deno.test("mux: a closed writer drops what it holds and takes no more", async ()
     assertEquals(w.pending, 0);
   });
   assertEquals(out, []);
+});
+
+Deno.test("mux: a turn that writes more than MAX_BATCH sends several batches, in order, each under the message limit", async () => {
+  const part = new Uint8Array(256 * 1024);
+  const out = await batches((w) => {
+    for (let i = 0; i < 24; i++) w.write(i, FrameType.Data, new Uint8Array(part.length).fill(i));
+  });
+  assert(out.length >= 6, `${out.length} batches`);
+  const flows: number[] = [];
+  for (const batch of out) {
+    assert(batch.length <= MAX_BATCH + FRAME_HEADER + part.length + 8, `${batch.length} bytes`);
+    forEachFrame(batch, (flow, _t, payload) => {
+      flows.push(flow);
+      assertEquals(payload[0], flow);
+    });
+  }
+  assertEquals(flows, Array.from({ length: 24 }, (_, i) => i));
 });
