@@ -54,8 +54,12 @@ const SYMBOLS = {
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   if_indextoname: { parameters: ["u32", "buffer"], result: "pointer" },
   __errno_location: { parameters: [], result: "pointer" },
-  /** glibc only: gives free heap memory back to the system. */
-  malloc_trim: { parameters: ["usize"], result: "i32", optional: true },
+  /**
+   * glibc only: gives free heap memory back to the system. Run on a worker
+   * thread: after a burst of traffic it takes tens of ms, which the event loop
+   * must not wait for.
+   */
+  malloc_trim: { parameters: ["usize"], result: "i32", optional: true, nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The libc functions, as Deno FFI exposes them. */

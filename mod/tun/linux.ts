@@ -367,12 +367,12 @@ function show(prefix: Prefix): string {
 
 /**
  * Gives the memory glibc's allocator holds free back to the system
- * (`malloc_trim(0)`). After a burst of traffic the daemon's native heap keeps
- * tens of MiB it no longer uses; this returns them.
+ * (`malloc_trim(0)`, on a worker thread). After a burst of traffic the
+ * daemon's native heap keeps tens of MiB it no longer uses; this returns them.
  *
  * @returns whether any memory was returned; false without glibc
  */
-export function trimHeap(): boolean {
+export async function trimHeap(): Promise<boolean> {
   const trim = libc().symbols.malloc_trim;
-  return trim ? trim(0n) === 1 : false;
+  return trim ? (await trim(0n)) === 1 : false;
 }

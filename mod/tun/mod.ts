@@ -76,7 +76,7 @@ export async function listRoutes(): Promise<SystemRoute[]> {
  * @returns whether any memory was returned
  */
 export async function trimHeap(): Promise<boolean> {
-  if (Deno.build.os === "linux") return (await import("./linux.ts")).trimHeap();
+  if (Deno.build.os === "linux") return await (await import("./linux.ts")).trimHeap();
   return false;
 }
 
