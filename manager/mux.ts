@@ -145,6 +145,7 @@ class ManagerMux {
       this.#open(id, decodeOpen(payload));
       return;
     }
+    if (type === FrameType.Dns) return this.#dns(id, payload);
     const flow = this.flows.get(id);
     if (flow === undefined) return; // a late frame of a flow already ended here
     switch (type) {
@@ -245,6 +246,21 @@ class ManagerMux {
         );
       }
     });
+  }
+
+  #dns(id: number, query: Uint8Array): void {
+    const fail = (code: DialResult_Code, message: string) =>
+      this.out.write(id, FrameType.Result, encodeResult({ code, window: 0, message }));
+    if (this.context.sessions.get(this.sessionId) === undefined) {
+      return fail(
+        DialResult_Code.NO_SESSION,
+        `session "${this.sessionId}" is unknown or expired: arrive again`,
+      );
+    }
+    this.context.resolveDns(query).then(
+      (answer) => !this.#done && this.out.write(id, FrameType.Dns, answer),
+      (error: Error) => !this.#done && fail(DialResult_Code.UNREACHABLE, error.message),
+    );
   }
 
   #refuseEnded(

@@ -411,3 +411,61 @@ Deno.test("mux: a manager with mux off says so in Arrive and answers UNIMPLEMENT
     await on.close();
   }
 });
+
+Deno.test("mux DNS: a query is answered by the cluster's DNS server on the same call; failures say why", async () => {
+  // A DNS server that answers every query with itself, QR set and one more byte.
+  const dns = dgram.createSocket("udp4");
+  dns.on("message", (m, from) => {
+    const answer = new Uint8Array([...m, 0x2a]);
+    answer[2] = answer[2]! | 0x80;
+    dns.send(answer, from.port, from.address);
+  });
+  await new Promise<void>((resolve) => dns.bind(0, "127.0.0.1", resolve));
+  const query = new Uint8Array([
+    0x12,
+    0x34,
+    0x01,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    3,
+    119,
+    101,
+    98,
+    0,
+    0,
+    1,
+    0,
+    1,
+  ]);
+  await withMux({ dnsUpstream: `127.0.0.1:${dns.address().port}` }, async (t, d) => {
+    const answers = await Promise.all([d.resolveDns(query), d.resolveDns(query)]);
+    for (const answer of answers) {
+      assertEquals([...answer.subarray(0, 2)], [0x12, 0x34]);
+      assertEquals([answer[2]! & 0x80, answer.at(-1)], [0x80, 0x2a]);
+    }
+    assertEquals([t.manager.stats.dnsAnswered, d.stats.calls], [2, 1]);
+  });
+  await withMux({}, async (_t, d) => {
+    const error = await d.resolveDns(query).then(() => "answered", (e: Error) => e.message);
+    assertMatch(error, /no DNS server/);
+  });
+  const t = await startManager({ dnsUpstream: `127.0.0.1:${dns.address().port}` });
+  try {
+    let gone = 0;
+    const d = dialer(t, () => "0123456789abcdef", () => gone++);
+    const error = await d.resolveDns(query).then(() => "answered", (e: Error) => e.message);
+    assertMatch(error, /unknown or expired: arrive again/);
+    assertEquals(gone, 1);
+    d.close();
+  } finally {
+    await t.close();
+    dns.close();
+  }
+});

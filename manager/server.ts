@@ -267,6 +267,20 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
       udpIdleTimeoutMs: durations.udpIdleTimeoutMs,
       ping: commandPinger(pingProgram),
       open: new Set(),
+      resolveDns: (query) => {
+        const forwarder = state.forwarder;
+        if (forwarder === undefined) {
+          stats.dnsFailed++;
+          return Promise.reject(new DnsForwardError(NO_DNS_SERVER));
+        }
+        return forwarder.resolve(query).then((answer) => {
+          stats.dnsAnswered++;
+          return answer;
+        }, (error) => {
+          stats.dnsFailed++;
+          throw error;
+        });
+      },
     },
   };
   const server = new Server(CHANNEL_OPTIONS);
@@ -389,8 +403,10 @@ interface ServerState {
   mux: boolean;
 }
 
+const NO_DNS_SERVER = "the traffic-manager has no DNS server (no nameserver in its resolv.conf)";
+
 function implementation(state: ServerState): UntypedServiceImplementation {
-  const { sessions, clusterInfo, stats } = state;
+  const { sessions, clusterInfo } = state;
   const noSession = (id: string) => ({
     code: status.NOT_FOUND,
     details: `session "${shortId(id) || "(none)"}" is unknown or expired: arrive again`,
@@ -469,20 +485,9 @@ function implementation(state: ServerState): UntypedServiceImplementation {
       if (sessions.get(call.request.sessionId) === undefined) {
         return callback(noSession(call.request.sessionId));
       }
-      const forwarder = state.forwarder;
-      if (forwarder === undefined) {
-        return callback({
-          code: status.UNAVAILABLE,
-          details: "the traffic-manager has no DNS server (no nameserver in its resolv.conf)",
-        });
-      }
-      forwarder.resolve(call.request.message).then(
-        (message) => {
-          stats.dnsAnswered++;
-          callback(null, create(DNSResponseSchema, { message }));
-        },
+      state.tunnels.resolveDns(call.request.message).then(
+        (message) => callback(null, create(DNSResponseSchema, { message })),
         (error: Error) => {
-          stats.dnsFailed++;
           const code = error instanceof RangeError
             ? status.INVALID_ARGUMENT
             : error instanceof DnsForwardError

@@ -44,6 +44,11 @@ export interface TunnelContext {
   ping: Pinger;
   /** Every tunnel currently open, to end them when the manager stops. */
   open: Set<{ abort(reason: string): void }>;
+  /**
+   * Answers a DNS query with the cluster's DNS server (as `ResolveDNS`
+   * does), counting it; rejects when there is none or it did not answer.
+   */
+  resolveDns(query: Uint8Array): Promise<Uint8Array>;
 }
 
 /** The longest dial timeout a client may ask for. */

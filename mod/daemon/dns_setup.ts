@@ -9,7 +9,7 @@
 
 import { Cidr } from "../net/address.ts";
 import { DnsInterceptor, type DnsResolve } from "../net/dns.ts";
-import { type ClusterInfo, create, DNSRequestSchema } from "../rpc/service.ts";
+import type { ClusterInfo } from "../rpc/service.ts";
 import {
   chooseConfigurator,
   clusterDnsDomains,
@@ -20,7 +20,6 @@ import {
   ResolvConfConfigurator,
 } from "./dns_config.ts";
 import { type DnsServer, startDnsServer, upstreamResolver } from "./dns_server.ts";
-import { unary } from "./manager_client.ts";
 import type { Log, Session } from "./session.ts";
 
 /** Options of {@linkcode setupDns}. */
@@ -119,15 +118,7 @@ export async function setupDns(
     log("info", "dns: restored resolv.conf left behind by an earlier run");
   }
   let upstream: DnsResolve | undefined;
-  const resolveCluster: DnsResolve = async (query) => {
-    const r = await unary<{ message: Uint8Array }>(
-      session.client,
-      "resolveDNS",
-      create(DNSRequestSchema, { sessionId: session.id, message: query }),
-      8000,
-    );
-    return r.message;
-  };
+  const resolveCluster: DnsResolve = (query) => session.resolveDns(query);
   const interceptor = new DnsInterceptor({
     ...clusterInfo,
     ...(options.include ? { include: options.include } : {}),

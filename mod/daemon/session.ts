@@ -13,6 +13,7 @@ import {
   type ArriveResponse,
   type ClusterInfo,
   DEFAULT_MANAGER_NAMESPACE,
+  DNSRequestSchema,
   FEATURE_MUX,
   SessionRefSchema,
 } from "../rpc/service.ts";
@@ -23,6 +24,9 @@ import type { Dialer } from "../net/dialer.ts";
 import { type Stack, startStack } from "./stack.ts";
 import { listRoutes } from "../tun/mod.ts";
 import { describeRoute, planSubnets, type SubnetSource } from "./subnets.ts";
+
+/** How long a cluster DNS query may take through the manager. */
+const DNS_TIMEOUT_MS = 8000;
 
 /** Log sink shared by the daemon's parts. */
 export type Log = (level: "debug" | "info" | "warn", message: string) => void;
@@ -176,6 +180,24 @@ export class Session {
       dialUdp: (req, deliver) => pick().dialUdp(req, deliver),
       ping: (req) => pick().ping(req),
     };
+  }
+
+  /**
+   * Answers a DNS query with the cluster's DNS server, through the manager:
+   * on the Mux call when flows use it, else with a `ResolveDNS` call.
+   *
+   * @param query a DNS query, wire format
+   * @returns the answer
+   * @throws {Error} when the manager could not answer
+   */
+  resolveDns(query: Uint8Array): Promise<Uint8Array> {
+    if (this.usesMux) return this.#mux.resolveDns(query, DNS_TIMEOUT_MS);
+    return unary<{ message: Uint8Array }>(
+      this.client,
+      "resolveDNS",
+      create(DNSRequestSchema, { sessionId: this.#sessionId, message: query }),
+      DNS_TIMEOUT_MS,
+    ).then((r) => r.message);
   }
 
   /**

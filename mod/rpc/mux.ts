@@ -34,6 +34,12 @@ export const FrameType = {
   Close: 5,
   /** either way: the receiver took this many more bytes (credit). */
   Window: 6,
+  /**
+   * client → manager: a DNS query (wire format) for the cluster's DNS server;
+   * manager → client: its answer, on the same id. A failed query is answered
+   * with RESULT (NO_SESSION, UNREACHABLE) instead.
+   */
+  Dns: 7,
 } as const;
 
 /** A frame type's number. */
