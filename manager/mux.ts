@@ -35,9 +35,9 @@ import {
 } from "../mod/rpc/mux.ts";
 import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
 import type { Session } from "./sessions.ts";
-import { dialTcp } from "./tcp_tunnel.ts";
+import { dialTcp, endSocket } from "./tcp_tunnel.ts";
 import { admit, countDial, hostPort, type TunnelContext } from "./tunnel.ts";
-import { openUdp, UDP_BUFFER_LIMIT } from "./udp_tunnel.ts";
+import { DatagramSender, IdleTimer, openUdp, UDP_BUFFER_LIMIT } from "./udp_tunnel.ts";
 
 /** A server-side `Mux` call. */
 export type MuxCall = ServerDuplexStream<Uint8Array, Uint8Array>;
@@ -95,6 +95,21 @@ class ManagerMux {
 
   get blocked(): boolean {
     return this.#blocked;
+  }
+
+  /**
+   * Takes an ended flow out of the table, telling the client with CLOSE when
+   * there is a reason and the client does not know yet (the flow is still
+   * in the table).
+   *
+   * @param id The flow's id.
+   * @param flow The flow.
+   * @param reason `undefined`: tell the client nothing.
+   */
+  forget(id: number, flow: Flow, reason: string | undefined): void {
+    if (this.flows.get(id) !== flow) return;
+    this.flows.delete(id);
+    if (reason !== undefined) this.out.write(id, FrameType.Close, encodeClose(reason));
   }
 
   /** Queues a DATA frame toward the client. */
@@ -191,49 +206,58 @@ class ManagerMux {
       window: () => {},
       close: () => void (cancelled = true),
     });
-    const dialing = (async () => {
-      switch (admitted.protocol) {
-        case "icmp": {
-          const outcome = await context.ping(host, timeoutMs);
-          this.flows.delete(id);
-          if (!cancelled && !this.#done) answer(outcome.code, outcome.message);
-          return;
-        }
-        case "tcp": {
-          const dialed = await dialTcp(host, port, timeoutMs);
-          if ("code" in dialed) {
-            this.flows.delete(id);
-            if (!cancelled && !this.#done) answer(dialed.code, dialed.message);
-            return;
-          }
-          if (cancelled || this.#done || session.ended) {
-            dialed.socket.destroy();
-            return this.#refuseEnded(id, session, cancelled, answer);
-          }
-          answer(DialResult_Code.OK, `connected to ${hostPort(host, port)}`, FLOW_WINDOW);
-          const flow = new TcpFlow(this, id, dialed.socket, session, open.window);
-          this.flows.set(id, flow);
-          flow.start();
-          return;
-        }
-        case "udp": {
-          const opened = await openUdp(host, port, timeoutMs);
-          if ("code" in opened) {
-            this.flows.delete(id);
-            if (!cancelled && !this.#done) answer(opened.code, opened.message);
-            return;
-          }
-          if (cancelled || this.#done || session.ended) {
-            opened.socket.close();
-            return this.#refuseEnded(id, session, cancelled, answer);
-          }
-          answer(DialResult_Code.OK, `udp socket connected to ${hostPort(host, port)}`);
-          const flow = new UdpFlow(this, id, opened.socket, session);
-          this.flows.set(id, flow);
-          flow.start();
-          return;
-        }
+    // What a successful dial leaves: how to start the flow, or drop the socket.
+    type Dialed = {
+      message: string;
+      window: number;
+      drop(): void;
+      flow(): Flow & { start(): void };
+    };
+    const dial = async (): Promise<Dialed | { code: DialResult_Code; message: string }> => {
+      if (admitted.protocol === "tcp") {
+        const d = await dialTcp(host, port, timeoutMs);
+        if ("code" in d) return d;
+        return {
+          message: `connected to ${hostPort(host, port)}`,
+          window: FLOW_WINDOW,
+          drop: () => d.socket.destroy(),
+          flow: () => new TcpFlow(this, id, d.socket, session, open.window),
+        };
       }
+      const u = await openUdp(host, port, timeoutMs);
+      if ("code" in u) return u;
+      return {
+        message: `udp socket connected to ${hostPort(host, port)}`,
+        window: 0,
+        drop: () => u.socket.close(),
+        flow: () => new UdpFlow(this, id, u.socket, session),
+      };
+    };
+    const dialing = (async () => {
+      if (admitted.protocol === "icmp") {
+        const outcome = await context.ping(host, timeoutMs);
+        this.flows.delete(id);
+        if (!cancelled && !this.#done) answer(outcome.code, outcome.message);
+        return;
+      }
+      const dialed = await dial();
+      if ("code" in dialed) {
+        this.flows.delete(id);
+        if (!cancelled && !this.#done) answer(dialed.code, dialed.message);
+        return;
+      }
+      if (cancelled || this.#done || session.ended) {
+        dialed.drop();
+        this.flows.delete(id);
+        if (!cancelled && !this.#done) {
+          answer(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
+        }
+        return;
+      }
+      answer(DialResult_Code.OK, dialed.message, dialed.window);
+      const flow = dialed.flow();
+      this.flows.set(id, flow);
+      flow.start();
     })();
     dialing.catch((error: unknown) => {
       // A bug, not a dial failure: the flow gets the reason.
@@ -261,18 +285,6 @@ class ManagerMux {
       (answer) => !this.#done && this.out.write(id, FrameType.Dns, answer),
       (error: Error) => !this.#done && fail(DialResult_Code.UNREACHABLE, error.message),
     );
-  }
-
-  #refuseEnded(
-    id: number,
-    session: Session,
-    cancelled: boolean,
-    answer: (code: DialResult_Code, message: string) => void,
-  ): void {
-    this.flows.delete(id);
-    if (!cancelled && !this.#done) {
-      answer(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
-    }
   }
 
   /** The client broke the framing: every flow is reset and the call fails. */
@@ -369,7 +381,6 @@ class TcpFlow implements Flow {
   data(bytes: Uint8Array): void {
     if (this.#done || bytes.length === 0) return;
     if (this.#clientFin) {
-      this.#mux.flows.delete(this.#id);
       this.#end("data after FIN", "reset");
       return;
     }
@@ -413,25 +424,14 @@ class TcpFlow implements Flow {
     if (this.#done) return;
     this.#done = true;
     const mux = this.#mux;
-    if (reason !== undefined && mux.flows.get(this.#id) === this) {
-      mux.out.write(this.#id, FrameType.Close, encodeClose(reason));
-    }
-    if (mux.flows.get(this.#id) === this) mux.flows.delete(this.#id);
+    mux.forget(this.#id, this, reason);
     mux.stalled.delete(this);
     this.#unregister();
     const stats = mux.context.stats;
     stats.tcpTunnels--;
     stats.addBufferedToDestination(-this.#toDestination);
     this.#toDestination = 0;
-    const socket = this.#socket;
-    socket.on("error", () => {}); // Late errors of a socket we are done with.
-    try {
-      if (socketEnd === "reset") socket.resetAndDestroy();
-      else if (socketEnd === "destroy") socket.destroy();
-      else if (socketEnd === "graceful") socket.destroySoon();
-    } catch {
-      socket.destroy(); // resetAndDestroy() throws on a socket that is not connected.
-    }
+    endSocket(this.#socket, socketEnd);
   }
 }
 
@@ -441,15 +441,15 @@ class UdpFlow implements Flow {
   #id: number;
   #socket: dgram.Socket;
   #done = false;
-  #toDestination = 0;
-  #lastActivity = performance.now();
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #sender: DatagramSender;
+  #idle: IdleTimer | undefined;
   #unregister: () => void;
 
   constructor(mux: ManagerMux, id: number, socket: dgram.Socket, session: Session) {
     this.#mux = mux;
     this.#id = id;
     this.#socket = socket;
+    this.#sender = new DatagramSender(socket, mux.context.stats);
     this.#unregister = session.onEnd((_end, reason) => this.#end(reason));
   }
 
@@ -458,7 +458,7 @@ class UdpFlow implements Flow {
     mux.context.stats.udpTunnels++;
     this.#socket.on("message", (datagram: Uint8Array) => {
       if (this.#done) return;
-      this.#lastActivity = performance.now();
+      this.#idle?.touch();
       // UDP may lose datagrams: drop rather than queue without bound.
       if (mux.blocked || mux.out.pending + datagram.length > UDP_BUFFER_LIMIT) {
         mux.context.stats.datagramsDropped++;
@@ -468,36 +468,13 @@ class UdpFlow implements Flow {
     });
     // ICMP errors for earlier datagrams (port unreachable) surface here: the flow goes on.
     this.#socket.on("error", () => {});
-    this.#armIdle(mux.context.udpIdleTimeoutMs);
-  }
-
-  #armIdle(ms: number): void {
-    this.#idleTimer = setTimeout(() => {
-      const idle = performance.now() - this.#lastActivity;
-      const left = this.#mux.context.udpIdleTimeoutMs - idle;
-      if (left > 0) this.#armIdle(left);
-      else this.#end(`idle for ${Math.round(idle / 1000)} s`);
-    }, ms);
+    this.#idle = new IdleTimer(mux.context.udpIdleTimeoutMs, (reason) => this.#end(reason));
   }
 
   data(datagram: Uint8Array): void {
     if (this.#done) return;
-    this.#lastActivity = performance.now();
-    const stats = this.#mux.context.stats;
-    if (this.#toDestination + datagram.length > UDP_BUFFER_LIMIT) {
-      stats.datagramsDropped++;
-      return;
-    }
-    const length = datagram.length;
-    this.#toDestination += length;
-    stats.addBufferedToDestination(length);
-    this.#socket.send(datagram, (error) => {
-      if (this.#done) return;
-      this.#toDestination -= length;
-      stats.addBufferedToDestination(-length);
-      if (error) stats.datagramsDropped++;
-      else stats.bytesToDestination += length;
-    });
+    this.#idle?.touch();
+    this.#sender.send(datagram);
   }
 
   fin(): void {
@@ -514,16 +491,11 @@ class UdpFlow implements Flow {
     if (this.#done) return;
     this.#done = true;
     const mux = this.#mux;
-    if (reason !== undefined && mux.flows.get(this.#id) === this) {
-      mux.out.write(this.#id, FrameType.Close, encodeClose(reason));
-    }
-    if (mux.flows.get(this.#id) === this) mux.flows.delete(this.#id);
-    clearTimeout(this.#idleTimer);
+    mux.forget(this.#id, this, reason);
+    this.#idle?.stop();
     this.#unregister();
-    const stats = mux.context.stats;
-    stats.udpTunnels--;
-    stats.addBufferedToDestination(-this.#toDestination);
-    this.#toDestination = 0;
+    mux.context.stats.udpTunnels--;
+    this.#sender.close();
     try {
       this.#socket.close();
     } catch {

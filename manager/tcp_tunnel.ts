@@ -101,6 +101,27 @@ export function dialTcp(
   });
 }
 
+/**
+ * Ends a destination socket a tunnel is done with.
+ *
+ * @param socket The socket.
+ * @param how `reset`: a RST; `destroy`: close it now; `graceful`: after the
+ *   pending writes; `none`: it is closed already.
+ */
+export function endSocket(
+  socket: net.Socket,
+  how: "none" | "destroy" | "reset" | "graceful",
+): void {
+  socket.on("error", () => {}); // Late errors of a socket we are done with.
+  try {
+    if (how === "reset") socket.resetAndDestroy();
+    else if (how === "destroy") socket.destroy();
+    else if (how === "graceful") socket.destroySoon();
+  } catch {
+    socket.destroy(); // resetAndDestroy() throws on a socket that is not connected.
+  }
+}
+
 const HALF_CLOSE: TunnelMessage = create(TunnelMessageSchema, {
   kind: { case: "halfClose", value: {} },
 });
@@ -266,15 +287,7 @@ export class TcpPipe {
     stats.addBufferedToDestination(-this.#toDestination);
     this.#toClient = this.#toDestination = 0;
 
-    const socket = this.#socket;
-    socket.on("error", () => {}); // Late errors of a socket we are done with.
-    try {
-      if (socketEnd === "reset") socket.resetAndDestroy();
-      else if (socketEnd === "destroy") socket.destroy();
-      else if (socketEnd === "graceful") socket.destroySoon();
-    } catch {
-      socket.destroy(); // resetAndDestroy() throws on a socket that is not connected.
-    }
+    endSocket(this.#socket, socketEnd);
 
     const call = this.#call;
     if (!call.cancelled) {

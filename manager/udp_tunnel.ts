@@ -19,6 +19,7 @@ import {
   TunnelMessageSchema,
 } from "../mod/rpc/service.ts";
 import type { Session } from "./sessions.ts";
+import type { ManagerStats } from "./stats.ts";
 import type { DialFailure } from "./tcp_tunnel.ts";
 import type { TunnelCall, TunnelContext } from "./tunnel.ts";
 
@@ -65,6 +66,98 @@ export function openUdp(
   });
 }
 
+/**
+ * Ends a UDP flow after a time without a datagram either way: the timer is
+ * re-armed for what is left of the idle time, not reset per datagram.
+ */
+export class IdleTimer {
+  #idleMs: number;
+  #onIdle: (reason: string) => void;
+  #last = performance.now();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * @param idleMs The idle time, in ms.
+   * @param onIdle Called once with the reason (`idle for N s`).
+   */
+  constructor(idleMs: number, onIdle: (reason: string) => void) {
+    this.#idleMs = idleMs;
+    this.#onIdle = onIdle;
+    this.#arm(idleMs);
+  }
+
+  /** A datagram went one way or the other. */
+  touch(): void {
+    this.#last = performance.now();
+  }
+
+  /** The flow ended otherwise. */
+  stop(): void {
+    clearTimeout(this.#timer);
+  }
+
+  #arm(ms: number): void {
+    this.#timer = setTimeout(() => {
+      const idle = performance.now() - this.#last;
+      const left = this.#idleMs - idle;
+      if (left > 0) this.#arm(left);
+      else this.#onIdle(`idle for ${Math.round(idle / 1000)} s`);
+    }, ms);
+  }
+}
+
+/**
+ * Sends datagrams on a connected socket, dropping (and counting) one that
+ * arrives while {@linkcode UDP_BUFFER_LIMIT} bytes wait to be sent.
+ */
+export class DatagramSender {
+  #socket: dgram.Socket;
+  #stats: ManagerStats;
+  #pending = 0;
+  #done = false;
+
+  /**
+   * @param socket The connected socket.
+   * @param stats The manager's counters.
+   */
+  constructor(socket: dgram.Socket, stats: ManagerStats) {
+    this.#socket = socket;
+    this.#stats = stats;
+  }
+
+  /**
+   * Sends one datagram, or drops it when too much waits.
+   *
+   * @param datagram The payload.
+   */
+  send(datagram: Uint8Array): void {
+    const stats = this.#stats;
+    if (this.#done) return;
+    if (this.#pending + datagram.length > UDP_BUFFER_LIMIT) {
+      stats.datagramsDropped++;
+      return;
+    }
+    const length = datagram.length;
+    this.#pending += length;
+    stats.addBufferedToDestination(length);
+    this.#socket.send(datagram, (error) => {
+      if (this.#done) return;
+      this.#pending -= length;
+      stats.addBufferedToDestination(-length);
+      if (error) stats.datagramsDropped++;
+      else stats.bytesToDestination += length;
+    });
+  }
+
+  /** No more sends: what still waits is no longer counted as buffered. */
+  close(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#stats.addBufferedToDestination(-this.#pending);
+    this.#pending = 0;
+  }
+}
+
 /** Pipes one connected UDP socket and one `Tunnel` call. */
 export class UdpPipe {
   #call: TunnelCall;
@@ -74,9 +167,8 @@ export class UdpPipe {
   #done = false;
   #doneListeners: (() => void)[] = [];
   #toClient = 0;
-  #toDestination = 0;
-  #lastActivity = performance.now();
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #sender: DatagramSender;
+  #idle: IdleTimer | undefined;
 
   /**
    * Makes the pipe; nothing moves until {@linkcode UdpPipe.start}.
@@ -90,6 +182,7 @@ export class UdpPipe {
     this.#call = call;
     this.#socket = socket;
     this.#context = context;
+    this.#sender = new DatagramSender(socket, context.stats);
     this.#unregister = session.onEnd((_end, reason) => this.abort(reason));
   }
 
@@ -113,7 +206,7 @@ export class UdpPipe {
     this.#call.on("data", (message: TunnelMessage) => this.#fromClient(message));
     this.#call.on("end", () => this.#finish(undefined));
     this.#call.on("cancelled", () => this.#finish(undefined));
-    this.#armIdle(this.#context.udpIdleTimeoutMs);
+    this.#idle = new IdleTimer(this.#context.udpIdleTimeoutMs, (reason) => this.#finish(reason));
     this.#call.resume();
   }
 
@@ -126,18 +219,9 @@ export class UdpPipe {
     this.#finish(reason);
   }
 
-  #armIdle(ms: number): void {
-    this.#idleTimer = setTimeout(() => {
-      const idle = performance.now() - this.#lastActivity;
-      const left = this.#context.udpIdleTimeoutMs - idle;
-      if (left > 0) this.#armIdle(left);
-      else this.#finish(`idle for ${Math.round(idle / 1000)} s`);
-    }, ms);
-  }
-
   #fromSocket(datagram: Uint8Array): void {
     if (this.#done) return;
-    this.#lastActivity = performance.now();
+    this.#idle?.touch();
     const stats = this.#context.stats;
     if (this.#toClient + datagram.length > UDP_BUFFER_LIMIT) {
       stats.datagramsDropped++;
@@ -159,27 +243,11 @@ export class UdpPipe {
 
   #fromClient(message: TunnelMessage): void {
     if (this.#done) return;
-    const stats = this.#context.stats;
     switch (message.kind.case) {
-      case "data": {
-        this.#lastActivity = performance.now();
-        const datagram = message.kind.value;
-        if (this.#toDestination + datagram.length > UDP_BUFFER_LIMIT) {
-          stats.datagramsDropped++;
-          return;
-        }
-        const length = datagram.length;
-        this.#toDestination += length;
-        stats.addBufferedToDestination(length);
-        this.#socket.send(datagram, (error) => {
-          if (this.#done) return;
-          this.#toDestination -= length;
-          stats.addBufferedToDestination(-length);
-          if (error) stats.datagramsDropped++;
-          else stats.bytesToDestination += length;
-        });
+      case "data":
+        this.#idle?.touch();
+        this.#sender.send(message.kind.value);
         return;
-      }
       case "halfClose":
         return; // No meaning for UDP: replies may still come.
       case "close":
@@ -193,13 +261,13 @@ export class UdpPipe {
   #finish(reason: string | undefined): void {
     if (this.#done) return;
     this.#done = true;
-    clearTimeout(this.#idleTimer);
+    this.#idle?.stop();
     this.#unregister();
     const stats = this.#context.stats;
     stats.udpTunnels--;
     stats.addBufferedToClient(-this.#toClient);
-    stats.addBufferedToDestination(-this.#toDestination);
-    this.#toClient = this.#toDestination = 0;
+    this.#toClient = 0;
+    this.#sender.close();
     try {
       this.#socket.close();
     } catch {

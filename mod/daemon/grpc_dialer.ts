@@ -64,7 +64,13 @@ function endpoint(e: Endpoint): PbEndpoint {
   return create(EndpointSchema, { ip: parseAddress(e.address) ?? new Uint8Array(4), port: e.port });
 }
 
-function failure(code: DialResult_Code): DialFailure {
+/**
+ * What a manager's dial result code means for the app.
+ *
+ * @param code a failed dial's code
+ * @returns the failure the router turns into a RST, an ICMP error or silence
+ */
+export function dialFailure(code: DialResult_Code): DialFailure {
   switch (code) {
     case DialResult_Code.REFUSED:
       return "refused";
@@ -144,7 +150,7 @@ export class GrpcDialer implements Dialer {
         const { code, message } = m.kind.value;
         if (code === DialResult_Code.OK) return settle({ ok: true, value: undefined });
         if (code === DialResult_Code.NO_SESSION) this.#opts.onNoSession?.();
-        settle({ ok: false, reason: failure(code), message });
+        settle({ ok: false, reason: dialFailure(code), message });
       };
       const onError = (e: Error) =>
         settle({ ok: false, reason: "unreachable", message: e.message });

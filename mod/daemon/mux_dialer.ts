@@ -23,7 +23,6 @@ import type {
   ByteStream,
   DatagramFlow,
   Dialer,
-  DialFailure,
   DialRequest,
   DialResult,
   PingRequest,
@@ -42,6 +41,7 @@ import {
   MuxProtocol,
 } from "../rpc/mux.ts";
 import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../rpc/service.ts";
+import { dialFailure, type GrpcDialerOptions, type TunnelStats } from "./grpc_dialer.ts";
 
 type MuxCall = ClientDuplexStream<Uint8Array, Uint8Array>;
 
@@ -51,42 +51,16 @@ export interface MuxClient {
   mux(metadata: grpc.Metadata): MuxCall;
 }
 
-/** Options of {@linkcode MuxDialer}. */
-export interface MuxDialerOptions {
-  /** The session the flows belong to. */
-  sessionId: () => string;
-  /** Dial timeout asked of the manager, in ms (default: the manager's). */
-  dialTimeoutMs?: number;
-  /** Log sink. */
-  log?: (level: "debug" | "info" | "warn", message: string) => void;
-  /** Called when a dial says the session is gone (the session should arrive again). */
-  onNoSession?: () => void;
+/** Options of {@linkcode MuxDialer}: those of the per-call dialer, and the flow window. */
+export interface MuxDialerOptions extends GrpcDialerOptions {
   /** The window given to the manager per TCP flow (default {@linkcode FLOW_WINDOW}). */
   window?: number;
 }
 
-/** Mux counters. */
-export interface MuxStats {
+/** Mux counters: the per-call dialer's, and how many calls were opened. */
+export interface MuxStats extends TunnelStats {
   /** Mux calls opened since start. */
   calls: number;
-  tcpOpen: number;
-  udpOpen: number;
-  bytesToCluster: number;
-  bytesFromCluster: number;
-  dialFailures: number;
-}
-
-function failure(code: number): DialFailure {
-  switch (code) {
-    case DialResult_Code.REFUSED:
-      return "refused";
-    case DialResult_Code.TIMEOUT:
-      return "timeout";
-    case DialResult_Code.PROHIBITED:
-      return "prohibited";
-    default:
-      return "unreachable";
-  }
 }
 
 /** One flow's end of the frames: what the connection hands it. */
@@ -295,7 +269,7 @@ export class MuxDialer implements Dialer {
           }
           conn.flows.delete(id);
           if (code === DialResult_Code.NO_SESSION) this.#opts.onNoSession?.();
-          settle({ ok: false, reason: failure(code), message });
+          settle({ ok: false, reason: dialFailure(code), message });
         },
         data: () => {},
         fin: () => {},
