@@ -13,7 +13,15 @@ import net from "node:net";
 import grpc from "@grpc/grpc-js";
 import { MuxDialer } from "../mod/daemon/mux_dialer.ts";
 import type { ByteStream } from "../mod/net/dialer.ts";
-import { FLOW_WINDOW } from "../mod/rpc/mux.ts";
+import {
+  decodeClose,
+  encodeOpen,
+  FLOW_WINDOW,
+  forEachFrame,
+  FrameType,
+  FrameWriter,
+  MuxProtocol,
+} from "../mod/rpc/mux.ts";
 import { MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
 import { assert, assertEquals, assertMatch } from "../tests/_assert.ts";
 import { call, startManager, type TestManager } from "./_testing.ts";
@@ -468,4 +476,45 @@ Deno.test("mux DNS: a query is answered by the cluster's DNS server on the same 
     await t.close();
     dns.close();
   }
+});
+
+Deno.test("mux: DATA after the client's FIN resets the flow and the client hears CLOSE with why", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  await withMux({}, async (t, _d, session) => {
+    const metadata = new grpc.Metadata();
+    metadata.set(MUX_SESSION_HEADER, session);
+    const raw = t.client.mux(metadata);
+    const frames: Array<[number, number, Uint8Array]> = [];
+    raw.on(
+      "data",
+      (b: Uint8Array) => forEachFrame(b, (f, ty, p) => frames.push([f, ty, p.slice()])),
+    );
+    raw.on("error", () => {});
+    const out = new FrameWriter((b) => raw.write(b));
+    out.write(
+      7,
+      FrameType.Open,
+      encodeOpen({
+        protocol: MuxProtocol.Tcp,
+        sourceIp: new Uint8Array([127, 0, 0, 1]),
+        sourcePort: 40_000,
+        destinationIp: new Uint8Array([127, 0, 0, 1]),
+        destinationPort: (listener.addr as Deno.NetAddr).port,
+        dialTimeoutMs: 0,
+        window: FLOW_WINDOW,
+      }),
+    );
+    const conn = await listener.accept();
+    await until("the RESULT", () => frames.some(([, ty]) => ty === FrameType.Result));
+    out.write(7, FrameType.Fin);
+    out.write(7, FrameType.Data, encoder.encode("too late"));
+    await until("the CLOSE", () => frames.some(([, ty]) => ty === FrameType.Close));
+    const close = frames.find(([, ty]) => ty === FrameType.Close)!;
+    assertEquals([close[0], decodeClose(close[2])], [7, "data after FIN"]);
+    const error = await readConn(conn).then(() => null, (e: Error) => e);
+    assert(error instanceof Deno.errors.ConnectionReset, `the server saw ${error}`);
+    conn.close();
+    raw.end();
+  });
+  listener.close();
 });
