@@ -74,7 +74,12 @@ export interface VifFigures {
   connect_s: number | null;
   /** The same with `--manager-address` (no Kubernetes API on the way), in the foreground. */
   connect_direct_s: number | null;
+  /** The daemon's RSS holding 1,000 idle connections, once it has been idle for {@linkcode SETTLE_S} s. */
   rss_mb_1000_conns: number | null;
+  /** The same the moment the 1,000th connection is open (right after the other measurements' load). */
+  rss_mb_1000_conns_at_once: number | null;
+  /** Where the settled memory is, from `vif status`: the JS heap used and reserved, and buffers, in MiB. */
+  rss_detail: { heap_used_mb: number; heap_total_mb: number; external_mb: number } | null;
   max_conns: number | null;
   max_conns_tried: number;
   error?: string;
@@ -384,6 +389,8 @@ async function main(): Promise<number> {
       connect_s: null,
       connect_direct_s: null,
       rss_mb_1000_conns: null,
+      rss_mb_1000_conns_at_once: null,
+      rss_detail: null,
       max_conns: null,
       max_conns_tried: options.quick ? 2000 : 10_000,
     },
@@ -706,17 +713,39 @@ async function measureVifExtras(
     }
   };
   await hold(1000, async (held) => {
-    if (held >= 1000) v.rss_mb_1000_conns = round(await rssMb(), 1);
+    if (held < 1000) return;
+    v.rss_mb_1000_conns_at_once = round(await rssMb(), 1);
+    await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
+    v.rss_mb_1000_conns = round(await rssMb(), 1);
+    const status = await sim.exec([...VIF, "status", "-o", "json", "--state-dir", stateDir]);
+    let m: { heapUsedMb: number; heapTotalMb: number; externalMb: number } | null = null;
+    try {
+      m = JSON.parse(status.stdout).daemon.memory;
+    } catch {
+      say(`path vif: no memory detail from vif status: ${status.stderr.trim()}`);
+    }
+    if (m) {
+      v.rss_detail = {
+        heap_used_mb: m.heapUsedMb,
+        heap_total_mb: m.heapTotalMb,
+        external_mb: m.externalMb,
+      };
+    }
   });
   await new Promise((r) => setTimeout(r, 1000));
   const max = await hold(v.max_conns_tried, async () => {});
   v.max_conns = max.held;
   say(
-    `path vif: RSS ${v.rss_mb_1000_conns} MB with 1000 connections; held ${max.held} of ${v.max_conns_tried}${
+    `path vif: RSS ${v.rss_mb_1000_conns} MB with 1000 idle connections (${v.rss_mb_1000_conns_at_once} MB at once; JS heap ${
+      v.rss_detail?.heap_used_mb ?? "-"
+    } of ${v.rss_detail?.heap_total_mb ?? "-"} MB); held ${max.held} of ${v.max_conns_tried}${
       max.why ? ` (${max.why})` : ""
     }`,
   );
 }
+
+/** How long the daemon holds the 1,000 connections idle before its memory is read. */
+const SETTLE_S = 5;
 
 const VIF_PATHS = ["vif", "vif-direct"] as const;
 const OTHERS = ["direct", "openvpn", "sshuttle"] as const;
@@ -781,10 +810,10 @@ export function formatTable(r: BenchReport): string {
       `p99 ${cell(v.dns_uncached_p99_ms)} ms`,
     `          connect to first request ${cell(v.connect_s)} s (--manager-address: ${
       cell(v.connect_direct_s)
-    } s); daemon RSS with 1000 connections ` +
-      `${cell(v.rss_mb_1000_conns)} MB; connections held ${
-        cell(v.max_conns)
-      } of ${v.max_conns_tried}`,
+    } s); daemon RSS with 1000 idle connections ` +
+      `${cell(v.rss_mb_1000_conns)} MB (${
+        cell(v.rss_mb_1000_conns_at_once)
+      } MB at once); connections held ${cell(v.max_conns)} of ${v.max_conns_tried}`,
   );
   const vd = r.ratios["vif-direct"];
   const vk = r.ratios["vif"];
