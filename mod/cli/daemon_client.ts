@@ -143,7 +143,7 @@ export async function startDaemon(options: StartDaemonOptions): Promise<ControlC
       );
     }
     io.stderr("vif: starting the daemon as root (sudo)\n");
-    argv = [sudo, "--preserve-env=KUBECONFIG,HOME,VIF_DEBUG", "--", ...argv];
+    argv = [sudo, "--preserve-env=KUBECONFIG,HOME,VIF_DEBUG,VIF_MUX", "--", ...argv];
   }
   let status: Deno.CommandStatus;
   try {
