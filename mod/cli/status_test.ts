@@ -60,6 +60,7 @@ Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and count
         address: "traffic-manager-abc:8081",
         pod: "traffic-manager-abc",
         via: "port-forward",
+        tunnel: "mux",
       },
       sessionId: "s1",
       tun: { name: "vif0", mtu: 65535, addresses: ["240.0.0.1/24", "240.0.0.2/32"] },
@@ -102,6 +103,7 @@ Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and count
       "             198.19.0.0/18      services",
       "Not routed:  198.18.0.128/25    --never-proxy",
       "Domains:     cluster.local svc shop",
+      "Tunnel:      one gRPC stream for every flow (mux)",
       "Traffic:     2.0 KiB to the cluster, 3.0 MiB back; 1 packet dropped",
     ]
   ) assert(lines.includes(want), `no line "${want}" in:\n${lines.join("\n")}`);

@@ -46,6 +46,8 @@ export interface ConnectionStatus {
     address: string;
     pod: string | null;
     via: "port-forward" | "direct";
+    /** How flows travel: all on one `Mux` call, or a `Tunnel` call each. */
+    tunnel: "mux" | "calls";
   };
   sessionId: string;
   tun: { name: string; mtu: number; addresses: string[] } | null;
@@ -286,6 +288,7 @@ export class Connection {
           : s.options.managerAddress,
         pod: this.#kube?.proxy.target.pod ?? null,
         via: this.#kube ? "port-forward" : "direct",
+        tunnel: s.usesMux ? "mux" : "calls",
       },
       sessionId: s.id,
       tun: stack

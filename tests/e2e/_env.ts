@@ -83,6 +83,12 @@ export interface Proc {
   readonly lines: string[];
   /** Lines of stderr so far. */
   readonly errLines: string[];
+  /**
+   * Resolves once stdout and stderr have both ended and every line is in
+   * `lines`/`errLines`: the process's exit can come before its last lines
+   * have been read.
+   */
+  readonly output: Promise<void>;
   /** Resolves with the first stdout line that matches. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has ended. */
@@ -178,6 +184,7 @@ export class Env {
       child,
       lines,
       errLines: stderr,
+      output: pumps.then(() => {}),
       waitFor(re, timeoutMs = 15_000) {
         const seen = lines.find((l) => re.test(l));
         if (seen !== undefined) return Promise.resolve(seen);

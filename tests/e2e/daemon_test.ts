@@ -310,6 +310,7 @@ Deno.test({
         await p.waitFor(/^running$/, 60_000);
         Deno.kill(p.pid, "SIGTERM");
         const status = await p.child.status;
+        await p.output;
         assertEquals(status.code, 128 + 15, p.errLines.join("\n"));
         assertMatch(p.lines.join("\n"), /exited with 143: disconnected/);
         assertEquals(await tuns(), "");
