@@ -86,7 +86,7 @@ export interface Proc {
   /**
    * Resolves once stdout and stderr have both ended and every line is in
    * `lines`/`errLines`: the process's exit can come before its last lines
-   * have been read.
+   * have been read. ({@linkcode Proc.stop} waits for it too.)
    */
   readonly output: Promise<void>;
   /** Resolves with the first stdout line that matches. */
@@ -184,7 +184,7 @@ export class Env {
       child,
       lines,
       errLines: stderr,
-      output: pumps.then(() => {}),
+      output: pumps.then(() => {}, () => {}),
       waitFor(re, timeoutMs = 15_000) {
         const seen = lines.find((l) => re.test(l));
         if (seen !== undefined) return Promise.resolve(seen);

@@ -238,7 +238,6 @@ Deno.test({
             assert(status, "vif connect kept running with no manager past its grace period");
             assertEquals(status.code, 1);
             await again.stop();
-            await again.output;
             const err = again.errLines.join("\n");
             assertMatch(
               err,
