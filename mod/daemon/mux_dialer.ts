@@ -145,12 +145,16 @@ class MuxConnection {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  /** Ends the call from this side: its flows are reset on both sides. */
-  end(): void {
+  /**
+   * Ends the call from this side: its flows are reset on both sides.
+   *
+   * @param reason what the flows are told
+   */
+  end(reason: string): void {
     if (this.#dead) return;
     this.out.flush();
     this.#call.end();
-    this.#lose("the session changed");
+    this.#lose(reason);
   }
 
   #drained(): void {
@@ -232,14 +236,14 @@ export class MuxDialer implements Dialer {
     if (conn && !conn.dead && conn.sessionId === session) return conn;
     // A new session (arrived again) gets a new call; the old one's flows
     // belonged to a session the manager has ended.
-    conn?.end();
+    conn?.end("the session changed");
     this.#conn = new MuxConnection(this.#client, session, this.stats, this.#opts.log);
     return this.#conn;
   }
 
   /** Ends the call and resets its flows (the session is closing). */
   close(): void {
-    this.#conn?.end();
+    this.#conn?.end("vif is disconnecting");
     this.#conn = null;
   }
 
