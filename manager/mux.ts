@@ -35,9 +35,17 @@ import {
 } from "../mod/rpc/mux.ts";
 import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
 import type { Session } from "./sessions.ts";
-import { dialTcp, endSocket } from "./tcp_tunnel.ts";
-import { admit, countDial, hostPort, type TunnelContext } from "./tunnel.ts";
-import { DatagramSender, IdleTimer, openUdp, UDP_BUFFER_LIMIT } from "./udp_tunnel.ts";
+import { endSocket } from "./tcp_tunnel.ts";
+import {
+  admit,
+  countDial,
+  dialAdmitted,
+  dropDialed,
+  sessionEnded,
+  type TunnelContext,
+  unknownSession,
+} from "./tunnel.ts";
+import { DatagramSender, IdleTimer, UDP_BUFFER_LIMIT } from "./udp_tunnel.ts";
 
 /** A server-side `Mux` call. */
 export type MuxCall = ServerDuplexStream<Uint8Array, Uint8Array>;
@@ -197,7 +205,7 @@ class ManagerMux {
       open.dialTimeoutMs,
     );
     if ("code" in admitted) return answer(admitted.code, admitted.message);
-    const { session, host, port, timeoutMs } = admitted;
+    const { session } = admitted;
     // Until the dial answers, a CLOSE from the client cancels it.
     let cancelled = false;
     this.flows.set(id, {
@@ -206,56 +214,24 @@ class ManagerMux {
       window: () => {},
       close: () => void (cancelled = true),
     });
-    // What a successful dial leaves: how to start the flow, or drop the socket.
-    type Dialed = {
-      message: string;
-      window: number;
-      drop(): void;
-      flow(): Flow & { start(): void };
-    };
-    const dial = async (): Promise<Dialed | { code: DialResult_Code; message: string }> => {
-      if (admitted.protocol === "tcp") {
-        const d = await dialTcp(host, port, timeoutMs);
-        if ("code" in d) return d;
-        return {
-          message: `connected to ${hostPort(host, port)}`,
-          window: FLOW_WINDOW,
-          drop: () => d.socket.destroy(),
-          flow: () => new TcpFlow(this, id, d.socket, session, open.window),
-        };
-      }
-      const u = await openUdp(host, port, timeoutMs);
-      if ("code" in u) return u;
-      return {
-        message: `udp socket connected to ${hostPort(host, port)}`,
-        window: 0,
-        drop: () => u.socket.close(),
-        flow: () => new UdpFlow(this, id, u.socket, session),
-      };
-    };
     const dialing = (async () => {
-      if (admitted.protocol === "icmp") {
-        const outcome = await context.ping(host, timeoutMs);
+      const outcome = await dialAdmitted(admitted, context);
+      const wanted = !cancelled && !this.#done;
+      if ("code" in outcome) {
         this.flows.delete(id);
-        if (!cancelled && !this.#done) answer(outcome.code, outcome.message);
+        if (wanted) answer(outcome.code, outcome.message);
         return;
       }
-      const dialed = await dial();
-      if ("code" in dialed) {
+      if (!wanted || session.ended) {
+        dropDialed(outcome);
         this.flows.delete(id);
-        if (!cancelled && !this.#done) answer(dialed.code, dialed.message);
+        if (wanted) answer(DialResult_Code.NO_SESSION, sessionEnded(session));
         return;
       }
-      if (cancelled || this.#done || session.ended) {
-        dialed.drop();
-        this.flows.delete(id);
-        if (!cancelled && !this.#done) {
-          answer(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
-        }
-        return;
-      }
-      answer(DialResult_Code.OK, dialed.message, dialed.window);
-      const flow = dialed.flow();
+      answer(DialResult_Code.OK, outcome.message, "tcp" in outcome ? FLOW_WINDOW : 0);
+      const flow = "tcp" in outcome
+        ? new TcpFlow(this, id, outcome.tcp, session, open.window)
+        : new UdpFlow(this, id, outcome.udp, session);
       this.flows.set(id, flow);
       flow.start();
     })();
@@ -276,10 +252,7 @@ class ManagerMux {
     const fail = (code: DialResult_Code, message: string) =>
       this.out.write(id, FrameType.Result, encodeResult({ code, window: 0, message }));
     if (this.context.sessions.get(this.sessionId) === undefined) {
-      return fail(
-        DialResult_Code.NO_SESSION,
-        `session "${this.sessionId}" is unknown or expired: arrive again`,
-      );
+      return fail(DialResult_Code.NO_SESSION, unknownSession(this.sessionId));
     }
     this.context.resolveDns(query).then(
       (answer) => !this.#done && this.out.write(id, FrameType.Dns, answer),

@@ -151,6 +151,13 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
-function hostPort(host: string, port: number): string {
+/**
+ * `host:port`, with brackets around an IPv6 host.
+ *
+ * @param host The address.
+ * @param port The port.
+ * @returns The text.
+ */
+export function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }

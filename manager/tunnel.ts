@@ -18,8 +18,10 @@ import {
   type TunnelMessage,
   TunnelMessageSchema,
 } from "../mod/rpc/service.ts";
+import type dgram from "node:dgram";
+import type net from "node:net";
 import type { Pinger } from "./ping.ts";
-import type { DestinationPolicy, TunnelProtocol } from "./policy.ts";
+import { type DestinationPolicy, hostPort, type TunnelProtocol } from "./policy.ts";
 import type { Session, SessionTable } from "./sessions.ts";
 import type { ManagerStats } from "./stats.ts";
 import { dialTcp, TcpPipe } from "./tcp_tunnel.ts";
@@ -136,10 +138,7 @@ export function admit(
 ): Admitted | { code: DialResult_Code; message: string } {
   const session = context.sessions.get(sessionId);
   if (session === undefined) {
-    return {
-      code: DialResult_Code.NO_SESSION,
-      message: `session "${sessionId}" is unknown or expired: arrive again`,
-    };
+    return { code: DialResult_Code.NO_SESSION, message: unknownSession(sessionId) };
   }
   const kind = PROTOCOLS[protocol as Protocol];
   if (kind === undefined) {
@@ -160,6 +159,69 @@ export function admit(
       ? Math.min(dialTimeoutMs, MAX_DIAL_TIMEOUT_MS)
       : context.dialTimeoutMs,
   };
+}
+
+/** What a dial left: an open socket and the message of its OK. */
+export type Dialed = { tcp: net.Socket; message: string } | { udp: dgram.Socket; message: string };
+
+/**
+ * Dials an admitted request. Shared by `Tunnel` and `Mux`.
+ *
+ * @param admitted The request.
+ * @param context The manager's pinger.
+ * @returns The open socket, or the dial result that ends the request: a
+ *   failure, or for ICMP the echo's outcome.
+ */
+export async function dialAdmitted(
+  admitted: Admitted,
+  context: TunnelContext,
+): Promise<Dialed | { code: DialResult_Code; message: string }> {
+  const { host, port, timeoutMs } = admitted;
+  switch (admitted.protocol) {
+    case "icmp":
+      return await context.ping(host, timeoutMs);
+    case "tcp": {
+      const dialed = await dialTcp(host, port, timeoutMs);
+      if ("code" in dialed) return dialed;
+      return { tcp: dialed.socket, message: `connected to ${hostPort(host, port)}` };
+    }
+    case "udp": {
+      const opened = await openUdp(host, port, timeoutMs);
+      if ("code" in opened) return opened;
+      return { udp: opened.socket, message: `udp socket connected to ${hostPort(host, port)}` };
+    }
+  }
+}
+
+/**
+ * Closes the socket of a dial nobody wants any more (the client gave up, the
+ * session ended while it ran).
+ *
+ * @param dialed What the dial left.
+ */
+export function dropDialed(dialed: Dialed): void {
+  if ("tcp" in dialed) dialed.tcp.destroy();
+  else dialed.udp.close();
+}
+
+/**
+ * The NO_SESSION message for a session the manager does not know.
+ *
+ * @param sessionId The id the client sent.
+ * @returns The message.
+ */
+export function unknownSession(sessionId: string): string {
+  return `session "${sessionId}" is unknown or expired: arrive again`;
+}
+
+/**
+ * The NO_SESSION message for a session that ended while its dial ran.
+ *
+ * @param session The session.
+ * @returns The message.
+ */
+export function sessionEnded(session: Session): string {
+  return `session "${session.id}" ended`;
 }
 
 /**
@@ -193,42 +255,25 @@ async function open(call: TunnelCall, request: Open, context: TunnelContext): Pr
     request.dialTimeoutMs,
   );
   if ("code" in admitted) return refuse(admitted.code, admitted.message);
-  const { session, protocol, host, port, timeoutMs } = admitted;
+  const { session } = admitted;
   let cancelled = false;
   const onCancel = () => void (cancelled = true);
   call.once("cancelled", onCancel);
   try {
-    switch (protocol) {
-      case "icmp": {
-        const outcome = await context.ping(host, timeoutMs);
-        if (!cancelled) refuse(outcome.code, outcome.message);
-        return;
-      }
-      case "tcp": {
-        const dialed = await dialTcp(host, port, timeoutMs);
-        if ("code" in dialed) return cancelled ? undefined : refuse(dialed.code, dialed.message);
-        if (cancelled || session.ended) {
-          dialed.socket.destroy();
-          if (!cancelled) refuse(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
-          return;
-        }
-        answer(DialResult_Code.OK, `connected to ${hostPort(host, port)}`);
-        start(new TcpPipe(call, dialed.socket, session, context), context);
-        return;
-      }
-      case "udp": {
-        const opened = await openUdp(host, port, timeoutMs);
-        if ("code" in opened) return cancelled ? undefined : refuse(opened.code, opened.message);
-        if (cancelled || session.ended) {
-          opened.socket.close();
-          if (!cancelled) refuse(DialResult_Code.NO_SESSION, `session "${session.id}" ended`);
-          return;
-        }
-        answer(DialResult_Code.OK, `udp socket connected to ${hostPort(host, port)}`);
-        start(new UdpPipe(call, opened.socket, session, context), context);
-        return;
-      }
+    const outcome = await dialAdmitted(admitted, context);
+    if ("code" in outcome) return cancelled ? undefined : refuse(outcome.code, outcome.message);
+    if (cancelled || session.ended) {
+      dropDialed(outcome);
+      if (!cancelled) refuse(DialResult_Code.NO_SESSION, sessionEnded(session));
+      return;
     }
+    answer(DialResult_Code.OK, outcome.message);
+    start(
+      "tcp" in outcome
+        ? new TcpPipe(call, outcome.tcp, session, context)
+        : new UdpPipe(call, outcome.udp, session, context),
+      context,
+    );
   } finally {
     call.off("cancelled", onCancel);
   }
@@ -260,15 +305,4 @@ function unmapped(ip: Uint8Array): Uint8Array {
   const mapped = ip.length === 16 && ip.subarray(0, 10).every((b) => b === 0) &&
     ip[10] === 0xff && ip[11] === 0xff;
   return mapped ? ip.slice(12) : ip;
-}
-
-/**
- * `host:port`, with brackets around an IPv6 host.
- *
- * @param host The address.
- * @param port The port.
- * @returns The text.
- */
-export function hostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
