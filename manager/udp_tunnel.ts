@@ -17,14 +17,14 @@ import {
   DialResult_Code,
   type TunnelMessage,
   TunnelMessageSchema,
+  UDP_BUFFER_LIMIT,
 } from "../mod/rpc/service.ts";
 import type { Session } from "./sessions.ts";
 import type { ManagerStats } from "./stats.ts";
 import type { DialFailure } from "./tcp_tunnel.ts";
 import type { TunnelCall, TunnelContext } from "./tunnel.ts";
 
-/** The most bytes a UDP tunnel holds in either direction before it drops datagrams. */
-export const UDP_BUFFER_LIMIT = 1024 * 1024;
+export { UDP_BUFFER_LIMIT };
 
 /**
  * Opens a UDP socket connected to `host:port`.

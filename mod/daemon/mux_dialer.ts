@@ -40,7 +40,12 @@ import {
   FrameWriter,
   MuxProtocol,
 } from "../rpc/mux.ts";
-import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../rpc/service.ts";
+import {
+  DialResult_Code,
+  MAX_CHUNK,
+  MUX_SESSION_HEADER,
+  UDP_BUFFER_LIMIT,
+} from "../rpc/service.ts";
 import { dialFailure, type GrpcDialerOptions, type TunnelStats } from "./grpc_dialer.ts";
 
 type MuxCall = ClientDuplexStream<Uint8Array, Uint8Array>;
@@ -338,7 +343,7 @@ export class MuxDialer implements Dialer {
         send(payload: Uint8Array) {
           if (closed || conn.dead) return;
           // UDP semantics: drop rather than queue without bound.
-          if (conn.blocked || conn.out.pending > 1024 * 1024) return;
+          if (conn.blocked || conn.out.pending > UDP_BUFFER_LIMIT) return;
           stats.bytesToCluster += payload.length;
           conn.out.write(id, FrameType.Data, payload);
         },

@@ -144,6 +144,8 @@ export class Session {
   readonly dialer: Dialer;
   #calls: GrpcDialer;
   #mux: MuxDialer;
+  /** `VIF_MUX=0` was not set; read once, not on every dial. */
+  #muxAllowed = Deno.env.get("VIF_MUX") !== "0";
   readonly startedAt = Date.now();
   #log: Log;
   #sessionId = "";
@@ -205,8 +207,7 @@ export class Session {
    * `VIF_MUX=0` does not turn it off) rather than one Tunnel call each.
    */
   get usesMux(): boolean {
-    return (this.#arrive?.features.includes(FEATURE_MUX) ?? false) &&
-      Deno.env.get("VIF_MUX") !== "0";
+    return this.#muxAllowed && (this.#arrive?.features.includes(FEATURE_MUX) ?? false);
   }
 
   /** The session id the manager gave. */

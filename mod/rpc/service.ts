@@ -97,6 +97,13 @@ export const CHANNEL_OPTIONS = {
 /** The largest data chunk a tunnel sends in one message. */
 export const MAX_CHUNK = 256 * 1024;
 
+/**
+ * The most UDP bytes either side holds unsent for the tunnel (or for one flow's
+ * socket) before it drops datagrams: UDP may lose them, and must not queue
+ * without bound.
+ */
+export const UDP_BUFFER_LIMIT = 1024 * 1024;
+
 /** The TLS server name every manager certificate carries: `traffic-manager.<namespace>`. */
 export function managerServerName(namespace: string): string {
   return `traffic-manager.${namespace}`;
