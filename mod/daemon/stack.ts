@@ -18,7 +18,8 @@
 import { Cidr, formatAddress } from "../net/address.ts";
 import type { ByteStream, Dialer } from "../net/dialer.ts";
 import { Router, type RouterOptions } from "../net/router.ts";
-import { openTun, trimHeap, type TunDevice } from "../tun/mod.ts";
+import { openTun, type TunDevice } from "../tun/mod.ts";
+import { relieveMemory } from "./memory.ts";
 
 /** Options for {@linkcode startStack}. */
 export interface StackOptions {
@@ -72,15 +73,6 @@ function nth(block: Cidr, n: number): string {
   }
   return formatAddress(bytes);
 }
-
-/** How often the daemon gives free native memory back (see `trimHeap`). */
-const TRIM_INTERVAL_MS = 30_000;
-/** How often the daemon looks whether a burst of traffic has ended. */
-const QUIET_CHECK_MS = 2_000;
-/** Less traffic than this through the TUN in one check is quiet. */
-const QUIET = { packets: 2_000, bytes: 8 * 1024 * 1024 };
-/** A burst worth collecting after: this much traffic since the last collection. */
-const BURST = { packets: 200_000, bytes: 256 * 1024 * 1024 };
 
 /** The read buffer of a connection that has been quiet: what 1,000 idle connections hold 1,000 of. */
 const MIN_READ = 4 * 1024;
@@ -197,40 +189,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       (routes.length > 0 ? `, routes ${routes.join(" ")}` : ""),
   );
   const sweeper = setInterval(() => router.sweep(), 1000);
-  // Traffic leaves the native heap larger than what stays in use (TLS and
-  // socket buffers); give the free part back now and then.
-  const trim = () => {
-    const t0 = performance.now();
-    trimHeap().then((trimmed) =>
-      log("debug", `stack: heap trimmed (${trimmed}) in ${(performance.now() - t0).toFixed(1)} ms`)
-    ).catch(() => {});
-  };
-  const trimmer = setInterval(trim, TRIM_INTERVAL_MS);
-  // And when a burst of traffic ends, let go of the JS heap it grew (V8
-  // would, in its own time: tens of seconds), then of the native one.
-  let seen = { packets: 0, bytes: 0 }, since = { packets: 0, bytes: 0 }, trimNext = false;
-  const relaxer = setInterval(() => {
-    // The buffers a collection frees reach the allocator a little later.
-    if (trimNext) trim();
-    trimNext = false;
+  const stopRelief = relieveMemory(() => {
     const st = router.stats;
-    const now = { packets: st.packetsIn + st.packetsOut, bytes: st.bytesIn + st.bytesOut };
-    const recent = { packets: now.packets - seen.packets, bytes: now.bytes - seen.bytes };
-    seen = now;
-    since = { packets: since.packets + recent.packets, bytes: since.bytes + recent.bytes };
-    const gc = (globalThis as { gc?: () => void }).gc;
-    const quiet = recent.packets < QUIET.packets && recent.bytes < QUIET.bytes;
-    const burst = since.packets >= BURST.packets || since.bytes >= BURST.bytes;
-    if (!gc || !quiet || !burst) return;
-    since = { packets: 0, bytes: 0 };
-    const t0 = performance.now();
-    gc();
-    log(
-      "debug",
-      `stack: traffic went quiet; heap collected in ${(performance.now() - t0).toFixed(1)} ms`,
-    );
-    trimNext = true;
-  }, QUIET_CHECK_MS);
+    return { packets: st.packetsIn + st.packetsOut, bytes: st.bytesIn + st.bytesOut };
+  }, log);
   const accepting = (async () => {
     for await (const conn of listener) {
       conn.setNoDelay(true);
@@ -251,8 +213,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
-        clearInterval(trimmer);
-        clearInterval(relaxer);
+        stopRelief();
         router.close();
         closeQuietly(listener);
         await device.close();
