@@ -105,39 +105,43 @@ export async function runCommand(
     ? ["setpriv", `--reuid=${sudoUid}`, `--regid=${sudoGid}`, "--init-groups", "--"]
     : [];
   const full = [...asUser, ...argv];
+  // With holdSignals this process outlives the command to clean up after it:
+  // Ctrl-C reaches the command from the terminal already; SIGTERM and SIGHUP
+  // sent to vif are passed on to it. The listeners go in before the command
+  // starts: a signal sent as soon as the command shows life must not find vif
+  // with the default action still in place (it would die connected).
+  let child: Deno.ChildProcess | undefined;
+  let early: Deno.Signal | undefined;
+  const held = options.holdSignals
+    ? (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((s) => {
+      const on = () => {
+        if (s === "SIGINT") return;
+        if (!child) early = s;
+        try {
+          child?.kill(s);
+        } catch {
+          // ended
+        }
+      };
+      Deno.addSignalListener(s, on);
+      return () => Deno.removeSignalListener(s, on);
+    })
+    : [];
   try {
-    const child = new Deno.Command(full[0]!, {
+    child = new Deno.Command(full[0]!, {
       args: full.slice(1),
       stdin: "inherit",
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
-    // With holdSignals this process outlives the command to clean up after it:
-    // Ctrl-C reaches the command from the terminal already; SIGTERM and SIGHUP
-    // sent to vif are passed on to it.
-    const held = options.holdSignals
-      ? (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((s) => {
-        const on = () => {
-          if (s === "SIGINT") return;
-          try {
-            child.kill(s);
-          } catch {
-            // ended
-          }
-        };
-        Deno.addSignalListener(s, on);
-        return () => Deno.removeSignalListener(s, on);
-      })
-      : [];
-    try {
-      const status = await child.status;
-      return status.signal ? 128 + signalNumber(status.signal) : status.code;
-    } finally {
-      for (const release of held) release();
-    }
+    if (early) child.kill(early);
+    const status = await child.status;
+    return status.signal ? 128 + signalNumber(status.signal) : status.code;
   } catch (error) {
     log("warn", `session: cannot run "${argv[0]}": ${(error as Error).message}`);
     return 127;
+  } finally {
+    for (const release of held) release();
   }
 }
 
