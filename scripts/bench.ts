@@ -59,6 +59,19 @@ export interface PathFigures {
   udp_rps: number | null;
   udp_p50_ms: number | null;
   udp_p99_ms: number | null;
+  /**
+   * CPU time the path's own processes (vif's daemon and manager, OpenVPN's two
+   * ends, sshuttle and its sshd) spent per unit of work, summed over both
+   * ends: the figure that says what a path costs, whatever else the shared
+   * machine was doing. `null` for `direct`, which has no such processes.
+   */
+  tcp1_cpu_s_per_gb: number | null;
+  /** See {@linkcode PathFigures.tcp1_cpu_s_per_gb}: CPU microseconds per keep-alive request. */
+  http_cpu_us: number | null;
+  /** CPU microseconds per new connection (with its one request). */
+  conn_cpu_us: number | null;
+  /** CPU microseconds per UDP request and its answer. */
+  udp_cpu_us: number | null;
   /** Why the path could not run, when it could not. */
   error?: string;
 }
@@ -143,6 +156,10 @@ const empty = (): PathFigures => ({
   udp_rps: null,
   udp_p50_ms: null,
   udp_p99_ms: null,
+  tcp1_cpu_s_per_gb: null,
+  http_cpu_us: null,
+  conn_cpu_us: null,
+  udp_cpu_us: null,
 });
 
 // --- the clients ---------------------------------------------------------------
@@ -230,6 +247,79 @@ print("done", len(held), err, flush=True)
 sys.stdin.read()
 `;
 
+// --- CPU accounting -------------------------------------------------------------
+
+/** Linux's USER_HZ: what `/proc/<pid>/stat` counts CPU time in. */
+const CLK_TCK = 100;
+
+/** User + system CPU ticks of each process in `roots` and of all their descendants. */
+async function cpuTicks(roots: number[]): Promise<Map<number, number>> {
+  const procs = new Map<number, { ppid: number; ticks: number }>();
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    let text: string;
+    try {
+      text = await Deno.readTextFile(`/proc/${entry.name}/stat`);
+    } catch {
+      continue; // ended meanwhile
+    }
+    // The command (field 2) may hold spaces: the fields start after its last ")".
+    const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    procs.set(Number(entry.name), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+  }
+  const children = new Map<number, number[]>();
+  for (const [pid, { ppid }] of procs) children.set(ppid, [...children.get(ppid) ?? [], pid]);
+  const out = new Map<number, number>();
+  const todo = roots.filter((pid) => procs.has(pid));
+  for (let pid; (pid = todo.pop()) !== undefined;) {
+    if (out.has(pid)) continue;
+    out.set(pid, procs.get(pid)!.ticks);
+    todo.push(...children.get(pid) ?? []);
+  }
+  return out;
+}
+
+/** A path's processes by the part they play (`daemon`, `manager`, `client`, `server`). */
+type PathPids = Record<string, number[]>;
+
+/**
+ * Runs `work` and measures the CPU seconds the path's processes spent meanwhile.
+ *
+ * @param pids the path's processes (their descendants count too); none: no figure
+ * @param work the test
+ * @returns the test's result, the CPU seconds in all (or null), and per part
+ */
+async function withCpu<T>(
+  pids: (() => Promise<PathPids>) | undefined,
+  work: () => Promise<T>,
+): Promise<[T, number | null, Record<string, number>]> {
+  if (!pids) return [await work(), null, {}];
+  const parts = Object.entries(await pids());
+  const before = await Promise.all(parts.map(([, roots]) => cpuTicks(roots)));
+  const result = await work();
+  const after = await Promise.all(parts.map(([, roots]) => cpuTicks(roots)));
+  const each: Record<string, number> = {};
+  let all = 0;
+  parts.forEach(([part], i) => {
+    let ticks = 0;
+    for (const [pid, t] of after[i]!) ticks += t - (before[i]!.get(pid) ?? 0);
+    each[part] = ticks / CLK_TCK;
+    all += ticks / CLK_TCK;
+  });
+  return [result, all, each];
+}
+
+/** `cpu` seconds over `count` units, in `scale` units of time (1e6: µs); null without both. */
+function perUnit(cpu: number | null, count: number | null, scale: number, digits = 1) {
+  return cpu !== null && count ? round((cpu * scale) / count, digits) : null;
+}
+
+/** The pids of the processes in a network namespace. */
+async function netnsPids(netns: string): Promise<number[]> {
+  const out = await run(["ip", "netns", "pids", netns]);
+  return out.stdout.split(/\s+/).filter((p) => p).map(Number);
+}
+
 // --- a path's measurements -----------------------------------------------------
 
 interface Targets {
@@ -238,15 +328,16 @@ interface Targets {
   echo: string;
 }
 
-function wrkFigures(text: string): { rps: number; p50: number; p99: number } {
+function wrkFigures(text: string): { rps: number; p50: number; p99: number; requests: number } {
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
+  const requests = Number(/^\s*(\d+) requests in /m.exec(text)?.[1]);
   const ms = (p: string) => {
     const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)\\s*$`, "m").exec(text);
     if (!m) return NaN;
     const v = Number(m[1]);
     return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
   };
-  return { rps, p50: ms("50"), p99: ms("99") };
+  return { rps, p50: ms("50"), p99: ms("99"), requests };
 }
 
 const round = (v: number, digits = 2) => Number.isFinite(v) ? Number(v.toFixed(digits)) : null;
@@ -257,8 +348,15 @@ async function measurePath(
   seconds: number,
   quick: boolean,
   log: (line: string) => void,
+  pids?: () => Promise<PathPids>,
 ): Promise<PathFigures> {
   const f = empty();
+  const split: string[] = [];
+  const share = (what: string, each: Record<string, number>, all: number | null) => {
+    if (!all) return;
+    const parts = Object.entries(each).map(([k, v]) => `${k} ${Math.round((v / all) * 100)}%`);
+    split.push(`${what}: ${parts.join(", ")}`);
+  };
   const iperf = async (args: string[]) => {
     // iperf3's server takes one test at a time and says "busy" while the last
     // one is still closing: try again a few times before calling it a failure.
@@ -280,7 +378,10 @@ async function measurePath(
     }
     throw new Error(`iperf3 ${args.join(" ")}: ${why}`);
   };
-  f.tcp1_mbps = await iperf([]);
+  const [tcp1, cpu, cpuEach] = await withCpu(pids, () => iperf([]));
+  f.tcp1_mbps = tcp1;
+  f.tcp1_cpu_s_per_gb = perUnit(cpu, tcp1! * seconds / 8000, 1, 2);
+  share("tcp", cpuEach, cpu);
   f.tcp8_mbps = await iperf(["-P", "8"]);
   if (!quick) {
     f.tcp1_rev_mbps = await iperf(["-R"]);
@@ -300,21 +401,33 @@ async function measurePath(
     if (out.code !== 0) throw new Error(`wrk: ${out.stderr || out.stdout}`);
     return wrkFigures(out.stdout);
   };
-  const http = await wrk([]);
+  const [http, httpCpu, httpEach] = await withCpu(pids, () => wrk([]));
+  f.http_cpu_us = perUnit(httpCpu, http.requests, 1e6);
+  share("http", httpEach, httpCpu);
   [f.http_rps, f.http_p50_ms, f.http_p99_ms] = [
     round(http.rps, 0),
     round(http.p50, 3),
     round(http.p99, 3),
   ];
-  const conn = await wrk(["-H", "Connection: close"]);
+  const [conn, connCpu, connEach] = await withCpu(
+    pids,
+    () => wrk(["-H", "Connection: close"]),
+  );
+  f.conn_cpu_us = perUnit(connCpu, conn.requests, 1e6);
+  share("new connections", connEach, connCpu);
   [f.conn_rps, f.conn_p50_ms, f.conn_p99_ms] = [
     round(conn.rps, 0),
     round(conn.p50, 3),
     round(conn.p99, 3),
   ];
   log(`http ${f.http_rps} req/s, new connections ${f.conn_rps}/s`);
-  const udp = await run(["python3", "-c", UDP_CLIENT, t.echo, "7", String(seconds)], { ns: ws });
+  const [udp, udpCpu, udpEach] = await withCpu(
+    pids,
+    () => run(["python3", "-c", UDP_CLIENT, t.echo, "7", String(seconds)], { ns: ws }),
+  );
   const [rps, p50, p99] = udp.stdout.trim().split(/\s+/).map(Number);
+  f.udp_cpu_us = perUnit(udpCpu, rps! * seconds, 1e6);
+  share("udp", udpEach, udpCpu);
   if (!(rps! > 0)) log("udp: no answers (the path carries no UDP)");
   [f.udp_rps, f.udp_p50_ms, f.udp_p99_ms] = [
     round(rps!, 0),
@@ -322,6 +435,13 @@ async function measurePath(
     p99! >= 0 ? round(p99!, 3) : null,
   ];
   log(`udp ${f.udp_rps} req/s`);
+  if (pids) {
+    log(
+      `cpu: ${f.tcp1_cpu_s_per_gb} s/GB, ${f.http_cpu_us} µs/request, ${f.conn_cpu_us} µs/connection, ${f.udp_cpu_us} µs/datagram (${
+        split.join("; ")
+      })`,
+    );
+  }
   return f;
 }
 
@@ -330,6 +450,8 @@ async function measurePath(
 interface Path {
   up(): Promise<void>;
   down(): Promise<void>;
+  /** The processes that carry the path's tunnel, both ends; none for `direct`. */
+  pids?(): Promise<PathPids>;
 }
 
 function ipOf(o: KubeObject | undefined): string {
@@ -409,7 +531,11 @@ async function main(): Promise<number> {
     };
     const install = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
     if (install.code !== 0) throw new Error(`vif install: ${install.stderr}`);
-    const manager = ipOf((await sim.waitReady("vif-system", MANAGER, 1, 90_000))[0]);
+    const managerPod = (await sim.waitReady("vif-system", MANAGER, 1, 90_000))[0];
+    const manager = ipOf(managerPod);
+    const managerNetns = sim.pod("vif-system", managerPod!.metadata.name!)?.netns;
+    if (!managerNetns) throw new Error("the manager's pod has no network namespace");
+    const managerPids = () => netnsPids(managerNetns);
     const podIps = [targets.web, targets.iperf, targets.echo];
     const node1 = sim.net.nodes[0]!;
     const dir = env.dir;
@@ -454,6 +580,9 @@ async function main(): Promise<number> {
             await proc?.stop(10_000);
             await sim.net.unexposeFromWorkstation(manager);
           },
+          async pids() {
+            return { daemon: [proc!.pid], manager: await managerPids() };
+          },
         };
       })(),
       vif: {
@@ -474,6 +603,9 @@ async function main(): Promise<number> {
         },
         async down() {
           await sim.exec([...VIF, "quit", "--state-dir", `${dir}/state`]);
+        },
+        async pids() {
+          return { daemon: [await daemonPid(`${dir}/state`)], manager: await managerPids() };
         },
       },
       openvpn: (() => {
@@ -541,6 +673,7 @@ async function main(): Promise<number> {
             await client?.stop();
             await server?.stop();
           },
+          pids: () => Promise.resolve({ client: [client!.pid], server: [server!.pid] }),
         };
       })(),
       sshuttle: (() => {
@@ -608,6 +741,7 @@ async function main(): Promise<number> {
             await sshd?.stop();
             if (madeRunSshd) await Deno.remove("/run/sshd").catch(() => {});
           },
+          pids: () => Promise.resolve({ client: [client!.pid], server: [sshd!.pid] }),
         };
       })(),
     };
@@ -624,6 +758,7 @@ async function main(): Promise<number> {
           seconds,
           options.quick,
           (l) => say(`path ${name}: ${l}`),
+          path.pids?.bind(path),
         );
         if (name === "vif") {
           await measureVifExtras(sim, targets, seconds, report, say, `${dir}/state`);
@@ -694,11 +829,9 @@ async function measureVifExtras(
     `path vif: dns ${v.dns_qps} q/s, cached p50 ${v.dns_cached_p50_ms} ms, uncached p50 ${v.dns_uncached_p50_ms} ms`,
   );
   // Connections held open: the daemon's memory with 1,000, then how many it takes.
-  const daemonPid = (JSON.parse(await Deno.readTextFile(`${stateDir}/daemon.json`)) as {
-    pid: number;
-  }).pid;
+  const daemon = await daemonPid(stateDir);
   const rssMb = async () => {
-    const status = await Deno.readTextFile(`/proc/${daemonPid}/status`);
+    const status = await Deno.readTextFile(`/proc/${daemon}/status`);
     return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
   };
   const hold = async (n: number, onHeld: (held: number) => Promise<void>) => {
@@ -744,6 +877,11 @@ async function measureVifExtras(
   );
 }
 
+/** The pid of the daemon that keeps its state in `stateDir`. */
+async function daemonPid(stateDir: string): Promise<number> {
+  return (JSON.parse(await Deno.readTextFile(`${stateDir}/daemon.json`)) as { pid: number }).pid;
+}
+
 /** How long the daemon holds the 1,000 connections idle before its memory is read. */
 const SETTLE_S = 5;
 
@@ -787,6 +925,10 @@ export function formatTable(r: BenchReport): string {
     ["UDP req/resp /s", "udp_rps"],
     ["  p50 ms", "udp_p50_ms"],
     ["  p99 ms", "udp_p99_ms"],
+    ["CPU s/GB, TCP 1 flow", "tcp1_cpu_s_per_gb"],
+    ["CPU µs/req keep-alive", "http_cpu_us"],
+    ["CPU µs/new conn", "conn_cpu_us"],
+    ["CPU µs/UDP req", "udp_cpu_us"],
   ];
   const cols = PATHS;
   const cell = (v: unknown) => v === null || v === undefined ? "-" : String(v);
