@@ -23,6 +23,7 @@ import { adjustChecksum, checksumDelta } from "./checksum.ts";
 import type { ByteStream, DatagramFlow, Dialer, DialFailure, Endpoint } from "./dialer.ts";
 import { Icmp4, Icmp6 } from "./icmp.ts";
 import { IPV4 } from "./ipv4.ts";
+import { NatPorts } from "./nat_ports.ts";
 import { decodePacket, newPacket, type Packet } from "./packet.ts";
 import { pipeBoth } from "./pipe.ts";
 import { TCP, TcpFlags } from "./tcp.ts";
@@ -117,10 +118,7 @@ interface Peer {
   index: number;
   bytes: Uint8Array;
   family: Family;
-  /** Per NAT port: 0 free, Infinity in use, else free again from that time. */
-  busyUntil: Float64Array;
-  cursor: number;
-  inUse: number;
+  ports: NatPorts;
 }
 
 interface Family {
@@ -413,8 +411,10 @@ export class Router {
     const flags = p.tcpFlags;
     const isSyn = (flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.RST)) === TcpFlags.SYN;
     if (e && isSyn && e.state === "closed") {
-      // A new connection reusing a 4-tuple whose last use has ended.
-      this.#release(e, this.#now());
+      // A new connection reusing a 4-tuple whose last use has ended: the old
+      // entry's port rests as any other (it was given `now` as a cooldown,
+      // which kept the port out of use for decades).
+      this.#release(e, this.#cooldown);
       this.#unlink(e);
       e = null;
     }
@@ -660,19 +660,9 @@ export class Router {
 
   #allocate(fam: Family): { peer: Peer; port: number } | undefined {
     const now = this.#now();
-    const [lo, hi] = this.#ports;
-    const size = hi - lo + 1;
     for (const peer of fam.peers) {
-      if (peer.inUse >= size) continue;
-      for (let i = 0; i < size; i++) {
-        const port = lo + peer.cursor;
-        peer.cursor = (peer.cursor + 1) % size;
-        if (peer.busyUntil[port - lo]! <= now) {
-          peer.busyUntil[port - lo] = Infinity;
-          peer.inUse++;
-          return { peer, port };
-        }
-      }
+      const port = peer.ports.take(now);
+      if (port !== undefined) return { peer, port };
     }
     const bytes = fam.spare.pop();
     if (!bytes) return undefined;
@@ -681,11 +671,8 @@ export class Router {
       index: all.length,
       bytes,
       family: fam,
-      busyUntil: new Float64Array(size),
-      cursor: 1,
-      inUse: 1,
+      ports: new NatPorts(this.#ports[0], this.#ports[1]),
     };
-    peer.busyUntil[0] = Infinity;
     fam.peers.push(peer);
     this.stats.natPeersInUse++;
     if (fam.peers.length > 1) {
@@ -694,17 +681,12 @@ export class Router {
         `router: NAT peer ${formatAddress(bytes)} added (${fam.peers.length} in use)`,
       );
     }
-    return { peer, port: lo };
+    return { peer, port: peer.ports.take(now)! };
   }
 
   /** Frees the entry's NAT port (resting `cooldown` ms) and ends its stream. */
   #release(e: TcpEntry, cooldown: number): void {
-    const peer = e.peer;
-    const slot = e.natPort - this.#ports[0];
-    if (peer.busyUntil[slot] === Infinity) {
-      peer.busyUntil[slot] = cooldown > 0 ? this.#now() + cooldown : 0;
-      peer.inUse--;
-    }
+    e.peer.ports.release(e.natPort, cooldown > 0 ? this.#now() + cooldown : 0);
     if (e.state === "connected") this.stats.tcpOpen--;
     if (e.state !== "closed") e.state = "closed";
     const s = e.stream;

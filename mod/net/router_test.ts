@@ -372,6 +372,39 @@ Deno.test("Router treats a reset from either side as the end and a new SYN as a 
   assertEquals(dialer.tcp.length, 2, "the same 4-tuple dials again");
 });
 
+Deno.test("Router rests the port of a closed 4-tuple reused by a new SYN for the cooldown only", async () => {
+  const { device, dialer, router, tick: advance } = setup({
+    natPorts: [3000, 3000],
+    natCooldownMs: 60_000,
+  });
+  const syn = tcp({ src: APP, dst: DST, sport: 47000, dport: 80, flags: TcpFlags.SYN });
+  router.handlePacket(syn, syn.length);
+  dialer.tcp[0]!.resolve({ ok: true, value: nullStream() });
+  await tick();
+  const nat = device.take();
+  const rst = tcp({
+    src: LISTEN,
+    dst: "240.0.0.16",
+    sport: LPORT,
+    dport: nat.srcPort,
+    flags: TcpFlags.RST,
+  });
+  router.handlePacket(rst, rst.length);
+  device.take();
+  // The same 4-tuple again: the old entry's port (240.0.0.16:3000) rests.
+  router.handlePacket(syn.slice(), syn.length);
+  dialer.tcp[1]!.resolve({ ok: true, value: nullStream() });
+  await tick();
+  assertEquals(device.take().bytes.subarray(12, 16), parseAddress("240.0.0.17"));
+  // After the cooldown the first peer's port serves again.
+  advance(61_000);
+  const other = tcp({ src: APP, dst: DST, sport: 47001, dport: 80, flags: TcpFlags.SYN });
+  router.handlePacket(other, other.length);
+  dialer.tcp[2]!.resolve({ ok: true, value: nullStream() });
+  await tick();
+  assertEquals(device.take().bytes.subarray(12, 16), parseAddress("240.0.0.16"));
+});
+
 Deno.test("Router joins an accepted socket to its dialed stream, and refuses an unknown one", async () => {
   const { device, dialer, router } = setup();
   const syn = tcp({ src: APP, dst: DST, sport: 46000, dport: 80, flags: TcpFlags.SYN });
