@@ -147,6 +147,166 @@ Deno.test("mux TCP: aborting resets the destination; a reset from the destinatio
   await new Promise((resolve) => resetter.close(resolve));
 });
 
+/**
+ * A connected pair on 127.0.0.1: `app` is the app's end, `accepted` the end a
+ * listener took (what the router joins to a flow).
+ */
+async function socketPair(): Promise<{ app: Deno.TcpConn; accepted: Deno.TcpConn }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [app, accepted] = await Promise.all([
+    Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
+    listener.accept(),
+  ]);
+  listener.close();
+  return { app, accepted };
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+Deno.test("mux TCP joined to a socket: data both ways, each FIN carried across, byte counts", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    const got = decoder.decode(concat(await readConn(conn)));
+    await conn.write(encoder.encode(`you said ${got}`));
+    conn.close();
+  })();
+  await withMux({}, async (t, d) => {
+    const stream = await dial(d, (listener.addr as Deno.NetAddr).port);
+    const { app, accepted } = await socketPair();
+    const joined = stream.joinSocket!(accepted);
+    await app.write(encoder.encode("hello"));
+    await app.closeWrite();
+    assertEquals(decoder.decode(concat(await readConn(app))), "you said hello");
+    const result = await joined;
+    assertEquals([result.aToB, result.bToA, result.error], [5, 14, undefined]);
+    await served;
+    await until(
+      "the flows to end",
+      () => t.manager.stats.tcpTunnels === 0 && d.stats.tcpOpen === 0,
+    );
+    app.close();
+    accepted.close();
+  });
+  listener.close();
+});
+
+Deno.test("mux TCP joined to a socket: the server speaks first and ends first; the app still sends", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    await conn.write(encoder.encode("banner"));
+    await conn.closeWrite();
+    const got = decoder.decode(concat(await readConn(conn)));
+    conn.close();
+    return got;
+  })();
+  await withMux({}, async (_t, d) => {
+    const stream = await dial(d, (listener.addr as Deno.NetAddr).port);
+    // The banner and the server's FIN may arrive before the router joins.
+    await new Promise((r) => setTimeout(r, 100));
+    const { app, accepted } = await socketPair();
+    const joined = stream.joinSocket!(accepted);
+    assertEquals(decoder.decode(concat(await readConn(app))), "banner");
+    await app.write(encoder.encode("after your FIN"));
+    await app.closeWrite();
+    assertEquals(await served, "after your FIN");
+    assertEquals((await joined).error, undefined);
+    app.close();
+    accepted.close();
+  });
+  listener.close();
+});
+
+Deno.test("mux TCP joined to a socket: 8 MiB each way arrive whole through the flow control", async () => {
+  const size = 8 * 1024 * 1024;
+  const pattern = (seed: number) => {
+    const b = new Uint8Array(size);
+    for (let i = 0; i < size; i++) b[i] = (i * 7 + seed) & 0xff;
+    return b;
+  };
+  const up = pattern(1), down = pattern(2);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    const [got] = await Promise.all([
+      readConn(conn).then(concat),
+      (async () => {
+        for (let at = 0; at < size; at += await conn.write(down.subarray(at)));
+        await conn.closeWrite();
+      })(),
+    ]);
+    conn.close();
+    return got;
+  })();
+  await withMux({}, async (_t, d) => {
+    const stream = await dial(d, (listener.addr as Deno.NetAddr).port);
+    const { app, accepted } = await socketPair();
+    const joined = stream.joinSocket!(accepted);
+    const [received] = await Promise.all([
+      readConn(app).then(concat),
+      (async () => {
+        for (let at = 0; at < size; at += await app.write(up.subarray(at)));
+        await app.closeWrite();
+      })(),
+    ]);
+    assertEquals(received.length, size);
+    assert(received.every((b, i) => b === down[i]), "the download is intact");
+    const got = await served;
+    assertEquals(got.length, size);
+    assert(got.every((b, i) => b === up[i]), "the upload is intact");
+    const result = await joined;
+    assertEquals([result.aToB, result.bToA], [size, size]);
+    app.close();
+    accepted.close();
+  });
+  listener.close();
+});
+
+Deno.test("mux TCP joined to a socket: a reset from the destination ends the app's socket; the app's reset reaches the destination", async () => {
+  const resetter = net.createServer((socket) => {
+    socket.write("x");
+    setTimeout(() => socket.resetAndDestroy(), 50);
+  });
+  await new Promise<void>((resolve) => resetter.listen(0, "127.0.0.1", resolve));
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  await withMux({}, async (t, d) => {
+    const stream = await dial(d, (resetter.address() as net.AddressInfo).port);
+    const pair = await socketPair();
+    const joined = stream.joinSocket!(pair.accepted);
+    // The app gets the byte, then its connection ends (the socket is closed).
+    const seen = await readConn(pair.app).then((c) => decoder.decode(concat(c)), () => "x");
+    assertEquals(seen, "x");
+    assertMatch(String((await joined).error), /Connection reset by the cluster: .*ECONNRESET/);
+    pair.app.close();
+
+    const second = await dial(d, (listener.addr as Deno.NetAddr).port);
+    const server = await listener.accept();
+    const other = await socketPair();
+    const joining = second.joinSocket!(other.accepted);
+    other.app.close(); // the app goes away
+    const error = await readConn(server).then(() => null, (e: Error) => e);
+    // Closing an idle socket is a FIN; the flow then ends with the app's EOF.
+    assert(error === null || error instanceof Deno.errors.ConnectionReset, `saw ${error}`);
+    server.close();
+    await joining;
+    await until(
+      "the flows to end",
+      () => t.manager.stats.tcpTunnels === 0 && d.stats.tcpOpen === 0,
+    );
+  });
+  listener.close();
+  await new Promise((resolve) => resetter.close(resolve));
+});
+
 Deno.test("mux TCP: 200 concurrent flows on one call each carry their own bytes", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepting = (async () => {

@@ -26,7 +26,10 @@ import type {
   DialRequest,
   DialResult,
   PingRequest,
+  PipeResult,
+  Socket,
 } from "../net/dialer.ts";
+import { closeQuietly, SocketReader, writeAll } from "../net/pipe.ts";
 import {
   decodeClose,
   decodeResult,
@@ -406,8 +409,14 @@ export class MuxDialer implements Dialer {
   }
 }
 
-/** A TCP flow on the daemon's side: a {@linkcode ByteStream} for the router. */
-class TcpFlow {
+/**
+ * A TCP flow on the daemon's side: a {@linkcode ByteStream} for the router.
+ * The router joins it to the accepted socket with
+ * {@linkcode TcpFlow.joinSocket}, which moves bytes between the socket and
+ * the frames directly; `readable` and `writable` (made only when asked for)
+ * serve other users, the tests among them.
+ */
+class TcpFlow implements ByteStream {
   #stats: MuxStats;
   #window: number;
   #conn!: MuxConnection;
@@ -417,14 +426,29 @@ class TcpFlow {
   #creditWaiter: (() => void) | null = null;
   /** Bytes the app took since the last WINDOW frame. */
   #taken = 0;
-  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  /** Data from the manager not yet handed to the app. */
   #queue: Uint8Array[] = [];
-  /** The stream has asked for a chunk and none was queued. */
-  #wanted = false;
+  /** The manager sends no more data (FIN, or the flow ended). */
   #readEnded = false;
   #wroteFin = false;
   #gone: Error | null = null;
+  /** The flow was reset (not closed): `#gone` is what the app's side hears. */
+  #aborted = false;
   #counted = false;
+  // As web streams:
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  /** The readable has asked for a chunk and none was queued. */
+  #wanted = false;
+  // Joined to a socket:
+  #socket: Socket | null = null;
+  /** A write to the socket is under way. */
+  #writing = false;
+  #upEnded = false;
+  #downEnded = false;
+  #joined: PipeResult = { aToB: 0, bToA: 0 };
+  #joinDone: ((r: PipeResult) => void) | null = null;
 
   constructor(stats: MuxStats, window: number) {
     this.#stats = stats;
@@ -446,9 +470,14 @@ class TcpFlow {
     this.#credit = window;
     this.#stats.tcpOpen++;
     this.#counted = true;
-    const readable = new ReadableStream<Uint8Array>({
+    return this;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= new ReadableStream<Uint8Array>({
       start: (controller) => {
         this.#controller = controller;
+        if (this.#aborted) controller.error(this.#gone);
       },
       pull: (controller) => {
         const chunk = this.#queue.shift();
@@ -460,17 +489,98 @@ class TcpFlow {
       },
       cancel: () => this.#reset("the app closed the connection"),
     }, { highWaterMark: 0 });
-    const writable = new WritableStream<Uint8Array>({
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= new WritableStream<Uint8Array>({
       write: (chunk) => this.#write(chunk),
       close: () => {
         if (this.#gone) throw this.#gone;
-        this.#wroteFin = true;
-        this.#conn.out.write(this.#id, FrameType.Fin);
-        this.#maybeDone();
+        this.#sendFin();
       },
       abort: (reason) => this.#reset(String(reason ?? "aborted")),
     });
-    return { readable, writable };
+  }
+
+  joinSocket(socket: Socket): Promise<PipeResult> {
+    if (this.#socket || this.#readable || this.#writable) {
+      throw new Error("Cannot join the flow to a socket: it is in use");
+    }
+    this.#socket = socket;
+    const done = new Promise<PipeResult>((resolve) => this.#joinDone = resolve);
+    if (this.#aborted) {
+      // Reset before the accept: the app gets the reset at once.
+      closeQuietly(socket);
+      this.#upEnded = this.#downEnded = true;
+    } else {
+      this.#pumpUp(socket);
+      if (this.#queue.length > 0) this.#drainDown(socket);
+      else if (this.#readEnded) this.#endDown(socket);
+    }
+    this.#maybeJoined();
+    return done;
+  }
+
+  /** App → cluster: socket reads become DATA frames, the socket's FIN a FIN frame. */
+  async #pumpUp(socket: Socket): Promise<void> {
+    const reader = new SocketReader(socket);
+    try {
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk === null) break;
+        this.#joined.aToB += chunk.length;
+        await this.#write(chunk);
+      }
+      if (!this.#gone) this.#sendFin();
+    } catch (error) {
+      this.#joined.error ??= error;
+      this.#reset(`the app's connection failed: ${(error as Error)?.message ?? error}`);
+    }
+    this.#upEnded = true;
+    this.#maybeJoined();
+  }
+
+  /** Cluster → app: queued DATA goes to the socket in order, then the FIN. */
+  async #drainDown(socket: Socket): Promise<void> {
+    this.#writing = true;
+    try {
+      for (let chunk = this.#queue.shift(); chunk; chunk = this.#queue.shift()) {
+        await writeAll(socket, chunk);
+        this.#joined.bToA += chunk.length;
+        this.#took(chunk.length);
+      }
+    } catch (error) {
+      this.#joined.error ??= error;
+      this.#writing = false;
+      this.#reset(`cannot write to the app: ${(error as Error)?.message ?? error}`);
+      return;
+    }
+    this.#writing = false;
+    if (this.#readEnded) this.#endDown(socket);
+  }
+
+  /** The manager's FIN after the last byte: half-close the socket. */
+  #endDown(socket: Socket): void {
+    if (this.#downEnded) return;
+    this.#downEnded = true;
+    socket.closeWrite().catch(() => {}).finally(() => {
+      this.#maybeDone();
+      this.#maybeJoined();
+    });
+  }
+
+  #maybeJoined(): void {
+    if (!this.#upEnded || !this.#downEnded || !this.#joinDone) return;
+    const done = this.#joinDone;
+    this.#joinDone = null;
+    done(this.#joined);
+  }
+
+  #sendFin(): void {
+    if (this.#wroteFin) return;
+    this.#wroteFin = true;
+    this.#conn.out.write(this.#id, FrameType.Fin);
+    this.#maybeDone();
   }
 
   async #write(chunk: Uint8Array): Promise<void> {
@@ -502,7 +612,10 @@ class TcpFlow {
 
   #data(payload: Uint8Array): void {
     if (this.#readEnded) return;
-    if (this.#wanted) {
+    if (this.#socket) {
+      this.#queue.push(payload);
+      if (!this.#writing) this.#drainDown(this.#socket);
+    } else if (this.#wanted && this.#controller) {
       // A read is waiting: hand the chunk over now.
       this.#wanted = false;
       this.#controller.enqueue(payload);
@@ -512,7 +625,7 @@ class TcpFlow {
 
   #took(n: number): void {
     this.#taken += n;
-    if (this.#taken >= this.#window / 4) {
+    if (this.#taken >= this.#window / 4 && !this.#gone) {
       this.#conn.out.write(this.#id, FrameType.Window, encodeWindow(this.#taken));
       this.#taken = 0;
     }
@@ -521,12 +634,15 @@ class TcpFlow {
   #fin(): void {
     if (this.#readEnded) return;
     this.#readEnded = true;
-    if (this.#queue.length === 0) this.#endReadable();
+    if (this.#queue.length > 0 || this.#writing) return; // after the queued data
+    if (this.#socket) this.#endDown(this.#socket);
+    else if (this.#controller) this.#endReadable();
+    else this.#maybeDone();
   }
 
   #endReadable(): void {
     try {
-      this.#controller.close();
+      this.#controller?.close();
     } catch {
       // already closed or errored
     }
@@ -549,14 +665,7 @@ class TcpFlow {
     this.#gone = new Error(
       lost ? `Connection reset: ${reason}` : `Connection reset by the cluster: ${reason}`,
     );
-    this.#readEnded = true;
-    this.#queue.length = 0;
-    try {
-      this.#controller.error(this.#gone);
-    } catch {
-      // already closed
-    }
-    this.#more(0);
+    this.#abort();
     this.#finish();
   }
 
@@ -566,10 +675,29 @@ class TcpFlow {
       this.#conn.flows.delete(this.#id);
       this.#conn.out.write(this.#id, FrameType.Close, encodeClose(reason || "reset"));
     }
+    this.#abort();
+    this.#finish();
+  }
+
+  /** The flow was reset: the app's side hears it, queued data is dropped. */
+  #abort(): void {
+    this.#aborted = true;
     this.#readEnded = true;
     this.#queue.length = 0;
     this.#more(0);
-    this.#finish();
+    try {
+      this.#controller?.error(this.#gone);
+    } catch {
+      // already closed
+    }
+    const socket = this.#socket;
+    if (socket) {
+      this.#joined.error ??= this.#gone;
+      closeQuietly(socket);
+      // A write under way fails and ends the direction; else it ends now.
+      if (!this.#writing) this.#downEnded = true;
+      this.#maybeJoined();
+    }
   }
 
   #finish(): void {

@@ -16,7 +16,8 @@
  */
 
 import { Cidr, formatAddress } from "../net/address.ts";
-import type { ByteStream, Dialer } from "../net/dialer.ts";
+import type { Dialer } from "../net/dialer.ts";
+import { closeQuietly } from "../net/pipe.ts";
 import { Router, type RouterOptions } from "../net/router.ts";
 import { openTun, type TunDevice } from "../tun/mod.ts";
 import { relieveMemory } from "./memory.ts";
@@ -72,61 +73,6 @@ function nth(block: Cidr, n: number): string {
     carry = v >> 8;
   }
   return formatAddress(bytes);
-}
-
-/** The read buffer of a connection that has been quiet: what 1,000 idle connections hold 1,000 of. */
-const MIN_READ = 4 * 1024;
-/** The read buffer of a connection moving bulk data: one tunnel DATA frame's worth. */
-const MAX_READ = 256 * 1024;
-
-/**
- * Wraps an accepted socket as a {@linkcode ByteStream}: closing the writable
- * shuts down the socket's sending half (a FIN) and leaves reading open.
- *
- * @param conn the socket
- * @returns the stream view
- */
-export function connStream(conn: Deno.TcpConn | Deno.UnixConn): ByteStream {
-  let size = MIN_READ;
-  const readable = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      // An idle connection's pending read holds its buffer: start small and
-      // grow while reads fill it (bulk), shrink when they come back small.
-      const buf = new Uint8Array(size);
-      try {
-        const n = await conn.read(buf);
-        if (n === null) return controller.close();
-        controller.enqueue(buf.subarray(0, n));
-        if (n === size) size = Math.min(size * 4, MAX_READ);
-        else if (n <= size / 4) size = Math.max(size / 4, MIN_READ);
-      } catch (error) {
-        controller.error(error);
-      }
-    },
-    cancel() {
-      closeQuietly(conn);
-    },
-  }, { highWaterMark: 0 });
-  const writable = new WritableStream<Uint8Array>({
-    async write(chunk) {
-      for (let off = 0; off < chunk.length;) off += await conn.write(chunk.subarray(off));
-    },
-    async close() {
-      await conn.closeWrite().catch(() => {});
-    },
-    abort() {
-      closeQuietly(conn);
-    },
-  });
-  return { readable, writable };
-}
-
-function closeQuietly(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
 }
 
 /**
@@ -197,9 +143,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     for await (const conn of listener) {
       conn.setNoDelay(true);
       const remote = conn.remoteAddr;
-      router.acceptTcp(remote.hostname, remote.port, connStream(conn)).finally(() =>
-        closeQuietly(conn)
-      );
+      router.acceptTcp(remote.hostname, remote.port, conn).finally(() => closeQuietly(conn));
     }
   })().catch(() => {});
   const done = router.run();

@@ -42,6 +42,45 @@ export type DialResult<T> =
 export interface ByteStream {
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * A faster way to join the stream to an accepted socket than piping the
+   * two streams: bytes go between the socket and the far side with no web
+   * stream in between (a chunk through `readable` costs several promises).
+   * Optional; when present, the router calls it instead of touching
+   * `readable` and `writable`, which are then never used. The socket is the
+   * joiner's until the promise settles; it closes the socket's sending half
+   * when the far side ends its direction, and closes the socket when the
+   * stream is reset.
+   *
+   * @param socket the accepted socket
+   * @returns when both directions have ended; never rejects
+   */
+  joinSocket?(socket: Socket): Promise<PipeResult>;
+}
+
+/**
+ * A connected socket as the router uses it: the shape of `Deno.TcpConn`, so
+ * any byte-stream socket fits without Deno being named here.
+ */
+export interface Socket {
+  /** Reads into `buf`: the byte count, or `null` at end of stream (a FIN). */
+  read(buf: Uint8Array): Promise<number | null>;
+  /** Writes some of `data`: how many bytes were taken. */
+  write(data: Uint8Array): Promise<number>;
+  /** Shuts the sending half (a FIN); reading goes on. */
+  closeWrite(): Promise<void>;
+  /** Closes both halves; pending reads and writes fail. */
+  close(): void;
+}
+
+/** How a join of two byte streams ended. */
+export interface PipeResult {
+  /** Bytes moved from the first to the second (for a socket: socket to stream). */
+  aToB: number;
+  /** Bytes moved from the second to the first. */
+  bToA: number;
+  /** The first error either direction met, if any. */
+  error?: unknown;
 }
 
 /** A UDP flow toward one destination. */

@@ -20,12 +20,12 @@
 
 import { addressEquals, Cidr, formatAddress } from "./address.ts";
 import { adjustChecksum, checksumDelta } from "./checksum.ts";
-import type { ByteStream, DatagramFlow, Dialer, DialFailure, Endpoint } from "./dialer.ts";
+import type { ByteStream, DatagramFlow, Dialer, DialFailure, Endpoint, Socket } from "./dialer.ts";
 import { Icmp4, Icmp6 } from "./icmp.ts";
 import { IPV4 } from "./ipv4.ts";
 import { NatPorts } from "./nat_ports.ts";
 import { decodePacket, newPacket, type Packet } from "./packet.ts";
-import { pipeBoth } from "./pipe.ts";
+import { closeQuietly, joinSocket, pipeBoth } from "./pipe.ts";
 import { TCP, TcpFlags } from "./tcp.ts";
 import { buildEchoReply, buildTcpReset, buildUdp, buildUnreachable } from "./build.ts";
 
@@ -210,6 +210,11 @@ function unlinkFlow<T extends Flow<T>>(table: Map<number, T>, flow: T): void {
     if (head) head.next = flow.next;
   }
   flow.next = null;
+}
+
+/** A socket rather than a stream view (a `Deno.Conn` is both: it is taken as the socket). */
+function isSocket(conn: Socket | ByteStream): conn is Socket {
+  return typeof (conn as Partial<Socket>).read === "function";
 }
 
 function parseBytes(text: string, what: string): Uint8Array {
@@ -620,11 +625,17 @@ export class Router {
    *
    * @param remoteAddress the accepted socket's peer address (a NAT peer)
    * @param remotePort the accepted socket's peer port (the NAT port)
-   * @param conn the accepted socket as a byte stream (closing its writable must half-close)
+   * @param conn the accepted socket, or a byte stream over it (closing its
+   *   writable must half-close); a socket is joined to the dialed stream
+   *   through its {@linkcode ByteStream.joinSocket} when it has one
    * @returns a promise that settles when the connection has ended; `false`
    *   at once (after closing `conn`) when no NAT entry matches
    */
-  acceptTcp(remoteAddress: string, remotePort: number, conn: ByteStream): Promise<boolean> {
+  acceptTcp(
+    remoteAddress: string,
+    remotePort: number,
+    conn: Socket | ByteStream,
+  ): Promise<boolean> {
     let bytes: Uint8Array | undefined;
     try {
       bytes = Cidr.parse(remoteAddress).bytes;
@@ -636,15 +647,19 @@ export class Router {
     const e = peer ? this.#nat.get(natKey(peer.index, remotePort)) : undefined;
     if (!e || e.state !== "open" || !e.stream) {
       this.#drop("accept without nat entry");
-      conn.writable.abort(new Error("no NAT entry")).catch(() => {});
-      conn.readable.cancel().catch(() => {});
+      if (isSocket(conn)) closeQuietly(conn);
+      else {
+        conn.writable.abort(new Error("no NAT entry")).catch(() => {});
+        conn.readable.cancel().catch(() => {});
+      }
       return Promise.resolve(false);
     }
     e.state = "connected";
     this.stats.tcpOpen++;
     this.stats.tcpTotal++;
     const stream = e.stream;
-    return pipeBoth(conn, stream).then((r) => {
+    const joined = isSocket(conn) ? joinSocket(conn, stream) : pipeBoth(conn, stream);
+    return joined.then((r) => {
       if (r.error) {
         this.#log(
           "debug",

@@ -13,7 +13,7 @@ import type {
   DialResult,
   PingRequest,
 } from "../../mod/net/dialer.ts";
-import { connStream } from "../../mod/daemon/stack.ts";
+import { socketStream } from "../../mod/net/pipe.ts";
 import { type DialAnswer, frame, readFrames, readLine, writeLine } from "./_dial_protocol.ts";
 
 /** Dials through the dial server listening on `path`. */
@@ -43,7 +43,7 @@ export class UnixSocketDialer implements Dialer {
       conn.close();
       return answer;
     }
-    const s = connStream(conn);
+    const s = socketStream(conn);
     if (rest.length === 0) return { ok: true, value: s };
     // Bytes that arrived with the answer go first.
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
