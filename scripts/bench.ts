@@ -35,11 +35,27 @@
 
 import { DENO, Env, iperfGbits, must, type Proc, ROOT, run } from "../tests/e2e/_env.ts";
 import { API_IP, Sim } from "../tests/sim/sim.ts";
+import { V8_FLAGS } from "../mod/cli/daemon_client.ts";
 import type { KubeObject } from "../tests/sim/apiserver/mod.ts";
 
-/** `BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof"` profiles the vif processes the bench starts. */
+/**
+ * `BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/var/tmp/vif-prof"` profiles
+ * the vif processes the bench starts: the daemon, and the manager in its pod
+ * (which runs as an unprivileged user, so the directory is made writable).
+ * Pick a directory outside /tmp and /run: pods mount their own there.
+ */
 const DENO_FLAGS = Deno.env.get("BENCH_DENO_FLAGS")?.split(" ").filter((f) => f) ?? [];
-const VIF = [DENO, "run", "-A", ...DENO_FLAGS, "--config", `${ROOT}/deno.json`, `${ROOT}/main.ts`];
+/** `vif` as the compiled binary runs it: with the V8 flags `deno compile` bakes in. */
+const VIF = [
+  DENO,
+  "run",
+  "-A",
+  `--v8-flags=${V8_FLAGS}`,
+  ...DENO_FLAGS,
+  "--config",
+  `${ROOT}/deno.json`,
+  `${ROOT}/main.ts`,
+];
 const MANAGER = "app.kubernetes.io/name=traffic-manager";
 const PATHS = ["direct", "vif-direct", "vif", "openvpn", "sshuttle"] as const;
 type PathName = typeof PATHS[number];
@@ -110,26 +126,47 @@ export interface BenchReport {
   ratios: Record<string, Record<string, Record<string, number | null>>>;
 }
 
+const TESTS = ["tcp", "http", "conn", "udp", "extras"] as const;
+type TestName = typeof TESTS[number];
+
 interface Options {
   quick: boolean;
   json?: string;
   paths: PathName[];
+  /** Which measurements to take (all by default): for profiling one of them. */
+  tests: Set<TestName>;
+  /** Set up the first path, print where it is, and hold it until Ctrl-C instead of measuring. */
+  hold: boolean;
 }
 
 function parseArgs(args: string[]): Options {
-  const options: Options = { quick: false, paths: [...PATHS] };
+  const options: Options = {
+    quick: false,
+    paths: [...PATHS],
+    tests: new Set(TESTS),
+    hold: false,
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === "--quick") options.quick = true;
+    else if (a === "--hold") options.hold = true;
     else if (a === "--json") options.json = args[++i];
     else if (a === "--paths") {
       const wanted = (args[++i] ?? "").split(",").filter((p) => p);
       const bad = wanted.filter((p) => !(PATHS as readonly string[]).includes(p));
       if (bad.length) fail(`unknown path "${bad[0]}"`, `Use some of: ${PATHS.join(", ")}.`);
       options.paths = wanted as PathName[];
+    } else if (a === "--tests") {
+      const wanted = (args[++i] ?? "").split(",").filter((p) => p);
+      const bad = wanted.filter((p) => !(TESTS as readonly string[]).includes(p));
+      if (bad.length) fail(`unknown test "${bad[0]}"`, `Use some of: ${TESTS.join(", ")}.`);
+      options.tests = new Set(wanted as TestName[]);
     } else if (a === "-h" || a === "--help") {
       console.log(
-        "deno task bench [--quick] [--json FILE] [--paths direct,vif-direct,vif,openvpn,sshuttle]",
+        "deno task bench [--quick] [--json FILE] [--paths direct,vif-direct,vif,openvpn,sshuttle]\n" +
+          "                [--tests tcp,http,conn,udp,extras] [--hold]\n\n" +
+          "--hold sets up the first of --paths, prints its namespaces, addresses and\n" +
+          "process ids as JSON, and keeps it up until Ctrl-C: for profiling by hand.",
       );
       Deno.exit(0);
     } else fail(`unknown flag "${a}"`, "Run: deno task bench --help");
@@ -346,11 +383,12 @@ async function measurePath(
   ws: string,
   t: Targets,
   seconds: number,
-  quick: boolean,
+  options: Pick<Options, "quick" | "tests">,
   log: (line: string) => void,
   pids?: () => Promise<PathPids>,
 ): Promise<PathFigures> {
   const f = empty();
+  const { quick, tests } = options;
   const split: string[] = [];
   const share = (what: string, each: Record<string, number>, all: number | null) => {
     if (!all) return;
@@ -378,16 +416,18 @@ async function measurePath(
     }
     throw new Error(`iperf3 ${args.join(" ")}: ${why}`);
   };
-  const [tcp1, cpu, cpuEach] = await withCpu(pids, () => iperf([]));
-  f.tcp1_mbps = tcp1;
-  f.tcp1_cpu_s_per_gb = perUnit(cpu, tcp1! * seconds / 8000, 1, 2);
-  share("tcp", cpuEach, cpu);
-  f.tcp8_mbps = await iperf(["-P", "8"]);
-  if (!quick) {
-    f.tcp1_rev_mbps = await iperf(["-R"]);
-    f.tcp8_rev_mbps = await iperf(["-R", "-P", "8"]);
+  if (tests.has("tcp")) {
+    const [tcp1, cpu, cpuEach] = await withCpu(pids, () => iperf([]));
+    f.tcp1_mbps = tcp1;
+    f.tcp1_cpu_s_per_gb = perUnit(cpu, tcp1! * seconds / 8000, 1, 2);
+    share("tcp", cpuEach, cpu);
+    f.tcp8_mbps = await iperf(["-P", "8"]);
+    if (!quick) {
+      f.tcp1_rev_mbps = await iperf(["-R"]);
+      f.tcp8_rev_mbps = await iperf(["-R", "-P", "8"]);
+    }
+    log(`tcp ${f.tcp1_mbps}/${f.tcp8_mbps} Mbit/s`);
   }
-  log(`tcp ${f.tcp1_mbps}/${f.tcp8_mbps} Mbit/s`);
   const wrk = async (extra: string[]) => {
     const out = await run([
       "wrk",
@@ -401,40 +441,46 @@ async function measurePath(
     if (out.code !== 0) throw new Error(`wrk: ${out.stderr || out.stdout}`);
     return wrkFigures(out.stdout);
   };
-  const [http, httpCpu, httpEach] = await withCpu(pids, () => wrk([]));
-  f.http_cpu_us = perUnit(httpCpu, http.requests, 1e6);
-  share("http", httpEach, httpCpu);
-  [f.http_rps, f.http_p50_ms, f.http_p99_ms] = [
-    round(http.rps, 0),
-    round(http.p50, 3),
-    round(http.p99, 3),
-  ];
-  const [conn, connCpu, connEach] = await withCpu(
-    pids,
-    () => wrk(["-H", "Connection: close"]),
-  );
-  f.conn_cpu_us = perUnit(connCpu, conn.requests, 1e6);
-  share("new connections", connEach, connCpu);
-  [f.conn_rps, f.conn_p50_ms, f.conn_p99_ms] = [
-    round(conn.rps, 0),
-    round(conn.p50, 3),
-    round(conn.p99, 3),
-  ];
+  if (tests.has("http")) {
+    const [http, httpCpu, httpEach] = await withCpu(pids, () => wrk([]));
+    f.http_cpu_us = perUnit(httpCpu, http.requests, 1e6);
+    share("http", httpEach, httpCpu);
+    [f.http_rps, f.http_p50_ms, f.http_p99_ms] = [
+      round(http.rps, 0),
+      round(http.p50, 3),
+      round(http.p99, 3),
+    ];
+  }
+  if (tests.has("conn")) {
+    const [conn, connCpu, connEach] = await withCpu(
+      pids,
+      () => wrk(["-H", "Connection: close"]),
+    );
+    f.conn_cpu_us = perUnit(connCpu, conn.requests, 1e6);
+    share("new connections", connEach, connCpu);
+    [f.conn_rps, f.conn_p50_ms, f.conn_p99_ms] = [
+      round(conn.rps, 0),
+      round(conn.p50, 3),
+      round(conn.p99, 3),
+    ];
+  }
   log(`http ${f.http_rps} req/s, new connections ${f.conn_rps}/s`);
-  const [udp, udpCpu, udpEach] = await withCpu(
-    pids,
-    () => run(["python3", "-c", UDP_CLIENT, t.echo, "7", String(seconds)], { ns: ws }),
-  );
-  const [rps, p50, p99] = udp.stdout.trim().split(/\s+/).map(Number);
-  f.udp_cpu_us = perUnit(udpCpu, rps! * seconds, 1e6);
-  share("udp", udpEach, udpCpu);
-  if (!(rps! > 0)) log("udp: no answers (the path carries no UDP)");
-  [f.udp_rps, f.udp_p50_ms, f.udp_p99_ms] = [
-    round(rps!, 0),
-    p50! >= 0 ? round(p50!, 3) : null,
-    p99! >= 0 ? round(p99!, 3) : null,
-  ];
-  log(`udp ${f.udp_rps} req/s`);
+  if (tests.has("udp")) {
+    const [udp, udpCpu, udpEach] = await withCpu(
+      pids,
+      () => run(["python3", "-c", UDP_CLIENT, t.echo, "7", String(seconds)], { ns: ws }),
+    );
+    const [rps, p50, p99] = udp.stdout.trim().split(/\s+/).map(Number);
+    f.udp_cpu_us = perUnit(udpCpu, rps! * seconds, 1e6);
+    share("udp", udpEach, udpCpu);
+    if (!(rps! > 0)) log("udp: no answers (the path carries no UDP)");
+    [f.udp_rps, f.udp_p50_ms, f.udp_p99_ms] = [
+      round(rps!, 0),
+      p50! >= 0 ? round(p50!, 3) : null,
+      p99! >= 0 ? round(p99!, 3) : null,
+    ];
+    log(`udp ${f.udp_rps} req/s`);
+  }
   if (pids) {
     log(
       `cpu: ${f.tcp1_cpu_s_per_gb} s/GB, ${f.http_cpu_us} µs/request, ${f.conn_cpu_us} µs/connection, ${f.udp_cpu_us} µs/datagram (${
@@ -478,6 +524,20 @@ function waitLine(proc: Proc, re: RegExp, ms: number, what: string): Promise<str
   });
 }
 
+/** `--hold`: prints where the path is and waits for Ctrl-C (which cleans up). */
+async function hold(
+  name: PathName,
+  ws: string,
+  targets: Targets,
+  pids: PathPids | undefined,
+  say: (line: string) => void,
+): Promise<never> {
+  console.log(JSON.stringify({ path: name, workstation_netns: ws, targets, pids: pids ?? {} }));
+  say(`path ${name}: up; try: ip netns exec ${ws} wrk -c16 -d5s http://${targets.web}/`);
+  say("holding until Ctrl-C");
+  return await new Promise<never>(() => {});
+}
+
 async function main(): Promise<number> {
   const options = parseArgs(Deno.args);
   if (Deno.uid() !== 0) fail("the benchmark needs root", "Run it as root: sudo deno task bench");
@@ -485,6 +545,14 @@ async function main(): Promise<number> {
   const started = performance.now();
   const say = (line: string) => console.error(`bench: ${line}`);
   const env = await new Env().init();
+  if (DENO_FLAGS.length > 0) {
+    Deno.env.set("VIF_SIM_DENO_FLAGS", DENO_FLAGS.join(" "));
+    const dir = DENO_FLAGS.find((f) => f.startsWith("--cpu-prof-dir="))?.split("=")[1];
+    if (dir) {
+      await Deno.mkdir(dir, { recursive: true });
+      await Deno.chmod(dir, 0o1777);
+    }
+  }
   const stop = () => env.cleanup().then(() => Deno.exit(130));
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
@@ -751,16 +819,20 @@ async function main(): Promise<number> {
       const path = paths[name];
       try {
         await path.up();
+        if (options.hold) {
+          await hold(name, ws, targets, await path.pids?.(), say);
+          break;
+        }
         say(`path ${name}: measuring`);
         report.paths[name] = await measurePath(
           ws,
           targets,
           seconds,
-          options.quick,
+          options,
           (l) => say(`path ${name}: ${l}`),
           path.pids?.bind(path),
         );
-        if (name === "vif") {
+        if (name === "vif" && options.tests.has("extras")) {
           await measureVifExtras(sim, targets, seconds, report, say, `${dir}/state`);
         }
       } catch (error) {

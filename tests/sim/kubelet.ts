@@ -1036,14 +1036,19 @@ function decodeBase64(text: string): Uint8Array {
   return out;
 }
 
-/** The Deno command that runs `main.ts`, for {@linkcode KubeletOptions.vifRuntime}. */
+/**
+ * The Deno command that runs `main.ts`, for {@linkcode KubeletOptions.vifRuntime}.
+ * `VIF_SIM_DENO_FLAGS` adds Deno flags (the bench's `--cpu-prof` for the manager).
+ */
 export function vifMainCommand(deno = DENO): string[] {
+  const extra = Deno.env.get("VIF_SIM_DENO_FLAGS")?.split(" ").filter((f) => f) ?? [];
   // As the compiled binary runs it: with the V8 flags `deno compile` bakes in.
   return [
     deno,
     "run",
     "-A",
     `--v8-flags=${V8_FLAGS}`,
+    ...extra,
     "--cached-only",
     "--config",
     `${ROOT}/deno.json`,
