@@ -179,6 +179,7 @@ interface GraphModule {
   error?: string;
   dependencies?: {
     specifier: string;
+    isDynamic?: boolean;
     code?: { specifier?: string };
     type?: { specifier?: string };
   }[];
@@ -191,8 +192,12 @@ interface Reached {
   chain(specifier: string): string;
 }
 
-/** The modules reachable from `paths` (repository-relative), by one `deno info --json`. */
-async function reachable(paths: string[]): Promise<Reached> {
+/**
+ * The modules reachable from `paths` (repository-relative), by one `deno info
+ * --json`; with `loadedOnly`, through what loads with the module only: static
+ * imports of code, not `import type` nor what an `import()` may load later.
+ */
+async function reachable(paths: string[], loadedOnly = false): Promise<Reached> {
   const dir = await Deno.makeTempDir({ prefix: "vif-arch-" });
   try {
     const entry = `${dir}/entry.ts`;
@@ -221,7 +226,11 @@ async function reachable(paths: string[]): Promise<Reached> {
       if (module === undefined) continue;
       if (current !== entryUrl) modules.set(current, module);
       for (const dependency of module.dependencies ?? []) {
-        for (const target of [dependency.code?.specifier, dependency.type?.specifier]) {
+        if (loadedOnly && dependency.isDynamic) continue;
+        const targets = loadedOnly
+          ? [dependency.code?.specifier]
+          : [dependency.code?.specifier, dependency.type?.specifier];
+        for (const target of targets) {
           if (target === undefined) continue;
           const resolved = resolve(target);
           if (resolved === entryUrl || parent.has(resolved)) continue;
@@ -312,6 +321,27 @@ Deno.test("architecture: manager imports nothing from mod/tun and no FFI code", 
       else if (path !== undefined && matchingLines(await read(path), FFI_USE).length > 0) {
         problems.push(`${chain(specifier)}: uses FFI`);
       }
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("architecture: the daemon loads @kubernetes/client-node only on demand (an import())", async () => {
+  // About 90 MB of resident memory: the CLI resolves the kubeconfig, and the
+  // daemon's discovery and port-forward use mod/kube/api.ts and websocket.ts.
+  const roots = [
+    "mod/daemon/daemon.ts",
+    "mod/daemon/connection.ts",
+    "mod/kube/discovery.ts",
+    "mod/kube/portforward.ts",
+  ];
+  const { modules, chain } = await reachable(roots, true);
+  const problems: string[] = [];
+  for (const [specifier, module] of modules) {
+    if (
+      module.kind === "npm" && npmName(module.npmPackage ?? specifier) === "@kubernetes/client-node"
+    ) {
+      problems.push(chain(specifier));
     }
   }
   assertEquals(problems, []);

@@ -228,10 +228,16 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
   const home = env("HOME");
   if (home) params.home = home;
   if (!options.managerAddress) {
-    // Fail here, with kubectl's wording, before a daemon is started for nothing.
-    const { loadKubeConfig } = await import("../kube/client.ts");
+    // Fail here, with kubectl's wording, before a daemon is started for nothing;
+    // and get the credentials as this user (an exec plugin runs as the user,
+    // not as root in the daemon), so the daemon needs no Kubernetes client.
+    const { loadKubeConfig, resolveAccess } = await import("../kube/client.ts");
     try {
-      loadKubeConfig(kubeconfigSource(params));
+      const loaded = loadKubeConfig(kubeconfigSource(params));
+      params.resolved = {
+        context: loaded.context,
+        access: await resolveAccess(loaded.kubeConfig),
+      };
     } catch (error) {
       throw asUserError(error);
     }

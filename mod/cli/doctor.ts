@@ -143,8 +143,11 @@ async function runChecks(options: DoctorOptions, context: CliContext): Promise<C
     return checks;
   }
   let manager;
+  let access;
   try {
-    manager = await discoverManager(loaded.kubeConfig, options.managerNamespace);
+    access = await kube.resolveAccess(loaded.kubeConfig);
+    const { kubeApi } = await import("../kube/api.ts");
+    manager = await discoverManager(kubeApi(access), options.managerNamespace);
     const version = manager.version ?? "(unlabelled)";
     const same = manager.version === VERSION;
     add({
@@ -179,13 +182,13 @@ async function runChecks(options: DoctorOptions, context: CliContext): Promise<C
     });
     return checks;
   }
-  add(await subnetCheck(loaded.kubeConfig, manager, options.managerNamespace));
+  add(await subnetCheck(access, manager, options.managerNamespace));
   return checks;
 }
 
 /** Asks the manager for the cluster's subnets (Arrive, then Depart) and plans them. */
 async function subnetCheck(
-  kc: import("@kubernetes/client-node").KubeConfig,
+  access: import("../kube/api.ts").ApiAccess,
   manager: { namespace: string; pod: string; port: number; caPem: string },
   managerNamespace: string,
 ): Promise<Check> {
@@ -196,7 +199,7 @@ async function subnetCheck(
   const { listRoutes } = await import("../tun/mod.ts");
   let proxy;
   try {
-    proxy = await startPortForwardProxy(kc, manager);
+    proxy = await startPortForwardProxy(access, manager);
   } catch (error) {
     return { name: "subnets", result: "fail", detail: message(error), fix: hintOf(error, "") };
   }
@@ -223,7 +226,7 @@ async function subnetCheck(
         ...(info?.serviceSubnets ?? []).map((cidr) => ({ cidr, source: "services" as const })),
       ],
       system: await listRoutes(),
-      protectedHosts: [new URL(kc.getCurrentCluster()?.server ?? "https://0.0.0.0").hostname],
+      protectedHosts: [new URL(access.server).hostname.replace(/^\[|\]$/g, "")],
     });
     if (plan.conflicts.length === 0) {
       return {

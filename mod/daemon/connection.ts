@@ -15,7 +15,7 @@ import { type ConnectParams, kubeconfigSource } from "./control.ts";
 import { sessionDns, setupDns } from "./dns_setup.ts";
 import { ConnectError, type Log, Session } from "./session.ts";
 import type { PortForwardProxy } from "../kube/portforward.ts";
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { ApiAccess } from "../kube/api.ts";
 
 /** The DNS address inside the VIF block (DESIGN.md §3). */
 export const DNS_ADDRESS = "240.0.0.2";
@@ -79,7 +79,8 @@ export interface ConnectionStatus {
 interface KubeSide {
   context: string;
   server: string;
-  kubeConfig: KubeConfig;
+  /** How to reach the API server; replaced when the credentials expire. */
+  access: ApiAccess;
   proxy: PortForwardProxy;
 }
 
@@ -241,12 +242,33 @@ export class Connection {
       if (!kube || searching) return;
       searching = true;
       try {
-        const { discoverManager } = await import("../kube/discovery.ts");
-        const found = await discoverManager(kube.kubeConfig, this.params.managerNamespace);
+        const [{ discoverManager }, { kubeApi }] = await Promise.all([
+          import("../kube/discovery.ts"),
+          import("../kube/api.ts"),
+        ]);
+        const ns = this.params.managerNamespace;
+        let found;
+        let fresh: ApiAccess | undefined;
+        try {
+          found = await discoverManager(kubeApi(kube.access), ns);
+        } catch (error) {
+          if (!unauthorized(error)) throw error;
+          // The credentials expired (an exec plugin's token): get new ones
+          // from the kubeconfig, as the client did, and carry on with them.
+          this.#log("info", "connection: the API server refused the credentials; renewing them");
+          fresh = (await resolveContext(this.params)).access;
+          kube.access = fresh;
+          found = await discoverManager(kubeApi(fresh), ns);
+        }
         const now = kube.proxy.target;
-        if (found.pod !== now.pod || found.port !== now.port) {
-          this.#log("info", `connection: the traffic-manager is now ${found.pod}`);
-          kube.proxy.retarget({ namespace: found.namespace, pod: found.pod, port: found.port });
+        if (fresh || found.pod !== now.pod || found.port !== now.port) {
+          if (found.pod !== now.pod) {
+            this.#log("info", `connection: the traffic-manager is now ${found.pod}`);
+          }
+          kube.proxy.retarget(
+            { namespace: found.namespace, pod: found.pod, port: found.port },
+            fresh,
+          );
           kube.proxy.dropped.then(onDrop);
         }
       } catch (error) {
@@ -354,32 +376,59 @@ async function openKube(
   progress: (step: string) => void,
   log: Log,
 ): Promise<{ kube: KubeSide; caPem: string }> {
-  const [{ loadKubeConfig }, { discoverManager, reachApiServer }, { startPortForwardProxy }] =
-    await Promise.all([
-      import("../kube/client.ts"),
-      import("../kube/discovery.ts"),
-      import("../kube/portforward.ts"),
-    ]);
-  const loaded = loadKubeConfig(kubeconfigSource(params));
-  progress(`contacting the API server at ${loaded.server} (context "${loaded.context}")`);
-  await reachApiServer(loaded.server);
-  const manager = await discoverManager(loaded.kubeConfig, params.managerNamespace);
+  const [{ discoverManager, reachApiServer }, { startPortForwardProxy }, { kubeApi }] =
+    await Promise
+      .all([
+        import("../kube/discovery.ts"),
+        import("../kube/portforward.ts"),
+        import("../kube/api.ts"),
+      ]);
+  const { context, access } = params.resolved ?? await resolveContext(params);
+  progress(`contacting the API server at ${access.server} (context "${context}")`);
+  await reachApiServer(access.server);
+  const manager = await discoverManager(kubeApi(access), params.managerNamespace);
   if (manager.version && compareVersions(manager.version, MIN_MANAGER_VERSION) < 0) {
     throw new ConnectError(
       `the traffic-manager in "${manager.namespace}" is version ${manager.version}, older than ${MIN_MANAGER_VERSION}, the oldest this vif ${VERSION} works with`,
-      `Upgrade it with \`vif install --context ${loaded.context}\`, then connect again.`,
+      `Upgrade it with \`vif install --context ${context}\`, then connect again.`,
     );
   }
   progress(`port-forwarding to ${manager.namespace}/${manager.pod}:${manager.port}`);
-  const proxy = await startPortForwardProxy(loaded.kubeConfig, {
+  const proxy = await startPortForwardProxy(access, {
     namespace: manager.namespace,
     pod: manager.pod,
     port: manager.port,
   }, { log });
   return {
-    kube: { context: loaded.context, server: loaded.server, kubeConfig: loaded.kubeConfig, proxy },
+    kube: { context, server: access.server, access, proxy },
     caPem: manager.caPem,
   };
+}
+
+/**
+ * Resolves the kubeconfig's context here: what the client does before it
+ * asks, done by the daemon when the client sent nothing or the credentials
+ * it sent have expired. Loads `@kubernetes/client-node` (and with it about
+ * 90 MB) only then.
+ *
+ * @param params the kubeconfig's files and context
+ * @returns the context and its access
+ */
+async function resolveContext(
+  params: ConnectParams,
+): Promise<{ context: string; access: ApiAccess }> {
+  const { loadKubeConfig, resolveAccess } = await import("../kube/client.ts");
+  const loaded = loadKubeConfig(kubeconfigSource(params));
+  return { context: loaded.context, access: await resolveAccess(loaded.kubeConfig) };
+}
+
+/** Whether a discovery failure was the API server refusing the credentials (401). */
+function unauthorized(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e && depth < 4; depth++) {
+    if ((e as { statusCode?: unknown }).statusCode === 401) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 /** `CAP_NET_ADMIN`'s bit in the capability sets. */

@@ -18,6 +18,8 @@
  * @module
  */
 
+import type { ApiAccess } from "../kube/api.ts";
+
 /** The protocol's version, in `version`'s result; bumped on incompatible change. */
 export const PROTOCOL_VERSION = 1;
 
@@ -87,6 +89,19 @@ export interface ConnectParams {
   dnsExclude: string[];
   /** How long the manager may be unreachable before the connection is torn down. */
   graceSeconds: number;
+  /**
+   * The kubeconfig's context as the client resolved it: the context's name
+   * and how to reach its API server, credentials included (an exec plugin's
+   * token, got as the user). Absent: the daemon resolves it from the
+   * kubeconfig itself. Never logged or stored.
+   */
+  resolved?: ResolvedContext;
+}
+
+/** A kubeconfig context resolved for API calls (see {@linkcode ConnectParams.resolved}). */
+export interface ResolvedContext {
+  context: string;
+  access: ApiAccess;
 }
 
 /** Default of {@linkcode ConnectParams.graceSeconds}. */

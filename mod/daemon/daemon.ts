@@ -404,10 +404,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     }
   };
 
-  // The Kubernetes client is half a second of module loading: start it now,
-  // while the first `vif connect` is still on its way.
+  // Discovery and the port-forward are small (no Kubernetes client library,
+  // see mod/kube/api.ts): load them now, while the first `vif connect` is on
+  // its way.
   Promise.all([
-    import("../kube/client.ts"),
     import("../kube/discovery.ts"),
     import("../kube/portforward.ts"),
   ]).catch(() => {});

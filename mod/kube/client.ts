@@ -21,6 +21,7 @@
 
 import { type Cluster, type Context, KubeConfig, type User } from "@kubernetes/client-node";
 import { delimiter, dirname, resolve } from "node:path";
+import type { ApiAccess } from "./api.ts";
 import { KubeError } from "./errors.ts";
 
 /** Options of {@linkcode loadKubeConfig}. */
@@ -225,4 +226,54 @@ function processEnv(name: string): string | undefined {
 function errorText(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.split("\n", 1)[0] ?? text;
+}
+
+/**
+ * Resolves what requests to the chosen context's API server need: its CA,
+ * the client certificate, and the headers of the user's credentials (a
+ * token, a token file, an exec credential plugin's token, basic auth), as
+ * `@kubernetes/client-node` applies them. An exec plugin runs now, as the
+ * calling user.
+ *
+ * @param kubeConfig a kubeconfig with its context chosen ({@linkcode loadKubeConfig})
+ * @returns the access; it holds credentials
+ * @throws {KubeError} when the credentials cannot be had (an exec plugin failed)
+ */
+export async function resolveAccess(kubeConfig: KubeConfig): Promise<ApiAccess> {
+  const cluster = kubeConfig.getCurrentCluster();
+  const opts: {
+    ca?: Uint8Array | string;
+    cert?: Uint8Array | string;
+    key?: Uint8Array | string;
+    rejectUnauthorized?: boolean;
+    servername?: string;
+    auth?: string;
+    headers?: Record<string, string | number | string[]>;
+  } = {};
+  try {
+    await kubeConfig.applyToHTTPSOptions(opts as Parameters<KubeConfig["applyToHTTPSOptions"]>[0]);
+  } catch (cause) {
+    throw new KubeError(
+      `cannot get credentials for context "${kubeConfig.getCurrentContext()}": ${errorText(cause)}`,
+      {
+        hint: "Check the kubeconfig's user (its exec plugin or token file), or log in again.",
+        cause,
+      },
+    );
+  }
+  const pem = (v: Uint8Array | string | undefined) =>
+    v === undefined ? undefined : typeof v === "string" ? v : new TextDecoder().decode(v);
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.headers ?? {})) {
+    headers[k] = Array.isArray(v) ? v.join(", ") : String(v);
+  }
+  if (opts.auth) headers.Authorization = `Basic ${btoa(opts.auth)}`;
+  const access: ApiAccess = { server: cluster?.server ?? "", headers };
+  const ca = pem(opts.ca), cert = pem(opts.cert), key = pem(opts.key);
+  if (ca) access.caPem = ca;
+  if (cert) access.certPem = cert;
+  if (key) access.keyPem = key;
+  if (opts.rejectUnauthorized === false) access.insecure = true;
+  if (opts.servername) access.serverName = opts.servername;
+  return access;
 }

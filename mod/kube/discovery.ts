@@ -1,17 +1,14 @@
 /**
  * Finding the traffic-manager through the Kubernetes API: its Service, a
- * Ready pod behind it, its gRPC port, and the CA in its TLS Secret.
+ * Ready pod behind it, its gRPC port, and the CA in its TLS Secret. Plain
+ * REST through {@linkcode KubeApi}, so the daemon needs no Kubernetes client
+ * library for it.
  *
  * @module
  */
 
-import {
-  AuthorizationV1Api,
-  CoreV1Api,
-  type KubeConfig,
-  type V1Pod,
-} from "@kubernetes/client-node";
 import { DEFAULT_MANAGER_PORT } from "../rpc/service.ts";
+import type { KubeApi } from "./api.ts";
 import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
 
 /** What the client needs to reach the manager. */
@@ -101,7 +98,27 @@ function apiError(
   );
 }
 
-function isReady(pod: V1Pod): boolean {
+/** The parts of the API objects discovery reads. */
+interface Service {
+  spec?: {
+    selector?: Record<string, string>;
+    ports?: Array<{ name?: string; port?: number; targetPort?: number | string }>;
+  };
+}
+interface Pod {
+  metadata?: { name?: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  spec?: { containers?: Array<{ ports?: Array<{ name?: string; containerPort: number }> }> };
+  status?: {
+    phase?: string;
+    podIP?: string;
+    conditions?: Array<{ type: string; status: string }>;
+  };
+}
+interface Secret {
+  data?: Record<string, string>;
+}
+
+function isReady(pod: Pod): boolean {
   return pod.status?.phase === "Running" &&
     (pod.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True") &&
     !pod.metadata?.deletionTimestamp;
@@ -160,17 +177,18 @@ export async function reachApiServer(server: string, timeoutMs = 10_000): Promis
  * `namespace` (a SelfSubjectAccessReview, what `kubectl auth can-i` sends),
  * so that a missing permission is named before anything else fails on it.
  *
- * @param kc the kubeconfig, context chosen
+ * @param api the API server, as the user
  * @param namespace the manager's namespace
  * @returns the answer, or undefined when the server could not say
  */
 export async function mayPortForward(
-  kc: KubeConfig,
+  api: KubeApi,
   namespace: string,
 ): Promise<boolean | undefined> {
   try {
-    const review = await kc.makeApiClient(AuthorizationV1Api).createSelfSubjectAccessReview({
-      body: {
+    const review = await api.post<{ status?: { allowed?: boolean } }>(
+      "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+      {
         apiVersion: "authorization.k8s.io/v1",
         kind: "SelfSubjectAccessReview",
         spec: {
@@ -182,8 +200,8 @@ export async function mayPortForward(
           },
         },
       },
-    });
-    return review.status?.allowed;
+    );
+    return review?.status?.allowed;
   } catch {
     return undefined; // Not allowed to ask, or an old server: the port-forward itself will tell.
   }
@@ -192,18 +210,18 @@ export async function mayPortForward(
 /**
  * Finds the manager in `namespace`.
  *
- * @param kc the kubeconfig, context chosen
+ * @param api the API server, as the user
  * @param namespace the manager's namespace
  * @returns where it is and its CA
  * @throws {DiscoveryError} when it is not installed, has no ready pod, may not be
  *   port-forwarded to, or the API refuses
  */
-export async function discoverManager(kc: KubeConfig, namespace: string): Promise<ManagerLocation> {
-  const server = kc.getCurrentCluster()?.server ?? "(no server)";
-  const core = kc.makeApiClient(CoreV1Api);
-  let service;
+export async function discoverManager(api: KubeApi, namespace: string): Promise<ManagerLocation> {
+  const server = api.server;
+  const ns = `/api/v1/namespaces/${encodeURIComponent(namespace)}`;
+  let service: Service;
   try {
-    service = await core.readNamespacedService({ name: MANAGER_NAME, namespace });
+    service = await api.get<Service>(`${ns}/services/${MANAGER_NAME}`);
   } catch (error) {
     if (statusOf(error) === 404) {
       throw new DiscoveryError(
@@ -217,9 +235,12 @@ export async function discoverManager(kc: KubeConfig, namespace: string): Promis
   const selector = service.spec?.selector ?? {};
   const labelSelector = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(",");
   const svcPort = service.spec?.ports?.find((p) => p.name === "grpc") ?? service.spec?.ports?.[0];
-  let pods;
+  let pods: { items: Pod[] };
   try {
-    pods = await core.listNamespacedPod({ namespace, labelSelector });
+    pods = await api.get<{ items: Pod[] }>(
+      `${ns}/pods?labelSelector=${encodeURIComponent(labelSelector)}`,
+    );
+    pods.items ??= [];
   } catch (error) {
     throw apiError(error, "list the traffic-manager's pods", server, namespace);
   }
@@ -240,16 +261,16 @@ export async function discoverManager(kc: KubeConfig, namespace: string): Promis
       if (named) port = named.containerPort;
     }
   }
-  if (await mayPortForward(kc, namespace) === false) {
+  if (await mayPortForward(api, namespace) === false) {
     throw new DiscoveryError(
       `not allowed to port-forward to pods in namespace "${namespace}"`,
       `Ask a cluster admin for "create" on "pods/portforward" in "${namespace}" ` +
         `(check with: kubectl auth can-i create pods/portforward -n ${namespace}).`,
     );
   }
-  let secret;
+  let secret: Secret;
   try {
-    secret = await core.readNamespacedSecret({ name: TLS_SECRET_NAME, namespace });
+    secret = await api.get<Secret>(`${ns}/secrets/${TLS_SECRET_NAME}`);
   } catch (error) {
     if (statusOf(error) === 404) {
       throw new DiscoveryError(

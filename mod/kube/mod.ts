@@ -17,7 +17,13 @@
  * @module
  */
 
-export { type LoadedKubeConfig, loadKubeConfig, type LoadKubeConfigOptions } from "./client.ts";
+export {
+  type LoadedKubeConfig,
+  loadKubeConfig,
+  type LoadKubeConfigOptions,
+  resolveAccess,
+} from "./client.ts";
+export { type ApiAccess, type KubeApi, kubeApi, KubeApiError } from "./api.ts";
 export { KubeError, type KubeErrorOptions } from "./errors.ts";
 export {
   type AppliedObject,

@@ -5,12 +5,16 @@
  * daemon points its gRPC channel at the listener, so the whole tunnel is one
  * port-forward of one port.
  *
+ * The WebSocket is vif's own small client (`websocket.ts`) with the access
+ * the CLI resolved from the kubeconfig, not `@kubernetes/client-node`'s: the
+ * daemon never loads that library (about 90 MB).
+ *
  * @module
  */
 
-import { Buffer } from "node:buffer";
-import { PassThrough, Writable } from "node:stream";
-import { type KubeConfig, PortForward } from "@kubernetes/client-node";
+import type { ApiAccess } from "./api.ts";
+import { KubeApiError } from "./api.ts";
+import { connectWebSocket, type WebSocketConnection } from "./websocket.ts";
 
 /** Where to forward to. */
 export interface PortForwardTarget {
@@ -38,9 +42,10 @@ export interface PortForwardProxy {
   readonly dropped: Promise<PortForwardError>;
   /**
    * Sends new connections to another pod (the manager's replacement), on the
-   * same local address, so a gRPC channel pointed at it reconnects by itself.
+   * same local address, so a gRPC channel pointed at it reconnects by itself;
+   * with `access`, new connections also use these credentials (fresh ones).
    */
-  retarget(target: PortForwardTarget): void;
+  retarget(target: PortForwardTarget, access?: ApiAccess): void;
   /** Stops listening and ends every forwarded connection. */
   close(): Promise<void>;
 }
@@ -64,6 +69,9 @@ export class PortForwardError extends Error {
   }
 }
 
+/** The subprotocols offered: the kubelet's binary channel protocol, newest first. */
+export const PORT_FORWARD_SUBPROTOCOLS = ["v4.channel.k8s.io", "channel.k8s.io"];
+
 /**
  * Explains a port-forward failure: a 403 means RBAC, a 404 a missing pod,
  * anything else the API server's address.
@@ -79,21 +87,22 @@ export function describePortForwardError(
   server: string,
 ): PortForwardError {
   const text = String((error as Error)?.message ?? error);
-  if (/\b403\b|forbidden/i.test(text)) {
+  const status = error instanceof KubeApiError ? error.statusCode : undefined;
+  if (status === 403 || (status === undefined && /\b403\b|forbidden/i.test(text))) {
     return new PortForwardError(
       `not allowed to port-forward to pods in "${target.namespace}": ${text}`,
       `Ask a cluster admin for "create" on "pods/portforward" in namespace "${target.namespace}".`,
       { cause: error },
     );
   }
-  if (/\b401\b|unauthori[sz]ed/i.test(text)) {
+  if (status === 401 || (status === undefined && /\b401\b|unauthori[sz]ed/i.test(text))) {
     return new PortForwardError(
       `the API server at "${server}" did not accept the credentials: ${text}`,
       "Log in again (your token may have expired) or check the kubeconfig's user.",
       { cause: error },
     );
   }
-  if (/\b404\b|not found/i.test(text)) {
+  if (status === 404 || (status === undefined && /\b404\b|not found/i.test(text))) {
     return new PortForwardError(
       `the pod "${target.namespace}/${target.pod}" is gone: ${text}`,
       "Connect again: vif finds the traffic-manager's current pod.",
@@ -107,18 +116,40 @@ export function describePortForwardError(
   );
 }
 
+/** The port-forward path of `target` (RFC 3986 escaping of the names). */
+function portForwardPath(target: PortForwardTarget): string {
+  return `/api/v1/namespaces/${encodeURIComponent(target.namespace)}/pods/${
+    encodeURIComponent(target.pod)
+  }/portforward?ports=${target.port}`;
+}
+
+/** Opens a port-forward WebSocket to `target`. */
+function openPortForward(access: ApiAccess, target: PortForwardTarget, timeoutMs?: number) {
+  return connectWebSocket(access, portForwardPath(target), {
+    protocols: PORT_FORWARD_SUBPROTOCOLS,
+    ...(timeoutMs ? { timeoutMs } : {}),
+  });
+}
+
+/** Bytes from the pod queued for the local socket before the WebSocket is paused. */
+const PAUSE_AT = 4 * 1024 * 1024;
+/** The read size from the local socket: one WebSocket message's worth. */
+const READ_SIZE = 256 * 1024;
+
 /**
- * Opens one port-forward WebSocket for an accepted connection and pipes bytes
- * both ways; resolves when either side ends.
+ * Carries one accepted connection over its own port-forward WebSocket until
+ * either side ends.
+ *
+ * The kubelet's channel protocol: every message starts with its channel byte,
+ * 0 data and 1 error for the (single) port; the first message on each is the
+ * port number (2 bytes, little-endian), which carries nothing else.
  */
 async function forwardOne(
-  kc: KubeConfig,
-  target: PortForwardTarget,
+  ws: WebSocketConnection,
   conn: Deno.TcpConn,
   onError: (text: string) => void,
   onDrop: () => void,
 ): Promise<void> {
-  const input = new PassThrough({ highWaterMark: 1 << 20 });
   let closed = false;
   const closeConn = () => {
     if (closed) return;
@@ -129,81 +160,76 @@ async function forwardOne(
       // already closed
     }
   };
-  // Pod → local socket; the callback waits for the socket write, so a slow
-  // local reader slows the WebSocket reader.
-  const output = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      if (closed) return cb();
-      const bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      (async () => {
-        for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
-      })().then(() => cb(), () => {
-        closeConn();
-        cb();
-      });
-    },
-  });
-  const errors = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      // The first frame on the error channel is only the port number, which
-      // client-node strips: an empty chunk is not an error.
-      const text = chunk.toString("utf8").trim();
+  // Pod → local socket, in order; a slow local reader pauses the WebSocket.
+  const seenHeader = [false, false];
+  let chain = Promise.resolve();
+  let queued = 0;
+  let paused = false;
+  const decoder = new TextDecoder();
+  ws.onmessage = (message) => {
+    const bytes = typeof message === "string" ? new TextEncoder().encode(message) : message;
+    if (bytes.length === 0) return;
+    const channel = bytes[0]!;
+    const payload = bytes.subarray(1);
+    if (channel > 1) return;
+    if (!seenHeader[channel]) {
+      seenHeader[channel] = true; // The port number: nothing to carry.
+      return;
+    }
+    if (channel === 1) {
+      const text = decoder.decode(payload).trim();
       if (text) {
         onError(text);
         closeConn();
       }
-      cb();
-    },
-  });
-  const ws = await new PortForward(kc, true).portForward(
-    target.namespace,
-    target.pod,
-    [target.port],
-    output,
-    errors,
-    input,
-  ) as { on(event: string, fn: () => void): void; close(): void };
-  const wsClosed = new Promise<void>((resolve) => {
-    ws.on("close", () => {
-      closeConn();
-      resolve();
+      return;
+    }
+    if (closed || payload.length === 0) return;
+    queued += payload.length;
+    if (queued > PAUSE_AT && !paused) {
+      paused = true;
+      ws.pause();
+    }
+    chain = chain.then(async () => {
+      if (closed) return;
+      try {
+        for (let off = 0; off < payload.length;) off += await conn.write(payload.subarray(off));
+      } catch {
+        closeConn();
+      }
+      queued -= payload.length;
+      if (paused && queued < PAUSE_AT / 4) {
+        paused = false;
+        ws.resume();
+      }
     });
-    ws.on("error", () => {
-      closeConn();
-      resolve();
-    });
-  });
-  // Local socket → pod, with backpressure from the PassThrough.
-  // Whether the local side ended on its own (EOF, or an error not caused by closeConn).
+  };
+  const wsClosed = ws.closed.then(() => closeConn());
+  // Local socket → pod: each read is one message on channel 0.
   let localEnded = false;
   const reading = (async () => {
-    const buf = new Uint8Array(256 * 1024);
+    const buf = new Uint8Array(1 + READ_SIZE);
     try {
       for (;;) {
-        const n = await conn.read(buf);
+        const n = await conn.read(buf.subarray(1));
         if (n === null) {
           localEnded = true;
           break;
         }
-        if (!input.write(Buffer.from(buf.subarray(0, n)))) {
-          await new Promise((resolve) => input.once("drain", resolve));
-        }
+        buf[0] = 0;
+        await ws.send(buf.subarray(0, 1 + n)); // framed (copied) before it resolves
       }
     } catch {
       // The socket was closed: by the far side's end (closeConn), or here.
       if (!closed) localEnded = true;
     }
-    input.end();
   })();
-  await Promise.race([wsClosed, reading.then(() => wsClosed)]);
+  await Promise.race([wsClosed, reading]);
   // The far side went first while this side still had a connection to carry.
   if (!localEnded) onDrop();
-  try {
-    ws.close();
-  } catch {
-    // gone
-  }
+  ws.close();
   closeConn();
+  await wsClosed;
 }
 
 /**
@@ -211,50 +237,27 @@ async function forwardOne(
  * The first connection is tried at once, so a refused port-forward (RBAC, a
  * missing pod, an unreachable API server) fails here with a clear error.
  *
- * @param kc the kubeconfig, with its context chosen
- * @param target the pod and port
+ * @param access the API server and credentials (from the kubeconfig)
+ * @param initial the pod and port
  * @param options log sink and the probe
  * @returns the running proxy
  * @throws {PortForwardError} when the API server refuses the port-forward
  */
 export async function startPortForwardProxy(
-  kc: KubeConfig,
+  access: ApiAccess,
   initial: PortForwardTarget,
   options: { log?: KubeLog; timeoutMs?: number } = {},
 ): Promise<PortForwardProxy> {
   const log = options.log ?? (() => {});
-  const server = kc.getCurrentCluster()?.server ?? "(no server)";
+  const server = access.server;
   let target = initial;
+  let credentials = access;
   // Probe: open (and drop) one WebSocket, bounded in time.
-  const probe = (async () => {
-    const sink = new Writable({ write: (_c, _e, cb) => cb() });
-    const ws = await new PortForward(kc, true).portForward(
-      target.namespace,
-      target.pod,
-      [target.port],
-      sink,
-      null,
-      new PassThrough(),
-    ) as { close(): void };
-    ws.close();
-  })();
-  const timeoutMs = options.timeoutMs ?? 10_000;
-  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.race([
-      probe,
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no answer from the API server within ${timeoutMs / 1000} s`)),
-          timeoutMs,
-        );
-      }),
-    ]);
+    const ws = await openPortForward(credentials, target, options.timeoutMs ?? 10_000);
+    ws.close();
   } catch (error) {
-    probe.catch(() => {});
     throw describePortForwardError(error, target, server);
-  } finally {
-    clearTimeout(timer);
   }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   let dropped = Promise.withResolvers<PortForwardError>();
@@ -269,23 +272,25 @@ export async function startPortForwardProxy(
       conn.setNoDelay(true);
       const aimedAt = target;
       const dropSignal = dropped;
-      forwardOne(kc, aimedAt, conn, (text) => {
-        lastError = text;
-        log(
-          "warn",
-          `kube: port-forward to ${aimedAt.namespace}/${aimedAt.pod}:${aimedAt.port}: ${text}`,
-        );
-      }, () => {
-        if (closing) return;
-        dropSignal.resolve(
-          new PortForwardError(
-            `the port-forward to ${aimedAt.namespace}/${aimedAt.pod}:${aimedAt.port} was closed${
-              lastError ? `: ${lastError}` : " by the API server"
-            }`,
-            "Run `vif connect` again: it finds the traffic-manager's current pod.",
-          ),
-        );
-      }).catch((error) => {
+      openPortForward(credentials, aimedAt).then((ws) =>
+        forwardOne(ws, conn, (text) => {
+          lastError = text;
+          log(
+            "warn",
+            `kube: port-forward to ${aimedAt.namespace}/${aimedAt.pod}:${aimedAt.port}: ${text}`,
+          );
+        }, () => {
+          if (closing) return;
+          dropSignal.resolve(
+            new PortForwardError(
+              `the port-forward to ${aimedAt.namespace}/${aimedAt.pod}:${aimedAt.port} was closed${
+                lastError ? `: ${lastError}` : " by the API server"
+              }`,
+              "Run `vif connect` again: it finds the traffic-manager's current pod.",
+            ),
+          );
+        })
+      ).catch((error) => {
         lastError = String(error?.message ?? error);
         log("warn", `kube: port-forward failed: ${lastError}`);
         if (!closing) dropSignal.resolve(describePortForwardError(error, aimedAt, server));
@@ -315,8 +320,9 @@ export async function startPortForwardProxy(
     get dropped() {
       return dropped.promise;
     },
-    retarget(next: PortForwardTarget) {
+    retarget(next: PortForwardTarget, fresh?: ApiAccess) {
       target = next;
+      if (fresh) credentials = fresh;
       dropped = Promise.withResolvers<PortForwardError>();
       lastError = undefined;
       log("info", `kube: port-forward now to ${next.namespace}/${next.pod}:${next.port}`);

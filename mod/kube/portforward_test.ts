@@ -7,6 +7,8 @@
  */
 
 import { KubeConfig } from "@kubernetes/client-node";
+import { type ApiAccess, kubeApi } from "./api.ts";
+import { resolveAccess } from "./client.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
 import {
   ADMIN_TOKEN,
@@ -22,6 +24,13 @@ import { discoverManager, DiscoveryError } from "./discovery.ts";
 import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
+
+/** The access a kubeconfig file gives, resolved as the CLI does. */
+async function accessOf(kubeconfig: string): Promise<ApiAccess> {
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  return await resolveAccess(kc);
+}
 
 async function roundTrip(address: string, bytes: Uint8Array): Promise<Uint8Array> {
   const [hostname, port] = address.split(":");
@@ -57,9 +66,8 @@ async function withEchoProxy(
         metadata: { name: "vif-system" },
       });
       t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
-      const kc = new KubeConfig();
-      kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
-      const proxy = await startPortForwardProxy(kc, {
+      const access = await accessOf(await writeKubeconfig(t, ADMIN_TOKEN));
+      const proxy = await startPortForwardProxy(access, {
         namespace: "vif-system",
         pod: "traffic-manager-1",
         port: echo.port,
@@ -95,11 +103,10 @@ Deno.test("startPortForwardProxy() explains a forbidden port-forward", options, 
   await withApi(async (t) => {
     t.api.store.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "vif-system" } });
     t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
-    const kc = new KubeConfig();
-    kc.loadFromFile(await writeKubeconfig(t, LIMITED_TOKEN));
+    const access = await accessOf(await writeKubeconfig(t, LIMITED_TOKEN));
     const e = await assertRejects(
       () =>
-        startPortForwardProxy(kc, {
+        startPortForwardProxy(access, {
           namespace: "vif-system",
           pod: "traffic-manager-1",
           port: 8081,
@@ -114,16 +121,15 @@ Deno.test(
   "startPortForwardProxy() fails in bounded time when the API server is unreachable",
   options,
   async () => {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: "c", server: "https://127.0.0.1:1", skipTLSVerify: true }],
-      users: [{ name: "u", token: "x" }],
-      contexts: [{ name: "x", cluster: "c", user: "u" }],
-      currentContext: "x",
-    });
+    const access: ApiAccess = {
+      server: "https://127.0.0.1:1",
+      insecure: true,
+      headers: { Authorization: "Bearer x" },
+    };
     const t0 = performance.now();
     const e = await assertRejects(
-      () => startPortForwardProxy(kc, { namespace: "n", pod: "p", port: 1 }, { timeoutMs: 3000 }),
+      () =>
+        startPortForwardProxy(access, { namespace: "n", pod: "p", port: 1 }, { timeoutMs: 3000 }),
       PortForwardError,
     );
     assert(performance.now() - t0 < 5000);
@@ -136,9 +142,8 @@ Deno.test(
   options,
   async () => {
     await withApi(async (t) => {
-      const kc = new KubeConfig();
-      kc.loadFromFile(await writeKubeconfig(t, ADMIN_TOKEN));
-      const missing = await assertRejects(() => discoverManager(kc, "vif-system"), DiscoveryError);
+      const api = kubeApi(await accessOf(await writeKubeconfig(t, ADMIN_TOKEN)));
+      const missing = await assertRejects(() => discoverManager(api, "vif-system"), DiscoveryError);
       assertMatch(missing.message, /not installed in namespace "vif-system"/);
       assertMatch((missing as DiscoveryError).hint, /vif install/);
 
@@ -172,7 +177,7 @@ Deno.test(
           "tls.key": btoa(t.tls.keyPem),
         },
       });
-      const found = await discoverManager(kc, "vif-system");
+      const found = await discoverManager(api, "vif-system");
       assertEquals([found.pod, found.podIP, found.port], [
         "traffic-manager-abc",
         "127.0.0.1",
