@@ -11,7 +11,7 @@
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
 import { DENO, Env, must, ROOT, run, waitUntil } from "../e2e/_env.ts";
 import { debianKubectl } from "./apiserver/_testing.ts";
-import { Sim } from "./sim.ts";
+import { dialInPod, Sim } from "./sim.ts";
 
 const APP = `
 apiVersion: v1
@@ -76,6 +76,31 @@ Deno.test({
         assertMatch(out, new RegExp(`^api=198\\.19\\.0\\.1:443 ip=${pod.ip} node=node1$`, "m"));
         assertMatch(out, /^secret=s3cret mode=440$/m);
       });
+
+      await t.step(
+        "a port-forward dial reaches the pod's port; a closed port fails as the kubelet says",
+        async () => {
+          const conn = await dialInPod(pod, 8080);
+          const buf = new Uint8Array(64);
+          let text = "";
+          for (let n; (n = await conn.read(buf)) !== null;) {
+            text += new TextDecoder().decode(buf.subarray(0, n));
+          }
+          conn.close();
+          assertEquals(text, "pong\n");
+          const refused = await dialInPod(pod, 8099).then(
+            () => "connected",
+            (e: Error) => e.message,
+          );
+          assertMatch(
+            refused,
+            new RegExp(
+              `^failed to connect to localhost:8099 inside namespace "${pod.netns}", IPv4: .*refused`,
+              "i",
+            ),
+          );
+        },
+      );
 
       await t.step("the Service's ClusterIP and Endpoints follow the pod", async () => {
         await must([
