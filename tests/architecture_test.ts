@@ -385,6 +385,13 @@ Deno.test("architecture: the compiled binary bakes in the V8 flags the daemon ru
     (config.tasks.compile as string).includes(` --v8-flags=${V8_FLAGS} `),
     `the compile task should pass --v8-flags=${V8_FLAGS}: ${config.tasks.compile}`,
   );
+  // And the unstable features the code uses (Deno.listenDatagram), as runs from a checkout get them.
+  for (const feature of config.unstable ?? []) {
+    assert(
+      (config.tasks.compile as string).includes(` --unstable-${feature} `),
+      `the compile task should pass --unstable-${feature}: ${config.tasks.compile}`,
+    );
+  }
 });
 
 // --- the scanner itself -------------------------------------------------------

@@ -23,11 +23,18 @@ const QUIET_CHECK_MS = 2_000;
 const QUIET: Traffic = { packets: 2_000, bytes: 8 * 1024 * 1024 };
 /** A burst worth collecting after: this much traffic since the last collection. */
 const BURST: Traffic = { packets: 200_000, bytes: 256 * 1024 * 1024 };
+/**
+ * Or this much growth of the JS heap since the last collection: work that is
+ * not TUN traffic (a burst of DNS queries, many connections opened) grows it
+ * too.
+ */
+const HEAP_GROWTH = 8 * 1024 * 1024;
 
 /**
  * Gives glibc's free heap back every 30 s, and once traffic goes quiet after
- * a burst runs a full GC (when V8 runs with `--expose-gc`), then gives back
- * what it freed on the next check.
+ * a burst (or after the JS heap grew by {@linkcode HEAP_GROWTH}) runs a full
+ * GC (when V8 runs with `--expose-gc`), then gives back what it freed on the
+ * next check.
  *
  * @param traffic reads the traffic counters
  * @param log where the timings go (debug)
@@ -44,7 +51,8 @@ export function relieveMemory(
     ).catch(() => {});
   };
   const trimmer = setInterval(trim, TRIM_INTERVAL_MS);
-  let seen = traffic(), collectedAt = seen, trimNext = false;
+  const heap = () => Deno.memoryUsage().heapTotal;
+  let seen = traffic(), collectedAt = seen, heapAt = heap(), trimNext = false;
   const relaxer = setInterval(() => {
     // The buffers a collection frees reach the allocator a little later.
     if (trimNext) trim();
@@ -52,17 +60,22 @@ export function relieveMemory(
     const now = traffic();
     const quiet = now.packets - seen.packets < QUIET.packets &&
       now.bytes - seen.bytes < QUIET.bytes;
+    const heapNow = heap();
     const burst = now.packets - collectedAt.packets >= BURST.packets ||
       now.bytes - collectedAt.bytes >= BURST.bytes;
+    const grown = heapNow - heapAt >= HEAP_GROWTH;
     seen = now;
     const gc = (globalThis as { gc?: () => void }).gc;
-    if (!gc || !quiet || !burst) return;
+    if (!gc || !quiet || !(burst || grown)) return;
     collectedAt = now;
     const t0 = performance.now();
     gc();
+    heapAt = heap();
     log(
       "debug",
-      `memory: traffic went quiet; heap collected in ${(performance.now() - t0).toFixed(1)} ms`,
+      `memory: ${burst ? "traffic went quiet" : "the heap grew"}; heap collected in ${
+        (performance.now() - t0).toFixed(1)
+      } ms (${(heapNow / 1048576).toFixed(1)} -> ${(heapAt / 1048576).toFixed(1)} MiB)`,
     );
     trimNext = true;
   }, QUIET_CHECK_MS);
