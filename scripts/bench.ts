@@ -553,7 +553,14 @@ async function main(): Promise<number> {
       await Deno.chmod(dir, 0o1777);
     }
   }
-  const stop = () => env.cleanup().then(() => Deno.exit(130));
+  // Ctrl-C (and --hold's end): the path that is up goes down first, so a vif
+  // daemon in the workstation namespace is quit, not left behind the namespace.
+  let current: Path | undefined;
+  const stop = async () => {
+    await current?.down().catch(() => {});
+    await env.cleanup();
+    Deno.exit(130);
+  };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   const report: BenchReport = {
@@ -817,6 +824,7 @@ async function main(): Promise<number> {
     for (const name of options.paths) {
       say(`path ${name}: setting up`);
       const path = paths[name];
+      current = path;
       try {
         await path.up();
         if (options.hold) {
@@ -841,6 +849,7 @@ async function main(): Promise<number> {
         report.paths[name] = { ...report.paths[name], ...empty(), error: message };
         if (name === "vif") report.vif.error = message;
       } finally {
+        current = undefined;
         await path.down().catch((e) => say(`path ${name}: teardown: ${e}`));
       }
     }

@@ -63,6 +63,21 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
+/**
+ * Copies `from` to `to` until `from` ends, then half-closes `to`: plain reads
+ * and writes (web streams' `pipeTo` cost this process, the busiest of the
+ * simulated port-forward path, a third of its time).
+ */
+async function copyAll(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(256 * 1024);
+  for (;;) {
+    const n = await from.read(buf);
+    if (n === null) break;
+    await writeAll(to, buf.subarray(0, n));
+  }
+  await to.closeWrite().catch(() => {});
+}
+
 /** Length of the complete WebSocket frame at the start of `buf` (RFC 6455 5.2), or -1. */
 export function frameLength(buf: Uint8Array, length: number): number {
   if (length < 2) return -1;
@@ -119,7 +134,7 @@ async function copyFrames(from: Deno.Conn, to: Deno.Conn): Promise<void> {
         if (!/^HTTP\/1\.1 101/.test(head)) {
           // No upgrade: the rest is plain HTTP.
           await writeAll(to, view);
-          await from.readable.pipeTo(to.writable);
+          await copyAll(from, to);
           return;
         }
         inHead = false;
@@ -196,8 +211,8 @@ export function startTlsFront(options: {
       }
       const i = inner;
       await Promise.allSettled([
-        conn.readable.pipeTo(i.writable),
-        websocket ? copyFrames(i, conn) : i.readable.pipeTo(conn.writable),
+        copyAll(conn, i),
+        websocket ? copyFrames(i, conn) : copyAll(i, conn),
       ]);
     } catch {
       // A failed handshake or a reset: nothing to tell anyone.
