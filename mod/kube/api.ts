@@ -114,18 +114,8 @@ export function kubeApi(access: ApiAccess, options: KubeApiOptions = {}): KubeAp
       ...access.headers,
       ...(payload ? { "Content-Type": "application/json" } : {}),
     };
-    const tls = url.protocol === "https:"
-      ? {
-        ...(access.caPem ? { ca: access.caPem } : {}),
-        ...(access.certPem ? { cert: access.certPem } : {}),
-        ...(access.keyPem ? { key: access.keyPem } : {}),
-        ...(access.insecure ? { rejectUnauthorized: false } : {}),
-        ...(access.serverName ? { servername: access.serverName } : {}),
-      }
-      : {};
-    const send = url.protocol === "https:" ? https.request : http.request;
     return new Promise<T>((resolve, reject) => {
-      const req = send(url, { method, headers, ...tls, timeout: timeoutMs }, (res) => {
+      const req = requestTo(access, url, { method, headers, timeout: timeoutMs }, (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("error", (e) => reject(new KubeApiError(e.message, undefined, { cause: e })));
@@ -144,13 +134,7 @@ export function kubeApi(access: ApiAccess, options: KubeApiOptions = {}): KubeAp
             } else resolve(parsed as T);
             return;
           }
-          const st = parsed as { message?: string; reason?: string } | undefined;
-          const message = st?.message || text.split("\n", 1)[0] || res.statusMessage || "";
-          reject(
-            new KubeApiError(`HTTP ${status}: ${message}`, status, {
-              ...(st?.reason ? { reason: st.reason } : {}),
-            }),
-          );
+          reject(statusError(status, text, res.statusMessage));
         });
       });
       req.on("timeout", () => {
@@ -165,6 +149,56 @@ export function kubeApi(access: ApiAccess, options: KubeApiOptions = {}): KubeAp
     get: (path) => request("GET", path),
     post: (path, body) => request("POST", path, body),
   };
+}
+
+/**
+ * Starts a request to `url` on the API server of `access`, with its TLS
+ * settings (CA, client certificate, `insecure-skip-tls-verify`,
+ * `tls-server-name`) on an https URL.
+ *
+ * @param access the API server and credentials
+ * @param url the full URL
+ * @param options method, headers, time-out
+ * @param onResponse called with the response
+ * @returns the request, to end
+ */
+export function requestTo(
+  access: ApiAccess,
+  url: URL,
+  options: { method: string; headers: Record<string, string>; timeout: number },
+  onResponse?: (res: http.IncomingMessage) => void,
+): http.ClientRequest {
+  if (url.protocol !== "https:") return http.request(url, options, onResponse);
+  return https.request(url, {
+    ...options,
+    ...(access.caPem ? { ca: access.caPem } : {}),
+    ...(access.certPem ? { cert: access.certPem } : {}),
+    ...(access.keyPem ? { key: access.keyPem } : {}),
+    ...(access.insecure ? { rejectUnauthorized: false } : {}),
+    ...(access.serverName ? { servername: access.serverName } : {}),
+  }, onResponse);
+}
+
+/**
+ * The error for an answer with an error status: the message and reason of
+ * the API server's Status object when the body is one, else its first line.
+ *
+ * @param status the HTTP status
+ * @param body the response body
+ * @param statusMessage the HTTP reason phrase
+ * @returns the error
+ */
+export function statusError(status: number, body: string, statusMessage?: string): KubeApiError {
+  let st: { message?: string; reason?: string } | undefined;
+  try {
+    st = JSON.parse(body);
+  } catch {
+    st = undefined;
+  }
+  const message = st?.message || body.split("\n", 1)[0] || statusMessage || "";
+  return new KubeApiError(`HTTP ${status}: ${message}`, status, {
+    ...(st?.reason ? { reason: st.reason } : {}),
+  });
 }
 
 /**

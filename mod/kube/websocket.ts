@@ -13,11 +13,9 @@
 
 import { Buffer } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
-import http from "node:http";
-import https from "node:https";
 import type { Duplex } from "node:stream";
 import type { ApiAccess } from "./api.ts";
-import { KubeApiError } from "./api.ts";
+import { KubeApiError, requestTo, statusError } from "./api.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -85,19 +83,9 @@ export function connectWebSocket(
     "Sec-WebSocket-Key": key,
     "Sec-WebSocket-Protocol": options.protocols.join(", "),
   };
-  const tls = url.protocol === "https:"
-    ? {
-      ...(access.caPem ? { ca: access.caPem } : {}),
-      ...(access.certPem ? { cert: access.certPem } : {}),
-      ...(access.keyPem ? { key: access.keyPem } : {}),
-      ...(access.insecure ? { rejectUnauthorized: false } : {}),
-      ...(access.serverName ? { servername: access.serverName } : {}),
-    }
-    : {};
-  const send = url.protocol === "https:" ? https.request : http.request;
   const timeoutMs = options.timeoutMs ?? 10_000;
   return new Promise((resolve, reject) => {
-    const req = send(url, { method: "GET", headers, ...tls, timeout: timeoutMs });
+    const req = requestTo(access, url, { method: "GET", headers, timeout: timeoutMs });
     req.on("timeout", () => {
       req.destroy(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`));
     });
@@ -107,20 +95,8 @@ export function connectWebSocket(
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let st: { message?: string; reason?: string } | undefined;
-        try {
-          st = JSON.parse(text);
-        } catch {
-          st = undefined;
-        }
-        const status = res.statusCode ?? 0;
-        const message = st?.message || text.split("\n", 1)[0] || res.statusMessage || "";
-        reject(
-          new KubeApiError(`HTTP ${status}: ${message}`, status, {
-            ...(st?.reason ? { reason: st.reason } : {}),
-          }),
-        );
+        const body = Buffer.concat(chunks).toString("utf8");
+        reject(statusError(res.statusCode ?? 0, body, res.statusMessage));
       });
     });
     req.on("upgrade", (res, socket: Duplex, head: Buffer) => {
