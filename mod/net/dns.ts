@@ -624,6 +624,14 @@ export class DnsInterceptor {
   #staleInflightMs: number;
   #log: (level: "debug" | "info" | "warn", message: string) => void;
   #cache = new Map<string, Answer>();
+  /**
+   * Encoded replies to queries seen before, by the query's bytes after its
+   * id (and the transport): a repeated query (a client polling a name, a
+   * load test) is answered with a copy and a new id, without decoding,
+   * routing or encoding. An entry serves while its TTLs read the same (within
+   * one second of ageing) and the answer behind it is still cached.
+   */
+  #replies = new Map<string, CachedReply>();
   #inflight = new Map<string, Inflight>();
   #nextId = 1;
   /** Bumped by setClusterInfo, so that a look-up begun before does not fill the new cache. */
@@ -676,6 +684,7 @@ export class DnsInterceptor {
     );
     this.#subnets = [...(info.podSubnets ?? []), ...(info.serviceSubnets ?? [])];
     this.#cache.clear();
+    this.#replies.clear();
     this.#generation++;
   }
 
@@ -763,6 +772,23 @@ export class DnsInterceptor {
       this.#stats.dropped++;
       return new Uint8Array(0);
     }
+    const replyKey = bytes.length <= MAX_REPLY_KEY ? queryKey(bytes, transport) : undefined;
+    if (replyKey !== undefined) {
+      const hit = this.#replies.get(replyKey);
+      if (hit !== undefined) {
+        if (this.#now() < hit.validUntil && this.#cache.get(hit.answerKey) === hit.answer) {
+          // The answer was used: most recently, for the answer cache's order.
+          this.#cache.delete(hit.answerKey);
+          this.#cache.set(hit.answerKey, hit.answer);
+          this.#stats.cacheHits++;
+          const out = hit.reply.slice();
+          out[0] = bytes[0]!;
+          out[1] = bytes[1]!;
+          return out;
+        }
+        this.#replies.delete(replyKey);
+      }
+    }
     const message = decodeDnsMessage(bytes);
     if (message === undefined || message.questions.length !== 1) {
       this.#stats.malformed++;
@@ -793,7 +819,28 @@ export class DnsInterceptor {
       this.#stats.fallbacks++;
       return await this.#upstream(q);
     }
-    return this.#reply(q, answer, nameKey(route.labels!));
+    const reply = this.#reply(q, answer, nameKey(route.labels!));
+    const answerKey = cacheKey(route.labels!, q.question.type, q.question.class);
+    if (replyKey !== undefined && this.#cache.get(answerKey) === answer) {
+      this.#remember(replyKey, reply, answer, answerKey);
+    }
+    return reply;
+  }
+
+  /** Keeps an encoded reply for {@linkcode DnsInterceptor.#replies}. */
+  #remember(key: string, reply: Uint8Array, answer: Answer, answerKey: string): void {
+    // The TTLs in `reply` were aged by whole seconds since `storedAt`: it is
+    // right until the next whole second, and never past the answer's expiry.
+    const age = this.#now() - answer.storedAt;
+    const validUntil = Math.min(
+      answer.expiresAt,
+      answer.storedAt + (Math.floor(age / 1000) + 1) * 1000,
+    );
+    this.#replies.delete(key);
+    this.#replies.set(key, { reply, answer, answerKey, validUntil });
+    while (this.#replies.size > Math.max(this.#cacheMax, 1)) {
+      this.#replies.delete(this.#replies.keys().next().value!);
+    }
   }
 
   async #upstream(q: Query): Promise<Uint8Array> {
@@ -832,7 +879,7 @@ export class DnsInterceptor {
 
   /** A cluster look-up through the cache and the in-flight table. */
   #lookup(name: DnsName, type: number, qclass: number): Promise<Answer> {
-    const key = `${type}/${qclass}/${nameKey(name)}`;
+    const key = cacheKey(name, type, qclass);
     const now = this.#now();
     const hit = this.#cache.get(key);
     if (hit !== undefined) {
@@ -955,6 +1002,32 @@ export class DnsInterceptor {
       },
     }, q.limit);
   }
+}
+
+/** An encoded reply kept for repeated queries (see `DnsInterceptor.#replies`). */
+interface CachedReply {
+  /** The reply, its id to be replaced. */
+  reply: Uint8Array;
+  /** The cached answer it was made from: the reply serves only while that is cached. */
+  answer: Answer;
+  answerKey: string;
+  /** Until when its TTLs are right (ms). */
+  validUntil: number;
+}
+
+/** The longest query kept as a reply cache key (bytes); longer ones take the full path. */
+const MAX_REPLY_KEY = 512;
+
+/** The key of the answer cache: type, class and the lower-cased name. */
+function cacheKey(name: DnsName, type: number, qclass: number): string {
+  return `${type}/${qclass}/${nameKey(name)}`;
+}
+
+/** The reply cache's key: the transport and every byte of the query but its id. */
+function queryKey(bytes: Uint8Array, transport: "udp" | "tcp"): string {
+  let key = transport === "udp" ? "u" : "t";
+  for (let i = 2; i < bytes.length; i++) key += String.fromCharCode(bytes[i]!);
+  return key;
 }
 
 /**

@@ -588,6 +588,35 @@ Deno.test("DnsInterceptor caches negative answers for the SOA's TTL or minimum, 
   assertEquals(cached.authorities[0].ttl, 1);
 });
 
+Deno.test("DnsInterceptor answers a repeated query from its encoded reply, with the query's id and aged TTLs", async () => {
+  const { dns, cluster, clock } = interceptor();
+  const a = read(await dns.handle(query("ext", "A", { id: 11 })));
+  const b = read(await dns.handle(query("ext", "A", { id: 12 })));
+  assertEquals([a.id, b.id], [11, 12]);
+  assertEquals(b.answers, a.answers);
+  clock.advance(400); // the same second: the same TTLs
+  const c = read(await dns.handle(query("ext", "A", { id: 13 })));
+  assertEquals(c.answers.map((r: Any) => r.ttl), [5, 60]);
+  clock.advance(1_700); // 2.1 s: TTLs aged by 2
+  const d = read(await dns.handle(query("ext", "A", { id: 14 })));
+  assertEquals([d.id, d.answers.map((r: Any) => r.ttl)], [14, [3, 58]]);
+  assertEquals(cluster.asked.length, 1);
+  assertEquals(dns.stats.cacheHits, 3);
+  // Another spelling, the same answer (with the name as asked); EDNS, another reply.
+  const e = read(await dns.handle(query("EXT", "A", { id: 15 })));
+  assertEquals(e.answers[0].name, "EXT");
+  const f = read(await dns.handle(query("ext", "A", { id: 16, edns: 1232 })));
+  assertEquals(f.additionals.some((r: Any) => r.type === "OPT"), true);
+  assertEquals(cluster.asked.length, 1);
+  clock.advance(3_000); // 5.1 s: the answer expired, and with it the replies
+  await dns.handle(query("ext", "A", { id: 17 }));
+  assertEquals(cluster.asked.length, 2);
+  // New cluster facts empty both caches.
+  dns.setClusterInfo({ clusterDomain: "cluster.local", namespace: "default" });
+  await dns.handle(query("ext", "A", { id: 18 }));
+  assertEquals(cluster.asked.length, 3);
+});
+
 Deno.test("DnsInterceptor evicts the least recently used answer beyond cacheMax", async () => {
   const { dns, cluster } = interceptor({ cacheMax: 2 });
   const ask = (name: string) => dns.handle(query(name));
