@@ -441,28 +441,25 @@ async function measurePath(
     if (out.code !== 0) throw new Error(`wrk: ${out.stderr || out.stdout}`);
     return wrkFigures(out.stdout);
   };
+  /** One wrk run: rate, p50, p99 and CPU per request, rounded as the report has them. */
+  const http = async (what: string, extra: string[]) => {
+    const [r, cpu, each] = await withCpu(pids, () => wrk(extra));
+    share(what, each, cpu);
+    return [
+      round(r.rps, 0),
+      round(r.p50, 3),
+      round(r.p99, 3),
+      perUnit(cpu, r.requests, 1e6),
+    ] as const;
+  };
   if (tests.has("http")) {
-    const [http, httpCpu, httpEach] = await withCpu(pids, () => wrk([]));
-    f.http_cpu_us = perUnit(httpCpu, http.requests, 1e6);
-    share("http", httpEach, httpCpu);
-    [f.http_rps, f.http_p50_ms, f.http_p99_ms] = [
-      round(http.rps, 0),
-      round(http.p50, 3),
-      round(http.p99, 3),
-    ];
+    [f.http_rps, f.http_p50_ms, f.http_p99_ms, f.http_cpu_us] = await http("http", []);
   }
   if (tests.has("conn")) {
-    const [conn, connCpu, connEach] = await withCpu(
-      pids,
-      () => wrk(["-H", "Connection: close"]),
+    [f.conn_rps, f.conn_p50_ms, f.conn_p99_ms, f.conn_cpu_us] = await http(
+      "new connections",
+      ["-H", "Connection: close"],
     );
-    f.conn_cpu_us = perUnit(connCpu, conn.requests, 1e6);
-    share("new connections", connEach, connCpu);
-    [f.conn_rps, f.conn_p50_ms, f.conn_p99_ms] = [
-      round(conn.rps, 0),
-      round(conn.p50, 3),
-      round(conn.p99, 3),
-    ];
   }
   log(`http ${f.http_rps} req/s, new connections ${f.conn_rps}/s`);
   if (tests.has("udp")) {

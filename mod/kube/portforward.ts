@@ -14,6 +14,7 @@
 
 import type { ApiAccess } from "./api.ts";
 import { KubeApiError } from "./api.ts";
+import { writeAll } from "../net/pipe.ts";
 import { connectWebSocket, type WebSocketConnection } from "./websocket.ts";
 
 /** Where to forward to. */
@@ -193,7 +194,7 @@ async function forwardOne(
     chain = chain.then(async () => {
       if (closed) return;
       try {
-        for (let off = 0; off < payload.length;) off += await conn.write(payload.subarray(off));
+        await writeAll(conn, payload);
       } catch {
         closeConn();
       }

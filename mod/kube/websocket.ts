@@ -241,9 +241,10 @@ class Connection implements WebSocketConnection {
       }
       let payload = buf.subarray(at, at + length);
       if (masked) {
-        const key = buf.subarray(at - 4, at);
-        payload = Buffer.from(payload);
-        for (let i = 0; i < payload.length; i++) payload[i]! ^= key[i & 3]!;
+        // A copy with the key in front, unmasked as client frames are masked.
+        const copy = Buffer.from(buf.subarray(at - 4, at + length));
+        mask(payload, copy, 4);
+        payload = copy.subarray(4);
       }
       buf = buf.subarray(at + length);
       this.#frame(fin, op, payload);
@@ -334,7 +335,10 @@ export function frame(op: number, payload: Uint8Array): Buffer {
   return out;
 }
 
-/** XORs `payload` with the 4-byte key before `out[at]` into `out` from `at`, a word at a time. */
+/**
+ * XORs `payload` with the 4-byte key before `out[at]` into `out` from `at`, a
+ * word at a time: masks a client frame, and unmasks a masked one.
+ */
 function mask(payload: Uint8Array, out: Buffer, at: number): void {
   const k0 = out[at - 4]!, k1 = out[at - 3]!, k2 = out[at - 2]!, k3 = out[at - 1]!;
   const n = payload.length;

@@ -153,6 +153,24 @@ Deno.test("connectWebSocket() joins fragments, answers pings, parses frames spli
   assertEquals(got[2], big);
 });
 
+Deno.test("connectWebSocket() unmasks a frame a server masked (which it tolerates)", async () => {
+  const payload = pattern(1001);
+  const server = rawServer(async (conn) => {
+    // A client frame's layout is a masked frame: send one the server's way.
+    await conn.write(frame(2, payload));
+    await conn.write(serverFrame(8, new Uint8Array([0x03, 0xe8])));
+    await readClientFrame(conn);
+  });
+  const ws = await connectWebSocket({ server: server.url, headers: {} }, "/x", {
+    protocols: ["v4.channel.k8s.io"],
+  });
+  const got: Array<Uint8Array | string> = [];
+  ws.onmessage = (m) => got.push(m);
+  assertEquals(await ws.closed, "");
+  await server.done;
+  assertEquals(got, [payload]);
+});
+
 Deno.test("connectWebSocket() fails the connection on a frame of unknown opcode", async () => {
   const server = rawServer(async (conn) => {
     await conn.write(serverFrame(3, new Uint8Array([1])));

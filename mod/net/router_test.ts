@@ -352,13 +352,16 @@ Deno.test("Router rests a released NAT port before reuse and expires closed entr
   assertEquals(device.take().bytes.subarray(12, 16), parseAddress("240.0.0.16"));
 });
 
-Deno.test("Router treats a reset from either side as the end and a new SYN as a new connection", async () => {
-  const { device, dialer, router } = setup();
-  const syn = tcp({ src: APP, dst: DST, sport: 45000, dport: 80, flags: TcpFlags.SYN });
-  router.handlePacket(syn, syn.length);
-  dialer.tcp[0]!.resolve({ ok: true, value: nullStream() });
+/**
+ * Opens a connection from `sport` (its dial answered) and resets it from the
+ * kernel's side; returns the SYN, to send again, and the reset as translated.
+ */
+async function openThenReset(t: ReturnType<typeof setup>, sport: number) {
+  const syn = tcp({ src: APP, dst: DST, sport, dport: 80, flags: TcpFlags.SYN });
+  t.router.handlePacket(syn, syn.length);
+  t.dialer.tcp.at(-1)!.resolve({ ok: true, value: nullStream() });
   await tick();
-  const nat = device.take();
+  const nat = t.device.take();
   const rst = tcp({
     src: LISTEN,
     dst: "240.0.0.16",
@@ -366,31 +369,23 @@ Deno.test("Router treats a reset from either side as the end and a new SYN as a 
     dport: nat.srcPort,
     flags: TcpFlags.RST,
   });
-  router.handlePacket(rst, rst.length);
-  assertEquals(device.take().tcpFlags, TcpFlags.RST);
+  t.router.handlePacket(rst, rst.length);
+  return { syn, reset: t.device.take() };
+}
+
+Deno.test("Router treats a reset from either side as the end and a new SYN as a new connection", async () => {
+  const t = setup();
+  const { dialer, router } = t;
+  const { syn, reset } = await openThenReset(t, 45000);
+  assertEquals(reset.tcpFlags, TcpFlags.RST);
   router.handlePacket(syn.slice(), syn.length);
   assertEquals(dialer.tcp.length, 2, "the same 4-tuple dials again");
 });
 
 Deno.test("Router rests the port of a closed 4-tuple reused by a new SYN for the cooldown only", async () => {
-  const { device, dialer, router, tick: advance } = setup({
-    natPorts: [3000, 3000],
-    natCooldownMs: 60_000,
-  });
-  const syn = tcp({ src: APP, dst: DST, sport: 47000, dport: 80, flags: TcpFlags.SYN });
-  router.handlePacket(syn, syn.length);
-  dialer.tcp[0]!.resolve({ ok: true, value: nullStream() });
-  await tick();
-  const nat = device.take();
-  const rst = tcp({
-    src: LISTEN,
-    dst: "240.0.0.16",
-    sport: LPORT,
-    dport: nat.srcPort,
-    flags: TcpFlags.RST,
-  });
-  router.handlePacket(rst, rst.length);
-  device.take();
+  const t = setup({ natPorts: [3000, 3000], natCooldownMs: 60_000 });
+  const { device, dialer, router, tick: advance } = t;
+  const { syn } = await openThenReset(t, 47000);
   // The same 4-tuple again: the old entry's port (240.0.0.16:3000) rests.
   router.handlePacket(syn.slice(), syn.length);
   dialer.tcp[1]!.resolve({ ok: true, value: nullStream() });

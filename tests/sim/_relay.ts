@@ -22,7 +22,15 @@ export interface Relay {
   close(): void;
 }
 
-async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+/**
+ * Copies `from` to `to` with plain reads and writes until `from` ends, then
+ * half-closes `to`; a reset on either side closes both.
+ *
+ * @param from where bytes come from
+ * @param to where they go
+ * @returns when the direction is done; never rejects
+ */
+export async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
   const buf = new Uint8Array(128 * 1024);
   try {
     for (;;) {

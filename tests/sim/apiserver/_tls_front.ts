@@ -23,6 +23,8 @@
  * @module
  */
 
+import { copy } from "../_relay.ts";
+
 /** A running front. */
 export interface TlsFront {
   addr: Deno.NetAddr;
@@ -61,21 +63,6 @@ export function rewriteUpgradeHead(head: string): string {
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await conn.write(data.subarray(off));
-}
-
-/**
- * Copies `from` to `to` until `from` ends, then half-closes `to`: plain reads
- * and writes (web streams' `pipeTo` cost this process, the busiest of the
- * simulated port-forward path, a third of its time).
- */
-async function copyAll(from: Deno.Conn, to: Deno.Conn): Promise<void> {
-  const buf = new Uint8Array(256 * 1024);
-  for (;;) {
-    const n = await from.read(buf);
-    if (n === null) break;
-    await writeAll(to, buf.subarray(0, n));
-  }
-  await to.closeWrite().catch(() => {});
 }
 
 /** Length of the complete WebSocket frame at the start of `buf` (RFC 6455 5.2), or -1. */
@@ -134,7 +121,7 @@ async function copyFrames(from: Deno.Conn, to: Deno.Conn): Promise<void> {
         if (!/^HTTP\/1\.1 101/.test(head)) {
           // No upgrade: the rest is plain HTTP.
           await writeAll(to, view);
-          await copyAll(from, to);
+          await copy(from, to);
           return;
         }
         inHead = false;
@@ -211,8 +198,10 @@ export function startTlsFront(options: {
       }
       const i = inner;
       await Promise.allSettled([
-        copyAll(conn, i),
-        websocket ? copyFrames(i, conn) : copyAll(i, conn),
+        // Plain reads and writes: pipeTo cost this process (the busiest of the
+        // simulated port-forward path) a third of its time.
+        copy(conn, i),
+        websocket ? copyFrames(i, conn) : copy(i, conn),
       ]);
     } catch {
       // A failed handshake or a reset: nothing to tell anyone.
