@@ -176,8 +176,14 @@ export interface PodSpec {
    * caller starts what it wants with {@linkcode ClusterNet.spawn}.
    */
   run?: RunSpec | ((pod: PodInfo) => RunSpec);
-  /** None: ready as soon as it is started. */
+  /** None: ready as soon as it is started (unless `externalReadiness`). */
   readiness?: Readiness;
+  /**
+   * When true, the pod is ready only while the caller says so with
+   * {@linkcode ClusterNet.setReady} (a kubelet running probes); `readiness`
+   * is then ignored.
+   */
+  externalReadiness?: boolean;
   /** `ClusterFirst` (default: the cluster DNS) or `Default` (the node's resolver). */
   dnsPolicy?: "ClusterFirst" | "Default";
 }
@@ -190,11 +196,12 @@ export interface Pod extends PodInfo {
   readonly hostIP: string;
   /** The node side of the pod's veth. */
   readonly veth: string;
-  /** The process from `spec.run`. */
+  /** The process from `spec.run` (the newest, after {@linkcode ClusterNet.restartProcess}). */
   readonly proc: Proc | undefined;
   /**
    * Resolves once the pod is ready and the cluster shows it (endpoints, DNAT,
-   * DNS); rejects when the readiness check fails or the process ends first.
+   * DNS); rejects when the readiness check fails or the process ends first
+   * (with `externalReadiness`: when the pod is removed first).
    */
   readonly whenReady: Promise<void>;
 }
@@ -241,6 +248,9 @@ interface PodState extends Pod {
   proc: Proc | undefined;
   offset: number;
   removed: boolean;
+  run: PodSpec["run"];
+  resolveReady: () => void;
+  rejectReady: (e: Error) => void;
 }
 
 /**
@@ -432,8 +442,9 @@ export class ClusterNet {
 
   /**
    * Starts a pod: a namespace with a routed veth to its node, its /32 address,
-   * a Kubernetes resolv.conf and hosts file, the loose sysctls containerd sets
-   * (`ip_unprivileged_port_start=0`, `ping_group_range`), and its process.
+   * `lo` up with 127.0.0.1 and ::1, a Kubernetes resolv.conf and hosts file,
+   * the loose sysctls containerd sets (`ip_unprivileged_port_start=0`,
+   * `ping_group_range`), and its process.
    *
    * @param spec namespace, name, labels, node, ports, process, readiness
    * @returns the pod, once its network is up and its process started (see `whenReady`)
@@ -479,6 +490,9 @@ export class ClusterNet {
       whenReady,
       offset,
       removed: false,
+      run: spec.run,
+      resolveReady,
+      rejectReady,
     };
     this.#pods.set(key, pod);
     try {
@@ -509,9 +523,11 @@ export class ClusterNet {
       ]);
       await must([
         "sysctl",
-        "-qw",
+        "-qwe", // -e: a kernel without IPv6 has no ipv6 keys, and its pods no ::1
         "net.ipv4.ip_unprivileged_port_start=0",
         "net.ipv4.ping_group_range=0 2147483647",
+        // localhost is ::1 too, as a runtime's pod has it: port-forward falls back to it.
+        "net.ipv6.conf.lo.disable_ipv6=0",
       ], { ns: pod.netns });
     } catch (error) {
       this.#pods.delete(key);
@@ -523,7 +539,7 @@ export class ClusterNet {
     }
     this.#emit({ type: "ADDED", kind: "Pod", namespace: pod.namespace, name: pod.name });
     await this.#sync();
-    if (!manualReady) {
+    if (!manualReady && !spec.externalReadiness) {
       const becomeReady = async () => {
         if (spec.readiness) {
           await waitListening(pod.netns, {
@@ -561,6 +577,7 @@ export class ClusterNet {
     if (!pod) throw new Error(`Cannot remove pod "${key}": no such pod`);
     pod.removed = true;
     pod.ready = false;
+    pod.rejectReady(new Error(`Pod "${key}" was removed before it was ready`));
     this.#pods.delete(key);
     await this.#sync(); // out of the endpoints first, as a terminating pod
     for (const proc of this.#procs.get(pod.netns) ?? []) await proc.stop();
@@ -568,6 +585,55 @@ export class ClusterNet {
     await run(["ip", "netns", "del", pod.netns]); // the veth and the node's route go with it
     await Deno.remove(`/etc/netns/${pod.netns}`, { recursive: true }).catch(() => {});
     this.#emit({ type: "DELETED", kind: "Pod", namespace, name });
+  }
+
+  /**
+   * Says whether a pod is ready (for a pod made with `externalReadiness`);
+   * endpoints, DNAT and DNS follow before it resolves. The first `true`
+   * resolves the pod's `whenReady`.
+   *
+   * @param namespace the pod's namespace
+   * @param name the pod's name
+   * @param ready whether it is
+   * @throws {Error} when there is no such pod
+   */
+  async setReady(namespace: string, name: string, ready: boolean): Promise<void> {
+    const key = `${namespace}/${name}`;
+    const pod = this.#pods.get(key);
+    if (!pod) throw new Error(`Cannot set readiness of pod "${key}": no such pod`);
+    if (pod.ready !== ready) {
+      pod.ready = ready;
+      this.#emit({ type: "MODIFIED", kind: "Pod", namespace, name });
+    }
+    await this.#sync();
+    if (ready && !pod.removed) pod.resolveReady();
+  }
+
+  /**
+   * Starts a pod's process again from its `spec.run` (a container restart);
+   * the pod's `proc` becomes the new one. The previous one is stopped first
+   * if it still runs (SIGTERM, then SIGKILL after 3 s).
+   *
+   * @param namespace the pod's namespace
+   * @param name the pod's name
+   * @returns the new process
+   * @throws {Error} when there is no such pod, or it has no `run`
+   */
+  async restartProcess(namespace: string, name: string): Promise<Proc> {
+    const key = `${namespace}/${name}`;
+    const pod = this.#pods.get(key);
+    if (!pod || !pod.run) {
+      throw new Error(`Cannot restart pod "${key}": no such pod with a process`);
+    }
+    const old = pod.proc;
+    await old?.stop();
+    if (pod.removed) throw new Error(`Cannot restart pod "${key}": it was removed`);
+    // Keep the list of a pod's processes bounded across restarts.
+    const list = (this.#procs.get(pod.netns) ?? []).filter((p) => p !== old);
+    this.#procs.set(pod.netns, list);
+    const r = typeof pod.run === "function" ? pod.run(pod) : pod.run;
+    pod.proc = this.spawn(pod, r.cmd, r);
+    return pod.proc;
   }
 
   /**

@@ -13,8 +13,9 @@
  * - **Pods → namespaces (the kubelet).** A pod becomes a {@linkcode ClusterNet}
  *   pod: its own network namespace, and its first container's process started
  *   through a small shell script in a private mount and UTS namespace
- *   (`unshare --mount --uts`): hostname set to the pod's name, a tmpfs on
- *   `/run`, the service-account token, CA and namespace at
+ *   (`unshare --mount --uts`), in a session of its own (`setsid`, so that
+ *   what it leaves behind when it ends is killed): hostname set to the
+ *   pod's name, a tmpfs on `/run`, the service-account token, CA and namespace at
  *   `/var/run/secrets/kubernetes.io/serviceaccount`, each Secret, ConfigMap
  *   and emptyDir volume bind-mounted at its `mountPath` (which must lie under
  *   `/run`, `/var/run` or `/tmp`: the rest of the file system is the machine's),
@@ -24,10 +25,24 @@
  *   The machine has no images, so a container runs its `command` from the
  *   machine's programs; an image of vif (`ghcr.io/vif-dev/vif:*`, entrypoint
  *   `/vif`) runs this repository's `main.ts` with Deno instead.
- *   Status follows: `Running` with the pod's IP once started, `Ready` when the
- *   readiness probe's TCP port (else the first container port) listens, and
- *   `Failed` with the exit code and the last lines of stderr when the process
- *   ends. Containers are not restarted.
+ *   Status follows: `Running` with the pod's IP once started, `Ready` while
+ *   the container is ready (below), and the container's `restartCount`,
+ *   `state` and `lastState` (exit code, the last lines of stderr).
+ * - **Probes and restarts** (`_container.ts`, `_probe.ts`), as the kubelet
+ *   runs them: `readinessProbe` and `livenessProbe` with `httpGet` (path,
+ *   port by number or container-port name, scheme, headers) or `tcpSocket`,
+ *   made from the node's network namespace to the pod's IP, with
+ *   `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`,
+ *   `successThreshold` and `failureThreshold`. The pod's `Ready` condition,
+ *   `containerStatuses[].ready` and the Service endpoints follow the
+ *   readiness probe over time (a container without one is ready once its
+ *   first port listens, at once when it has none); until the container is
+ *   first ready its readiness probe runs every 250 ms, not every period. A
+ *   failed liveness probe kills the process (SIGTERM, SIGKILL after the grace
+ *   period). A process that ends, killed or by itself, is started again under
+ *   `restartPolicy` (default `Always`): at once the first time, then after a
+ *   back-off of 10 s, 20 s, … 5 min (`CrashLoopBackOff`). What a real kubelet
+ *   would record as Events is kept in {@linkcode Kubelet.events} and logged.
  * - **Services → kube-proxy and DNS.** Each Service is given to ClusterNet,
  *   which writes the nftables DNAT rules and the DNS records; ClusterNet's
  *   endpoints are written back as Endpoints objects.
@@ -47,9 +62,16 @@ import type {
   Pod,
   PodSpec,
   Protocol,
-  Readiness,
   ServicePortSpec,
 } from "./cluster_net.ts";
+import {
+  type ContainerEvent,
+  ContainerLife,
+  type ContainerLifeStatus,
+  type ContainerState,
+  type RestartPolicy,
+} from "./_container.ts";
+import { type Probe, type ProbeSpec, ProbeSpecError, resolveProbe } from "./_probe.ts";
 
 /** How to run this repository's `main.ts` as a given user (a Deno cache that user owns). */
 export interface VifRuntime {
@@ -107,7 +129,8 @@ interface Container {
     valueFrom?: { fieldRef?: { fieldPath: string } };
   }>;
   ports?: Array<{ name?: string; containerPort: number; protocol?: Protocol }>;
-  readinessProbe?: { tcpSocket?: { port: number | string } };
+  readinessProbe?: ProbeSpec;
+  livenessProbe?: ProbeSpec;
   securityContext?: { runAsUser?: number; runAsGroup?: number };
   volumeMounts?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
 }
@@ -130,14 +153,50 @@ interface PodSpecObj {
   containers: Container[];
   volumes?: Volume[];
   dnsPolicy?: string;
+  restartPolicy?: RestartPolicy;
+  terminationGracePeriodSeconds?: number;
 }
 
 interface Running {
   uid: string;
   pod?: Pod;
+  /** The container's life (probes, restarts), once its process started. */
+  container?: ContainerLife;
   stopped: boolean;
   startup: Promise<void>;
 }
+
+/** What the pod's container is checked with, from its spec. */
+interface Checks {
+  readiness?: Probe;
+  liveness?: Probe;
+  /** Without a readiness probe: the port whose listening makes it ready. */
+  listen?: { port: number; protocol: Protocol };
+}
+
+/**
+ * An Event the simulated kubelet recorded about a pod (the cluster has no
+ * Event objects): a probe that failed, a container killed or backing off.
+ * Repeats of a pod's latest event are counted in it, as the real event
+ * recorder aggregates them.
+ */
+export interface PodEvent {
+  namespace: string;
+  /** The pod's name. */
+  pod: string;
+  type: "Normal" | "Warning";
+  /** `Unhealthy`, `Killing`, `BackOff`, `Started`. */
+  reason: string;
+  /** `Liveness probe failed: …` */
+  message: string;
+  /** How many times in a row. */
+  count: number;
+  firstTimestamp: string;
+  lastTimestamp: string;
+}
+
+/** Events kept by {@linkcode Kubelet.events}, newest last. */
+const MAX_EVENTS = 1000;
 
 /** Why a pod cannot be run here; goes to the pod's status. */
 class PodError extends Error {
@@ -220,6 +279,7 @@ export class Kubelet {
   #runtimes = new Map<number, Promise<VifRuntime>>();
   /** Services ClusterNet owns (kube-dns, kubernetes): never touched here. */
   #system = new Set(["default/kubernetes", "kube-system/kube-dns"]);
+  #events: PodEvent[] = [];
 
   constructor(options: KubeletOptions) {
     this.#o = options;
@@ -257,6 +317,44 @@ export class Kubelet {
    */
   pod(namespace: string, name: string): Pod | undefined {
     return this.#running.get(`${namespace}/${name}`)?.pod;
+  }
+
+  /**
+   * The Events recorded about pods (the last 1000), oldest first.
+   *
+   * @param namespace only this namespace's
+   * @param pod only this pod's
+   * @returns copies of the events
+   */
+  events(namespace?: string, pod?: string): PodEvent[] {
+    return this.#events.filter((e) =>
+      (namespace === undefined || e.namespace === namespace) && (pod === undefined || e.pod === pod)
+    ).map((e) => ({ ...e }));
+  }
+
+  #event(p: KubeObject, e: ContainerEvent): void {
+    const namespace = p.metadata.namespace!, pod = p.metadata.name!;
+    const now = rfc3339();
+    let latest: PodEvent | undefined;
+    for (let i = this.#events.length - 1; i >= 0 && !latest; i--) {
+      const x = this.#events[i]!;
+      if (x.namespace === namespace && x.pod === pod) latest = x;
+    }
+    if (latest && latest.reason === e.reason && latest.message === e.message) {
+      latest.count++;
+      latest.lastTimestamp = now;
+      return;
+    }
+    this.#events.push({
+      namespace,
+      pod,
+      ...e,
+      count: 1,
+      firstTimestamp: now,
+      lastTimestamp: now,
+    });
+    if (this.#events.length > MAX_EVENTS) this.#events.splice(0, this.#events.length - MAX_EVENTS);
+    this.#o.log(`kubelet: pod ${namespace}/${pod}: ${e.type} ${e.reason}: ${e.message}`);
   }
 
   /**
@@ -308,7 +406,10 @@ export class Kubelet {
   async close(): Promise<void> {
     this.#closed = true;
     for (const u of this.#unwatch) u();
+    // No more probes nor restarts: the processes ClusterNet's cleanup stops stay stopped.
+    for (const r of this.#running.values()) r.container?.close();
     await this.#loop?.catch(() => {});
+    for (const r of this.#running.values()) r.container?.close(); // started meanwhile
   }
 
   #kick(): void {
@@ -533,6 +634,7 @@ export class Kubelet {
   async #stop(key: string, running: Running): Promise<void> {
     running.stopped = true;
     this.#running.delete(key);
+    running.container?.close();
     await running.startup.catch(() => {});
     const [namespace, name] = key.split("/") as [string, string];
     if (running.pod && this.#o.net.pod(namespace, name) === running.pod) {
@@ -575,16 +677,16 @@ export class Kubelet {
       stopped: false,
       startup: Promise.resolve(),
     });
-    this.#setStatus(object, this.#runningStatus(object, pod, true));
+    this.#setStatus(object, this.#podStatus(object, pod, undefined));
   }
 
   async #start(p: KubeObject, entry: Running): Promise<void> {
     const key = keyOf(p);
     const spec = specOf(p);
     const container = spec.containers[0]!;
-    let podSpec: PodSpec;
+    let podSpec: PodSpec, checks: Checks;
     try {
-      podSpec = await this.#podSpec(p, container);
+      ({ podSpec, checks } = await this.#podSpec(p, container));
     } catch (error) {
       const reason = error instanceof PodError ? error.reason : "CreateContainerError";
       this.#o.log(`kubelet: pod ${key} cannot start: ${(error as Error).message}`);
@@ -605,23 +707,27 @@ export class Kubelet {
       return;
     }
     this.#o.log(`kubelet: pod ${key} started on ${pod.node} at ${pod.ip}`);
-    this.#setStatus(p, this.#runningStatus(p, pod, false));
-    pod.proc?.child.status.then((status) => {
-      if (entry.stopped || this.#closed) return;
-      const lines = pod.proc!.errLines.slice(-5).join("\n");
-      this.#o.log(`kubelet: pod ${key} exited with ${status.code}: ${lines}`);
-      this.#setStatus(p, this.#exitedStatus(p, pod, status.code, lines));
+    const life = new ContainerLife({
+      net: this.#o.net,
+      pod,
+      name: container.name,
+      podUid: p.metadata.uid!,
+      ...checks,
+      restartPolicy: spec.restartPolicy ?? "Always",
+      graceMs: (spec.terminationGracePeriodSeconds ?? 30) * 1000,
+      event: (e) => this.#event(p, e),
+      changed: () => {
+        if (!entry.stopped && !this.#closed) this.#setStatus(p, this.#podStatus(p, pod, life));
+      },
+      log: this.#o.log,
     });
-    try {
-      await pod.whenReady;
-      if (entry.stopped) return;
-      this.#setStatus(p, this.#runningStatus(p, pod, true));
-    } catch (error) {
-      this.#o.log(`kubelet: pod ${key}: ${(error as Error).message}`);
-    }
+    entry.container = life;
+    if (this.#closed) life.close();
+    life.start();
+    await life.firstVerdict;
   }
 
-  async #podSpec(p: KubeObject, c: Container): Promise<PodSpec> {
+  async #podSpec(p: KubeObject, c: Container): Promise<{ podSpec: PodSpec; checks: Checks }> {
     const spec = specOf(p);
     const namespace = p.metadata.namespace!;
     const name = p.metadata.name!;
@@ -710,21 +816,18 @@ export class Kubelet {
       containerPort: x.containerPort,
       protocol: x.protocol ?? "TCP",
     }));
-    let readiness: Readiness | undefined;
-    const probe = c.readinessProbe?.tcpSocket?.port;
-    if (probe !== undefined) {
-      const port = typeof probe === "number"
-        ? probe
-        : ports.find((x) => x.name === probe)?.containerPort;
-      if (port === undefined) {
-        throw new PodError(
-          "CreateContainerConfigError",
-          `readiness probe port "${probe}" is not defined`,
-        );
+    const checks: Checks = {};
+    try {
+      if (c.readinessProbe) checks.readiness = resolveProbe(c.readinessProbe, "readiness", ports);
+      if (c.livenessProbe) checks.liveness = resolveProbe(c.livenessProbe, "liveness", ports);
+    } catch (error) {
+      if (error instanceof ProbeSpecError) {
+        throw new PodError("CreateContainerConfigError", error.message);
       }
-      readiness = { port, protocol: "TCP", timeoutMs: 60_000 };
-    } else if (ports[0]) {
-      readiness = { port: ports[0].containerPort, protocol: ports[0].protocol!, timeoutMs: 60_000 };
+      throw error;
+    }
+    if (!checks.readiness && ports[0]) {
+      checks.listen = { port: ports[0].containerPort, protocol: ports[0].protocol! };
     }
 
     const script = `${dir}/start.sh`;
@@ -788,7 +891,8 @@ export class Kubelet {
           ];
         }),
         [
-          "exec env -i",
+          // A session of its own: what is left of it when it ends can be found and killed.
+          "exec setsid env -i",
           ...Object.entries(env).map(([k, v]) => quote(`${k}=${v}`)),
           "setpriv",
           `--reuid=${uid}`,
@@ -803,7 +907,7 @@ export class Kubelet {
       return ["unshare", "--mount", "--uts", "--propagation", "private", "sh", script];
     };
 
-    return {
+    const podSpec: PodSpec = {
       namespace,
       name,
       labels: { ...p.metadata.labels },
@@ -812,9 +916,11 @@ export class Kubelet {
       node: podNode,
       ports,
       run: (info) => ({ cmd: writeScript(info.ip) }),
-      ...(readiness ? { readiness } : {}),
+      // The container's life decides (probes, restarts), not ClusterNet's one look at a port.
+      externalReadiness: true,
       ...(spec.dnsPolicy === "Default" ? { dnsPolicy: "Default" as const } : {}),
     };
+    return { podSpec, checks };
   }
 
   async #own(dir: string, mode: number, fsGroup: number | undefined): Promise<void> {
@@ -852,12 +958,18 @@ export class Kubelet {
     return specOf(p).containers[0]!;
   }
 
-  #base(p: KubeObject, pod: Pod | undefined) {
-    const started = (((this.#o.store.get({
+  /** The stored Pod's status now (for its start time and conditions' transition times). */
+  #stored(p: KubeObject): Record<string, unknown> {
+    const now = this.#o.store.get({
       resource: "pods",
       namespace: p.metadata.namespace!,
       name: p.metadata.name!,
-    }) as Obj | undefined)?.status as { startTime?: string }) ?? {}).startTime ?? rfc3339();
+    }) as Obj | undefined;
+    return (now?.status ?? {}) as Record<string, unknown>;
+  }
+
+  #base(p: KubeObject, pod: Pod | undefined) {
+    const started = (this.#stored(p) as { startTime?: string }).startTime ?? rfc3339();
     return {
       ...(pod
         ? {
@@ -872,68 +984,73 @@ export class Kubelet {
     };
   }
 
-  #conditions(ready: boolean) {
-    const t = rfc3339();
+  /** The pod's conditions; a condition keeps its transition time while its status stays. */
+  #conditions(p: KubeObject, ready: boolean) {
+    const old = (this.#stored(p) as {
+      conditions?: { type: string; status: string; lastTransitionTime?: string }[];
+    }).conditions ?? [];
+    const c = (type: string, status: string) => {
+      const was = old.find((x) => x.type === type);
+      const t = was?.status === status && was.lastTransitionTime
+        ? was.lastTransitionTime
+        : rfc3339();
+      return { type, status, lastTransitionTime: t };
+    };
     const s = ready ? "True" : "False";
     return [
-      { type: "PodReadyToStartContainers", status: "True", lastTransitionTime: t },
-      { type: "Initialized", status: "True", lastTransitionTime: t },
-      { type: "Ready", status: s, lastTransitionTime: t },
-      { type: "ContainersReady", status: s, lastTransitionTime: t },
-      { type: "PodScheduled", status: "True", lastTransitionTime: t },
+      c("PodReadyToStartContainers", "True"),
+      c("Initialized", "True"),
+      c("Ready", s),
+      c("ContainersReady", s),
+      c("PodScheduled", "True"),
     ];
   }
 
-  #containerStatus(p: KubeObject, ready: boolean, state: Record<string, unknown>) {
+  #containerStatus(p: KubeObject, life: Partial<ContainerLifeStatus> & { state: ContainerState }) {
     const c = this.#container(p);
     return [{
       name: c.name,
       image: c.image ?? "",
       imageID: `sim://sha256:${"0".repeat(64)}`,
-      containerID: `sim://${p.metadata.uid}`,
-      ready,
-      started: "running" in state,
-      restartCount: 0,
-      state,
+      containerID: life.containerID ?? `sim://${p.metadata.uid}-0`,
+      ready: life.ready ?? false,
+      started: life.started ?? false,
+      restartCount: life.restartCount ?? 0,
+      state: life.state,
+      lastState: life.lastState ?? {},
     }];
   }
 
-  #runningStatus(p: KubeObject, pod: Pod, ready: boolean): Record<string, unknown> {
+  /**
+   * The status of a pod whose container runs (or ran): `Running` while its
+   * container runs or will run again, `Succeeded` or `Failed` once it will
+   * not; without a container life (ClusterNet's own pods), running and ready.
+   */
+  #podStatus(p: KubeObject, pod: Pod, life: ContainerLife | undefined): Record<string, unknown> {
     const base = this.#base(p, pod);
+    const status: ContainerLifeStatus = life?.status ?? {
+      ready: true,
+      started: true,
+      restartCount: 0,
+      containerID: `sim://${p.metadata.uid}-0`,
+      state: { running: { startedAt: base.startTime } },
+      lastState: {},
+    };
+    const code = life?.terminalExitCode;
     return {
-      phase: "Running",
-      conditions: this.#conditions(ready),
+      phase: code === undefined ? "Running" : code === 0 ? "Succeeded" : "Failed",
+      conditions: this.#conditions(p, status.ready),
       ...base,
-      containerStatuses: this.#containerStatus(p, ready, {
-        running: { startedAt: base.startTime },
-      }),
+      containerStatuses: this.#containerStatus(p, status),
     };
   }
 
   #waitingStatus(p: KubeObject, reason: string, message: string): Record<string, unknown> {
     return {
       phase: "Pending",
-      conditions: this.#conditions(false),
+      conditions: this.#conditions(p, false),
       ...this.#base(p, undefined),
-      containerStatuses: this.#containerStatus(p, false, { waiting: { reason, message } }),
-    };
-  }
-
-  #exitedStatus(p: KubeObject, pod: Pod, code: number, message: string): Record<string, unknown> {
-    const base = this.#base(p, pod);
-    return {
-      phase: code === 0 ? "Succeeded" : "Failed",
-      conditions: this.#conditions(false),
-      ...base,
-      containerStatuses: this.#containerStatus(p, false, {
-        terminated: {
-          exitCode: code,
-          reason: code === 0 ? "Completed" : "Error",
-          message,
-          startedAt: base.startTime,
-          finishedAt: rfc3339(),
-        },
-      }),
+      containerStatuses: this.#containerStatus(p, { state: { waiting: { reason, message } } }),
     };
   }
 

@@ -7,22 +7,36 @@
  * ```
  *  vif-ws (the workstation)            vif-node1                          the machine (root netns)
  *  kubectl / vif ──TLS──► 198.19.200.1:6443 ─ socat ─► unix socket ─ socat ─► 127.0.0.1:P  fake API server
- *                                      ▲                                        │ pods/portforward:
- *  a pod ──► 198.19.0.1:443 ── DNAT ───┘                                        ▼
- *                                                  ip netns exec <pod> socat STDIO TCP:127.0.0.1:<port>
+ *                                      ▲                                        │ authn (tokens) → RBAC (rbac.ts)
+ *  a pod ──► 198.19.0.1:443 ── DNAT ───┘                                        │ pods/portforward:
+ *                                                                               ▼
+ *               ip netns exec <pod> socat TCP4:127.0.0.1:<port> UNIX:…, if that fails TCP6:[::1]:<port>
+ *  kubelet probes: ip netns exec <node> curl http://<pod IP>:<port><path>, or socat … TCP:<pod IP>:<port>
  * ```
  *
  * The API server runs in this process, on loopback of the machine's own
  * namespace, and is reached only through two relays: one listening on node
  * 1's LAN address (the workstation's one way into the cluster) and the
  * `default/kubernetes` ClusterIP, DNAT-ed to it on every node as kube-proxy
- * would. `pods/portforward` connects to the port on the pod's loopback, as
- * the kubelet does (inside the pod's network namespace).
+ * would. `pods/portforward` connects to `localhost:PORT` inside the pod's
+ * network namespace as containerd does: tcp4 first, then tcp6 (`::1`), so a
+ * port bound to loopback only is reachable this way and no other.
  *
- * Tokens: `admin` (`system:masters`), `limited` (no secrets, no
- * port-forward), and one per service account, issued when a pod mounts it;
- * service-account requests are authorized by RBAC (see `rbac.ts`), so the
- * manager gets exactly what its ClusterRole grants.
+ * Users, each with a bearer token and a kubeconfig context:
+ *
+ * | user | context | may |
+ * | --- | --- | --- |
+ * | `admin` (group `system:masters`) | `vif-sim` | anything |
+ * | `limited` | `vif-sim-limited` | get, list and watch all but Secrets (ClusterRole `limited-view`); no port-forward |
+ * | `dev` | `vif-sim-dev` | nothing but `kubectl auth can-i`: a developer before the admin grants them vif's Role |
+ * | `system:serviceaccount:<ns>:<sa>` | (a pod's mounted token) | what its bindings grant |
+ *
+ * Every request is authorized by RBAC from the objects in the store (see
+ * `rbac.ts`), as kube-apiserver does: at start the cluster has what a new
+ * one has (`cluster-admin` for `system:masters`, `system:basic-user` for
+ * every authenticated user) and `limited`'s binding; a service-account token
+ * is issued when a pod mounts it, so the manager gets exactly what its
+ * ClusterRole grants.
  *
  * @module
  */
@@ -50,7 +64,7 @@ import {
 import { denoForNobody, type NobodyDeno } from "./deno_nobody.ts";
 import { debianKubectl } from "./apiserver/_testing.ts";
 import { Kubelet, vifMainCommand } from "./kubelet.ts";
-import { rbacAllows } from "./rbac.ts";
+import { bootstrapRbac, rbacAuthorize } from "./rbac.ts";
 import { type LargeFile, largeFile } from "./workloads.ts";
 
 /** Where the workstation reaches the API server: node 1's LAN address. */
@@ -61,6 +75,8 @@ export const API_PORT = 6443;
 export const SIM_CONTEXT = "vif-sim";
 /** The kubeconfig context whose user may not port-forward nor read secrets. */
 export const SIM_LIMITED_CONTEXT = "vif-sim-limited";
+/** The kubeconfig context of user `dev`, who has no RBAC bindings until someone grants them. */
+export const SIM_DEV_CONTEXT = "vif-sim-dev";
 
 /** Options of {@linkcode Sim.start}. */
 export interface SimOptions {
@@ -94,12 +110,14 @@ export class Sim {
   readonly apiUrl = `https://${API_IP}:${API_PORT}`;
   /** The cluster CA (PEM), which signed the API server's certificate. */
   readonly caPem: string;
-  /** The kubeconfig with contexts `vif-sim` and `vif-sim-limited`. */
+  /** The kubeconfig with contexts `vif-sim`, `vif-sim-limited` and `vif-sim-dev`. */
   readonly kubeconfig: string;
   /** The admin's bearer token. */
   readonly adminToken: string;
   /** The limited user's bearer token. */
   readonly limitedToken: string;
+  /** User `dev`'s bearer token (no bindings at start). */
+  readonly devToken: string;
 
   private constructor(fields: {
     net: ClusterNet;
@@ -109,6 +127,7 @@ export class Sim {
     kubeconfig: string;
     adminToken: string;
     limitedToken: string;
+    devToken: string;
   }) {
     this.net = fields.net;
     this.api = fields.api;
@@ -118,6 +137,7 @@ export class Sim {
     this.kubeconfig = fields.kubeconfig;
     this.adminToken = fields.adminToken;
     this.limitedToken = fields.limitedToken;
+    this.devToken = fields.devToken;
   }
 
   /** The workstation's namespace. */
@@ -155,11 +175,14 @@ export class Sim {
     const token = () => crypto.randomUUID().replaceAll("-", "");
     const adminToken = `admin-${token()}`;
     const limitedToken = `limited-${token()}`;
+    const devToken = `dev-${token()}`;
     const tokens: Record<string, TokenInfo> = {
       [adminToken]: { user: "admin", groups: ["system:masters"] },
-      [limitedToken]: { user: "limited", limited: true },
+      [limitedToken]: { user: "limited" },
+      [devToken]: { user: "dev" },
     };
     const store = new Store({ serviceCidr: SERVICE_CIDR, rootCaPem: tls.caPem });
+    for (const o of bootstrapRbac({ viewers: ["limited"] })) store.create(o);
     // The cluster DNS's Service first, so no other Service takes its address.
     store.create({
       apiVersion: "v1",
@@ -221,7 +244,7 @@ export class Sim {
       advertiseAddress: API_IP,
       advertisePort: API_PORT,
       log,
-      authorize: (a) => !a.user.startsWith("system:serviceaccount:") || rbacAllows(store, a),
+      authorize: (a) => rbacAuthorize(store, a),
       dialPod: (namespace, pod, _ip, port) => {
         const p = kubelet.pod(namespace, pod);
         if (!p) return Promise.reject(new Error(`pod "${pod}" is not running on any node`));
@@ -265,7 +288,12 @@ export class Sim {
     const kubeconfig = options.kubeconfigPath ?? `${net.dir}/kubeconfig`;
     await Deno.writeTextFile(
       kubeconfig,
-      simKubeconfig(`https://${API_IP}:${API_PORT}`, tls.caPem, adminToken, limitedToken),
+      simKubeconfig(`https://${API_IP}:${API_PORT}`, {
+        caPem: tls.caPem,
+        adminToken,
+        limitedToken,
+        devToken,
+      }),
       { mode: 0o600 },
     );
     const sim = new Sim({
@@ -276,6 +304,7 @@ export class Sim {
       kubeconfig,
       adminToken,
       limitedToken,
+      devToken,
     });
     if (options.samples) await deploySimSamples(sim, { largeFileMiB: options.largeFileMiB ?? 100 });
     return sim;
@@ -390,23 +419,41 @@ export class Sim {
   }
 }
 
+/** The credentials of {@linkcode simKubeconfig}. */
+export interface SimKubeconfigOptions {
+  /** The cluster CA (PEM). */
+  caPem: string;
+  /** The admin's token. */
+  adminToken: string;
+  /** The limited user's token. */
+  limitedToken: string;
+  /** User `dev`'s token. */
+  devToken: string;
+}
+
 /**
  * The kubeconfig of the simulated cluster: cluster `vif-sim` (server and CA
- * inline), contexts `vif-sim` (admin) and `vif-sim-limited`.
+ * inline), contexts `vif-sim` (admin, the current one), `vif-sim-limited` and
+ * `vif-sim-dev`.
  *
  * @param server the API server's URL
- * @param caPem the cluster CA
- * @param adminToken the admin's token
- * @param limitedToken the limited user's token
+ * @param options the CA and the users' tokens
  * @returns the YAML text
  */
-export function simKubeconfig(
-  server: string,
-  caPem: string,
-  adminToken: string,
-  limitedToken: string,
-): string {
-  const ca = btoa(caPem);
+export function simKubeconfig(server: string, options: SimKubeconfigOptions): string {
+  const ca = btoa(options.caPem);
+  const user = (name: string, token: string) => [
+    `- name: ${name}`,
+    "  user:",
+    `    token: ${token}`,
+  ];
+  const context = (name: string, userName: string) => [
+    `- name: ${name}`,
+    "  context:",
+    `    cluster: ${SIM_CONTEXT}`,
+    `    user: ${userName}`,
+    "    namespace: default",
+  ];
   return [
     "apiVersion: v1",
     "kind: Config",
@@ -416,52 +463,74 @@ export function simKubeconfig(
     `    server: ${server}`,
     `    certificate-authority-data: ${ca}`,
     "users:",
-    `- name: ${SIM_CONTEXT}-admin`,
-    "  user:",
-    `    token: ${adminToken}`,
-    `- name: ${SIM_CONTEXT}-limited`,
-    "  user:",
-    `    token: ${limitedToken}`,
+    ...user(`${SIM_CONTEXT}-admin`, options.adminToken),
+    ...user(`${SIM_CONTEXT}-limited`, options.limitedToken),
+    ...user(`${SIM_CONTEXT}-dev`, options.devToken),
     "contexts:",
-    `- name: ${SIM_CONTEXT}`,
-    "  context:",
-    `    cluster: ${SIM_CONTEXT}`,
-    `    user: ${SIM_CONTEXT}-admin`,
-    "    namespace: default",
-    `- name: ${SIM_LIMITED_CONTEXT}`,
-    "  context:",
-    `    cluster: ${SIM_CONTEXT}`,
-    `    user: ${SIM_CONTEXT}-limited`,
-    "    namespace: default",
+    ...context(SIM_CONTEXT, `${SIM_CONTEXT}-admin`),
+    ...context(SIM_LIMITED_CONTEXT, `${SIM_CONTEXT}-limited`),
+    ...context(SIM_DEV_CONTEXT, `${SIM_CONTEXT}-dev`),
     `current-context: ${SIM_CONTEXT}`,
     "",
   ].join("\n");
 }
 
 /**
- * Connects to `127.0.0.1:port` inside a pod's network namespace, as the
- * kubelet does for `pods/portforward`. Deno cannot dial from another
- * namespace, so a `socat` in the pod's namespace dials the port and joins it
- * to a Unix socket this process listens on: the bytes then move through a
- * plain socket here (a pipe to socat's standard input and output went through
- * web streams and a copy per chunk, and made the simulated API server the
- * slowest part of the port-forward path). Resolves once connected; rejects
- * with the kubelet's wording when the port refuses.
+ * Connects to `localhost:PORT` inside a pod's network namespace, as the
+ * kubelet's runtime (containerd) does for `pods/portforward`: tcp4
+ * `127.0.0.1:PORT` first and, when that fails, tcp6 `[::1]:PORT`; when both
+ * fail, the error names both attempts in containerd's words (`failed to
+ * connect to localhost:PORT inside namespace "…", IPv4: dial tcp4 … IPv6
+ * dial tcp6 … `, its trailing space included).
+ *
+ * Deno cannot dial from another namespace, so a `socat` in the pod's
+ * namespace dials the port and joins it to a Unix socket this process
+ * listens on: the bytes then move through a plain socket here (a pipe to
+ * socat's standard input and output went through web streams and a copy per
+ * chunk, and made the simulated API server the slowest part of the
+ * port-forward path). Resolves once connected.
  *
  * @param pod the pod
  * @param port the port
  * @returns the connection
+ * @throws {Error} when neither address accepts
  */
 export async function dialInPod(pod: Pod, port: number): Promise<PodConnection> {
   const dir = await Deno.makeTempDir({ prefix: "vif-sim-pf-" });
   const path = `${dir}/pod.sock`;
   const listener = Deno.listen({ transport: "unix", path });
-  const cleanup = () => {
+  // One accept for both attempts: only a socat that reached the pod's port connects back.
+  const accepted = listener.accept();
+  accepted.catch(() => {});
+  try {
+    const v4 = await socatToPod(pod, `TCP4:127.0.0.1:${port}`, path, accepted);
+    if ("conn" in v4) return podConnection(v4.conn, v4.child);
+    const v6 = await socatToPod(pod, `TCP6:[::1]:${port}`, path, accepted);
+    if ("conn" in v6) return podConnection(v6.conn, v6.child);
+    throw new Error(
+      `failed to connect to localhost:${port} inside namespace "${pod.netns}", ` +
+        `IPv4: dial tcp4 127.0.0.1:${port}: ${v4.error} IPv6 dial tcp6 [::1]:${port}: ${v6.error} `,
+    );
+  } finally {
     try {
       listener.close();
     } catch { /* closed */ }
     Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
+  }
+}
+
+/**
+ * Starts `socat <address> UNIX-CONNECT:<path>` in the pod; the pod's address
+ * is opened first, so socat connects back only once the pod accepted.
+ *
+ * @returns the connection and its socat, or why the pod's address failed (Go's wording: `connect: connection refused`)
+ */
+async function socatToPod(
+  pod: Pod,
+  address: string,
+  path: string,
+  accepted: Promise<Deno.UnixConn>,
+): Promise<{ conn: Deno.UnixConn; child: Deno.ChildProcess } | { error: string }> {
   const child = new Deno.Command("ip", {
     args: [
       "netns",
@@ -470,8 +539,7 @@ export async function dialInPod(pod: Pod, port: number): Promise<PodConnection> 
       "socat",
       "-b",
       "131072",
-      // The pod's port first: when it refuses, socat never connects back.
-      `TCP4:127.0.0.1:${port},nodelay`,
+      `${address},nodelay`,
       `UNIX-CONNECT:${path}`,
     ],
     stdin: "null",
@@ -479,21 +547,18 @@ export async function dialInPod(pod: Pod, port: number): Promise<PodConnection> 
     stderr: "piped",
   }).spawn();
   const stderr = new Response(child.stderr).text().catch(() => "");
-  let conn: Deno.UnixConn;
-  try {
-    conn = await Promise.race([
-      listener.accept(),
-      child.status.then(async (s) => {
-        const errText = await stderr;
-        const why = /E (.*)$/m.exec(errText)?.[1] ?? (errText.trim() || `socat exit ${s.code}`);
-        throw new Error(
-          `failed to connect to localhost:${port} inside namespace "${pod.netns}", IPv4: ${why}`,
-        );
-      }),
-    ]);
-  } finally {
-    cleanup();
-  }
+  const failed = child.status.then(async (s) => {
+    const text = await stderr;
+    const line = / E (.*)$/m.exec(text)?.[1] ?? (text.trim() || `socat exit ${s.code}`);
+    // `connect(6, AF=2 127.0.0.1:80, 16): Connection refused` → `connect: connection refused`
+    const errno = /^connect\(.*\): (.*)$/.exec(line)?.[1];
+    return { error: errno ? `connect: ${errno.toLowerCase()}` : line };
+  });
+  const r = await Promise.race([accepted.then((conn) => ({ conn })), failed]);
+  return "conn" in r ? { conn: r.conn, child } : r;
+}
+
+function podConnection(conn: Deno.UnixConn, child: Deno.ChildProcess): PodConnection {
   let closed = false;
   return {
     read: (p) => conn.read(p),

@@ -2,8 +2,8 @@
  * The simulated cluster as a whole: objects applied with Debian's kubectl
  * become running pods with what a container gets (user, hostname, service
  * account, Secret volumes, environment), the controllers keep Deployments,
- * Endpoints and Nodes true, a pod's token is held to RBAC, and `deno task sim`
- * brings a cluster up and takes all of it away.
+ * Endpoints and Nodes true, every user's token and a pod's are held to RBAC,
+ * and `deno task sim` brings a cluster up and takes all of it away.
  *
  * @module
  */
@@ -11,7 +11,7 @@
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
 import { DENO, Env, must, ROOT, run, waitUntil } from "../e2e/_env.ts";
 import { debianKubectl } from "./apiserver/_testing.ts";
-import { dialInPod, Sim } from "./sim.ts";
+import { dialInPod, Sim, SIM_DEV_CONTEXT, SIM_LIMITED_CONTEXT } from "./sim.ts";
 
 const APP = `
 apiVersion: v1
@@ -176,6 +176,91 @@ Deno.test({
           assertEquals(role.code, 0, role.stderr);
           assertEquals((await curl("/api/v1/namespaces/default/pods")).stdout, "200");
           assertEquals((await curl("/api/v1/namespaces/other/pods")).stdout, "403");
+        },
+      );
+
+      await t.step(
+        "users are held to RBAC: limited reads all but Secrets, dev may only ask until granted",
+        async () => {
+          const as = (context: string, ...args: string[]) => k("--context", context, ...args);
+          const forbidden = async (
+            r: Promise<{ code: number; stderr: string }>,
+            message: string,
+          ) => {
+            const out = await r;
+            assertEquals(out.code, 1, out.stderr);
+            assertEquals(out.stderr.trim(), `Error from server (Forbidden): ${message}`);
+          };
+          assertEquals((await as(SIM_LIMITED_CONTEXT, "get", "pods", "-A")).code, 0);
+          assertEquals((await as(SIM_LIMITED_CONTEXT, "get", "nodes")).code, 0);
+          await forbidden(
+            as(SIM_LIMITED_CONTEXT, "get", "secret", "app-secret"),
+            `secrets "app-secret" is forbidden: User "limited" cannot get resource "secrets" in API group "" in the namespace "default"`,
+          );
+          await forbidden(
+            as(SIM_DEV_CONTEXT, "get", "pods"),
+            `pods is forbidden: User "dev" cannot list resource "pods" in API group "" in the namespace "default"`,
+          );
+          const canI = (context: string) =>
+            as(
+              context,
+              "auth",
+              "can-i",
+              "create",
+              "pods",
+              "--subresource=portforward",
+              "-n",
+              "vif-system",
+            );
+          for (const context of [SIM_LIMITED_CONTEXT, SIM_DEV_CONTEXT]) {
+            const no = await canI(context);
+            assertEquals([no.code, no.stdout.trim()], [1, "no"], no.stderr);
+          }
+          // What vif install --grant-user dev makes.
+          const grant = `${env.dir}/grant.yaml`;
+          await Deno.writeTextFile(
+            grant,
+            `apiVersion: v1
+kind: Namespace
+metadata: { name: vif-system }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: { name: vif-user, namespace: vif-system }
+rules:
+- { apiGroups: [""], resources: [pods, services], verbs: [get, list] }
+- { apiGroups: [""], resources: [pods/portforward], verbs: [create, get] }
+- { apiGroups: [""], resources: [configmaps], verbs: [get], resourceNames: [traffic-manager-ca] }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: vif-user, namespace: vif-system }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: vif-user }
+subjects: [{ apiGroup: rbac.authorization.k8s.io, kind: User, name: dev }]
+`,
+          );
+          const applied = await k("apply", "-f", grant);
+          assertEquals(applied.code, 0, applied.stderr);
+          const yes = await canI(SIM_DEV_CONTEXT);
+          assertEquals([yes.code, yes.stdout.trim()], [0, "yes"], yes.stderr);
+          assertEquals((await as(SIM_DEV_CONTEXT, "get", "pods", "-n", "vif-system")).code, 0);
+          const ca = await as(
+            SIM_DEV_CONTEXT,
+            "get",
+            "configmap",
+            "traffic-manager-ca",
+            "-n",
+            "vif-system",
+          );
+          assertMatch(ca.stderr, /NotFound/); // allowed, and not there yet
+          await forbidden(
+            as(SIM_DEV_CONTEXT, "get", "configmap", "kube-root-ca.crt", "-n", "vif-system"),
+            `configmaps "kube-root-ca.crt" is forbidden: User "dev" cannot get resource "configmaps" in API group "" in the namespace "vif-system"`,
+          );
+          await forbidden(
+            as(SIM_DEV_CONTEXT, "get", "pods", "-n", "default"),
+            `pods is forbidden: User "dev" cannot list resource "pods" in API group "" in the namespace "default"`,
+          );
         },
       );
 

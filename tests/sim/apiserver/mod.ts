@@ -11,6 +11,7 @@ export {
   type ApiServer,
   type ApiServerOptions,
   type AuthorizationAttributes,
+  type AuthorizationDecision,
   SERVER_VERSION,
   startApiServer,
   type TokenInfo,

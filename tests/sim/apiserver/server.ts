@@ -1,7 +1,8 @@
 /**
  * A fake Kubernetes API server over HTTPS, faithful enough for clients
  * nobody here wrote (`kubectl` 1.20, python-kubernetes, client-node):
- * bearer-token authentication, a small authorizer, discovery, the REST verbs
+ * bearer-token authentication, an authorizer the caller gives (RBAC in the
+ * simulated cluster), discovery, the REST verbs
  * (get, list, watch, create, update, patch, delete, deletecollection) on the
  * resources of {@linkcode RESOURCES}, `status` and `scale` subresources,
  * server-side Table printing, and `pods/portforward` over WebSocket as the
@@ -79,8 +80,22 @@ export interface TokenInfo {
   user: string;
   /** Groups besides `system:authenticated`, which every token gets. */
   groups?: string[];
-  /** When true, the user may not touch `secrets` nor `pods/portforward` (403). */
+  /**
+   * When true, the user may not touch `secrets` nor `pods/portforward` (403),
+   * whatever `authorize` says: a stand-in for RBAC in this server's own tests.
+   */
   limited?: boolean;
+}
+
+/** What an authorizer answers: allowed or not, and why (kube-apiserver's reason). */
+export interface AuthorizationDecision {
+  allowed: boolean;
+  /**
+   * Why: on an allowed SelfSubjectAccessReview it is the review's `reason`; on
+   * a denied request it follows the 403 message after `: ` (RBAC's reason when
+   * a binding names a missing role). Empty or absent: nothing is added.
+   */
+  reason?: string;
 }
 
 /** What the authorizer is asked. */
@@ -99,7 +114,11 @@ export interface AuthorizationAttributes {
   subresource: string;
   /** The namespace, or `""` for cluster scope. */
   namespace: string;
-  /** The object's name, or `""` for collections. */
+  /**
+   * The object's name, or `""` for collections; a list or watch with a
+   * `metadata.name=` field selector names that object, as kube-apiserver's
+   * request info does (so RBAC `resourceNames` can allow it).
+   */
   name: string;
 }
 
@@ -129,8 +148,12 @@ export interface ApiServerOptions {
   ) => Promise<PodConnection>;
   /** Log lines, each starting `apiserver: `. Default: none. */
   log?: (line: string) => void;
-  /** More authorization: return false to deny (after the `limited` rule). */
-  authorize?: (attributes: AuthorizationAttributes) => boolean;
+  /**
+   * Decides every resource request (after the `limited` rule); without it,
+   * every authenticated request is allowed. Non-resource paths (discovery,
+   * `/version`) are not asked, as a real cluster allows them to everyone.
+   */
+  authorize?: (attributes: AuthorizationAttributes) => boolean | AuthorizationDecision;
   /** The address the `default/kubernetes` Endpoints names. Default: `hostname` if it is an IPv4 address, else 127.0.0.1. */
   advertiseAddress?: string;
   /**
@@ -177,6 +200,8 @@ interface RequestInfo {
   namespace: string;
   name: string;
   subresource: string;
+  /** The name the authorizer is given: `name`, or a list's `metadata.name` field selector. */
+  authzName: string;
 }
 
 const JSON_HEADERS = {
@@ -314,11 +339,15 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
     };
   }
 
-  function allowed(user: User, a: Omit<AuthorizationAttributes, "user" | "groups">): boolean {
+  function decide(
+    user: User,
+    a: Omit<AuthorizationAttributes, "user" | "groups">,
+  ): AuthorizationDecision {
     if (user.limited && (a.resource === "secrets" || a.subresource === "portforward")) {
-      return false;
+      return { allowed: false };
     }
-    return options.authorize?.({ ...a, user: user.name, groups: user.groups }) ?? true;
+    const d = options.authorize?.({ ...a, user: user.name, groups: user.groups }) ?? true;
+    return typeof d === "boolean" ? { allowed: d } : d;
   }
 
   function authorize(user: User, ri: RequestInfo, verb = ri.verb): void {
@@ -328,9 +357,10 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
       resource: ri.info.resource,
       subresource: ri.subresource,
       namespace: ri.namespace,
-      name: ri.name,
+      name: ri.authzName,
     };
-    if (!allowed(user, a)) {
+    const d = decide(user, a);
+    if (!d.allowed) {
       throw forbiddenByRbac({
         user: user.name,
         verb,
@@ -339,8 +369,18 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
         ...(a.subresource ? { subresource: a.subresource } : {}),
         ...(a.namespace ? { namespace: a.namespace } : {}),
         ...(a.name ? { name: a.name } : {}),
+        ...(d.reason ? { reason: d.reason } : {}),
       });
     }
+  }
+
+  /** `metadata.name` of a field selector that requires exactly one name, as RequiresExactMatch finds it. */
+  function selectedName(url: URL): string {
+    for (const term of (url.searchParams.get("fieldSelector") ?? "").split(",")) {
+      const m = /^\s*metadata\.name\s*==?\s*([a-z0-9]([-a-z0-9.]*[a-z0-9])?)\s*$/.exec(term);
+      if (m) return m[1]!;
+    }
+    return "";
   }
 
   function discovery(parts: string[], req: Request): Response | undefined {
@@ -460,9 +500,10 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
     }
     if (watchPath && name) {
       url.searchParams.set("fieldSelector", `metadata.name=${name}`);
-      return { verb, info, namespace, name: "", subresource };
+      return { verb, info, namespace, name: "", subresource, authzName: name };
     }
-    return { verb, info, namespace, name, subresource };
+    const authzName = name || (verb === "list" || verb === "watch" ? selectedName(url) : "");
+    return { verb, info, namespace, name, subresource, authzName };
   }
 
   function listOptions(ri: RequestInfo, url: URL): ListOptions {
@@ -850,8 +891,8 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
             Record<string, string>
           >;
           const ra = spec.resourceAttributes;
-          const ok = ra
-            ? allowed(user, {
+          const d: AuthorizationDecision = ra
+            ? decide(user, {
               verb: ra.verb ?? "",
               group: ra.group ?? "",
               resource: ra.resource ?? "",
@@ -859,16 +900,13 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
               namespace: ra.namespace ?? "",
               name: ra.name ?? "",
             })
-            : true;
+            : { allowed: true };
           return respond(201, {
             kind: "SelfSubjectAccessReview",
             apiVersion: "authorization.k8s.io/v1",
             metadata: { creationTimestamp: null },
             spec,
-            status: {
-              allowed: ok,
-              ...(ok ? {} : { reason: "denied by the simulated authorizer" }),
-            },
+            status: { allowed: d.allowed, ...(d.reason ? { reason: d.reason } : {}) },
           });
         }
         const o = checkBody(ri, body);

@@ -124,9 +124,10 @@ export function unauthorized(): ApiError {
 
 /**
  * 403 from the authorizer: `pods "web" is forbidden: User "u" cannot create
- * resource "pods/portforward" in API group "" in the namespace "shop"`.
+ * resource "pods/portforward" in API group "" in the namespace "shop"`, then
+ * `: ` and the authorizer's reason when it gave one.
  *
- * @param attrs the denied request
+ * @param attrs the denied request, and the authorizer's reason
  * @returns the error
  */
 export function forbiddenByRbac(attrs: {
@@ -137,12 +138,17 @@ export function forbiddenByRbac(attrs: {
   subresource?: string;
   namespace?: string;
   name?: string;
+  reason?: string;
 }): ApiError {
   const full = attrs.subresource ? `${attrs.resource}/${attrs.subresource}` : attrs.resource;
   const where = attrs.namespace ? `in the namespace "${attrs.namespace}"` : "at the cluster scope";
-  const reason =
+  const why =
     `User "${attrs.user}" cannot ${attrs.verb} resource "${full}" in API group "${attrs.group}" ${where}`;
-  return forbidden({ group: attrs.group, resource: attrs.resource }, attrs.name ?? "", reason);
+  return forbidden(
+    { group: attrs.group, resource: attrs.resource },
+    attrs.name ?? "",
+    attrs.reason ? `${why}: ${attrs.reason}` : why,
+  );
 }
 
 /**
