@@ -57,10 +57,20 @@ const Client = grpc.makeGenericClientConstructor(ManagerService, "Manager");
  * @param address `host:port`.
  * @param caPem The CA to trust.
  * @param serverName The name the certificate must carry.
+ * @param clientCertificate The certificate and key to show a direct listener, if any.
  * @returns The client.
  */
-export function makeClient(address: string, caPem: string, serverName: string): TestClient {
-  const credentials = grpc.credentials.createSsl(Buffer.from(caPem));
+export function makeClient(
+  address: string,
+  caPem: string,
+  serverName: string,
+  clientCertificate?: { certPem: string; keyPem: string },
+): TestClient {
+  const credentials = grpc.credentials.createSsl(
+    Buffer.from(caPem),
+    clientCertificate ? Buffer.from(clientCertificate.keyPem) : null,
+    clientCertificate ? Buffer.from(clientCertificate.certPem) : null,
+  );
   return new Client(address, credentials, {
     ...CHANNEL_OPTIONS,
     "grpc.ssl_target_name_override": serverName,
@@ -136,7 +146,9 @@ export interface TestManager {
 
 /**
  * Serves a manager on 127.0.0.1 with a random port, a fake clock (no sweep
- * timer) and its log kept, plus a client.
+ * timer) and its log kept, plus a client. Its destinations are servers the
+ * test runs on loopback, so it may dial loopback (`allowLoopback`), which a
+ * manager never does otherwise.
  *
  * @param options Overrides of the serve options.
  * @returns The manager and its client.
@@ -151,6 +163,7 @@ export async function startManager(options: Partial<ServeOptions> = {}): Promise
     managerNamespace: tls.namespace,
     resolvConfPath: "/nonexistent/resolv.conf",
     sweepIntervalMs: 0,
+    allowLoopback: true,
     now: () => now,
     log: (line) => lines.push(line),
     ...options,

@@ -894,6 +894,16 @@ export interface Discovery {
   readonly settled: Promise<void>;
   /** Which fields have a value from the cluster so far. */
   readonly found: ReadonlySet<DiscoveredField>;
+  /**
+   * Reads one Service's ClusterIPs (the manager's own, which it must never
+   * dial).
+   *
+   * @param namespace The Service's namespace.
+   * @param name Its name.
+   * @returns Its ClusterIPs; none for a headless Service.
+   * @throws {Error} When the API does not answer or refuses.
+   */
+  serviceIps(namespace: string, name: string): Promise<string[]>;
   /** Stops every watch and retry. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -1055,6 +1065,15 @@ class ClusterDiscovery implements Discovery {
       );
     }
     if (this.#fields.size === 0) this.#settle();
+  }
+
+  async serviceIps(namespace: string, name: string): Promise<string[]> {
+    const service = await withTimeout(
+      this.#deps.requestTimeoutMs,
+      this.#stop.signal,
+      (signal) => this.#core.readNamespacedService({ namespace, name }, callOptions(signal)),
+    );
+    return clusterIps(service as unknown as RawObject) ?? [];
   }
 
   close(): Promise<void> {

@@ -8,7 +8,9 @@
  * On the hot path of every cluster name look-up, so it keeps one UDP socket
  * for all queries and tells answers apart by a random 16-bit ID of its own
  * (RFC 5452 9.2: random IDs, answers checked against the server's address and
- * port), rather than a socket per query.
+ * port), rather than a socket per query. At most `maxInFlight` queries wait
+ * at once (well under the 65,536 ids), so finding a free id never spins:
+ * past the limit a query fails at once.
  *
  * @module
  */
@@ -24,6 +26,8 @@ export interface DnsForwarderOptions {
   timeoutMs?: number;
   /** UDP attempts before giving up (the first and the retries). Default 2. */
   attempts?: number;
+  /** Queries waiting for an answer at once; more fail at once. Default 8192, at most 60,000. */
+  maxInFlight?: number;
 }
 
 /** The upstream did not answer, or answered badly. */
@@ -41,7 +45,8 @@ export class DnsForwardError extends Error {
 }
 
 interface Pending {
-  resolve(answer: Uint8Array): void;
+  /** The answer; `null` when the forwarder closed first. */
+  resolve(answer: Uint8Array | null): void;
 }
 
 const HEADER = 12;
@@ -70,6 +75,8 @@ export class DnsForwarder {
   #tcp = new Set<net.Socket>();
   #closed = false;
   #tcpFallbacks = 0;
+  #maxInFlight: number;
+  #inFlight = 0;
 
   /**
    * Makes a forwarder; nothing is opened until the first query.
@@ -85,6 +92,12 @@ export class DnsForwarder {
     this.#family = host.includes(":") ? 6 : 4;
     this.#timeoutMs = options.timeoutMs ?? 2000;
     this.#attempts = Math.max(1, options.attempts ?? 2);
+    this.#maxInFlight = Math.max(1, Math.min(options.maxInFlight ?? 8192, 60_000));
+  }
+
+  /** Queries waiting for an answer now. */
+  get inFlight(): number {
+    return this.#inFlight;
   }
 
   /** The upstream, as `host:port`. */
@@ -103,25 +116,37 @@ export class DnsForwarder {
    * @param query A DNS query message (RFC 1035 4.1).
    * @returns The answer message, with the query's ID.
    * @throws {RangeError} When `query` is shorter than a DNS header or longer than 65535 bytes.
-   * @throws {DnsForwardError} When the server does not answer in time or the exchange fails.
+   * @throws {DnsForwardError} When the server does not answer in time, the
+   *   exchange fails, or `maxInFlight` queries are waiting already.
    */
   async resolve(query: Uint8Array): Promise<Uint8Array> {
     if (query.length < HEADER || query.length > 65535) {
       throw new RangeError(`DNS query of ${query.length} bytes is not 12–65535 bytes long`);
     }
     if (this.#closed) throw new DnsForwardError("The DNS forwarder is closed");
-    const answer = await this.#udp(query);
-    // RFC 1035 4.1.1: TC, truncated; ask again over TCP (RFC 7766 5).
-    if ((answer[2]! & 0x02) !== 0) {
-      this.#tcpFallbacks++;
-      return await this.#overTcp(query);
+    if (this.#inFlight >= this.#maxInFlight) {
+      throw new DnsForwardError(
+        `${this.#maxInFlight} DNS queries are waiting for "${this.server}" already`,
+      );
     }
-    return answer;
+    this.#inFlight++;
+    try {
+      const answer = await this.#udp(query);
+      // RFC 1035 4.1.1: TC, truncated; ask again over TCP (RFC 7766 5).
+      if ((answer[2]! & 0x02) !== 0) {
+        this.#tcpFallbacks++;
+        return await this.#overTcp(query);
+      }
+      return answer;
+    } finally {
+      this.#inFlight--;
+    }
   }
 
-  /** Closes the socket; queries in flight fail. */
+  /** Closes the socket; queries in flight fail at once. */
   close(): void {
     this.#closed = true;
+    for (const pending of [...this.#pending.values()]) pending.resolve(null);
     this.#socket?.close();
     this.#socket = undefined;
     this.#ready = undefined;
@@ -132,10 +157,11 @@ export class DnsForwarder {
   async #udp(query: Uint8Array): Promise<Uint8Array> {
     const socket = await this.#openSocket();
     for (let attempt = 1; attempt <= this.#attempts; attempt++) {
+      if (this.#closed) throw new DnsForwardError("The DNS forwarder is closed");
       const id = this.#freeId();
       const message = Buffer.from(query);
       message.writeUInt16BE(id, 0);
-      const answer = await new Promise<Uint8Array | undefined>((resolve) => {
+      const answer = await new Promise<Uint8Array | null | undefined>((resolve) => {
         const timer = setTimeout(() => {
           this.#pending.delete(id);
           resolve(undefined);
@@ -151,6 +177,7 @@ export class DnsForwarder {
           if (error) this.#pending.get(id)?.resolve(new Uint8Array(0));
         });
       });
+      if (answer === null) throw new DnsForwardError("The DNS forwarder is closed");
       if (answer === undefined) continue; // Timed out: the retry.
       if (answer.length === 0) {
         throw new DnsForwardError(`Cannot send a DNS query to "${this.server}"`);
@@ -197,10 +224,19 @@ export class DnsForwarder {
     return this.#ready;
   }
 
+  /**
+   * A random id no query in flight uses. With at most 60,000 of the 65,536
+   * ids taken, a few random draws find one almost always; the scan after them
+   * bounds the worst case.
+   */
   #freeId(): number {
-    const bytes = new Uint16Array(1);
-    do crypto.getRandomValues(bytes); while (this.#pending.has(bytes[0]!));
-    return bytes[0]!;
+    const bytes = new Uint16Array(8);
+    crypto.getRandomValues(bytes);
+    for (const id of bytes) if (!this.#pending.has(id)) return id;
+    for (let i = 0, id = bytes[0]!; i < 65536; i++, id = (id + 1) & 0xffff) {
+      if (!this.#pending.has(id)) return id;
+    }
+    throw new DnsForwardError("Every DNS id is in use");
   }
 
   #overTcp(query: Uint8Array): Promise<Uint8Array> {

@@ -172,6 +172,40 @@ Deno.test("DnsForwarder retries once, then fails with the server named", async (
   }
 });
 
+Deno.test("DnsForwarder fails at once past maxInFlight, and 60,000 queries in flight find free ids without spinning", async () => {
+  const silent = dgram.createSocket("udp4");
+  let received = 0;
+  silent.on("message", () => received++);
+  await new Promise<void>((resolve) => silent.bind(0, "127.0.0.1", resolve));
+  const server = `127.0.0.1:${silent.address().port}`;
+  const small = new DnsForwarder(server, { timeoutMs: 60_000, maxInFlight: 3 });
+  const big = new DnsForwarder(server, { timeoutMs: 60_000, maxInFlight: 60_000, attempts: 1 });
+  try {
+    const waiting = [1, 2, 3].map(() => small.resolve(query("a.svc", "A")).catch((e) => e));
+    const error = await assertRejects(() => small.resolve(query("b.svc", "A")), DnsForwardError);
+    assertEquals(error.message, `3 DNS queries are waiting for "${server}" already`);
+    assertEquals(small.inFlight, 3);
+    small.close();
+    await Promise.all(waiting);
+    // Ids stay unique while nearly the whole id space is taken.
+    const start = performance.now();
+    const many = Array.from(
+      { length: 60_000 },
+      () => big.resolve(query("c.svc", "A")).catch(() => {}),
+    );
+    const took = performance.now() - start;
+    assertEquals(big.inFlight, 60_000);
+    assert(took < 5000, `60,000 queries took ${Math.round(took)} ms to send`);
+    await assertRejects(() => big.resolve(query("d.svc", "A")), DnsForwardError);
+    big.close();
+    await Promise.all(many);
+  } finally {
+    small.close();
+    big.close();
+    silent.close();
+  }
+});
+
 Deno.test("parseServer() takes host, host:port and bracketed IPv6", () => {
   assertEquals(parseServer("198.18.128.10"), { host: "198.18.128.10", port: 53 });
   assertEquals(parseServer("127.0.0.1:5353"), { host: "127.0.0.1", port: 5353 });

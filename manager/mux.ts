@@ -11,7 +11,13 @@
  *   each byte is given back (WINDOW) once the destination socket took it.
  *
  * So nothing buffers without bound, and one slow flow never stops the
- * stream: the call is never paused.
+ * stream. The client is a peer like any other: a flow that sends past its
+ * credit, or a frame that breaks the rules of its flow, resets that flow; a
+ * batch that breaks the framing ends the call; every flow and DNS query is
+ * counted against the manager's limits (limits.ts), per session and in
+ * total. And while grpc-js holds more than {@linkcode OUTBOUND_LIMIT} bytes
+ * the client has not read, the call is not read either: a client that sends
+ * requests and never reads the answers is pushed back by HTTP/2.
  *
  * @module
  */
@@ -31,13 +37,16 @@ import {
   forEachFrame,
   FrameType,
   FrameWriter,
+  MuxProtocolError,
   type OpenFrame,
 } from "../mod/rpc/mux.ts";
 import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
-import type { Session } from "./sessions.ts";
+import { shortId } from "./sessions.ts";
+import type { Usage } from "./limits.ts";
 import { endSocket } from "./tcp_tunnel.ts";
 import {
   admit,
+  type Admitted,
   countDial,
   dialAdmitted,
   dropDialed,
@@ -49,6 +58,25 @@ import { DatagramSender, IdleTimer, UDP_BUFFER_LIMIT } from "./udp_tunnel.ts";
 
 /** A server-side `Mux` call. */
 export type MuxCall = ServerDuplexStream<Uint8Array, Uint8Array>;
+
+/**
+ * Bytes the manager may have handed grpc-js for one call and not yet seen
+ * sent before it stops reading the call: what a client that never reads can
+ * make the manager hold, besides the flows' own windows.
+ */
+export const OUTBOUND_LIMIT = 8 * 1024 * 1024;
+
+/** The largest UDP datagram (RFC 768: the length field is 16 bits). */
+const MAX_DATAGRAM = 65_535;
+
+/** A frame that breaks the rules of its flow: the flow is reset with the message. */
+class FlowViolation extends Error {
+  /** @param message what the client did */
+  constructor(message: string) {
+    super(message);
+    this.name = "FlowViolation";
+  }
+}
 
 /** One flow's handlers for the frames the client sends it. */
 interface Flow {
@@ -82,6 +110,12 @@ class ManagerMux {
   #unregister: () => void = () => {};
   /** Data bytes written into frames since the last batch went to grpc-js. */
   #unflushed = 0;
+  /** Batch bytes handed to grpc-js and not yet sent. */
+  #outbound = 0;
+  /** Reading the call is paused until grpc-js has sent what it holds. */
+  #readPaused = false;
+  /** The client broke a flow's rules: logged once per call, counted always. */
+  #violations = 0;
 
   constructor(call: MuxCall, context: TunnelContext) {
     this.#call = call;
@@ -92,12 +126,23 @@ class ManagerMux {
       if (this.#done) return;
       const n = this.#unflushed;
       this.#unflushed = 0;
+      const size = batch.length;
       stats.addBufferedToClient(n);
+      this.#outbound += size;
       const more = call.write(batch, () => {
         stats.addBufferedToClient(-n);
         stats.bytesToClient += n;
+        this.#outbound -= size;
+        if (this.#readPaused && this.#outbound <= OUTBOUND_LIMIT / 2 && !this.#done) {
+          this.#readPaused = false;
+          call.resume();
+        }
       });
       if (!more) this.#blocked = true;
+      if (this.#outbound > OUTBOUND_LIMIT && !this.#readPaused) {
+        this.#readPaused = true;
+        call.pause();
+      }
     });
   }
 
@@ -137,7 +182,9 @@ class ManagerMux {
       try {
         forEachFrame(batch, (id, type, payload) => this.#frame(id, type, payload));
       } catch (error) {
-        this.#fail(`the mux framing was broken: ${(error as Error).message}`);
+        if (!(error instanceof MuxProtocolError)) throw error;
+        this.context.stats.violations++;
+        this.#fail(`the mux framing was broken: ${error.message}`);
       }
     });
     call.on("drain", () => {
@@ -164,30 +211,62 @@ class ManagerMux {
   #frame(id: number, type: number, payload: Uint8Array): void {
     if (this.#done) return;
     if (type === FrameType.Open) {
-      if (this.flows.has(id)) throw new Error(`flow ${id} opened twice`);
+      if (this.flows.has(id)) throw new MuxProtocolError(`flow ${id} opened twice`);
       this.#open(id, decodeOpen(payload));
       return;
     }
     if (type === FrameType.Dns) return this.#dns(id, payload);
     const flow = this.flows.get(id);
-    if (flow === undefined) return; // a late frame of a flow already ended here
-    switch (type) {
-      case FrameType.Data:
-        flow.data(payload);
-        return;
-      case FrameType.Fin:
-        flow.fin();
-        return;
-      case FrameType.Window:
-        flow.window(decodeWindow(payload));
-        return;
-      case FrameType.Close:
-        this.flows.delete(id);
-        flow.close(decodeClose(payload), "client");
-        return;
-      default:
-        throw new Error(`frame type ${type} is not one a client sends`);
+    if (flow === undefined) {
+      // A late frame of a flow already ended here, but never a type a client does not send.
+      if (type === FrameType.Result || type > FrameType.Dns || type === 0) {
+        throw new MuxProtocolError(`frame type ${type} is not one a client sends`);
+      }
+      return;
     }
+    try {
+      switch (type) {
+        case FrameType.Data:
+          flow.data(payload);
+          return;
+        case FrameType.Fin:
+          flow.fin();
+          return;
+        case FrameType.Window:
+          flow.window(decodeWindow(payload));
+          return;
+        case FrameType.Close:
+          this.flows.delete(id);
+          flow.close(decodeClose(payload), "client");
+          return;
+        default:
+          throw new MuxProtocolError(`frame type ${type} is not one a client sends`);
+      }
+    } catch (error) {
+      if (!(error instanceof FlowViolation)) throw error;
+      this.violation(id, flow, error.message);
+    }
+  }
+
+  /**
+   * Resets a flow whose frame broke its rules, counting (and, once per call,
+   * logging) it: the client's mistake costs that flow, not the call.
+   *
+   * @param id The flow's id.
+   * @param flow The flow.
+   * @param what What the client did.
+   */
+  violation(id: number, flow: Flow, what: string): void {
+    this.context.stats.violations++;
+    if (this.#violations++ === 0) {
+      this.context.log?.(
+        `manager: session ${shortId(this.sessionId)}: flow ${id} reset: ${what}` +
+          " (further violations on this call are counted, not logged)",
+      );
+    }
+    this.flows.delete(id);
+    this.out.write(id, FrameType.Close, encodeClose(`the traffic-manager reset the flow: ${what}`));
+    flow.close(what, "manager");
   }
 
   #open(id: number, open: OpenFrame): void {
@@ -206,38 +285,47 @@ class ManagerMux {
     );
     if ("code" in admitted) return answer(admitted.code, admitted.message);
     const { session } = admitted;
-    // Until the dial answers, a CLOSE from the client cancels it.
+    // Until the dial answers, a CLOSE from the client cancels it; nothing else may come.
     let cancelled = false;
-    this.flows.set(id, {
-      data: () => {},
-      fin: () => {},
-      window: () => {},
+    const early = (what: string) => () => {
+      throw new FlowViolation(`${what} before the dial's RESULT`);
+    };
+    const dialingFlow: Flow = {
+      data: early("DATA"),
+      fin: early("FIN"),
+      window: early("WINDOW"),
       close: () => void (cancelled = true),
-    });
+    };
+    this.flows.set(id, dialingFlow);
+    const forgetDial = () => {
+      if (this.flows.get(id) === dialingFlow) this.flows.delete(id);
+    };
     const dialing = (async () => {
       const outcome = await dialAdmitted(admitted, context);
       const wanted = !cancelled && !this.#done;
       if ("code" in outcome) {
-        this.flows.delete(id);
+        forgetDial();
         if (wanted) answer(outcome.code, outcome.message);
         return;
       }
       if (!wanted || session.ended) {
         dropDialed(outcome);
-        this.flows.delete(id);
+        admitted.release();
+        forgetDial();
         if (wanted) answer(DialResult_Code.NO_SESSION, sessionEnded(session));
         return;
       }
       answer(DialResult_Code.OK, outcome.message, "tcp" in outcome ? FLOW_WINDOW : 0);
       const flow = "tcp" in outcome
-        ? new TcpFlow(this, id, outcome.tcp, session, open.window)
-        : new UdpFlow(this, id, outcome.udp, session);
+        ? new TcpFlow(this, id, outcome.tcp, admitted, open.window)
+        : new UdpFlow(this, id, outcome.udp, admitted);
       this.flows.set(id, flow);
       flow.start();
     })();
     dialing.catch((error: unknown) => {
       // A bug, not a dial failure: the flow gets the reason.
-      this.flows.delete(id);
+      admitted.release();
+      forgetDial();
       if (!this.#done) {
         this.out.write(
           id,
@@ -251,13 +339,17 @@ class ManagerMux {
   #dns(id: number, query: Uint8Array): void {
     const fail = (code: DialResult_Code, message: string) =>
       this.out.write(id, FrameType.Result, encodeResult({ code, window: 0, message }));
-    if (this.context.sessions.get(this.sessionId) === undefined) {
+    const session = this.context.sessions.get(this.sessionId);
+    if (session === undefined) {
       return fail(DialResult_Code.NO_SESSION, unknownSession(this.sessionId));
     }
+    const { admission } = this.context;
+    const refused = admission.take("dns", session.usage);
+    if (refused !== undefined) return fail(DialResult_Code.UNREACHABLE, `refused: ${refused}`);
     this.context.resolveDns(query).then(
       (answer) => !this.#done && this.out.write(id, FrameType.Dns, answer),
       (error: Error) => !this.#done && fail(DialResult_Code.UNREACHABLE, error.message),
-    );
+    ).finally(() => admission.give("dns", session.usage));
   }
 
   /** The client broke the framing: every flow is reset and the call fails. */
@@ -297,8 +389,17 @@ class TcpFlow implements Flow {
   #mux: ManagerMux;
   #id: number;
   #socket: net.Socket;
+  #admitted: Admitted;
+  /** What the session holds, for the bytes this flow keeps for its destination. */
+  #usage: Usage;
   /** What the client still lets us send. */
   #credit: number;
+  /** Bytes read from the socket past the client's credit, sent when it gives more. */
+  #waiting: Uint8Array | null = null;
+  /** The destination's FIN came while bytes were waiting: send it after them. */
+  #endAfterWaiting = false;
+  /** What the client may still send us: the window we gave, less what came, plus what we gave back. */
+  #allowed = FLOW_WINDOW;
   /** Bytes written to the socket since the last WINDOW. */
   #given = 0;
   #clientFin = false;
@@ -306,12 +407,14 @@ class TcpFlow implements Flow {
   #toDestination = 0;
   #unregister: () => void;
 
-  constructor(mux: ManagerMux, id: number, socket: net.Socket, session: Session, window: number) {
+  constructor(mux: ManagerMux, id: number, socket: net.Socket, admitted: Admitted, window: number) {
     this.#mux = mux;
     this.#id = id;
     this.#socket = socket;
+    this.#admitted = admitted;
+    this.#usage = admitted.session.usage;
     this.#credit = window;
-    this.#unregister = session.onEnd((_end, reason) => this.#end(reason, "reset"));
+    this.#unregister = admitted.session.onEnd((_end, reason) => this.#end(reason, "reset"));
   }
 
   start(): void {
@@ -319,57 +422,103 @@ class TcpFlow implements Flow {
     const mux = this.#mux;
     mux.context.stats.tcpTunnels++;
     socket.on("data", (chunk: Uint8Array) => {
-      if (this.#done) return;
-      for (let offset = 0; offset < chunk.length; offset += MAX_CHUNK) {
-        const part = chunk.subarray(offset, offset + MAX_CHUNK);
-        this.#credit -= part.length;
-        mux.sendData(this.#id, part);
-      }
-      if (this.#credit <= 0) socket.pause();
-      else if (mux.blocked) {
-        socket.pause();
-        mux.stalled.add(this);
-      }
+      if (!this.#done) this.#send(chunk);
     });
     socket.on("end", () => {
-      if (!this.#done) mux.out.write(this.#id, FrameType.Fin);
+      if (this.#done) return;
+      // The FIN goes after the bytes still waiting for credit.
+      if (this.#waiting) this.#endAfterWaiting = true;
+      else mux.out.write(this.#id, FrameType.Fin);
     });
     socket.on("error", (error: Error) => this.#end(error.message, "destroy"));
     // Both directions closed (FIN each way), or destroyed.
     socket.on("close", () => this.#end("", "none"));
   }
 
+  /**
+   * Sends what the socket read, never past the client's credit: what does not
+   * fit waits here (one read at most, since the socket is paused until the
+   * client gives more).
+   */
+  #send(chunk: Uint8Array): void {
+    const mux = this.#mux;
+    let offset = 0;
+    while (offset < chunk.length && this.#credit > 0) {
+      const part = chunk.subarray(offset, offset + Math.min(MAX_CHUNK, this.#credit));
+      this.#credit -= part.length;
+      offset += part.length;
+      mux.sendData(this.#id, part);
+    }
+    if (offset < chunk.length) {
+      this.#waiting = chunk.subarray(offset);
+      this.#socket.pause();
+    } else if (this.#credit <= 0) this.#socket.pause();
+    else if (mux.blocked) {
+      this.#socket.pause();
+      mux.stalled.add(this);
+    }
+  }
+
   /** grpc-js can take more: read the socket again if the client lets us. */
   unstall(): void {
-    if (!this.#done && this.#credit > 0) this.#socket.resume();
+    if (!this.#done && this.#credit > 0 && this.#waiting === null) this.#socket.resume();
   }
 
   window(increment: number): void {
     if (this.#done) return;
+    // The client may give as much credit as it likes; past 2^48 it is a lie.
+    if (this.#credit + increment > 2 ** 48) {
+      throw new FlowViolation(`WINDOW of ${increment} bytes takes its credit past 2^48`);
+    }
     this.#credit += increment;
+    const waiting = this.#waiting;
+    if (waiting !== null) {
+      this.#waiting = null;
+      this.#send(waiting);
+      if (this.#waiting !== null) return;
+      if (this.#endAfterWaiting) {
+        this.#mux.out.write(this.#id, FrameType.Fin);
+        return;
+      }
+    }
     if (this.#credit > 0 && !this.#mux.blocked) this.#socket.resume();
     else if (this.#credit > 0) this.#mux.stalled.add(this);
   }
 
   data(bytes: Uint8Array): void {
     if (this.#done || bytes.length === 0) return;
-    if (this.#clientFin) {
-      this.#end("data after FIN", "reset");
+    const length = bytes.length;
+    if (this.#clientFin) throw new FlowViolation("DATA after FIN");
+    if (length > MAX_CHUNK) {
+      throw new FlowViolation(`a DATA frame of ${length} bytes, over the ${MAX_CHUNK} allowed`);
+    }
+    if (length > this.#allowed) {
+      throw new FlowViolation(
+        `sent ${length} bytes with ${this.#allowed} left of its window: past its credit`,
+      );
+    }
+    const mux = this.#mux;
+    const over = mux.context.admission.hold(this.#usage, length);
+    if (over !== undefined) {
+      // Within its credit, but the session (or the manager) holds too much for slow readers.
+      this.#end(`the traffic-manager reset the flow: ${over}`, "reset");
       return;
     }
-    const stats = this.#mux.context.stats;
-    const length = bytes.length;
+    this.#allowed -= length;
+    const stats = mux.context.stats;
     this.#toDestination += length;
     stats.addBufferedToDestination(length);
     this.#socket.write(bytes, () => {
       if (this.#done) return;
       this.#toDestination -= length;
+      mux.context.admission.hold(this.#usage, -length);
       stats.addBufferedToDestination(-length);
       stats.bytesToDestination += length;
       // The destination took the bytes: the client may send as many more.
       this.#given += length;
       if (this.#given >= FLOW_WINDOW / 4) {
-        this.#mux.out.write(this.#id, FrameType.Window, encodeWindow(this.#given));
+        this.#allowed += this.#given;
+        mux.out.write(this.#id, FrameType.Window, encodeWindow(this.#given));
         this.#given = 0;
       }
     });
@@ -383,7 +532,7 @@ class TcpFlow implements Flow {
 
   close(reason: string, from: "client" | "manager"): void {
     // From the client: a reason is a reset, none a close after pending data.
-    // From the manager (the session or the call ended): a reset.
+    // From the manager (the session or the call ended, a violation): a reset.
     this.#end(undefined, from === "client" && reason === "" ? "graceful" : "reset");
   }
 
@@ -403,7 +552,9 @@ class TcpFlow implements Flow {
     const stats = mux.context.stats;
     stats.tcpTunnels--;
     stats.addBufferedToDestination(-this.#toDestination);
+    mux.context.admission.hold(this.#usage, -this.#toDestination);
     this.#toDestination = 0;
+    this.#admitted.release();
     endSocket(this.#socket, socketEnd);
   }
 }
@@ -413,17 +564,19 @@ class UdpFlow implements Flow {
   #mux: ManagerMux;
   #id: number;
   #socket: dgram.Socket;
+  #admitted: Admitted;
   #done = false;
   #sender: DatagramSender;
   #idle: IdleTimer | undefined;
   #unregister: () => void;
 
-  constructor(mux: ManagerMux, id: number, socket: dgram.Socket, session: Session) {
+  constructor(mux: ManagerMux, id: number, socket: dgram.Socket, admitted: Admitted) {
     this.#mux = mux;
     this.#id = id;
     this.#socket = socket;
+    this.#admitted = admitted;
     this.#sender = new DatagramSender(socket, mux.context.stats);
-    this.#unregister = session.onEnd((_end, reason) => this.#end(reason));
+    this.#unregister = admitted.session.onEnd((_end, reason) => this.#end(reason));
   }
 
   start(): void {
@@ -446,6 +599,9 @@ class UdpFlow implements Flow {
 
   data(datagram: Uint8Array): void {
     if (this.#done) return;
+    if (datagram.length > MAX_DATAGRAM) {
+      throw new FlowViolation(`a datagram of ${datagram.length} bytes, over ${MAX_DATAGRAM}`);
+    }
     this.#idle?.touch();
     this.#sender.send(datagram);
   }
@@ -468,6 +624,7 @@ class UdpFlow implements Flow {
     this.#idle?.stop();
     this.#unregister();
     mux.context.stats.udpTunnels--;
+    this.#admitted.release();
     this.#sender.close();
     try {
       this.#socket.close();

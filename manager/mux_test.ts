@@ -670,7 +670,10 @@ Deno.test("mux: DATA after the client's FIN resets the flow and the client hears
     out.write(7, FrameType.Data, encoder.encode("too late"));
     await until("the CLOSE", () => frames.some(([, ty]) => ty === FrameType.Close));
     const close = frames.find(([, ty]) => ty === FrameType.Close)!;
-    assertEquals([close[0], decodeClose(close[2])], [7, "data after FIN"]);
+    assertEquals([close[0], decodeClose(close[2])], [
+      7,
+      "the traffic-manager reset the flow: DATA after FIN",
+    ]);
     const error = await readConn(conn).then(() => null, (e: Error) => e);
     assert(error instanceof Deno.errors.ConnectionReset, `the server saw ${error}`);
     conn.close();

@@ -16,7 +16,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { EventEmitter } from "node:events";
-import { Cidr, parseAddress } from "../mod/net/address.ts";
+import { Cidr, formatAddress, parseAddress } from "../mod/net/address.ts";
 import {
   type ArriveRequest,
   ArriveResponseSchema,
@@ -41,11 +41,20 @@ import { type Discovery, type DiscoveryOptions, startDiscovery } from "./discove
 import { DnsForwarder, DnsForwardError } from "./dns_forwarder.ts";
 import { ManagerSetupError } from "./errors.ts";
 import { commandPinger, findPingProgram } from "./ping.ts";
-import { DestinationPolicy } from "./policy.ts";
+import { DestinationPolicy, hostPort } from "./policy.ts";
 import { clusterDomainFromSearch, parseResolvConf, type ResolvConf } from "./resolv_conf.ts";
 import { type Session, SessionTable, shortId } from "./sessions.ts";
 import { ManagerStats } from "./stats.ts";
-import { checkTls, readTlsDir, serverCredentials, type TlsMaterial } from "./tls.ts";
+import {
+  checkTls,
+  directCredentials,
+  readClientCa,
+  readTlsDir,
+  serverCredentials,
+  type TlsMaterial,
+} from "./tls.ts";
+import { Admission, type Limits, resolveLimits } from "./limits.ts";
+import { type Health, startHealth } from "./health.ts";
 import { handleTunnel, type TunnelCall, type TunnelContext } from "./tunnel.ts";
 import { handleMux, type MuxCall } from "./mux.ts";
 
@@ -58,8 +67,39 @@ export interface ServeOptions {
   tlsDir?: string;
   /** The TLS material itself, instead of {@linkcode ServeOptions.tlsDir}. */
   tls?: TlsMaterial;
-  /** `HOST:PORT` to listen on (`[v6]:PORT`, `:PORT` and `PORT` too). Default `0.0.0.0:8081`; port 0 picks one. */
-  listen?: string;
+  /**
+   * Where the client listener listens, `HOST:PORT` (`[v6]:PORT` too): on
+   * loopback only, so that clients come through the API server's
+   * `pods/portforward` (the kubelet dials localhost in the pod) and
+   * Kubernetes RBAC decides who they are. Default `127.0.0.1:8081` and
+   * `[::1]:8081` (the latter skipped where the pod has no IPv6 loopback);
+   * port 0 picks one.
+   */
+  listen?: string | readonly string[];
+  /**
+   * Where the direct listener listens (`HOST:PORT`), for clients that dial
+   * the manager without the API server: mutual TLS, a client certificate
+   * signed by the client CA required. Off when absent.
+   */
+  directListen?: string;
+  /** The client CA (PEM) of the direct listener. Default: `client-ca.crt` in {@linkcode ServeOptions.tlsDir}. */
+  clientCaPem?: string;
+  /** A file holding the client CA, instead of {@linkcode ServeOptions.clientCaPem}. */
+  clientCaPath?: string;
+  /** Where the HTTP health listener (`/livez`, `/readyz`) listens, `HOST:PORT`. Off when absent. */
+  healthListen?: string;
+  /** Subnets a session may add with `also_proxy` (`--allow-also-proxy`). Default none. */
+  allowAlsoProxy?: readonly string[];
+  /** The ClusterIPs of the manager's own Service, never dialed (also learned through discovery). */
+  serviceIps?: readonly string[];
+  /** The manager's bounds; the rest are `DEFAULT_LIMITS` (limits.ts). */
+  limits?: Partial<Limits>;
+  /**
+   * Dial loopback destinations the other rules allow: only for a manager run
+   * in-process by tests (see `DestinationPolicyOptions.allowLoopback`); no
+   * flag sets it.
+   */
+  allowLoopback?: boolean;
   /** The manager's namespace: its certificate should name `traffic-manager.<namespace>`. Default `vif-system`. */
   managerNamespace?: string;
   /** Pod subnets (CIDRs). */
@@ -80,7 +120,7 @@ export interface ServeOptions {
   dnsUpstream?: string;
   /** The wait for each DNS attempt, in ms. Default 2000. */
   dnsTimeoutMs?: number;
-  /** Dial any destination but the manager's own port, not only the cluster's subnets. */
+  /** Dial any destination, not only the cluster's subnets (never the refused ranges: policy.ts). */
   allowAnyDestination?: boolean;
   /** The dial timeout when a tunnel asks for none, in ms. Default 5000. */
   dialTimeoutMs?: number;
@@ -122,12 +162,20 @@ export interface ServeDiscoveryOptions
 
 /** A running manager. */
 export interface ManagerHandle {
-  /** The address it listens on, `host:port` (`[v6]:port` for IPv6). */
+  /** The client listener's first address, `host:port` (`[v6]:port` for IPv6). */
   readonly address: string;
-  /** The host part of the listen address. */
+  /** The host part of {@linkcode ManagerHandle.address}. */
   readonly hostname: string;
-  /** The port it listens on (the real one when 0 was asked). */
+  /** The client listener's port (the real one when 0 was asked). */
   readonly port: number;
+  /** Every address the client listener listens on. */
+  readonly addresses: readonly string[];
+  /** The direct (mutual TLS) listener's address, when it runs. */
+  readonly directAddress: string | undefined;
+  /** The health listener, when it runs. */
+  readonly health: Health | undefined;
+  /** What every session holds against the limits, and the limits. */
+  readonly admission: Admission;
   /** The cluster info; {@linkcode ClusterInfoSource.set} pushes a change to every watcher. */
   readonly clusterInfo: ClusterInfoSource;
   /** The discovery that keeps {@linkcode ManagerHandle.clusterInfo} up to date, when asked for. */
@@ -171,11 +219,40 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   const log = options.log ?? ((line: string) => console.error(line));
   const namespace = options.managerNamespace ?? DEFAULT_MANAGER_NAMESPACE;
   const serverName = managerServerName(namespace);
-  const listen = parseListen(options.listen ?? `0.0.0.0:${DEFAULT_MANAGER_PORT}`);
+  const explicitListen = options.listen !== undefined;
+  const listens = (typeof options.listen === "string" ? [options.listen] : options.listen ?? [
+    `127.0.0.1:${DEFAULT_MANAGER_PORT}`,
+    `[::1]:${DEFAULT_MANAGER_PORT}`,
+  ]).map((text) => clientListen(parseListen(text)));
+  const direct = options.directListen === undefined
+    ? undefined
+    : parseListen(options.directListen, "--direct-listen");
+  const healthAt = options.healthListen === undefined
+    ? undefined
+    : parseListen(options.healthListen, "--health-listen");
   const podSubnets = parseSubnets(options.podSubnets ?? [], "pod", "--pod-cidr");
   const serviceSubnets = parseSubnets(options.serviceSubnets ?? [], "service", "--service-cidr");
+  const allowAlsoProxy = parseSubnets(
+    options.allowAlsoProxy ?? [],
+    "also-proxy",
+    "--allow-also-proxy",
+  );
   const podIp = checkAddress(options.podIp, "pod IP", "--pod-ip");
   const dnsServer = checkAddress(options.dnsServer, "DNS server", "--dns-server");
+  const serviceIps = new Set(
+    (options.serviceIps ?? []).map((ip) => checkAddress(ip, "Service IP", "--service-ip")!),
+  );
+  let limits: Limits;
+  try {
+    limits = resolveLimits(options.limits);
+  } catch (cause) {
+    throw new ManagerSetupError((cause as Error).message, {
+      hint:
+        "Pass each --max-… limit as a positive whole number, a per-session one at most its total.",
+      usage: true,
+      cause,
+    });
+  }
   const durations = {
     dialTimeoutMs: positive(options.dialTimeoutMs, 5000, "dial timeout", "--dial-timeout"),
     heartbeatIntervalMs: positive(
@@ -197,6 +274,13 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   const tls = options.tls ?? await readTls(options.tlsDir);
   const tlsCheck = checkTls(tls, serverName);
   const credentials = serverCredentials(tls);
+  let directCreds: ReturnType<typeof directCredentials> | undefined;
+  if (direct !== undefined) {
+    const clientCa = options.clientCaPem ?? await readClientCa(
+      options.clientCaPath ?? `${(options.tlsDir ?? ".").replace(/\/$/, "")}/client-ca.crt`,
+    );
+    directCreds = directCredentials(tls, clientCa);
+  }
 
   const resolvConfPath = options.resolvConfPath ?? "/etc/resolv.conf";
   const resolvConf = await readResolvConf(resolvConfPath, log);
@@ -229,7 +313,10 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   let forwarder: DnsForwarder | undefined;
   if (upstream !== undefined) {
     try {
-      forwarder = new DnsForwarder(upstream, { timeoutMs: durations.dnsTimeoutMs });
+      forwarder = new DnsForwarder(upstream, {
+        timeoutMs: durations.dnsTimeoutMs,
+        maxInFlight: limits.dnsInFlight,
+      });
     } catch (cause) {
       await discovery?.close();
       throw new ManagerSetupError(`Cannot use DNS upstream "${upstream}"`, {
@@ -245,13 +332,26 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     ? undefined
     : options.pingProgram ?? findPingProgram();
   const stats = new ManagerStats();
+  const admission = new Admission(limits);
   const sessions = new SessionTable({
     ttlMs: durations.sessionTtlMs,
     log,
     ...(options.now ? { now: options.now } : {}),
   });
 
-  let policy = new DestinationPolicy({ podSubnets, serviceSubnets, ownPort: 0 });
+  const ownAddresses = ownAddressesOf(podIp);
+  const makePolicy = (info: Readonly<ClusterInfoValue>) =>
+    new DestinationPolicy({
+      podSubnets: info.podSubnets,
+      serviceSubnets: info.serviceSubnets,
+      ...(info.dnsServer ? { dnsServer: info.dnsServer } : {}),
+      ownAddresses: [...ownAddresses, ...(info.managerPodIp ? [info.managerPodIp] : [])],
+      serviceIps: [...serviceIps],
+      allowAlsoProxy,
+      allowAnyDestination: options.allowAnyDestination ?? false,
+      allowLoopback: options.allowLoopback ?? false,
+    });
+  let policy = makePolicy(clusterInfo.current);
   const state: ServerState = {
     sessions,
     clusterInfo,
@@ -259,10 +359,13 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     forwarder,
     heartbeatIntervalMs: durations.heartbeatIntervalMs,
     mux: options.mux ?? true,
+    policy: () => policy,
     tunnels: {
       sessions,
-      policy: () => policy, // Replaced below once the port is known, and on cluster changes.
+      policy: () => policy,
       stats,
+      admission,
+      log,
       dialTimeoutMs: durations.dialTimeoutMs,
       udpIdleTimeoutMs: durations.udpIdleTimeoutMs,
       ping: commandPinger(pingProgram),
@@ -283,40 +386,6 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
       },
     },
   };
-  const server = new Server(CHANNEL_OPTIONS);
-  widenReceiveWindows(server, RECEIVE_WINDOW);
-  server.addService(ManagerService, implementation(state));
-
-  let port: number;
-  try {
-    port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        listen.bind,
-        credentials,
-        (error, port) => error ? reject(error) : resolve(port),
-      )
-    );
-  } catch (cause) {
-    forwarder?.close();
-    server.forceShutdown();
-    await discovery?.close();
-    throw new ManagerSetupError(`Cannot listen on "${listen.text}": ${bindProblem(cause)}`, {
-      hint: "Stop what uses that address, or pass another with --listen HOST:PORT.",
-      cause,
-    });
-  }
-
-  const ownAddresses = ownAddressesOf(listen.host, podIp);
-  const makePolicy = (info: Readonly<ClusterInfoValue>) =>
-    new DestinationPolicy({
-      podSubnets: info.podSubnets,
-      serviceSubnets: info.serviceSubnets,
-      ...(info.dnsServer ? { dnsServer: info.dnsServer } : {}),
-      ownAddresses: [...ownAddresses, ...(info.managerPodIp ? [info.managerPodIp] : [])],
-      ownPort: port,
-      allowAnyDestination: options.allowAnyDestination ?? false,
-    });
-  policy = makePolicy(clusterInfo.current);
   const unsubscribe = clusterInfo.subscribe((info) => {
     try {
       policy = makePolicy(info);
@@ -325,12 +394,83 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     }
   });
 
+  const servers: Server[] = [];
+  let health: Health | undefined;
+  let serving = false;
+  let closing: Promise<void> | undefined;
+  const stopAll = async () => {
+    forwarder?.close();
+    for (const server of servers) server.forceShutdown();
+    await health?.close();
+    unsubscribe();
+    await discovery?.close();
+  };
+  const addresses: string[] = [];
+  let directAddress: string | undefined;
+  try {
+    // One server per listener kind, so that a call's listener is its server's.
+    const client = newServer(state);
+    servers.push(client);
+    let port = 0;
+    for (const [i, listen] of listens.entries()) {
+      // The second loopback listener takes the port the first one got (0 asks for any).
+      const at = i > 0 && listen.port === 0 && port !== 0
+        ? parseListen(hostPort(listen.host, port))
+        : listen;
+      try {
+        const bound = await bind(client, at, credentials);
+        if (port === 0) port = bound;
+        addresses.push(hostPort(at.host, bound));
+      } catch (error) {
+        // The pod may have no IPv6 loopback: the default ::1 is a wish, not a need.
+        if (explicitListen || i === 0) throw error;
+        log(`manager: not listening on ${at.text}: ${(error as ManagerSetupError).message}`);
+      }
+    }
+    if (direct !== undefined && directCreds !== undefined) {
+      const server = newServer(state);
+      servers.push(server);
+      const bound = await bind(server, direct, directCreds);
+      directAddress = hostPort(direct.host, bound);
+    }
+    if (healthAt !== undefined) {
+      try {
+        health = startHealth({
+          hostname: healthAt.host,
+          port: healthAt.port,
+          ready: () => serving && closing === undefined,
+          log,
+        });
+      } catch (cause) {
+        throw new ManagerSetupError(
+          `Cannot listen on "${healthAt.text}" for health: ${bindProblem(cause)}`,
+          { hint: "Stop what uses that address, or pass another with --health-listen.", cause },
+        );
+      }
+    }
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+  const first = listens[0]!;
+  const port = Number(/:(\d+)$/.exec(addresses[0]!)![1]);
+
+  const findOwnService = discovery === undefined
+    ? undefined
+    : watchOwnService(discovery, namespace, (ips) => {
+      const before = [...serviceIps].join(" ");
+      for (const ip of ips) serviceIps.add(ip);
+      if ([...serviceIps].join(" ") !== before) {
+        log(`manager: never dialing its own Service's ClusterIPs ${[...serviceIps].join(" ")}`);
+        policy = makePolicy(clusterInfo.current);
+      }
+    });
+
   const sweepIntervalMs = options.sweepIntervalMs ?? 1000;
   const sweeper = sweepIntervalMs > 0
     ? setInterval(() => sessions.sweep(), sweepIntervalMs)
     : undefined;
 
-  const address = listen.host.includes(":") ? `[${listen.host}]:${port}` : `${listen.host}:${port}`;
   if (discovery !== undefined) {
     const waitMs = options.discovery?.startWaitMs ?? 5000;
     if (!await settledWithin(discovery, waitMs)) {
@@ -343,12 +483,21 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   const info = clusterInfo.current;
   for (const warning of tlsCheck.warnings) log(`manager: warning: ${warning}`);
   log(
-    `manager: serving on ${address} (TLS, ${serverName}), pods ${list(info.podSubnets)}, ` +
-      `services ${list(info.serviceSubnets)}, domain ${info.clusterDomain}, ` +
-      `DNS ${forwarder?.server ?? "none"}`,
+    `manager: serving clients on ${addresses.join(" ")} (TLS, ${serverName}; through ` +
+      `pods/portforward), pods ${list(info.podSubnets)}, services ${list(info.serviceSubnets)}, ` +
+      `domain ${info.clusterDomain}, DNS ${forwarder?.server ?? "none"}`,
   );
+  if (directAddress !== undefined) {
+    log(`manager: serving direct clients on ${directAddress} (mutual TLS: a client certificate)`);
+  }
+  if (health !== undefined) log(`manager: health on http://${health.address} (/livez, /readyz)`);
+  if (allowAlsoProxy.length > 0) {
+    log(`manager: sessions may also proxy within ${allowAlsoProxy.join(" ")}`);
+  }
   if (options.allowAnyDestination) {
-    log("manager: warning: --allow-any-destination: tunnels may go anywhere but this port");
+    log(
+      "manager: warning: --allow-any-destination: tunnels may go anywhere but the refused ranges",
+    );
   } else if (info.podSubnets.length + info.serviceSubnets.length === 0) {
     log(
       discovery === undefined
@@ -360,11 +509,15 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   }
   if (pingProgram === undefined) log("manager: no ping program: pings are answered unreachable");
 
-  let closing: Promise<void> | undefined;
+  serving = true;
   return {
-    address,
-    hostname: listen.host,
+    address: addresses[0]!,
+    hostname: first.host,
     port,
+    addresses,
+    directAddress,
+    health,
+    admission,
     clusterInfo,
     discovery,
     stats,
@@ -373,6 +526,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
+        findOwnService?.stop();
         await discovery?.close();
         unsubscribe();
         const count = sessions.endAll("the traffic-manager is stopping");
@@ -380,7 +534,8 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
           tunnel.abort("the traffic-manager is stopping");
         }
         forwarder?.close();
-        await shutdown(server, 1000);
+        await Promise.all(servers.map((server) => shutdown(server, 1000)));
+        await health?.close();
         log(
           `manager: stopped${
             count === 0 ? "" : ` (${count} session${count === 1 ? "" : "s"} ended)`
@@ -392,6 +547,83 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   };
 }
 
+/** A gRPC server of the Manager service with the manager's channel settings. */
+function newServer(state: ServerState): Server {
+  const server = new Server(CHANNEL_OPTIONS);
+  widenReceiveWindows(server, RECEIVE_WINDOW);
+  server.addService(ManagerService, implementation(state));
+  return server;
+}
+
+/** Binds `server` to `listen`; resolves with the port. */
+async function bind(
+  server: Server,
+  listen: Listen,
+  credentials: Parameters<Server["bindAsync"]>[1],
+): Promise<number> {
+  try {
+    return await new Promise<number>((resolve, reject) =>
+      server.bindAsync(
+        listen.bind,
+        credentials,
+        (error, port) => error ? reject(error) : resolve(port),
+      )
+    );
+  } catch (cause) {
+    throw new ManagerSetupError(`Cannot listen on "${listen.text}": ${bindProblem(cause)}`, {
+      hint: "Stop what uses that address, or pass another with --listen HOST:PORT.",
+      cause,
+    });
+  }
+}
+
+/** The client listener must be on loopback: else it would skip the API server's RBAC. */
+function clientListen(listen: Listen): Listen {
+  const bytes = parseAddress(listen.host)!;
+  const loopback = bytes.length === 4 ? bytes[0] === 127 : formatAddress(bytes) === "::1";
+  if (!loopback) {
+    throw new ManagerSetupError(
+      `Cannot serve clients on "${listen.text}": the client listener is on loopback only`,
+      {
+        hint: "Clients reach it through the API server's pods/portforward, where Kubernetes " +
+          "RBAC decides who they are; to let clients dial the manager, use --direct-listen " +
+          "HOST:PORT, which asks them for a client certificate.",
+        usage: true,
+      },
+    );
+  }
+  return listen;
+}
+
+/**
+ * Learns the ClusterIPs of the manager's own Service (`traffic-manager` in
+ * its namespace) through discovery, at once and then every minute: kube-proxy
+ * sends those addresses back to the manager's own ports, so they are never
+ * dialed.
+ */
+function watchOwnService(
+  discovery: Discovery,
+  namespace: string,
+  found: (ips: string[]) => void,
+): { stop(): void } {
+  let stopped = false;
+  const look = () =>
+    discovery.serviceIps(namespace, MANAGER_SERVICE).then((ips) => {
+      if (!stopped && ips.length > 0) found(ips);
+    }, () => {});
+  look();
+  const timer = setInterval(look, 60_000);
+  return {
+    stop() {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
+}
+
+/** The name of the manager's Service (and Deployment) in its namespace. */
+const MANAGER_SERVICE = "traffic-manager";
+
 interface ServerState {
   sessions: SessionTable;
   clusterInfo: ClusterInfoSource;
@@ -401,9 +633,26 @@ interface ServerState {
   tunnels: TunnelContext;
   /** Serve the Mux call and announce it. */
   mux: boolean;
+  /** The destination policy as of now: it also decides what `also_proxy` may ask. */
+  policy(): DestinationPolicy;
 }
 
 const NO_DNS_SERVER = "the traffic-manager has no DNS server (no nameserver in its resolv.conf)";
+
+/** The most `also_proxy` subnets one session may ask for. */
+const MAX_ALSO_PROXY = 64;
+
+/** The most cluster-info streams one session may hold (a client needs one). */
+const MAX_WATCHES_PER_SESSION = 4;
+
+/** The most characters of a client's own words kept (its name, host, version) for the log. */
+const MAX_CLIENT_TEXT = 256;
+
+/** A client's text, cut to {@linkcode MAX_CLIENT_TEXT} and without control characters. */
+function clip(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.slice(0, MAX_CLIENT_TEXT).replace(/[\u0000-\u001f\u007f]/g, "?");
+}
 
 function implementation(state: ServerState): UntypedServiceImplementation {
   const { sessions, clusterInfo } = state;
@@ -419,24 +668,52 @@ function implementation(state: ServerState): UntypedServiceImplementation {
     arrive(call: ServerUnaryCall<ArriveRequest, unknown>, callback: sendUnaryData<unknown>) {
       const client = call.request.client;
       const alsoProxy: Cidr[] = [];
-      for (const text of call.request.alsoProxy) {
-        try {
-          alsoProxy.push(Cidr.parse(text));
-        } catch {
+      for (const text of call.request.alsoProxy.slice(0, MAX_ALSO_PROXY + 1)) {
+        if (alsoProxy.length === MAX_ALSO_PROXY) {
           callback({
             code: status.INVALID_ARGUMENT,
-            details: `also_proxy: "${text}" is not a subnet (ADDRESS/PREFIX)`,
+            details: `also_proxy: more than ${MAX_ALSO_PROXY} subnets`,
           });
           return;
         }
+        let subnet: Cidr;
+        try {
+          subnet = Cidr.parse(text);
+        } catch {
+          callback({
+            code: status.INVALID_ARGUMENT,
+            details: `also_proxy: "${clip(text)}" is not a subnet (ADDRESS/PREFIX)`,
+          });
+          return;
+        }
+        const refused = state.policy().checkAlsoProxy(subnet);
+        if (refused !== undefined) {
+          callback({ code: status.PERMISSION_DENIED, details: refused });
+          return;
+        }
+        alsoProxy.push(subnet);
+      }
+      const { limits } = state.tunnels.admission;
+      if (
+        sessions.size >= limits.sessions && sessions.sweep() >= 0 &&
+        sessions.size >= limits.sessions
+      ) {
+        state.tunnels.admission.refused.sessions = (state.tunnels.admission.refused.sessions ?? 0) +
+          1;
+        callback({
+          code: status.RESOURCE_EXHAUSTED,
+          details:
+            `the traffic-manager has ${limits.sessions} sessions, its limit (--max-sessions)`,
+        });
+        return;
       }
       const session = sessions.arrive({
         ...(alsoProxy.length > 0 ? { alsoProxy } : {}),
-        name: client?.name ?? "",
-        hostname: client?.hostname ?? "",
-        version: client?.version ?? "",
-        namespace: client?.namespace ?? "",
-        os: client?.os ?? "",
+        name: clip(client?.name ?? ""),
+        hostname: clip(client?.hostname ?? ""),
+        version: clip(client?.version ?? ""),
+        namespace: clip(client?.namespace ?? ""),
+        os: clip(client?.os ?? ""),
       });
       callback(
         null,
@@ -455,6 +732,13 @@ function implementation(state: ServerState): UntypedServiceImplementation {
       const session = sessions.get(call.request.sessionId);
       if (session === undefined) {
         call.emit("error", noSession(call.request.sessionId));
+        return;
+      }
+      if (session.watches >= MAX_WATCHES_PER_SESSION) {
+        call.emit("error", {
+          code: status.RESOURCE_EXHAUSTED,
+          details: `the session watches the cluster info ${MAX_WATCHES_PER_SESSION} times already`,
+        });
         return;
       }
       watch(call, session, clusterInfo);
@@ -482,8 +766,12 @@ function implementation(state: ServerState): UntypedServiceImplementation {
     },
 
     resolveDNS(call: ServerUnaryCall<DNSRequest, unknown>, callback: sendUnaryData<unknown>) {
-      if (sessions.get(call.request.sessionId) === undefined) {
-        return callback(noSession(call.request.sessionId));
+      const session = sessions.get(call.request.sessionId);
+      if (session === undefined) return callback(noSession(call.request.sessionId));
+      const { admission } = state.tunnels;
+      const refused = admission.take("dns", session.usage);
+      if (refused !== undefined) {
+        return callback({ code: status.RESOURCE_EXHAUSTED, details: refused });
       }
       state.tunnels.resolveDns(call.request.message).then(
         (message) => callback(null, create(DNSResponseSchema, { message })),
@@ -495,7 +783,7 @@ function implementation(state: ServerState): UntypedServiceImplementation {
             : status.INTERNAL;
           callback({ code, details: error.message });
         },
-      );
+      ).finally(() => admission.give("dns", session.usage));
     },
   };
 }
@@ -506,14 +794,22 @@ function watch(
   source: ClusterInfoSource,
 ): void {
   call.write(toClusterInfoMessage(source.current));
+  session.watches++;
+  let counted = true;
+  const uncount = () => {
+    if (counted) session.watches--;
+    counted = false;
+  };
   const unsubscribe = source.subscribe((info) => call.write(toClusterInfoMessage(info)));
   const unregister = session.onEnd((end, reason) => {
+    uncount();
     unsubscribe();
     if (end === "expired") {
       call.emit("error", { code: status.NOT_FOUND, details: `${reason}: arrive again` });
     } else call.end();
   }, "stream");
   call.on("cancelled", () => {
+    uncount();
     unsubscribe();
     unregister();
   });
@@ -571,11 +867,17 @@ interface Listen {
  * Parses a listen address: `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT`.
  *
  * @param text The address.
+ * @param flag The flag it came from, for the error's hint. Default `--listen`.
+ * @param defaultHost The host of `:PORT` and `PORT`: loopback for `--listen`, else every address.
  * @returns The host, the port and the form grpc-js binds.
  * @throws {ManagerSetupError} When it is not an IP address and a port.
  */
-export function parseListen(text: string): Listen {
-  let host = "0.0.0.0";
+export function parseListen(
+  text: string,
+  flag = "--listen",
+  defaultHost = flag === "--listen" ? "127.0.0.1" : "0.0.0.0",
+): Listen {
+  let host = defaultHost;
   let portText = text;
   const bracket = /^\[([^\]]+)\]:(\d+)$/.exec(text);
   if (bracket !== null) [host, portText] = [bracket[1]!, bracket[2]!];
@@ -589,7 +891,7 @@ export function parseListen(text: string): Listen {
     throw new ManagerSetupError(
       `Cannot listen on "${text}": expected HOST:PORT with an IP address`,
       {
-        hint: 'Pass --listen like "0.0.0.0:8081", "[::]:8081" or ":8081".',
+        hint: `Pass ${flag} like "${defaultHost}:8081", "[::1]:8081" or ":8081".`,
         usage: true,
       },
     );
@@ -639,19 +941,19 @@ function positive(
   return Math.round(value);
 }
 
-/** The addresses a destination counts as "the manager itself" at. */
-function ownAddressesOf(listenHost: string, podIp: string | undefined): string[] {
+/**
+ * The manager's own addresses: its pod IP and every interface's address but
+ * loopback's (the policy refuses loopback as a whole).
+ */
+function ownAddressesOf(podIp: string | undefined): string[] {
   const own = new Set<string>();
   if (podIp) own.add(podIp);
-  if (listenHost !== "0.0.0.0" && listenHost !== "::") {
-    own.add(listenHost);
-    return [...own];
-  }
-  // Bound to every interface: every interface address reaches the API port.
   try {
-    for (const nic of Deno.networkInterfaces()) own.add(nic.address);
+    for (const nic of Deno.networkInterfaces()) {
+      if (nic.name !== "lo" && !/^(127\.|::1$)/.test(nic.address)) own.add(nic.address);
+    }
   } catch {
-    // No --allow-sys: loopback and the pod IP still count.
+    // No --allow-sys: the pod IP still counts, and loopback is refused anyway.
   }
   return [...own];
 }

@@ -22,7 +22,7 @@ Deno.test("serve() answers Version over TLS with its name and version", async ()
     const serving = t.lines.find((line) => line.startsWith("manager: serving"));
     assertMatch(
       serving!,
-      /^manager: serving on 127\.0\.0\.1:\d+ \(TLS, traffic-manager\.vif-system\)/,
+      /^manager: serving clients on 127\.0\.0\.1:\d+ \(TLS, traffic-manager\.vif-system; through pods\/portforward\)/,
     );
   } finally {
     await t.close();

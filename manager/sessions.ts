@@ -11,6 +11,7 @@
  */
 
 import type { Cidr } from "../mod/net/address.ts";
+import { Usage } from "./limits.ts";
 
 /** Who the client says it is (from `ArriveRequest.client`). */
 export interface SessionClient {
@@ -42,6 +43,10 @@ export class Session {
   readonly client: Readonly<SessionClient>;
   /** When it arrived (ms, the table's clock). */
   readonly arrivedAt: number;
+  /** What it holds now (flows, DNS queries, bytes), counted against the manager's limits. */
+  readonly usage = new Usage();
+  /** Its open `WatchClusterInfo` streams. */
+  watches = 0;
   #lastSeen: number;
   #closers = new Map<SessionCloser, "tunnel" | "stream">();
   #ended = false;

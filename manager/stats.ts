@@ -23,6 +23,12 @@ export class ManagerStats {
   dnsAnswered = 0;
   /** DNS queries that failed (no answer in time, upstream error). */
   dnsFailed = 0;
+  /**
+   * Frames from clients that broke the protocol: a flow that sent past its
+   * credit or after its FIN, an oversized frame, a batch that broke the
+   * framing. Each reset its flow or ended its call.
+   */
+  violations = 0;
   #toClient = 0;
   #toClientPeak = 0;
   #toDestination = 0;

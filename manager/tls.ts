@@ -129,6 +129,60 @@ export function checkTls(material: TlsMaterial, serverName: string, now = new Da
 }
 
 /**
+ * Reads and checks the client CA of the direct listener: the CA whose
+ * certificates the manager accepts from clients that dial it directly.
+ *
+ * @param path The PEM file (`client-ca.crt` in the TLS directory by default).
+ * @returns The PEM text.
+ * @throws {ManagerSetupError} When the file is missing, unreadable, or not a CA certificate.
+ */
+export async function readClientCa(path: string): Promise<string> {
+  let pem: string;
+  try {
+    pem = await Deno.readTextFile(path);
+  } catch (cause) {
+    const what = cause instanceof Deno.errors.NotFound ? "does not exist" : "cannot be read";
+    throw new ManagerSetupError(`The client CA "${path}" ${what}`, {
+      hint: "The direct listener needs the CA of its clients' certificates: " +
+        "`vif install --direct` puts it in the TLS Secret as client-ca.crt, or pass --client-ca FILE.",
+      cause,
+    });
+  }
+  let ca: X509Certificate;
+  try {
+    ca = new X509Certificate(pem);
+  } catch (cause) {
+    throw new ManagerSetupError(`The client CA "${path}" is not a PEM certificate`, {
+      hint: "Pass --client-ca a PEM file holding the CA certificate of the clients.",
+      cause,
+    });
+  }
+  if (!ca.ca) {
+    throw new ManagerSetupError(`The client CA "${path}" is not a CA certificate`, {
+      hint: "Pass the CA that signs the clients' certificates, not a client certificate.",
+    });
+  }
+  return pem;
+}
+
+/**
+ * Makes the credentials of the direct listener: the manager's certificate,
+ * and mutual TLS: a client must show a certificate signed by `clientCaPem`,
+ * else the handshake fails and it gets nothing but the TLS alert.
+ *
+ * @param material The manager's PEM texts.
+ * @param clientCaPem The CA of the clients' certificates.
+ * @returns The credentials for `Server.bindAsync`.
+ */
+export function directCredentials(material: TlsMaterial, clientCaPem: string): ServerCredentials {
+  return ServerCredentials.createSsl(
+    Buffer.from(clientCaPem),
+    [{ private_key: Buffer.from(material.keyPem), cert_chain: Buffer.from(material.certPem) }],
+    true,
+  );
+}
+
+/**
  * Makes grpc-js server credentials. The CA goes in as the first argument on
  * purpose: with `null`, grpc-js loads the default root bundle as `ca`, and
  * Deno's `node:tls` then sends that whole bundle in the certificate chain,

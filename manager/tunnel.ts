@@ -20,6 +20,7 @@ import {
 } from "../mod/rpc/service.ts";
 import type dgram from "node:dgram";
 import type net from "node:net";
+import type { Admission, Holding } from "./limits.ts";
 import type { Pinger } from "./ping.ts";
 import { type DestinationPolicy, hostPort, type TunnelProtocol } from "./policy.ts";
 import type { Session, SessionTable } from "./sessions.ts";
@@ -38,6 +39,10 @@ export interface TunnelContext {
   policy(): DestinationPolicy;
   /** Counters. */
   stats: ManagerStats;
+  /** What every session holds, against the manager's limits. */
+  admission: Admission;
+  /** Where log lines go (each starts with `manager: `). */
+  log?: (line: string) => void;
   /** The dial timeout when `open` asks for none, in ms. */
   dialTimeoutMs: number;
   /** How long a UDP tunnel lives without a datagram either way, in ms. */
@@ -108,6 +113,11 @@ export function handleTunnel(call: TunnelCall, context: TunnelContext): void {
 /** A dial request the manager agreed to make. */
 export interface Admitted {
   session: Session;
+  /**
+   * Gives back the flow the request holds against the limits; call it once
+   * the dial failed or the flow ended. Safe to call twice.
+   */
+  release(): void;
   protocol: TunnelProtocol;
   /** The destination, as text. */
   host: string;
@@ -149,8 +159,20 @@ export function admit(
   }
   const verdict = context.policy().check(kind, ip, port, session.client.alsoProxy);
   if (!verdict.allowed) return { code: DialResult_Code.PROHIBITED, message: verdict.reason };
+  // A ping is a process of its own while it runs: it counts as a UDP flow.
+  const holding: Holding = kind === "tcp" ? "tcp" : "udp";
+  const refused = context.admission.take(holding, session.usage);
+  if (refused !== undefined) {
+    return { code: DialResult_Code.UNREACHABLE, message: `refused: ${refused}` };
+  }
+  let held = true;
   return {
     session,
+    release: () => {
+      if (!held) return;
+      held = false;
+      context.admission.give(holding, session.usage);
+    },
     protocol: kind,
     host: formatAddress(unmapped(ip)),
     port,
@@ -165,7 +187,9 @@ export function admit(
 export type Dialed = { tcp: net.Socket; message: string } | { udp: dgram.Socket; message: string };
 
 /**
- * Dials an admitted request. Shared by `Tunnel` and `Mux`.
+ * Dials an admitted request. Shared by `Tunnel` and `Mux`. A request that
+ * ends here (a failed dial, a ping) gives its flow back to the limits; an
+ * open socket keeps it until its flow calls `admitted.release()`.
  *
  * @param admitted The request.
  * @param context The manager's pinger.
@@ -173,6 +197,20 @@ export type Dialed = { tcp: net.Socket; message: string } | { udp: dgram.Socket;
  *   failure, or for ICMP the echo's outcome.
  */
 export async function dialAdmitted(
+  admitted: Admitted,
+  context: TunnelContext,
+): Promise<Dialed | { code: DialResult_Code; message: string }> {
+  try {
+    const outcome = await dial(admitted, context);
+    if ("code" in outcome) admitted.release();
+    return outcome;
+  } catch (error) {
+    admitted.release();
+    throw error;
+  }
+}
+
+async function dial(
   admitted: Admitted,
   context: TunnelContext,
 ): Promise<Dialed | { code: DialResult_Code; message: string }> {
@@ -264,6 +302,7 @@ async function open(call: TunnelCall, request: Open, context: TunnelContext): Pr
     if ("code" in outcome) return cancelled ? undefined : refuse(outcome.code, outcome.message);
     if (cancelled || session.ended) {
       dropDialed(outcome);
+      admitted.release();
       if (!cancelled) refuse(DialResult_Code.NO_SESSION, sessionEnded(session));
       return;
     }
@@ -273,15 +312,19 @@ async function open(call: TunnelCall, request: Open, context: TunnelContext): Pr
         ? new TcpPipe(call, outcome.tcp, session, context)
         : new UdpPipe(call, outcome.udp, session, context),
       context,
+      admitted,
     );
   } finally {
     call.off("cancelled", onCancel);
   }
 }
 
-function start(pipe: TcpPipe | UdpPipe, context: TunnelContext): void {
+function start(pipe: TcpPipe | UdpPipe, context: TunnelContext, admitted: Admitted): void {
   context.open.add(pipe);
-  pipe.onDone(() => context.open.delete(pipe));
+  pipe.onDone(() => {
+    context.open.delete(pipe);
+    admitted.release();
+  });
   pipe.start();
 }
 

@@ -3,7 +3,10 @@
  * certificate for `traffic-manager.<namespace>` signed by it (a directory
  * shaped like a mounted `kubernetes.io/tls` Secret: `tls.crt`, `tls.key`,
  * `ca.crt`), and a second, unrelated CA with its own server certificate for
- * "wrong CA" tests.
+ * "wrong CA" tests. For the manager's direct (mutual TLS) listener: a client
+ * CA, written into the directory as `client-ca.crt` as `vif install --direct`
+ * does, and a client certificate it signed; the unrelated CA signs a client
+ * certificate too, which the manager must refuse.
  *
  * Keys are ECDSA P-256: quick to make, and accepted by Deno's TLS (rustls).
  *
@@ -50,8 +53,26 @@ export interface TestCertificates {
   keyPem: string;
 }
 
+/** A client certificate and its key, for a direct listener. */
+export interface TestClientCertificate {
+  /** Path of the certificate (PEM). */
+  certPath: string;
+  /** Path of the key (PEM). */
+  keyPath: string;
+  /** The certificate (PEM). */
+  certPem: string;
+  /** The key (PEM). */
+  keyPem: string;
+}
+
 /** What {@linkcode makeTestTls} made. */
 export interface TestTls extends TestCertificates {
+  /** The client CA (PEM), also in the directory as `client-ca.crt`. */
+  clientCaPem: string;
+  /** A client certificate signed by {@linkcode TestTls.clientCaPem}. */
+  client: TestClientCertificate;
+  /** A client certificate signed by the unrelated CA: refused by the manager. */
+  strangerClient: TestClientCertificate;
   /** The name the server certificate carries: `traffic-manager.<namespace>`. */
   serverName: string;
   /** The namespace it was made for. */
@@ -87,8 +108,17 @@ export async function makeTestTls(options: TestTlsOptions = {}): Promise<TestTls
   try {
     const main = await makeCaAndServer(`${root}/main`, "vif test CA", serverName, sans, days);
     const other = await makeCaAndServer(`${root}/other`, "unrelated CA", serverName, sans, days);
+    const clients = `${root}/clients`;
+    await Deno.mkdir(clients);
+    await makeCa(clients, "vif test client CA", days);
+    await Deno.copyFile(`${clients}/ca.crt`, `${main.dir}/client-ca.crt`);
+    const client = await makeClient(clients, "client", "vif-test-client", days);
+    const strangerClient = await makeClient(other.dir, "client", "a stranger", days);
     return {
       ...main,
+      clientCaPem: await Deno.readTextFile(`${clients}/ca.crt`),
+      client,
+      strangerClient,
       serverName,
       namespace,
       other,
@@ -109,27 +139,10 @@ async function makeCaAndServer(
 ): Promise<TestCertificates> {
   await Deno.mkdir(dir, { recursive: true });
   const p = (name: string) => `${dir}/${name}`;
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await makeCa(dir, caName, days);
   await openssl([
     "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    p("ca.key"),
-    "-out",
-    p("ca.crt"),
-    "-days",
-    days,
-    "-subj",
-    `/CN=${caName}`,
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-  await openssl([
-    "req",
-    ...ec,
+    ...EC,
     "-keyout",
     p("tls.key"),
     "-out",
@@ -171,6 +184,76 @@ async function makeCaAndServer(
     caPem: await Deno.readTextFile(p("ca.crt")),
     certPem: await Deno.readTextFile(p("tls.crt")),
     keyPem: await Deno.readTextFile(p("tls.key")),
+  };
+}
+
+const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/** A self-signed CA: `ca.crt` and `ca.key` in `dir`. */
+async function makeCa(dir: string, name: string, days: string): Promise<void> {
+  await openssl([
+    "req",
+    "-x509",
+    ...EC,
+    "-keyout",
+    `${dir}/ca.key`,
+    "-out",
+    `${dir}/ca.crt`,
+    "-days",
+    days,
+    "-subj",
+    `/CN=${name}`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
+}
+
+/** A client certificate (`<name>.crt`, `<name>.key`) signed by the CA in `dir`. */
+async function makeClient(
+  dir: string,
+  name: string,
+  commonName: string,
+  days: string,
+): Promise<TestClientCertificate> {
+  const p = (file: string) => `${dir}/${file}`;
+  await openssl([
+    "req",
+    ...EC,
+    "-keyout",
+    p(`${name}.key`),
+    "-out",
+    p(`${name}.csr`),
+    "-subj",
+    `/CN=${commonName}`,
+  ]);
+  await Deno.writeTextFile(
+    p(`${name}.ext`),
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+  );
+  await openssl([
+    "x509",
+    "-req",
+    "-in",
+    p(`${name}.csr`),
+    "-CA",
+    p("ca.crt"),
+    "-CAkey",
+    p("ca.key"),
+    "-CAcreateserial",
+    "-out",
+    p(`${name}.crt`),
+    "-days",
+    days,
+    "-extfile",
+    p(`${name}.ext`),
+  ]);
+  return {
+    certPath: p(`${name}.crt`),
+    keyPath: p(`${name}.key`),
+    certPem: await Deno.readTextFile(p(`${name}.crt`)),
+    keyPem: await Deno.readTextFile(p(`${name}.key`)),
   };
 }
 

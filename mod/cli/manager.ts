@@ -11,14 +11,24 @@
  */
 
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { DEFAULT_MANAGER_NAMESPACE, DEFAULT_MANAGER_PORT } from "../rpc/service.ts";
+import {
+  DEFAULT_HEALTH_PORT,
+  DEFAULT_MANAGER_NAMESPACE,
+  DEFAULT_MANAGER_PORT,
+} from "../rpc/service.ts";
+import { DEFAULT_LIMITS, LIMIT_FLAGS, type LimitName, type Limits } from "../../manager/limits.ts";
 import type { CliContext } from "./context.ts";
 import { ExitCode, UserError } from "./errors.ts";
 
 /** The options of `vif manager`, as commander parses them. */
 interface ManagerFlags {
   tlsDir?: string;
-  listen: string;
+  listen?: string[];
+  directListen?: string;
+  clientCa?: string;
+  healthListen: string | false;
+  allowAlsoProxy?: string[];
+  serviceIp?: string[];
   managerNamespace?: string;
   podCidr?: string[];
   serviceCidr?: string[];
@@ -36,14 +46,27 @@ interface ManagerFlags {
   discover?: boolean;
   kubeconfig?: string;
   serviceAccountDir?: string;
+  /** The `--max-…` limits, by commander's name for each flag. */
+  [limit: string]: unknown;
 }
 
 const EXAMPLES = `
+Listeners:
+  --listen          clients, through the API server's pods/portforward: loopback
+                    only (the kubelet dials localhost in the pod), so Kubernetes
+                    RBAC on pods/portforward decides who is a client
+  --direct-listen   clients that dial the manager (benchmarks, a LoadBalancer):
+                    mutual TLS, a certificate signed by the client CA required
+  --health-listen   plain HTTP /livez and /readyz for the kubelet's probes
+
 Environment (used when the flag is absent):
-  POD_IP              the manager pod's IP (--pod-ip)
-  POD_NAMESPACE       the manager's namespace (--manager-namespace)
-  VIF_POD_CIDRS       pod subnets, comma-separated (--pod-cidr)
-  VIF_SERVICE_CIDRS   service subnets, comma-separated (--service-cidr)
+  POD_IP                        the manager pod's IP (--pod-ip)
+  POD_NAMESPACE                 the manager's namespace (--manager-namespace)
+  VIF_POD_CIDRS                 pod subnets, comma-separated (--pod-cidr)
+  VIF_SERVICE_CIDRS             service subnets, comma-separated (--service-cidr)
+  VIF_ALLOW_ALSO_PROXY          --allow-also-proxy subnets, comma-separated
+  TRAFFIC_MANAGER_SERVICE_HOST  its own Service's ClusterIP (--service-ip), as
+                                the kubelet sets it
 
 Discovery: in a pod (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT set,
 the service-account token mounted) and given neither --pod-cidr nor
@@ -57,6 +80,9 @@ Durations are milliseconds, or a number with ms, s or m ("5s", "1m").
 Examples:
   # In the manager's container, with the TLS Secret mounted at /var/run/vif/tls
   vif --serve --tls-dir /var/run/vif/tls --pod-cidr 198.18.64.0/18 --service-cidr 198.18.128.0/20
+
+  # Also for clients that dial it, with a client certificate (client-ca.crt in the TLS dir)
+  vif --serve --tls-dir /var/run/vif/tls --direct-listen 0.0.0.0:8443
 
   # On this machine, for a test: any destination, a short session TTL
   vif manager --tls-dir ./tls --listen 127.0.0.1:8081 --allow-any-destination --session-ttl 5s
@@ -96,11 +122,39 @@ export function serveAlias(args: readonly string[]): string[] {
  */
 export function registerManager(program: Command, context: CliContext): void {
   const env = (name: string) => context.io.env(name)?.trim() || undefined;
-  program
+  const command = program
     .command("manager")
     .description('run the traffic-manager, in the cluster (also "vif --serve")')
     .option("--tls-dir <dir>", "directory with tls.crt, tls.key and ca.crt (a mounted TLS Secret)")
-    .option("--listen <host:port>", "address to serve gRPC on", `0.0.0.0:${DEFAULT_MANAGER_PORT}`)
+    .option(
+      "--listen <host:port>",
+      `the client listener, on loopback only (repeatable; default: 127.0.0.1:${DEFAULT_MANAGER_PORT} and [::1]:${DEFAULT_MANAGER_PORT})`,
+      collectOne,
+    )
+    .option(
+      "--direct-listen <host:port>",
+      "also serve clients that dial the manager, with mutual TLS (default: off)",
+    )
+    .option(
+      "--client-ca <file>",
+      "the CA of the direct listener's client certificates (default: client-ca.crt in --tls-dir)",
+    )
+    .option(
+      "--health-listen <host:port>",
+      "the HTTP health listener (/livez, /readyz)",
+      `0.0.0.0:${DEFAULT_HEALTH_PORT}`,
+    )
+    .option("--no-health-listen", "no health listener")
+    .option(
+      "--allow-also-proxy <cidr>",
+      "a subnet sessions may add with --also-proxy (repeatable; default: $VIF_ALLOW_ALSO_PROXY, else none)",
+      collect,
+    )
+    .option(
+      "--service-ip <ip>",
+      "its own Service's ClusterIP, never dialed (repeatable; default: $TRAFFIC_MANAGER_SERVICE_HOST; discovery finds it too)",
+      collect,
+    )
     .option(
       "--manager-namespace <ns>",
       `the manager's namespace; its certificate names traffic-manager.<ns> (default: $POD_NAMESPACE, else "${DEFAULT_MANAGER_NAMESPACE}")`,
@@ -148,7 +202,16 @@ export function registerManager(program: Command, context: CliContext): void {
       durationOption("--session-ttl", "how long a session lives without a heartbeat", 30_000),
     )
     .addOption(durationOption("--heartbeat-interval", "how often clients send heartbeats", 5000))
-    .addOption(durationOption("--udp-idle-timeout", "how long an idle UDP flow lives", 60_000))
+    .addOption(durationOption("--udp-idle-timeout", "how long an idle UDP flow lives", 60_000));
+  for (
+    const [name, { flag, what }] of Object.entries(LIMIT_FLAGS) as [
+      LimitName,
+      { flag: string; what: string },
+    ][]
+  ) {
+    command.addOption(limitOption(name, flag, what));
+  }
+  command
     .addHelpText("after", EXAMPLES)
     .action(async (flags: ManagerFlags) => {
       if (flags.tlsDir === undefined) {
@@ -158,6 +221,14 @@ export function registerManager(program: Command, context: CliContext): void {
         });
       }
       const fromEnv = (name: string) => env(name)?.split(",").map((s) => s.trim()).filter(Boolean);
+      const limits: Partial<Limits> = {};
+      for (
+        const [name, { flag }] of Object.entries(LIMIT_FLAGS) as [LimitName, { flag: string }][]
+      ) {
+        const value = flags[new Option(flag).attributeName()];
+        if (typeof value === "number") limits[name] = value;
+      }
+      const serviceIps = flags.serviceIp ?? fromEnv("TRAFFIC_MANAGER_SERVICE_HOST") ?? [];
       const { serve, ManagerSetupError, inClusterConfigAvailable } = await import(
         "../../manager/mod.ts"
       );
@@ -178,7 +249,13 @@ export function registerManager(program: Command, context: CliContext): void {
       try {
         manager = await serve({
           tlsDir: flags.tlsDir,
-          listen: flags.listen,
+          ...(flags.listen ? { listen: flags.listen } : {}),
+          ...(flags.directListen ? { directListen: flags.directListen } : {}),
+          ...(flags.clientCa ? { clientCaPath: flags.clientCa } : {}),
+          ...(flags.healthListen !== false ? { healthListen: flags.healthListen } : {}),
+          allowAlsoProxy: flags.allowAlsoProxy ?? fromEnv("VIF_ALLOW_ALSO_PROXY") ?? [],
+          serviceIps,
+          limits,
           managerNamespace: flags.managerNamespace ?? env("POD_NAMESPACE") ??
             DEFAULT_MANAGER_NAMESPACE,
           podSubnets,
@@ -235,6 +312,47 @@ function untilSignal(signals: Deno.Signal[]): Promise<Deno.Signal> {
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), ...commaList(value)];
+}
+
+function collectOne(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** A `--max-…` option: a count, or for bytes a size (`64Mi`, `1Gi`, `512k`). */
+function limitOption(name: LimitName, flag: string, what: string): Option {
+  const bytes = name === "buffered" || name === "bufferedPerSession";
+  const fallback = DEFAULT_LIMITS[name];
+  const shown = bytes ? `${fallback / 1024 / 1024}Mi` : String(fallback);
+  return new Option(`${flag} <${bytes ? "size" : "count"}>`, `the most ${what}`)
+    .argParser(bytes ? size : count)
+    .default(undefined, shown);
+}
+
+function count(text: string): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(Number.isSafeInteger(value) && value > 0)) {
+    throw new InvalidArgumentError("Expected a positive whole number.");
+  }
+  return value;
+}
+
+/** Parses a size: bytes, or a number with k, M, G (powers of 1000) or Ki, Mi, Gi (of 1024). */
+function size(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([kMG]i?)?$/.exec(text.trim());
+  const units: Record<string, number> = {
+    k: 1e3,
+    M: 1e6,
+    G: 1e9,
+    ki: 1024,
+    Ki: 1024,
+    Mi: 1024 ** 2,
+    Gi: 1024 ** 3,
+  };
+  const value = match ? Math.round(Number(match[1]) * (units[match[2] ?? ""] ?? 1)) : NaN;
+  if (!(Number.isSafeInteger(value) && value > 0)) {
+    throw new InvalidArgumentError('Expected a size like "64Mi", "1Gi" or "500000".');
+  }
+  return value;
 }
 
 function durationOption(flag: string, description: string, fallback: number): Option {

@@ -68,6 +68,22 @@ Deno.test("vif --serve rejects bad flag values with exit code 2", async () => {
     ],
     [["--listen", "somewhere"], /^vif: cannot listen on "somewhere": expected HOST:PORT/],
     [
+      ["--listen", "0.0.0.0:8081"],
+      /^vif: cannot serve clients on "0\.0\.0\.0:8081": the client listener is on loopback only\nClients reach it through the API server's pods\/portforward/,
+    ],
+    [
+      ["--allow-also-proxy", "0.0.0.0/99"],
+      /^vif: cannot parse also-proxy subnet "0\.0\.0\.0\/99"\nPass --allow-also-proxy/,
+    ],
+    [
+      ["--max-tcp-flows", "many"],
+      /^vif: option "--max-tcp-flows <count>" argument "many" is invalid/,
+    ],
+    [
+      ["--max-tcp-flows-per-session", "100", "--max-tcp-flows", "10"],
+      /^vif: the limit --max-tcp-flows-per-session \(100\) is above --max-tcp-flows \(10\)\n/,
+    ],
+    [
       ["--dial-timeout", "soon"],
       /^vif: option "--dial-timeout <duration>" argument "soon" is invalid\n/,
     ],
@@ -80,6 +96,20 @@ Deno.test("vif --serve rejects bad flag values with exit code 2", async () => {
     assertMatch(err, pattern);
     assertEquals(err.trimEnd().split("\n").length, 2, err);
   }
+  const noCa = await run([
+    "--serve",
+    "--tls-dir",
+    tls.dir,
+    "--listen",
+    "127.0.0.1:0",
+    "--no-health-listen",
+    "--direct-listen",
+    "127.0.0.1:0",
+    "--client-ca",
+    "/nonexistent/ca.crt",
+  ]);
+  assertEquals(noCa.code, 1, noCa.err);
+  assertMatch(noCa.err, /^vif: the client CA "\/nonexistent\/ca\.crt" does not exist\n/);
   const fromEnv = await run(["--serve", "--tls-dir", tls.dir], {
     VIF_SERVICE_CIDRS: "198.18.128.0/20,nope",
   });
@@ -99,6 +129,8 @@ Deno.test("vif --serve as a process serves over TLS and stops on SIGTERM with ex
       tls.dir,
       "--listen",
       "127.0.0.1:0",
+      "--health-listen",
+      "127.0.0.1:0",
       "--service-cidr",
       "198.18.128.0/20",
       "--resolv-conf",
@@ -117,20 +149,25 @@ Deno.test("vif --serve as a process serves over TLS and stops on SIGTERM with ex
   try {
     const deadline = Date.now() + 30_000;
     while (
-      !err.includes("manager: serving on") ||
-      !err.slice(err.indexOf("manager: serving")).includes("\n")
+      !err.includes("manager: health on") ||
+      !err.slice(err.indexOf("manager: health on")).includes("\n")
     ) {
       assert(Date.now() < deadline, `no "serving" line:\n${err}`);
       const { value, done } = await reader.read();
       if (done) break;
       err += value;
     }
-    const serving = err.split("\n").find((line) => line.startsWith("manager: serving on"))!;
+    const serving = err.split("\n").find((line) => line.startsWith("manager: serving clients"))!;
     assertMatch(
       serving,
-      /^manager: serving on 127\.0\.0\.1:\d+ \(TLS, traffic-manager\.vif-system\), pods 198\.18\.64\.0\/18 198\.18\.96\.0\/19, services 198\.18\.128\.0\/20, domain cluster\.local, DNS 198\.18\.128\.10:53$/,
+      /^manager: serving clients on 127\.0\.0\.1:\d+ \(TLS, traffic-manager\.vif-system; through pods\/portforward\), pods 198\.18\.64\.0\/18 198\.18\.96\.0\/19, services 198\.18\.128\.0\/20, domain cluster\.local, DNS 198\.18\.128\.10:53$/,
     );
-    const address = /serving on (\S+)/.exec(serving)![1]!;
+    const address = /serving clients on (\S+)/.exec(serving)![1]!;
+    const health = /^manager: health on (\S+) /m.exec(err)![1]!;
+    const live = await fetch(`${health}/livez`);
+    assertEquals([live.status, await live.text()], [200, "ok\n"]);
+    const ready = await fetch(`${health}/readyz`);
+    assertEquals([ready.status, await ready.text()], [200, "ok\n"]);
     const client = makeClient(address, tls.caPem, tls.serverName);
     try {
       const info = await call<VersionInfo>(client, "version", {});

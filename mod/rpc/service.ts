@@ -112,5 +112,14 @@ export function managerServerName(namespace: string): string {
 /** The default namespace of the traffic-manager. */
 export const DEFAULT_MANAGER_NAMESPACE = "vif-system";
 
-/** The manager's default gRPC port. */
+/**
+ * The manager's client port: on loopback inside its pod only, so that it is
+ * reached through the API server's `pods/portforward` and nothing else.
+ */
 export const DEFAULT_MANAGER_PORT = 8081;
+
+/** The manager's health port (HTTP `/livez`, `/readyz`), for the kubelet's probes. */
+export const DEFAULT_HEALTH_PORT = 8082;
+
+/** The manager's direct port (mutual TLS, off unless asked for), for clients that dial it. */
+export const DEFAULT_DIRECT_PORT = 8443;
