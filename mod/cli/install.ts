@@ -1,7 +1,10 @@
 /**
  * `vif install` and `vif uninstall`: put the traffic-manager in a cluster
- * (namespace, service account, RBAC, TLS Secret, Deployment, Service), or
- * take it out. The work is in `mod/kube/`; this module reads flags and prints,
+ * (namespace, service account, RBAC, TLS Secret, the CA's ConfigMap, the
+ * users' Role, Deployment, Service), or take it out. `--grant-user` and
+ * `--grant-group` say who may use it, `--direct` adds the mutual-TLS
+ * listener, `--allow-also-proxy` the subnets outside the cluster sessions may
+ * reach through it. The work is in `mod/kube/`; this module reads flags and prints,
  * kubectl's way (`deployment.apps/traffic-manager configured`).
  *
  * `mod/kube/` (and with it @kubernetes/client-node) is imported when a command
@@ -11,8 +14,20 @@
  */
 
 import { type Command, InvalidArgumentError, Option } from "commander";
-import type { AppliedObject, DeletedObject, InstallResult, TlsOutcome } from "../kube/mod.ts";
-import { DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/service.ts";
+import type {
+  AppliedObject,
+  ClientCaOutcome,
+  DeletedObject,
+  InstallResult,
+  TlsOutcome,
+  UserSubject,
+} from "../kube/mod.ts";
+import { Cidr } from "../net/address.ts";
+import {
+  DEFAULT_DIRECT_PORT,
+  DEFAULT_MANAGER_NAMESPACE,
+  managerServerName,
+} from "../rpc/service.ts";
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, UserError } from "./errors.ts";
@@ -24,6 +39,10 @@ interface InstallFlags {
   namespace: string;
   image?: string;
   rotateTls?: boolean;
+  direct?: boolean;
+  grantUser: string[];
+  grantGroup: string[];
+  allowAlsoProxy: string[];
   dryRun?: boolean;
   output?: "text" | "yaml" | "json";
 }
@@ -39,19 +58,49 @@ interface UninstallFlags {
 const INSTALL_HELP = `
 It applies, in order: the namespace, the service account "traffic-manager", the
 cluster role and binding that let it read pods, services, nodes and namespaces,
-the TLS secret "traffic-manager-tls", the deployment and the service
-"traffic-manager". Running it again updates what changed and nothing else.
+the TLS secret "traffic-manager-tls" (only the manager's pod mounts it), with
+--direct the client CA's secret "traffic-manager-client-ca", the config map
+"traffic-manager-ca" (the CA users verify the manager with), the role
+"vif-user" and its binding, the deployment and the service "traffic-manager".
+Running it again updates what changed and nothing else. An install made by an
+older vif is upgraded: its certificate is kept and its CA published.
+
+Who may use vif: the manager listens on loopback in its pod, reached only
+through the API server's port-forward, so Kubernetes RBAC decides. The role
+"vif-user" holds what "vif connect" needs (read pods and services,
+port-forward, read the CA's config map; no secret). --grant-user and
+--grant-group bind it: they add to who is bound, and an install without them
+revokes nobody (take someone out with "kubectl -n <namespace> edit rolebinding
+vif-user"). Cluster admins need no grant.
 
 The TLS secret holds a CA and a certificate for traffic-manager.<namespace>,
 made on this machine. An existing one is kept (connected clients keep trusting
 it) unless --rotate-tls is given or it expires within 30 days.
 
+--direct also serves mutual TLS on port ${DEFAULT_DIRECT_PORT} of the manager's pod (and its
+service), for clients that reach the pod without the API server: only
+certificates from a client CA that the manager alone trusts get in. The client
+CA is made the first time and kept; an install without --direct turns the
+listener off and keeps the CA. An admin who may read secrets issues client
+certificates with "vif client-cert NAME".
+
+--allow-also-proxy lets sessions route a subnet outside the cluster through the
+manager ("vif connect --also-proxy"); the manager allows none unless given.
+Like --image and --direct, it says what the deployment runs with: give it again
+on every install.
+
 Examples:
-  # Install into the cluster of the current kubectl context
-  vif install
+  # Install into the cluster of the current kubectl context, for two people
+  vif install --grant-user alice@example.com --grant-user bob@example.com
+
+  # Let a whole group connect
+  vif install --grant-group developers
 
   # Another context, another namespace, a locally built image
   vif install --context kind-dev --namespace vif-dev --image localhost:5000/vif:dev
+
+  # The direct listener too, and a database subnet next to the cluster
+  vif install --direct --allow-also-proxy 198.18.64.0/24
 
   # Print the objects instead, for review or for "kubectl apply -f -"
   vif install --dry-run -o yaml
@@ -61,9 +110,10 @@ Examples:
   vif install --rotate-tls`;
 
 const UNINSTALL_HELP = `
-It deletes the deployment, service, TLS secret, service account, cluster role
-binding and cluster role, then the namespace if vif created it. What is already
-gone is reported "not found".
+It deletes the deployment, service, TLS secret, client CA secret, the CA's
+config map, the role "vif-user" and its binding, the service account, cluster
+role binding and cluster role, then the namespace if vif created it. What is
+already gone is reported "not found".
 
 Examples:
   vif uninstall
@@ -93,6 +143,31 @@ export function registerInstall(program: Command, context: CliContext): void {
       image,
     )
     .option("--rotate-tls", "make a new CA and certificate even if the current ones are good")
+    .addOption(
+      repeatable(
+        "--grant-user <name>",
+        "let this user connect: bind the role vif-user to them (repeatable; adds, never revokes)",
+        collectName,
+      ),
+    )
+    .addOption(
+      repeatable(
+        "--grant-group <name>",
+        "let this group connect: bind the role vif-user to it (repeatable; adds, never revokes)",
+        collectName,
+      ),
+    )
+    .option(
+      "--direct",
+      `also serve mutual TLS on port ${DEFAULT_DIRECT_PORT} of the manager's pod (client certificates: vif client-cert)`,
+    )
+    .addOption(
+      repeatable(
+        "--allow-also-proxy <cidr>",
+        "let sessions route this subnet outside the cluster through the manager (repeatable)",
+        collectCidr,
+      ),
+    )
     .option("--dry-run", "print the objects instead of applying them (YAML unless -o json)")
     .addOption(
       new Option("-o, --output <format>", "output format (with --dry-run: yaml or json)").choices([
@@ -113,9 +188,13 @@ export function registerInstall(program: Command, context: CliContext): void {
           });
         }
         const tls = await kube.createManagerTls(namespace);
+        const clientCa = flags.direct ? await kube.createClientCa(namespace) : undefined;
         const objects = kube.managerManifests({
           namespace,
           tls,
+          allowAlsoProxy: flags.allowAlsoProxy,
+          userSubjects: kube.grantSubjects(flags.grantUser, flags.grantGroup),
+          ...(clientCa ? { clientCa } : {}),
           ...(flags.image ? { image: flags.image } : {}),
         });
         if (flags.output === "json") {
@@ -124,7 +203,9 @@ export function registerInstall(program: Command, context: CliContext): void {
           );
         } else {
           context.io.stdout(
-            `# vif ${VERSION}: the traffic-manager in namespace "${namespace}", with a new CA and certificate.\n` +
+            `# vif ${VERSION}: the traffic-manager in namespace "${namespace}", with a new CA and certificate${
+              clientCa ? " and a new client CA" : ""
+            }.\n` +
               "# Apply with: kubectl apply -f -\n" + kube.toYamlStream(objects),
           );
         }
@@ -138,6 +219,10 @@ export function registerInstall(program: Command, context: CliContext): void {
         result = await kube.install(loaded.kubeConfig, {
           namespace,
           rotateTls: flags.rotateTls ?? false,
+          direct: flags.direct ?? false,
+          grantUsers: flags.grantUser,
+          grantGroups: flags.grantGroup,
+          allowAlsoProxy: flags.allowAlsoProxy,
           ...(flags.image ? { image: flags.image } : {}),
           ...(output === "text"
             ? { onApplied: (step: AppliedObject) => out(`${step.name} ${step.action}`) }
@@ -153,6 +238,28 @@ export function registerInstall(program: Command, context: CliContext): void {
         context.io.stdout(kube.toYaml(summary));
       } else {
         out(tlsLine(result.tls, namespace));
+        if (result.clientCa) out(directLine(result.clientCa, namespace));
+        else if (result.clientCaUnused) {
+          out(
+            'Direct: off (the client CA in secret "traffic-manager-client-ca" is kept; ' +
+              '"vif install --direct" turns the listener on again)',
+          );
+        }
+        if (result.allowAlsoProxy.length > 0) {
+          out(
+            `Also-proxy: sessions may route ${
+              result.allowAlsoProxy.join(", ")
+            } through the manager`,
+          );
+        }
+        if (result.migrated) {
+          out(
+            "Upgraded an install of an older vif: users now read the CA from configmap " +
+              '"traffic-manager-ca" and need the role vif-user, no longer the TLS secret; ' +
+              "the manager is reached by port-forward only",
+          );
+        }
+        out(usersLine(result.userSubjects, namespace));
         out(`Run "${connectCommand(loaded.context, namespace)}" to connect to the cluster.`);
       }
     });
@@ -245,12 +352,54 @@ function tlsLine(tls: TlsOutcome, namespace: string): string {
   }
 }
 
+function directLine(clientCa: ClientCaOutcome, namespace: string): string {
+  const until = clientCa.notAfter.toISOString().slice(0, 10);
+  const ns = namespace === DEFAULT_MANAGER_NAMESPACE ? "" : ` --manager-namespace ${namespace}`;
+  const issue = `issue client certificates with "vif client-cert NAME${ns}"`;
+  const where = `mutual TLS on port ${DEFAULT_DIRECT_PORT} of the manager's pod`;
+  switch (clientCa.action) {
+    case "kept":
+      return `Direct: ${where}, client CA kept (valid until ${until}); ${issue}`;
+    case "created":
+      return `Direct: ${where}, with a new client CA valid until ${until}; ${issue}`;
+    case "replaced":
+      return `Direct: ${where}; replaced the client CA (${
+        clientCa.reason ?? "it could not sign"
+      }), valid until ${until}: certificates from the old one no longer work; ${issue}`;
+  }
+}
+
+/** Who holds the role vif-user: a few names, then how many more. */
+function usersLine(subjects: readonly UserSubject[], namespace: string): string {
+  const where = `the role vif-user in "${namespace}"`;
+  if (subjects.length === 0) {
+    return `Users: nobody is granted ${where} yet; grant it with "vif install --grant-user NAME" ` +
+      'or "--grant-group NAME" (cluster admins need no grant)';
+  }
+  const shown = subjects.slice(0, 8).map((s) =>
+    `${s.kind === "ServiceAccount" ? "service account" : s.kind.toLowerCase()} ${
+      s.namespace ? `${s.namespace}/` : ""
+    }${s.name}`
+  );
+  const more = subjects.length > shown.length ? ` and ${subjects.length - shown.length} more` : "";
+  return `Users: ${where} is granted to ${shown.join(", ")}${more}`;
+}
+
 /** kubectl's words: `deployment.apps "traffic-manager" deleted`. */
 function deletedLine(step: DeletedObject): string {
   const name = step.name.replace(/\/(.*)$/, ' "$1"');
   if (step.action === "kept") return `${name} kept: ${step.reason}`;
   if (step.action === "deleting") return `${name} is already being deleted`;
   return `${name} ${step.action}`;
+}
+
+/** A repeatable option that collects its values, empty ("none") when not given. */
+function repeatable(
+  flags: string,
+  description: string,
+  collect: (value: string, previous: string[]) => string[],
+): Option {
+  return new Option(flags, description).argParser(collect).default([], "none");
 }
 
 function namespaceOption(): Option {
@@ -271,6 +420,38 @@ function namespaceName(value: string): string {
     );
   }
   return value;
+}
+
+/**
+ * Commander's parser for a repeatable user or group name: not empty, no
+ * control character (RBAC takes any other text).
+ *
+ * @throws {InvalidArgumentError} When it cannot be one.
+ */
+function collectName(value: string, previous: string[]): string[] {
+  // deno-lint-ignore no-control-regex
+  if (value === "" || /[\x00-\x1f\x7f]/.test(value)) {
+    throw new InvalidArgumentError("Give a user or group name as the API server knows it.");
+  }
+  return previous.includes(value) ? previous : [...previous, value];
+}
+
+/**
+ * Commander's parser for a repeatable CIDR: checks it and collects it in
+ * network form.
+ *
+ * @throws {InvalidArgumentError} When it is not a CIDR.
+ */
+function collectCidr(value: string, previous: string[]): string[] {
+  let cidr: string;
+  try {
+    cidr = Cidr.parse(value).toString();
+  } catch {
+    throw new InvalidArgumentError(
+      `"${value}" is not a subnet; give it as ADDRESS/PREFIX, e.g. 198.18.64.0/24.`,
+    );
+  }
+  return previous.includes(cidr) ? previous : [...previous, cidr];
 }
 
 /**

@@ -24,7 +24,7 @@ async function withCluster(
   }
 }
 
-Deno.test("vif install --dry-run -o yaml prints a YAML stream of the seven objects", async () => {
+Deno.test("vif install --dry-run -o yaml prints a YAML stream of the objects", async () => {
   const { code, out, err } = await run(["install", "--dry-run", "-o", "yaml", "-n", "dev"]);
   assertEquals([code, err], [0, ""]);
   assertMatch(
@@ -41,11 +41,72 @@ Deno.test("vif install --dry-run -o yaml prints a YAML stream of the seven objec
     "ClusterRole",
     "ClusterRoleBinding",
     "Secret",
+    "ConfigMap",
+    "Role",
     "Deployment",
     "Service",
   ]);
   assertEquals(objects[0]!.metadata.name, "dev");
-  assertEquals(objects[6]!.metadata.namespace, "dev");
+  assertEquals(objects.at(-1)!.metadata.namespace, "dev");
+});
+
+Deno.test("vif install --dry-run with --direct, --grant-user and --allow-also-proxy prints them all", async () => {
+  const { code, out, err } = await run([
+    "install",
+    "--direct",
+    "--grant-user",
+    "dev",
+    "--grant-group",
+    "devs",
+    "--allow-also-proxy",
+    "198.18.64.0/24",
+    "--dry-run",
+    "-o",
+    "yaml",
+  ]);
+  assertEquals([code, err], [0, ""]);
+  assertMatch(out, /with a new CA and certificate and a new client CA\.\n/);
+  // deno-lint-ignore no-explicit-any
+  const objects = loadAllYaml(out) as any[];
+  assertEquals(objects.map((o) => `${o.kind}/${o.metadata.name}`), [
+    "Namespace/vif-system",
+    "ServiceAccount/traffic-manager",
+    "ClusterRole/vif-traffic-manager",
+    "ClusterRoleBinding/vif-traffic-manager",
+    "Secret/traffic-manager-tls",
+    "Secret/traffic-manager-client-ca",
+    "ConfigMap/traffic-manager-ca",
+    "Role/vif-user",
+    "RoleBinding/vif-user",
+    "Deployment/traffic-manager",
+    "Service/traffic-manager",
+  ]);
+  assertEquals(objects[8].subjects, [
+    { apiGroup: "rbac.authorization.k8s.io", kind: "User", name: "dev" },
+    { apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "devs" },
+  ]);
+  assertEquals(objects[9].spec.template.spec.containers[0].args.slice(3), [
+    "--direct-listen",
+    "0.0.0.0:8443",
+    "--allow-also-proxy",
+    "198.18.64.0/24",
+  ]);
+});
+
+Deno.test("vif install refuses an --allow-also-proxy that is not a subnet, and an empty --grant-user", async () => {
+  const cidr = await run(["install", "--dry-run", "--allow-also-proxy", "198.18.64.0/33"]);
+  assertEquals(cidr.code, 2);
+  assertMatch(cidr.err, /"198\.18\.64\.0\/33" is not a subnet; give it as ADDRESS\/PREFIX/);
+  const user = await run(["install", "--dry-run", "--grant-user", ""]);
+  assertEquals(user.code, 2);
+  assertMatch(user.err, /Give a user or group name as the API server knows it\./);
+});
+
+Deno.test("vif install --help says that granting never revokes", async () => {
+  const { code, out } = await run(["install", "--help"]);
+  assertEquals(code, 0);
+  assertMatch(out, /--grant-user <name>/);
+  assertMatch(out, /an install without them\s+revokes nobody/);
 });
 
 Deno.test("vif install --dry-run -o json prints a v1 List, with the image asked for", async () => {
@@ -59,8 +120,9 @@ Deno.test("vif install --dry-run -o json prints a v1 List, with the image asked 
   ]);
   assertEquals(code, 0);
   const list = JSON.parse(out);
-  assertEquals([list.apiVersion, list.kind, list.items.length], ["v1", "List", 7]);
-  assertEquals(list.items[5].spec.template.spec.containers[0].image, "example/vif:x");
+  assertEquals([list.apiVersion, list.kind, list.items.length], ["v1", "List", 9]);
+  const deployment = list.items.find((o: { kind: string }) => o.kind === "Deployment");
+  assertEquals(deployment.spec.template.spec.containers[0].image, "example/vif:x");
 });
 
 Deno.test("vif install --dry-run refuses -o text, and a bad namespace is a usage error", async () => {
@@ -77,20 +139,27 @@ Deno.test("vif install prints what it did, kubectl's way, and how to connect", a
     const first = await run(["install"], env);
     assertEquals([first.code, first.err], [0, ""]);
     const lines = first.out.trimEnd().split("\n");
-    assertEquals(lines.slice(0, 7), [
+    assertEquals(lines.slice(0, 9), [
       "namespace/vif-system created",
       "serviceaccount/traffic-manager created",
       "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager created",
       "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager created",
       "secret/traffic-manager-tls created",
+      "configmap/traffic-manager-ca created",
+      "role.rbac.authorization.k8s.io/vif-user created",
       "deployment.apps/traffic-manager created",
       "service/traffic-manager created",
     ]);
     assertMatch(
-      lines[7]!,
+      lines[9]!,
       /^TLS: made a CA and a certificate for traffic-manager\.vif-system, valid until \d{4}-/,
     );
-    assertEquals(lines[8], 'Run "vif connect --context fake" to connect to the cluster.');
+    assertEquals(
+      lines[10],
+      'Users: nobody is granted the role vif-user in "vif-system" yet; grant it with ' +
+        '"vif install --grant-user NAME" or "--grant-group NAME" (cluster admins need no grant)',
+    );
+    assertEquals(lines[11], 'Run "vif connect --context fake" to connect to the cluster.');
     const again = await run(["install"], env);
     assert(again.out.includes("deployment.apps/traffic-manager unchanged\n"), again.out);
     assertMatch(again.out, /TLS: kept the certificate/);
@@ -104,7 +173,7 @@ Deno.test("vif install -o json reports each object and the certificate", async (
     const result = JSON.parse(out);
     assertEquals(result.context, "fake");
     assertEquals(result.namespace, "dev");
-    assertEquals(result.applied.length, 7);
+    assertEquals(result.applied.length, 9);
     assertEquals(result.tls.action, "created");
   });
 });
@@ -157,6 +226,10 @@ Deno.test("vif uninstall deletes in kubectl's words, then says so", async () => 
       'deployment.apps "traffic-manager" deleted',
       'service "traffic-manager" deleted',
       'secret "traffic-manager-tls" deleted',
+      'secret "traffic-manager-client-ca" not found',
+      'configmap "traffic-manager-ca" deleted',
+      'rolebinding.rbac.authorization.k8s.io "vif-user" not found',
+      'role.rbac.authorization.k8s.io "vif-user" deleted',
       'serviceaccount "traffic-manager" deleted',
       'clusterrolebinding.rbac.authorization.k8s.io "vif-traffic-manager" deleted',
       'clusterrole.rbac.authorization.k8s.io "vif-traffic-manager" deleted',
@@ -167,7 +240,62 @@ Deno.test("vif uninstall deletes in kubectl's words, then says so", async () => 
     const result = JSON.parse(again.out);
     assertEquals(
       result.deleted.map((d: { action: string }) => d.action),
-      Array(7).fill("not found"),
+      Array(11).fill("not found"),
+    );
+  });
+});
+
+Deno.test("vif install --direct --grant-user says who may connect and how to issue client certificates", async () => {
+  await withCluster(async (fake, env) => {
+    const first = await run([
+      "install",
+      "--direct",
+      "--grant-user",
+      "dev",
+      "--allow-also-proxy",
+      "198.18.64.0/24",
+    ], env);
+    assertEquals([first.code, first.err], [0, ""]);
+    assert(first.out.includes("secret/traffic-manager-client-ca created\n"), first.out);
+    assert(
+      first.out.includes("rolebinding.rbac.authorization.k8s.io/vif-user created\n"),
+      first.out,
+    );
+    assertMatch(
+      first.out,
+      /\nDirect: mutual TLS on port 8443 of the manager's pod, with a new client CA valid until \d{4}-\d\d-\d\d; issue client certificates with "vif client-cert NAME"\n/,
+    );
+    assertMatch(
+      first.out,
+      /\nAlso-proxy: sessions may route 198\.18\.64\.0\/24 through the manager\n/,
+    );
+    assertMatch(first.out, /\nUsers: the role vif-user in "vif-system" is granted to user dev\n/);
+    // Again, granting a group and without --direct: dev stays, the listener goes, the CA stays.
+    const again = await run(["install", "--grant-group", "devs"], env);
+    assertMatch(
+      again.out,
+      /\nUsers: the role vif-user in "vif-system" is granted to user dev, group devs\n/,
+    );
+    assertMatch(
+      again.out,
+      /\nDirect: off \(the client CA in secret "traffic-manager-client-ca" is kept; /,
+    );
+    assert(fake.store.has("/api/v1/namespaces/vif-system/secrets/traffic-manager-client-ca"));
+  });
+});
+
+Deno.test("vif install upgrades an install by an older vif and says so", async () => {
+  await withCluster(async (fake, env) => {
+    await run(["install"], env);
+    fake.store.delete("/api/v1/namespaces/vif-system/configmaps/traffic-manager-ca");
+    fake.store.delete("/apis/rbac.authorization.k8s.io/v1/namespaces/vif-system/roles/vif-user");
+    const { code, out } = await run(["install"], env);
+    assertEquals(code, 0);
+    assert(out.includes("configmap/traffic-manager-ca created\n"), out);
+    assertMatch(out, /\nTLS: kept the certificate/);
+    assertMatch(
+      out,
+      /\nUpgraded an install of an older vif: users now read the CA from configmap "traffic-manager-ca"/,
     );
   });
 });

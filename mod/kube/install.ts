@@ -13,7 +13,18 @@
  * The TLS Secret keeps its certificate across installs, so connected clients
  * keep trusting the manager, unless `rotateTls` is asked or the certificate
  * cannot serve any more (missing, unreadable, not for `traffic-manager.<ns>`,
- * not signed by its `ca.crt`, or expiring within 30 days).
+ * not signed by its `ca.crt`, or expiring within 30 days). The client CA of
+ * the direct listener is kept the same way, so the client certificates it
+ * issued stay good; it is kept even by an install without `direct`, for the
+ * next one with it.
+ *
+ * The users' RoleBinding only grows: an install binds the users and groups it
+ * is given on top of those already bound, and one given none revokes nobody.
+ *
+ * An install made by an older vif (a TLS Secret that users had to read, and no
+ * CA ConfigMap) is upgraded in place: its certificate is kept when it can
+ * still serve, the ConfigMap is written from it, and the result says
+ * `migrated`.
  *
  * Every failure is a {@linkcode KubeError}: HTTP 401, 403, a namespace being
  * deleted, connection refused, an untrusted certificate, a timeout.
@@ -40,8 +51,11 @@ import {
   RbacAuthorizationV1Api,
   type V1ClusterRole,
   type V1ClusterRoleBinding,
+  type V1ConfigMap,
   type V1Deployment,
   type V1Namespace,
+  type V1Role,
+  type V1RoleBinding,
   type V1Secret,
   type V1Service,
   type V1ServiceAccount,
@@ -50,17 +64,25 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/service.ts";
 import { KubeError } from "./errors.ts";
 import {
+  alsoProxyCidrs,
+  CA_CONFIGMAP_NAME,
+  CLIENT_CA_KEYS,
+  CLIENT_CA_SECRET_NAME,
   clusterRoleName,
   displayName,
+  grantSubjects,
   type KubeObject,
   LABEL,
   MANAGER_NAME,
   type ManagerManifestOptions,
   managerManifests,
+  mergeSubjects,
   TLS_KEYS,
   TLS_SECRET_NAME,
+  USER_ROLE_NAME,
+  type UserSubject,
 } from "./manifests.ts";
-import { createManagerTls, type ManagerTls } from "./x509.ts";
+import { createClientCa, createManagerTls, type ManagerTls, type PemKeyPair } from "./x509.ts";
 
 /** What applying one object did, in kubectl's words. */
 export type ApplyAction = "created" | "configured" | "unchanged";
@@ -83,6 +105,16 @@ export interface TlsOutcome {
   notAfter: Date;
 }
 
+/** What happened to the client CA of the direct listener. */
+export interface ClientCaOutcome {
+  /** `created`: there was none; `kept`: the Secret's is reused; `replaced`: the old one could not sign. */
+  action: "created" | "kept" | "replaced";
+  /** Why it was replaced, e.g. `the certificate expires on 2031-01-01`. */
+  reason?: string;
+  /** When the client CA expires (and with it every client certificate it issued). */
+  notAfter: Date;
+}
+
 /** What {@linkcode install} did. */
 export interface InstallResult {
   /** The manager's namespace. */
@@ -91,14 +123,33 @@ export interface InstallResult {
   applied: AppliedObject[];
   /** What happened to the certificate. */
   tls: TlsOutcome;
+  /** What happened to the client CA, when the direct listener is on. */
+  clientCa?: ClientCaOutcome;
+  /** The direct listener is off, but a client CA from an earlier install is kept for a later one. */
+  clientCaUnused?: boolean;
+  /** This upgraded an install of an older vif: a TLS Secret and no CA ConfigMap were there. */
+  migrated: boolean;
+  /** Who is bound to the users' Role now (empty: nobody has been granted it). */
+  userSubjects: UserSubject[];
+  /** The subnets outside the cluster that sessions may route through the manager. */
+  allowAlsoProxy: string[];
 }
 
 /** Options of {@linkcode install}. */
-export interface InstallOptions extends Omit<ManagerManifestOptions, "tls"> {
+export interface InstallOptions
+  extends Omit<ManagerManifestOptions, "tls" | "clientCa" | "userSubjects"> {
   /** Make a new CA and certificate even when the Secret's can still serve. */
   rotateTls?: boolean;
   /** The TLS material to use when new material is needed; made with `createManagerTls` when absent. */
   tls?: ManagerTls;
+  /** Serve the direct (mutual TLS) listener too; its client CA is made the first time. */
+  direct?: boolean;
+  /** The client CA to use when a new one is needed; made with `createClientCa` when absent. */
+  clientCa?: PemKeyPair;
+  /** Users to bind to the Role `vif-user`, on top of those already bound. */
+  grantUsers?: readonly string[];
+  /** Groups to bind to the Role `vif-user`, on top of those already bound. */
+  grantGroups?: readonly string[];
   /** The time, for certificate validity. Default: now. */
   now?: Date;
   /** How long one API request may take, in milliseconds. Default 30 s. */
@@ -141,35 +192,55 @@ const CONFLICT_RETRIES = 3;
 /**
  * Applies the traffic-manager's objects to the cluster of `kubeConfig`'s
  * current context, in order: Namespace, ServiceAccount, ClusterRole,
- * ClusterRoleBinding, Secret, Deployment, Service.
+ * ClusterRoleBinding, the TLS Secret, the client CA's Secret (direct only),
+ * the CA's ConfigMap, the users' Role and RoleBinding, Deployment, Service.
  *
  * @param kubeConfig The kubeconfig, its current context the target cluster.
- * @param options Namespace, image, TLS rotation and the rest of the manifest options.
- * @returns What was done to each object, and to the certificate.
+ * @param options Namespace, image, TLS rotation, grants and the rest of the manifest options.
+ * @returns What was done to each object, and to the certificates.
  * @throws {KubeError} When a request fails: not allowed, unauthenticated, unreachable.
+ * @throws {RangeError} When an also-proxy subnet is not a CIDR, or a granted name is empty.
  */
 export async function install(
   kubeConfig: KubeConfig,
   options: InstallOptions = {},
 ): Promise<InstallResult> {
+  // Before any request: a bad flag changes nothing in the cluster.
+  const allowAlsoProxy = alsoProxyCidrs(options.allowAlsoProxy ?? []);
+  const granted = grantSubjects(options.grantUsers ?? [], options.grantGroups ?? []);
   const api = new ResourceApi(kubeConfig, "install", options.timeoutMs);
   try {
-    return await installWith(api, options);
+    return await installWith(api, options, allowAlsoProxy, granted);
   } finally {
     await api.close();
   }
 }
 
-async function installWith(api: ResourceApi, options: InstallOptions): Promise<InstallResult> {
+async function installWith(
+  api: ResourceApi,
+  options: InstallOptions,
+  allowAlsoProxy: string[],
+  granted: UserSubject[],
+): Promise<InstallResult> {
   const namespace = options.namespace ?? DEFAULT_MANAGER_NAMESPACE;
   const now = options.now ?? new Date();
+  const ref = (apiVersion: string, kind: string, name: string): KubeObject => ({
+    apiVersion,
+    kind,
+    metadata: { name, namespace },
+  });
 
-  const secretRef: KubeObject = {
-    apiVersion: "v1",
-    kind: "Secret",
-    metadata: { name: TLS_SECRET_NAME, namespace },
-  };
-  const existingSecret = await api.read(secretRef) as V1Secret | undefined;
+  const existingSecret = await api.read(ref("v1", "Secret", TLS_SECRET_NAME)) as
+    | V1Secret
+    | undefined;
+  const existingCa = await api.read(ref("v1", "ConfigMap", CA_CONFIGMAP_NAME));
+  const existingClientCa = await api.read(ref("v1", "Secret", CLIENT_CA_SECRET_NAME)) as
+    | V1Secret
+    | undefined;
+  const existingBinding = await api.read(
+    ref("rbac.authorization.k8s.io/v1", "RoleBinding", USER_ROLE_NAME),
+  ) as V1RoleBinding | undefined;
+
   const reuse = reusableTls(existingSecret, namespace, now);
   let tls: ManagerTls;
   let outcome: TlsOutcome;
@@ -185,20 +256,66 @@ async function installWith(api: ResourceApi, options: InstallOptions): Promise<I
     };
   }
 
-  const { rotateTls: _r, tls: _t, now: _n, timeoutMs: _m, onApplied, ...manifestOptions } = options;
-  const objects = managerManifests({ ...manifestOptions, namespace, tls });
+  let clientCa: PemKeyPair | undefined;
+  let clientCaOutcome: ClientCaOutcome | undefined;
+  if (options.direct) {
+    const reuseCa = reusableClientCa(existingClientCa, now);
+    if ("ca" in reuseCa) {
+      clientCa = reuseCa.ca;
+      clientCaOutcome = { action: "kept", notAfter: reuseCa.notAfter };
+    } else {
+      clientCa = options.clientCa ?? await createClientCa(namespace, { now });
+      clientCaOutcome = {
+        action: existingClientCa === undefined ? "created" : "replaced",
+        ...(existingClientCa !== undefined ? { reason: reuseCa.reason } : {}),
+        notAfter: new Date(new X509Certificate(clientCa.certPem).validTo),
+      };
+    }
+  }
+
+  const userSubjects = mergeSubjects(existingBinding?.subjects ?? [], granted);
+  const {
+    rotateTls: _r,
+    tls: _t,
+    direct: _d,
+    clientCa: _c,
+    grantUsers: _u,
+    grantGroups: _g,
+    now: _n,
+    timeoutMs: _m,
+    onApplied,
+    ...manifestOptions
+  } = options;
+  const objects = managerManifests({
+    ...manifestOptions,
+    namespace,
+    tls,
+    allowAlsoProxy,
+    userSubjects,
+    ...(clientCa ? { clientCa } : {}),
+  });
   const applied: AppliedObject[] = [];
   for (const object of objects) {
     const step = { name: displayName(object), action: await applyObject(api, object) };
     applied.push(step);
     onApplied?.(step);
   }
-  return { namespace, applied, tls: outcome };
+  return {
+    namespace,
+    applied,
+    tls: outcome,
+    ...(clientCaOutcome ? { clientCa: clientCaOutcome } : {}),
+    ...(!options.direct && existingClientCa !== undefined ? { clientCaUnused: true } : {}),
+    migrated: existingSecret !== undefined && existingCa === undefined,
+    userSubjects,
+    allowAlsoProxy,
+  };
 }
 
 /**
- * Deletes the traffic-manager's objects: Deployment, Service, Secret,
- * ServiceAccount, ClusterRoleBinding, ClusterRole, then the Namespace (only
+ * Deletes the traffic-manager's objects: Deployment, Service, the TLS Secret,
+ * the client CA's Secret, the CA's ConfigMap, the users' RoleBinding and
+ * Role, ServiceAccount, ClusterRoleBinding, ClusterRole, then the Namespace (only
  * when vif created it, that is when it carries `app.kubernetes.io/managed-by:
  * vif`). Objects already gone are reported `not found`; a namespace already
  * being deleted is not deleted again (`deleting`).
@@ -239,6 +356,10 @@ async function uninstallWith(
     ref("apps/v1", "Deployment", MANAGER_NAME),
     ref("v1", "Service", MANAGER_NAME),
     ref("v1", "Secret", TLS_SECRET_NAME),
+    ref("v1", "Secret", CLIENT_CA_SECRET_NAME),
+    ref("v1", "ConfigMap", CA_CONFIGMAP_NAME),
+    ref("rbac.authorization.k8s.io/v1", "RoleBinding", USER_ROLE_NAME),
+    ref("rbac.authorization.k8s.io/v1", "Role", USER_ROLE_NAME),
     ref("v1", "ServiceAccount", MANAGER_NAME),
     ref("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", role, false),
     ref("rbac.authorization.k8s.io/v1", "ClusterRole", role, false),
@@ -331,6 +452,61 @@ export function reusableTls(
   }
 }
 
+/**
+ * Tells whether the client CA's Secret can keep signing: `ca.crt` and
+ * `ca.key` present, the certificate parses, is a CA's, signed itself, matches
+ * the key, and is valid for 30 days more.
+ *
+ * @param secret The Secret as read, or `undefined` when there is none.
+ * @param now The time to check validity at.
+ * @returns The CA's PEM texts and its expiry, or why it cannot be used.
+ *
+ * @example
+ * ```ts
+ * import { reusableClientCa } from "./install.ts";
+ *
+ * const verdict = reusableClientCa({ data: {} }, new Date());
+ * if (!("reason" in verdict) || verdict.reason !== "the secret has no ca.crt") throw new Error();
+ * ```
+ */
+export function reusableClientCa(
+  secret: V1Secret | undefined,
+  now: Date,
+): { ca: PemKeyPair; notAfter: Date } | { reason: string } {
+  if (secret === undefined) return { reason: "there is no client CA secret" };
+  const pair: Partial<PemKeyPair> = {};
+  for (const [field, key] of Object.entries(CLIENT_CA_KEYS) as [keyof PemKeyPair, string][]) {
+    const value = secret.data?.[key];
+    if (!value) return { reason: `the secret has no ${key}` };
+    try {
+      pair[field] = decodeBase64(value);
+    } catch {
+      return { reason: `${key} is not base64` };
+    }
+  }
+  const ca = pair as PemKeyPair;
+  try {
+    const cert = new X509Certificate(ca.certPem);
+    const notAfter = new Date(cert.validTo);
+    if (!cert.ca) return { reason: "ca.crt is not a CA certificate" };
+    if (!cert.verify(cert.publicKey)) return { reason: "ca.crt is not self-signed" };
+    if (!cert.checkPrivateKey(createPrivateKey(ca.keyPem))) {
+      return { reason: "ca.key does not belong to ca.crt" };
+    }
+    if (notAfter.getTime() - now.getTime() < RENEW_BEFORE_MS) {
+      const when = notAfter.toISOString().slice(0, 10);
+      return {
+        reason: notAfter < now
+          ? `the client CA expired on ${when}`
+          : `the client CA expires on ${when}`,
+      };
+    }
+    return { ca, notAfter };
+  } catch (error) {
+    return { reason: `the client CA or its key does not parse: ${firstLine(error)}` };
+  }
+}
+
 // --- applying one object ------------------------------------------------------
 
 async function applyObject(api: ResourceApi, desired: KubeObject): Promise<ApplyAction> {
@@ -351,7 +527,7 @@ async function applyObject(api: ResourceApi, desired: KubeObject): Promise<Apply
         }
         return "unchanged";
       }
-      if (contains(existing, desired)) return "unchanged";
+      if (contains(existing, desired) && sameDataKeys(existing, desired)) return "unchanged";
       await api.replace(updateOf(desired, existing));
       return "configured";
     } catch (error) {
@@ -393,6 +569,18 @@ export function contains(actual: unknown, desired: unknown): boolean {
     );
   }
   return actual === desired;
+}
+
+/**
+ * Whether a Secret's or ConfigMap's `data` has exactly the keys vif writes:
+ * a key vif no longer writes (`client-ca.crt` once the direct listener is
+ * off) is taken out, unlike what others add to other objects.
+ */
+function sameDataKeys(existing: KubeObject, desired: KubeObject): boolean {
+  if (desired.kind !== "Secret" && desired.kind !== "ConfigMap") return true;
+  const keys = (o: KubeObject) =>
+    Object.keys((o as { data?: Record<string, unknown> }).data ?? {}).sort().join("\n");
+  return keys(existing) === keys(desired);
 }
 
 /** The body of the PUT: vif's object on the server's resourceVersion, keeping what others own. */
@@ -475,6 +663,15 @@ class ResourceApi {
           core.replaceNamespacedSecret({ name, namespace, body }, o()),
         remove: (name, namespace) => core.deleteNamespacedSecret({ name, namespace }, o()),
       },
+      ConfigMap: {
+        resource: "configmaps",
+        read: (name, namespace) =>
+          core.readNamespacedConfigMap({ name, namespace }, o()) as Promise<Body<V1ConfigMap>>,
+        create: (namespace, body) => core.createNamespacedConfigMap({ namespace, body }, o()),
+        replace: (name, namespace, body) =>
+          core.replaceNamespacedConfigMap({ name, namespace, body }, o()),
+        remove: (name, namespace) => core.deleteNamespacedConfigMap({ name, namespace }, o()),
+      },
       Service: {
         resource: "services",
         read: (name, namespace) =>
@@ -493,6 +690,28 @@ class ResourceApi {
           apps.replaceNamespacedDeployment({ name, namespace, body }, o()),
         remove: (name, namespace) =>
           apps.deleteNamespacedDeployment({ name, namespace, ...background }, o()),
+      },
+      Role: {
+        resource: "roles.rbac.authorization.k8s.io",
+        read: (name, namespace) =>
+          rbac.readNamespacedRole({ name, namespace }, o()) as Promise<Body<V1Role>>,
+        create: (namespace, body) => rbac.createNamespacedRole({ namespace, body }, o()),
+        replace: (name, namespace, body) =>
+          rbac.replaceNamespacedRole({ name, namespace, body }, o()),
+        remove: (name, namespace) => rbac.deleteNamespacedRole({ name, namespace }, o()),
+      },
+      RoleBinding: {
+        resource: "rolebindings.rbac.authorization.k8s.io",
+        read: (name, namespace) =>
+          rbac.readNamespacedRoleBinding({ name, namespace }, o()) as Promise<Body<V1RoleBinding>>,
+        create: (namespace, body) =>
+          rbac.createNamespacedRoleBinding({ namespace, body: body as Body<V1RoleBinding> }, o()),
+        replace: (name, namespace, body) =>
+          rbac.replaceNamespacedRoleBinding(
+            { name, namespace, body: body as Body<V1RoleBinding> },
+            o(),
+          ),
+        remove: (name, namespace) => rbac.deleteNamespacedRoleBinding({ name, namespace }, o()),
       },
       ClusterRole: {
         resource: "clusterroles.rbac.authorization.k8s.io",

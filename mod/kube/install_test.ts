@@ -2,10 +2,11 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
 import { type FakeApiServer, kubeconfigYaml, startFakeApiServer } from "./_fake_apiserver.ts";
 import { KubeError } from "./errors.ts";
-import { contains, install, reusableTls, uninstall } from "./install.ts";
+import { contains, install, reusableClientCa, reusableTls, uninstall } from "./install.ts";
 import { managerManifests, TLS_KEYS } from "./manifests.ts";
 import {
   createCertificateAuthority,
+  createClientCa,
   createManagerTls,
   issueServerCertificate,
   type ManagerTls,
@@ -18,7 +19,14 @@ const ROLE = "/apis/rbac.authorization.k8s.io/v1/clusterroles/vif-traffic-manage
 const BINDING = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/vif-traffic-manager";
 const DEPLOYMENT = "/apis/apps/v1/namespaces/vif-system/deployments/traffic-manager";
 const SERVICE = `${NS}/services/traffic-manager`;
-const ORDER = [NS, SA, ROLE, BINDING, SECRET, DEPLOYMENT, SERVICE];
+const CLIENT_CA = `${NS}/secrets/traffic-manager-client-ca`;
+const CONFIGMAP = `${NS}/configmaps/traffic-manager-ca`;
+const USER_ROLE = "/apis/rbac.authorization.k8s.io/v1/namespaces/vif-system/roles/vif-user";
+const USER_BINDING =
+  "/apis/rbac.authorization.k8s.io/v1/namespaces/vif-system/rolebindings/vif-user";
+const ORDER = [NS, SA, ROLE, BINDING, SECRET, CONFIGMAP, USER_ROLE, DEPLOYMENT, SERVICE];
+/** What install() reads before it applies anything. */
+const READS = [SECRET, CONFIGMAP, CLIENT_CA, USER_BINDING].map((path) => `GET ${path}`);
 const parent = (path: string) => path.slice(0, path.lastIndexOf("/"));
 
 function kubeConfigFor(fake: FakeApiServer, options: { token?: string; withCa?: boolean } = {}) {
@@ -60,14 +68,20 @@ Deno.test("install() creates every object in order: GET 404 then POST", async ()
       "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager created",
       "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager created",
       "secret/traffic-manager-tls created",
+      "configmap/traffic-manager-ca created",
+      "role.rbac.authorization.k8s.io/vif-user created",
       "deployment.apps/traffic-manager created",
       "service/traffic-manager created",
     ]);
     assertEquals(result.tls.action, "created");
+    assertEquals(result.migrated, false);
+    assertEquals(result.userSubjects, []);
     assertEquals(fake.log(), [
-      `GET ${SECRET}`,
+      ...READS,
       ...ORDER.flatMap((path) => [`GET ${path}`, `POST ${parent(path)}`]),
     ]);
+    // Users read the CA from the ConfigMap: the same CA the Secret's certificate chains to.
+    assertEquals(fake.store.get(CONFIGMAP)!.data, { "ca.crt": secretTls(fake).caPem });
     // What went over the wire is exactly the manifests: the client's serializer dropped nothing.
     const expected = managerManifests({ tls: secretTls(fake) });
     const posted = fake.requests.filter((r) => r.method === "POST").map((r) => r.body);
@@ -81,7 +95,7 @@ Deno.test("install() a second time changes nothing and keeps the certificate", a
     const before = secretTls(fake);
     fake.requests.length = 0;
     const again = await install(kc);
-    assertEquals(again.applied.map((a) => a.action), Array(7).fill("unchanged"));
+    assertEquals(again.applied.map((a) => a.action), Array(ORDER.length).fill("unchanged"));
     assertEquals(again.tls.action, "kept");
     assert(fake.log().every((line) => line.startsWith("GET ")), fake.log().join("\n"));
     assertEquals(secretTls(fake), before);
@@ -122,7 +136,7 @@ Deno.test("install() reads again and retries when someone else wrote in between 
     };
     fake.requests.length = 0;
     const result = await install(kc, { image: "registry.example/vif:dev" });
-    assertEquals(result.applied[5], {
+    assertEquals(result.applied.find((a) => a.name === "deployment.apps/traffic-manager"), {
       name: "deployment.apps/traffic-manager",
       action: "configured",
     });
@@ -155,8 +169,14 @@ Deno.test("install() --rotate-tls makes a new CA and rolls the Deployment", asyn
     const after = secretTls(fake);
     assert(after.caPem !== before.caPem, "the CA did not change");
     const changed = result.applied.filter((a) => a.action === "configured").map((a) => a.name);
-    // The pod template's certificate hash changed, so the pods restart with the new one.
-    assertEquals(changed, ["secret/traffic-manager-tls", "deployment.apps/traffic-manager"]);
+    // The pod template's certificate hash changed, so the pods restart with the new one;
+    // users read the new CA from the ConfigMap.
+    assertEquals(changed, [
+      "secret/traffic-manager-tls",
+      "configmap/traffic-manager-ca",
+      "deployment.apps/traffic-manager",
+    ]);
+    assertEquals(fake.store.get(CONFIGMAP)!.data["ca.crt"], after.caPem);
   });
 });
 
@@ -194,13 +214,17 @@ Deno.test("install() leaves an existing namespace alone, and uninstall() keeps i
 
 Deno.test("uninstall() deletes everything in order, and tolerates what is gone", async () => {
   await withFake(async (fake, kc) => {
-    await install(kc, { tls: await tls() });
+    await install(kc, { tls: await tls(), direct: true, grantUsers: ["dev"] });
     fake.requests.length = 0;
     const removed = await uninstall(kc);
     assertEquals(removed.map((r) => `${r.name} ${r.action}`), [
       "deployment.apps/traffic-manager deleted",
       "service/traffic-manager deleted",
       "secret/traffic-manager-tls deleted",
+      "secret/traffic-manager-client-ca deleted",
+      "configmap/traffic-manager-ca deleted",
+      "rolebinding.rbac.authorization.k8s.io/vif-user deleted",
+      "role.rbac.authorization.k8s.io/vif-user deleted",
       "serviceaccount/traffic-manager deleted",
       "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager deleted",
       "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager deleted",
@@ -210,6 +234,10 @@ Deno.test("uninstall() deletes everything in order, and tolerates what is gone",
       `DELETE ${DEPLOYMENT}`,
       `DELETE ${SERVICE}`,
       `DELETE ${SECRET}`,
+      `DELETE ${CLIENT_CA}`,
+      `DELETE ${CONFIGMAP}`,
+      `DELETE ${USER_BINDING}`,
+      `DELETE ${USER_ROLE}`,
       `DELETE ${SA}`,
       `DELETE ${BINDING}`,
       `DELETE ${ROLE}`,
@@ -218,7 +246,7 @@ Deno.test("uninstall() deletes everything in order, and tolerates what is gone",
     ]);
     assertEquals(fake.store.size, 0);
     const again = await uninstall(kc);
-    assertEquals(again.map((r) => r.action), Array(7).fill("not found"));
+    assertEquals(again.map((r) => r.action), Array(11).fill("not found"));
   });
 });
 
@@ -402,6 +430,178 @@ Deno.test("reusableTls() says why material cannot be reused", async () => {
   });
   assertEquals(reason(expired), "the certificate expired on 2020-01-31");
   assertEquals(reusableTls(undefined, "vif-system", now), { reason: "there is no TLS secret" });
+});
+
+/** Makes the store look like an install by an older vif: no ConfigMap, no Role, a TCP probe. */
+function makeOldLayout(fake: FakeApiServer): void {
+  fake.store.delete(CONFIGMAP);
+  fake.store.delete(USER_ROLE);
+  const container = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0];
+  container.args = ["--serve", "--tls-dir", "/var/run/secrets/vif/tls"];
+  container.ports = [{ name: "grpc", containerPort: 8081, protocol: "TCP" }];
+  container.readinessProbe = { tcpSocket: { port: 8081 }, periodSeconds: 5 };
+  delete container.livenessProbe;
+}
+
+Deno.test("install() upgrades an older install: keeps the certificate, publishes the CA, adds the Role", async () => {
+  await withFake(async (fake, kc) => {
+    await install(kc);
+    makeOldLayout(fake);
+    const before = secretTls(fake);
+    fake.requests.length = 0;
+    const result = await install(kc);
+    assertEquals(result.migrated, true);
+    assertEquals(result.tls.action, "kept");
+    assertEquals(secretTls(fake), before);
+    assertEquals(
+      result.applied.filter((a) => a.action !== "unchanged").map((a) => `${a.name} ${a.action}`),
+      [
+        "configmap/traffic-manager-ca created",
+        "role.rbac.authorization.k8s.io/vif-user created",
+        "deployment.apps/traffic-manager configured",
+      ],
+    );
+    assertEquals(fake.store.get(CONFIGMAP)!.data["ca.crt"], before.caPem);
+    const container = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0];
+    assertEquals(container.readinessProbe.tcpSocket, undefined);
+    assertEquals(container.readinessProbe.httpGet, { path: "/readyz", port: "health" });
+    assertEquals(container.livenessProbe.httpGet, { path: "/livez", port: "health" });
+    // Once upgraded, it is an install like any other.
+    assertEquals((await install(kc)).migrated, false);
+  });
+});
+
+Deno.test("install() grants users and groups the Role vif-user, and never revokes one", async () => {
+  await withFake(async (fake, kc) => {
+    const first = await install(kc, { tls: await tls(), grantUsers: ["dev"] });
+    assert(
+      first.applied.some((a) => a.name === "rolebinding.rbac.authorization.k8s.io/vif-user"),
+      "no RoleBinding",
+    );
+    const subject = (kind: string, name: string) => ({
+      apiGroup: "rbac.authorization.k8s.io",
+      kind,
+      name,
+    });
+    assertEquals(fake.store.get(USER_BINDING)!.subjects, [subject("User", "dev")]);
+    assertEquals(fake.store.get(USER_BINDING)!.roleRef, {
+      apiGroup: "rbac.authorization.k8s.io",
+      kind: "Role",
+      name: "vif-user",
+    });
+    // Someone binds a service account by hand; a later grant keeps it.
+    fake.store.get(USER_BINDING)!.subjects.push({
+      kind: "ServiceAccount",
+      name: "ci",
+      namespace: "build",
+    });
+    const second = await install(kc, { grantGroups: ["devs"], grantUsers: ["dev"] });
+    assertEquals(
+      second.applied.find((a) => a.name.startsWith("rolebinding"))?.action,
+      "configured",
+    );
+    const all = [
+      subject("User", "dev"),
+      { kind: "ServiceAccount", name: "ci", namespace: "build" },
+      subject("Group", "devs"),
+    ];
+    assertEquals(fake.store.get(USER_BINDING)!.subjects, all);
+    assertEquals(second.userSubjects, all);
+    // An install that grants nobody leaves everyone bound.
+    const third = await install(kc);
+    assertEquals(third.applied.find((a) => a.name.startsWith("rolebinding"))?.action, "unchanged");
+    assertEquals(fake.store.get(USER_BINDING)!.subjects, all);
+  });
+});
+
+Deno.test("install() checks the also-proxy subnets and granted names before any request", async () => {
+  await withFake(async (fake, kc) => {
+    await assertRejects(
+      () => install(kc, { allowAlsoProxy: ["198.18.64.0/24", "not-a-cidr"] }),
+      RangeError,
+      '"not-a-cidr": not a CIDR',
+    );
+    await assertRejects(() => install(kc, { grantUsers: [""] }), RangeError);
+    assertEquals(fake.requests, []);
+    const result = await install(kc, { tls: await tls(), allowAlsoProxy: ["198.18.64.7/24"] });
+    assertEquals(result.allowAlsoProxy, ["198.18.64.0/24"]);
+    const args = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0].args;
+    assertEquals(args.slice(-2), ["--allow-also-proxy", "198.18.64.0/24"]);
+  });
+});
+
+Deno.test("install() --direct makes a client CA once, keeps it, and turns the listener off without losing it", async () => {
+  await withFake(async (fake, kc) => {
+    const first = await install(kc, { tls: await tls(), direct: true });
+    assertEquals(first.clientCa?.action, "created");
+    const stored = fake.store.get(CLIENT_CA)!;
+    assertEquals(Object.keys(stored.data).sort(), ["ca.crt", "ca.key"]);
+    const caPem = atob(stored.data["ca.crt"]);
+    // The manager trusts it through its own Secret; the key stays in the client CA's.
+    assertEquals(atob(fake.store.get(SECRET)!.data["client-ca.crt"]), caPem);
+    assertEquals(
+      fake.store.get(SERVICE)!.spec.ports.map((p: { name: string }) => p.name),
+      ["grpc", "direct"],
+    );
+    const again = await install(kc, { direct: true });
+    assertEquals(again.clientCa?.action, "kept");
+    assertEquals(again.applied.map((a) => a.action), Array(first.applied.length).fill("unchanged"));
+
+    const off = await install(kc);
+    assertEquals(off.clientCa, undefined);
+    assertEquals(off.clientCaUnused, true);
+    assertEquals(
+      off.applied.filter((a) => a.action !== "unchanged").map((a) => a.name),
+      ["secret/traffic-manager-tls", "deployment.apps/traffic-manager", "service/traffic-manager"],
+    );
+    assertEquals(Object.keys(fake.store.get(SECRET)!.data).sort(), [
+      "ca.crt",
+      "tls.crt",
+      "tls.key",
+    ]);
+    assertEquals(atob(fake.store.get(CLIENT_CA)!.data["ca.crt"]), caPem);
+    const args = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0].args;
+    assert(!args.includes("--direct-listen"), args.join(" "));
+
+    const on = await install(kc, { direct: true });
+    assertEquals(on.clientCa?.action, "kept");
+    assertEquals(atob(fake.store.get(SECRET)!.data["client-ca.crt"]), caPem);
+  });
+});
+
+Deno.test("install() --direct replaces a client CA that expires soon, and says why", async () => {
+  await withFake(async (fake, kc) => {
+    const old = await createClientCa("vif-system", { validDays: 10 });
+    await install(kc, { tls: await tls(), direct: true, clientCa: old });
+    const result = await install(kc, { direct: true });
+    assertEquals(result.clientCa?.action, "replaced");
+    assertMatch(result.clientCa?.reason ?? "", /^the client CA expires on \d{4}-\d\d-\d\d$/);
+    assert(atob(fake.store.get(CLIENT_CA)!.data["ca.crt"]) !== old.certPem, "kept");
+  });
+});
+
+Deno.test("reusableClientCa() says why a client CA cannot sign any more", async () => {
+  const now = new Date();
+  const good = await createClientCa("vif-system");
+  const other = await createClientCa("vif-system");
+  const secret = (certPem?: string, keyPem?: string) => ({
+    data: {
+      ...(certPem ? { "ca.crt": btoa(certPem) } : {}),
+      ...(keyPem ? { "ca.key": btoa(keyPem) } : {}),
+    },
+  });
+  const reason = (certPem?: string, keyPem?: string) => {
+    const verdict = reusableClientCa(secret(certPem, keyPem), now);
+    return "reason" in verdict ? verdict.reason : "reusable";
+  };
+  assertEquals(reason(good.certPem, good.keyPem), "reusable");
+  assertEquals(reason(good.certPem), "the secret has no ca.key");
+  assertEquals(reason(good.certPem, other.keyPem), "ca.key does not belong to ca.crt");
+  const leaf = await issueServerCertificate(good, { dnsNames: ["x"] });
+  assertEquals(reason(leaf.certPem, leaf.keyPem), "ca.crt is not a CA certificate");
+  assertMatch(reason("junk", good.keyPem), /^the client CA or its key does not parse: /);
+  const expired = await createClientCa("x", { now: new Date("2020-01-01"), validDays: 30 });
+  assertEquals(reason(expired.certPem, expired.keyPem), "the client CA expired on 2020-01-31");
 });
 
 Deno.test("contains() compares what vif sets and ignores what the server adds", () => {

@@ -1,9 +1,11 @@
 /**
  * Kubernetes for vif: loading a kubeconfig and picking a context
  * (`client.ts`), the traffic-manager's objects (`manifests.ts`), installing
- * and uninstalling them (`install.ts`), the manager's certificates made
- * in-process (`x509.ts`), and YAML output (`yaml.ts`). Failures are
- * {@linkcode KubeError}s with a hint.
+ * and uninstalling them (`install.ts`), the manager's certificates and the
+ * direct listener's client certificates, made in-process (`x509.ts`), and
+ * YAML output (`yaml.ts`). Failures are {@linkcode KubeError}s with a hint.
+ * Finding the manager (`discovery.ts`) and port-forwarding to it
+ * (`portforward.ts`) are imported on their own by those that need them.
  *
  * @example Print what `vif install` would apply
  * ```ts
@@ -28,6 +30,7 @@ export { KubeError, type KubeErrorOptions } from "./errors.ts";
 export {
   type AppliedObject,
   type ApplyAction,
+  type ClientCaOutcome,
   contains,
   type DeleteAction,
   type DeletedObject,
@@ -35,17 +38,27 @@ export {
   type InstallOptions,
   type InstallResult,
   RENEW_BEFORE_MS,
+  reusableClientCa,
   reusableTls,
   type TlsOutcome,
   uninstall,
   type UninstallOptions,
 } from "./install.ts";
 export {
+  alsoProxyCidrs,
   ANNOTATION,
+  CA_CONFIGMAP_KEY,
+  CA_CONFIGMAP_NAME,
+  CLIENT_CA_KEYS,
+  CLIENT_CA_SECRET_NAME,
+  CLIENT_CA_TLS_KEY,
   clusterRoleName,
   defaultImage,
+  DIRECT_PORT_NAME,
   displayName,
+  grantSubjects,
   GRPC_PORT_NAME,
+  HEALTH_PORT_NAME,
   IMAGE_BINARY,
   IMAGE_REPOSITORY,
   type KubeObject,
@@ -54,26 +67,37 @@ export {
   MANAGER_UID,
   type ManagerManifestOptions,
   managerManifests,
+  type ManagerObject,
   type ManagerObjects,
   managerRules,
   managerSelector,
+  mergeSubjects,
+  RBAC_GROUP,
   TLS_KEYS,
   TLS_MOUNT_PATH,
   TLS_SECRET_NAME,
+  USER_ROLE_NAME,
+  userRules,
+  type UserSubject,
 } from "./manifests.ts";
 export {
   type CertificateAuthority,
   type CertificateAuthorityOptions,
   createCertificateAuthority,
+  createClientCa,
   createManagerTls,
+  DEFAULT_CLIENT_VALID_DAYS,
   DEFAULT_VALID_DAYS,
+  issueClientCertificate,
   type IssuedCertificate,
   issueServerCertificate,
+  loadCertificateAuthority,
   managerDnsNames,
   type ManagerTls,
   type ManagerTlsOptions,
   p1363ToDer,
   pem,
+  type PemKeyPair,
   type ServerCertificateOptions,
   type ValidityOptions,
 } from "./x509.ts";

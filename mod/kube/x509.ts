@@ -37,6 +37,7 @@ import {
   utf8String,
   x509Time,
 } from "./_asn1.ts";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 
 /** Object identifiers used here (RFC 5280 4.2.1, RFC 5758 3.2, RFC 5480). */
 const OID = {
@@ -50,12 +51,12 @@ const OID = {
   authorityKeyIdentifier: "2.5.29.35",
   extKeyUsage: "2.5.29.37",
   serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
 } as const;
 
 /** KeyUsage bits (RFC 5280 4.2.1.3). */
 const KeyUsage = {
   digitalSignature: 0,
-  keyEncipherment: 2,
   keyCertSign: 5,
   cRLSign: 6,
 } as const;
@@ -69,12 +70,22 @@ const BACKDATE_MS = 5 * 60_000;
 /** The default validity of the certificates {@linkcode createManagerTls} makes: ten years. */
 export const DEFAULT_VALID_DAYS = 3650;
 
-/** A certificate and its private key. */
-export interface IssuedCertificate {
+/** The default validity of a client certificate ({@linkcode issueClientCertificate}): one year. */
+export const DEFAULT_CLIENT_VALID_DAYS = 365;
+
+/** RFC 5280 appendix A: `ub-common-name INTEGER ::= 64`. */
+const MAX_COMMON_NAME = 64;
+
+/** A certificate and its private key, as PEM texts (what a Secret stores). */
+export interface PemKeyPair {
   /** The certificate (PEM, `CERTIFICATE`). */
   certPem: string;
   /** Its private key (PEM, PKCS #8 `PRIVATE KEY`). */
   keyPem: string;
+}
+
+/** A certificate and its private key. */
+export interface IssuedCertificate extends PemKeyPair {
   /** The certificate (DER). */
   certDer: Uint8Array;
   /** When it stops being valid. */
@@ -250,10 +261,10 @@ export async function createCertificateAuthority(
 
 /**
  * Makes a TLS server certificate with a new P-256 key, signed by `ca`:
- * basicConstraints `CA:FALSE` (critical), keyUsage `digitalSignature,
- * keyEncipherment` (critical), extKeyUsage `serverAuth`, subjectAltName with
- * the DNS names and IP addresses, subject and authority key identifiers. It
- * never outlives the CA.
+ * basicConstraints `CA:FALSE` (critical), keyUsage `digitalSignature`
+ * (critical; RFC 5480 3 allows no encipherment bit on an EC key), extKeyUsage
+ * `serverAuth` only, subjectAltName with the DNS names and IP addresses,
+ * subject and authority key identifiers. It never outlives the CA.
  *
  * @param ca The CA that signs it.
  * @param options The names, and validity.
@@ -278,42 +289,158 @@ export async function issueServerCertificate(
   if (commonName === undefined) {
     throw new RangeError("Cannot issue a server certificate: no DNS name or IP address given");
   }
-  const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
-  const keyId = await keyIdentifier(keys.publicKey);
-  const period = validity(options);
-  const notAfter = period.notAfter > ca.notAfter ? ca.notAfter : period.notAfter;
   // RFC 5280 4.2.1.6: dNSName [2] IA5String, iPAddress [7] OCTET STRING.
   const names = [
     ...options.dnsNames.map((name) => implicitPrimitive(2, ascii(name))),
     ...ipAddresses.map((ip) => implicitPrimitive(7, ipBytes(ip))),
   ];
-  const extensions = [
-    // CA:FALSE is the DEFAULT, which DER leaves out: an empty SEQUENCE.
-    extension(OID.basicConstraints, true, sequence()),
-    extension(
-      OID.keyUsage,
-      true,
-      namedBits([KeyUsage.digitalSignature, KeyUsage.keyEncipherment]),
-    ),
-    extension(OID.extKeyUsage, false, sequence(oid(OID.serverAuth))),
-    extension(OID.subjectAltName, false, sequence(...names)),
-    extension(OID.subjectKeyIdentifier, false, octetString(keyId)),
-    extension(OID.authorityKeyIdentifier, false, sequence(implicitPrimitive(0, ca.keyId))),
-  ];
-  const certDer = await signCertificate({
-    issuer: ca.subject,
-    subject: distinguishedName(commonName),
-    notBefore: period.notBefore,
-    notAfter,
-    publicKey: keys.publicKey,
-    signingKey: ca.privateKey,
-    extensions,
+  return await issueLeaf(ca, {
+    ...options,
+    commonName,
+    extKeyUsage: OID.serverAuth,
+    extra: [extension(OID.subjectAltName, false, sequence(...names))],
   });
+}
+
+/**
+ * Makes the CA of the direct listener's client certificates (`vif client CA
+ * (<namespace>)`), with a new P-256 key. Unlike the manager's server CA, its
+ * key is meant to be kept (in the Secret `traffic-manager-client-ca`), so that
+ * an admin can issue client certificates later with
+ * {@linkcode issueClientCertificate}. The manager trusts only its certificate.
+ *
+ * @param namespace The manager's namespace, for the CA's name.
+ * @param options Validity.
+ * @returns The CA, ready to sign.
+ *
+ * @example
+ * ```ts
+ * import { createClientCa, issueClientCertificate } from "./x509.ts";
+ *
+ * const ca = await createClientCa("vif-system");
+ * const client = await issueClientCertificate(ca, "ci-bench");
+ * if (client.notAfter > ca.notAfter) throw new Error("outlives its CA");
+ * ```
+ */
+export async function createClientCa(
+  namespace: string,
+  options: ValidityOptions = {},
+): Promise<CertificateAuthority> {
+  return await createCertificateAuthority(`vif client CA (${namespace})`, {
+    ...options,
+    organization: "vif",
+  });
+}
+
+/**
+ * Makes a TLS client certificate for `commonName` with a new P-256 key,
+ * signed by `ca`: basicConstraints `CA:FALSE` (critical), keyUsage
+ * `digitalSignature` (critical), extKeyUsage `clientAuth` only (it cannot
+ * serve), no subjectAltName, subject and authority key identifiers. It never
+ * outlives the CA.
+ *
+ * @param ca The client CA that signs it.
+ * @param commonName Who it is for (the subject's CN): 1 to 64 characters, no control characters.
+ * @param options Validity. Default {@linkcode DEFAULT_CLIENT_VALID_DAYS} days.
+ * @returns The certificate and its key.
+ * @throws {RangeError} When `commonName` is empty, too long or holds a control character.
+ *
+ * @example
+ * ```ts
+ * import { createClientCa, issueClientCertificate } from "./x509.ts";
+ *
+ * const ca = await createClientCa("vif-system");
+ * const client = await issueClientCertificate(ca, "dev", { validDays: 30 });
+ * if (!client.keyPem.startsWith("-----BEGIN PRIVATE KEY-----")) throw new Error("no key");
+ * ```
+ */
+export async function issueClientCertificate(
+  ca: CertificateAuthority,
+  commonName: string,
+  options: ValidityOptions = {},
+): Promise<IssuedCertificate> {
+  // deno-lint-ignore no-control-regex
+  if (commonName.length === 0 || /[\x00-\x1f\x7f]/.test(commonName)) {
+    throw new RangeError(
+      `Cannot issue a client certificate for "${commonName}": the name is empty or holds a control character`,
+    );
+  }
+  if ([...commonName].length > MAX_COMMON_NAME) {
+    throw new RangeError(
+      `Cannot issue a client certificate for "${commonName}": the name is longer than ${MAX_COMMON_NAME} characters`,
+    );
+  }
+  return await issueLeaf(ca, {
+    ...options,
+    validDays: options.validDays ?? DEFAULT_CLIENT_VALID_DAYS,
+    commonName,
+    extKeyUsage: OID.clientAuth,
+    extra: [],
+  });
+}
+
+/**
+ * Reads a CA back from its PEM texts (the client CA's Secret), so that it can
+ * sign again: the key must be a P-256 PKCS #8 key, the certificate a CA
+ * certificate whose public key is the key's.
+ *
+ * @param pair The CA's certificate and private key.
+ * @returns The CA, ready to sign.
+ * @throws {SyntaxError} When the certificate or the key does not parse.
+ * @throws {TypeError} When the certificate is not a CA's, or the key is not its key or not P-256.
+ *
+ * @example
+ * ```ts
+ * import { createClientCa, issueClientCertificate, loadCertificateAuthority } from "./x509.ts";
+ *
+ * const made = await createClientCa("vif-system");
+ * const ca = await loadCertificateAuthority({ certPem: made.certPem, keyPem: made.keyPem });
+ * await issueClientCertificate(ca, "dev");
+ * ```
+ */
+export async function loadCertificateAuthority(pair: PemKeyPair): Promise<CertificateAuthority> {
+  let cert: X509Certificate;
+  let certDer: Uint8Array;
+  let privateKey: CryptoKey;
+  try {
+    cert = new X509Certificate(pair.certPem);
+    certDer = new Uint8Array(cert.raw);
+  } catch (cause) {
+    throw new SyntaxError("Cannot read the CA certificate: it is not a PEM certificate", { cause });
+  }
+  try {
+    privateKey = await crypto.subtle.importKey(
+      "pkcs8",
+      fromPem(pair.keyPem, "PRIVATE KEY") as Uint8Array<ArrayBuffer>,
+      ALGORITHM,
+      false,
+      ["sign"],
+    );
+  } catch (cause) {
+    throw new SyntaxError("Cannot read the CA key: it is not a PKCS #8 P-256 private key", {
+      cause,
+    });
+  }
+  if (!cert.ca) throw new TypeError("Cannot sign with the certificate: it is not a CA's");
+  if (!cert.checkPrivateKey(createPrivateKey(pair.keyPem))) {
+    throw new TypeError("Cannot sign with the CA: the key does not belong to the certificate");
+  }
+  const spki = new Uint8Array(cert.publicKey.export({ type: "spki", format: "der" }));
+  const publicKey = await crypto.subtle.importKey(
+    "spki",
+    spki as Uint8Array<ArrayBuffer>,
+    ALGORITHM,
+    true,
+    ["verify"],
+  );
   return {
     certDer,
     certPem: pem("CERTIFICATE", certDer),
-    keyPem: pem("PRIVATE KEY", await exportPkcs8(keys.privateKey)),
-    notAfter,
+    keyPem: pair.keyPem,
+    notAfter: new Date(cert.validTo),
+    privateKey,
+    subject: subjectOf(certDer),
+    keyId: await keyIdentifier(publicKey),
   };
 }
 
@@ -379,6 +506,110 @@ interface CertificateFields {
   publicKey: CryptoKey;
   signingKey: CryptoKey;
   extensions: Uint8Array[];
+}
+
+interface LeafOptions extends ValidityOptions {
+  commonName: string;
+  /** The one extended key usage: a leaf serves or is a client, never both. */
+  extKeyUsage: string;
+  /** More extensions (a subjectAltName). */
+  extra: Uint8Array[];
+}
+
+/** Makes an end-entity certificate with a new P-256 key, signed by `ca`, never outliving it. */
+async function issueLeaf(
+  ca: CertificateAuthority,
+  options: LeafOptions,
+): Promise<IssuedCertificate> {
+  const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
+  const keyId = await keyIdentifier(keys.publicKey);
+  const period = validity(options);
+  const notAfter = period.notAfter > ca.notAfter ? ca.notAfter : period.notAfter;
+  const extensions = [
+    // CA:FALSE is the DEFAULT, which DER leaves out: an empty SEQUENCE.
+    extension(OID.basicConstraints, true, sequence()),
+    extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature])),
+    extension(OID.extKeyUsage, false, sequence(oid(options.extKeyUsage))),
+    ...options.extra,
+    extension(OID.subjectKeyIdentifier, false, octetString(keyId)),
+    extension(OID.authorityKeyIdentifier, false, sequence(implicitPrimitive(0, ca.keyId))),
+  ];
+  const certDer = await signCertificate({
+    issuer: ca.subject,
+    subject: distinguishedName(options.commonName),
+    notBefore: period.notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: ca.privateKey,
+    extensions,
+  });
+  return {
+    certDer,
+    certPem: pem("CERTIFICATE", certDer),
+    keyPem: pem("PRIVATE KEY", await exportPkcs8(keys.privateKey)),
+    notAfter,
+  };
+}
+
+/**
+ * The subject Name of a DER certificate, encoded as it is there (RFC 5280
+ * 4.1: `TBSCertificate ::= SEQUENCE { [0] version, serialNumber, signature,
+ * issuer, validity, subject, … }`), to be the issuer of what it signs.
+ *
+ * @throws {SyntaxError} When the DER is not shaped like a certificate.
+ */
+function subjectOf(certDer: Uint8Array): Uint8Array {
+  const certificate = derChildren(certDer, 0, certDer.length)[0];
+  if (certificate === undefined) throw new SyntaxError("Cannot read the certificate: empty");
+  const [tbs] = derChildren(certDer, certificate.start, certificate.end);
+  if (tbs === undefined) throw new SyntaxError("Cannot read the certificate: no TBSCertificate");
+  const fields = derChildren(certDer, tbs.start, tbs.end);
+  const skip = fields[0]?.tag === 0xa0 ? 1 : 0; // The version is optional (v1).
+  const subject = fields[skip + 4];
+  if (subject === undefined || subject.tag !== 0x30) {
+    throw new SyntaxError("Cannot read the certificate: no subject");
+  }
+  return certDer.slice(subject.headerStart, subject.end);
+}
+
+/**
+ * The values one after another in `bytes[from, to)`: each one's tag, where
+ * its header starts, and where its contents start and end. Definite lengths
+ * only, as DER has.
+ *
+ * @throws {SyntaxError} When a length runs past `to` or uses the indefinite form.
+ */
+function derChildren(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+): { tag: number; headerStart: number; start: number; end: number }[] {
+  const out = [];
+  for (let at = from; at < to;) {
+    const headerStart = at;
+    const tag = bytes[at++]!;
+    let length = bytes[at++];
+    if (length === undefined) throw new SyntaxError("Cannot read DER: truncated header");
+    if (length & 0x80) {
+      const octets = length & 0x7f;
+      if (octets === 0 || octets > 4) throw new SyntaxError("Cannot read DER: bad length");
+      length = 0;
+      for (let i = 0; i < octets; i++) length = length * 256 + (bytes[at++] ?? NaN);
+    }
+    const end = at + length;
+    if (!(end <= to)) throw new SyntaxError("Cannot read DER: a value runs past its parent");
+    out.push({ tag, headerStart, start: at, end });
+    at = end;
+  }
+  return out;
+}
+
+/** The DER inside a PEM block with `label`. */
+function fromPem(text: string, label: string): Uint8Array {
+  const match = new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`)
+    .exec(text);
+  if (!match) throw new SyntaxError(`Cannot read PEM: no ${label} block`);
+  return Uint8Array.from(atob(match[1]!.replace(/\s+/g, "")), (c) => c.charCodeAt(0));
 }
 
 /** Builds the TBSCertificate (RFC 5280 4.1) and signs it with ecdsa-with-SHA256. */

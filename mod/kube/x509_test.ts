@@ -1,6 +1,7 @@
 import grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { X509Certificate } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import tls from "node:tls";
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
 import {
   CHANNEL_OPTIONS,
@@ -12,9 +13,14 @@ import {
   VersionRequestSchema,
 } from "../rpc/service.ts";
 import {
+  type CertificateAuthority,
   createCertificateAuthority,
+  createClientCa,
   createManagerTls,
+  DEFAULT_CLIENT_VALID_DAYS,
+  issueClientCertificate,
   issueServerCertificate,
+  loadCertificateAuthority,
   managerDnsNames,
   type ManagerTls,
   p1363ToDer,
@@ -103,7 +109,6 @@ Deno.test("createManagerTls() makes a CA and a certificate node:crypto reads and
   assertEquals(cert.checkHost("traffic-manager.shop"), "traffic-manager.shop");
   assertEquals(cert.checkHost("traffic-manager.other"), undefined);
   assertEquals(cert.serialNumber.length, 32); // 16 octets, hex.
-  const { createPrivateKey } = await import("node:crypto");
   assert(cert.checkPrivateKey(createPrivateKey(tls.keyPem)), "the key does not match");
   assertEquals(tls.keyPem.split("\n")[0], "-----BEGIN PRIVATE KEY-----");
 });
@@ -148,8 +153,10 @@ Deno.test({
     assertMatch(text.out, /Version: 3 \(0x2\)/);
     assertMatch(text.out, /Signature Algorithm: ecdsa-with-SHA256/);
     assertMatch(text.out, /X509v3 Basic Constraints: critical\s+CA:FALSE/);
-    assertMatch(text.out, /X509v3 Key Usage: critical\s+Digital Signature, Key Encipherment/);
-    assertMatch(text.out, /X509v3 Extended Key Usage:\s+TLS Web Server Authentication/);
+    // RFC 5480 3: an EC key may not carry Key Encipherment.
+    assertMatch(text.out, /X509v3 Key Usage: critical\s+Digital Signature\n/);
+    // Server only: it cannot be shown as a client certificate.
+    assertMatch(text.out, /X509v3 Extended Key Usage:\s+TLS Web Server Authentication\n/);
     assertMatch(text.out, /DNS:traffic-manager\.vif-system\.svc\.cluster\.local/);
     assertMatch(text.out, /X509v3 Authority Key Identifier/);
     const caText = await openssl(files, ["x509", "-noout", "-text", "-in", "ca.pem"]);
@@ -390,4 +397,169 @@ Deno.test("the traffic-manager (vif --serve) serves with them from a Secret-shap
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+let sharedClientCa: Promise<CertificateAuthority> | undefined;
+function clientCa(): Promise<CertificateAuthority> {
+  sharedClientCa ??= createClientCa("vif-system");
+  return sharedClientCa;
+}
+
+Deno.test("issueClientCertificate() makes a client certificate node:crypto reads and verifies", async () => {
+  const ca = await createClientCa("shop", { now: NOW });
+  const client = await issueClientCertificate(ca, "dev@example.com", { now: NOW });
+  const caCert = new X509Certificate(ca.certPem);
+  const cert = new X509Certificate(client.certPem);
+  assertEquals(caCert.subject, "O=vif\nCN=vif client CA (shop)");
+  assert(caCert.ca, "the client CA is not a CA");
+  assert(!cert.ca, "the client certificate is a CA");
+  assert(cert.checkIssued(caCert) && cert.verify(caCert.publicKey), "not signed by the CA");
+  assertEquals(cert.subject, "CN=dev@example.com");
+  assertEquals(cert.subjectAltName, undefined);
+  assertEquals(
+    new Date(cert.validTo).getTime() - NOW.getTime(),
+    DEFAULT_CLIENT_VALID_DAYS * 86_400_000 - 123, // Whole seconds.
+  );
+  assert(cert.checkPrivateKey(createPrivateKey(client.keyPem)), "the key does not match");
+  const short = await createClientCa("shop", { now: NOW, validDays: 2 });
+  assertEquals((await issueClientCertificate(short, "dev", { now: NOW })).notAfter, short.notAfter);
+});
+
+Deno.test("issueClientCertificate() refuses an empty, over-long or control-character name", async () => {
+  const ca = await clientCa();
+  for (const name of ["", "a".repeat(65), "dev\nadmin", "tab\there"]) {
+    await assertRejects(() => issueClientCertificate(ca, name), RangeError);
+  }
+  await issueClientCertificate(ca, "é".repeat(64)); // 64 characters, more octets: fine.
+});
+
+Deno.test("loadCertificateAuthority() reads a client CA back so that it signs again", async () => {
+  const made = await clientCa();
+  const ca = await loadCertificateAuthority({ certPem: made.certPem, keyPem: made.keyPem });
+  assertEquals([...ca.subject], [...made.subject]);
+  assertEquals([...ca.keyId], [...made.keyId]);
+  assertEquals(ca.notAfter, made.notAfter);
+  const client = await issueClientCertificate(ca, "later");
+  const cert = new X509Certificate(client.certPem);
+  assert(cert.checkIssued(new X509Certificate(made.certPem)), "the issuer does not match");
+  assert(cert.verify(new X509Certificate(made.certPem).publicKey), "not signed by the CA");
+
+  const other = await createClientCa("vif-system");
+  await assertRejects(
+    () => loadCertificateAuthority({ certPem: made.certPem, keyPem: other.keyPem }),
+    TypeError,
+    "the key does not belong to the certificate",
+  );
+  await assertRejects(
+    () => loadCertificateAuthority({ certPem: client.certPem, keyPem: client.keyPem }),
+    TypeError,
+    "it is not a CA's",
+  );
+  await assertRejects(
+    () => loadCertificateAuthority({ certPem: "junk", keyPem: made.keyPem }),
+    SyntaxError,
+  );
+  await assertRejects(
+    () => loadCertificateAuthority({ certPem: made.certPem, keyPem: "junk" }),
+    SyntaxError,
+  );
+});
+
+Deno.test({
+  name:
+    "openssl verify: the client certificate is for sslclient only, the server's for sslserver only",
+  ignore: !OPENSSL,
+  async fn() {
+    const server = await managerTls();
+    const ca = await clientCa();
+    const client = await issueClientCertificate(ca, "dev");
+    const files = {
+      "server-ca.pem": server.caPem,
+      "server.pem": server.certPem,
+      "client-ca.pem": ca.certPem,
+      "client.pem": client.certPem,
+    };
+    const verify = (caFile: string, purpose: string, cert: string) =>
+      openssl(files, ["verify", "-x509_strict", "-purpose", purpose, "-CAfile", caFile, cert]);
+    const asClient = await verify("client-ca.pem", "sslclient", "client.pem");
+    assert(asClient.ok, asClient.out);
+    assertMatch(asClient.out, /client\.pem: OK/);
+    const clientAsServer = await verify("client-ca.pem", "sslserver", "client.pem");
+    assert(!clientAsServer.ok, clientAsServer.out);
+    const asServer = await verify("server-ca.pem", "sslserver", "server.pem");
+    assert(asServer.ok, asServer.out);
+    const serverAsClient = await verify("server-ca.pem", "sslclient", "server.pem");
+    assert(!serverAsClient.ok, serverAsClient.out);
+    const otherCa = await verify("server-ca.pem", "sslclient", "client.pem");
+    assert(!otherCa.ok, otherCa.out);
+    const text = await openssl(files, ["x509", "-noout", "-text", "-in", "client.pem"]);
+    assertMatch(text.out, /X509v3 Basic Constraints: critical\s+CA:FALSE/);
+    assertMatch(text.out, /X509v3 Key Usage: critical\s+Digital Signature\n/);
+    assertMatch(text.out, /X509v3 Extended Key Usage:\s+TLS Web Client Authentication\n/);
+    assert(!text.out.includes("Subject Alternative Name"), text.out);
+  },
+});
+
+/**
+ * What a client sees from a mutual-TLS server on 127.0.0.1 that trusts only
+ * `clientCaPem` and answers "ok" to a client it accepted: the bytes it read
+ * before the connection ended, and the error it got, if any.
+ */
+async function mutualTls(
+  clientCaPem: string,
+  clients: readonly ({ certPem: string; keyPem: string } | undefined)[],
+): Promise<{ got: string; error?: string }[]> {
+  const server = await managerTls();
+  const listener = tls.createServer({
+    key: server.keyPem,
+    cert: server.certPem,
+    ca: clientCaPem,
+    requestCert: true,
+    rejectUnauthorized: true,
+  }, (socket) => socket.end("ok"));
+  listener.on("tlsClientError", () => {}); // The refusals under test.
+  await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
+  const { port } = listener.address() as { port: number };
+  try {
+    const results = [];
+    for (const identity of clients) {
+      results.push(
+        await new Promise<{ got: string; error?: string }>((resolve) => {
+          const socket = tls.connect({
+            host: "127.0.0.1",
+            port,
+            ca: server.caPem,
+            servername: managerServerName("vif-system"),
+            ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}),
+          });
+          let got = "";
+          let error: string | undefined;
+          socket.on("data", (chunk) => got += chunk);
+          socket.on("error", (e) => error = e.message);
+          socket.on("close", () => resolve({ got, ...(error ? { error } : {}) }));
+        }),
+      );
+    }
+    return results;
+  } finally {
+    await new Promise((resolve) => listener.close(resolve));
+  }
+}
+
+Deno.test("node:tls mutual TLS accepts the issued client certificate and refuses the rest", async () => {
+  const ca = await clientCa();
+  const client = await issueClientCertificate(ca, "dev");
+  const stranger = await issueClientCertificate(await createClientCa("other"), "dev");
+  const server = await managerTls(); // Its certificate is for serving only.
+  const [accepted, none, foreign, serverCert] = await mutualTls(ca.certPem, [
+    client,
+    undefined,
+    stranger,
+    server,
+  ]);
+  assertEquals(accepted, { got: "ok" });
+  assertEquals(none!.got, "");
+  assertMatch(none!.error ?? "", /CertificateRequired|certificate/i);
+  assertEquals(foreign!.got, "");
+  assertEquals(serverCert!.got, "");
 });
