@@ -27,6 +27,7 @@ PACKAGES=(
   sshuttle      # a peer path for deno task bench
   openssh-server # sshd on a simulated node for sshuttle (bench starts its own, in a namespace)
   openssh-client # ssh, ssh-keygen
+  musl-tools    # musl-gcc: a musl getaddrinfo client for the DNS watchdog test (tests/e2e/daemon_trust_test.ts)
   # Debian's kubectl (kubernetes-client) is not listed: where google-cloud-cli
   # owns /usr/bin/kubectl the install fails on the file conflict, so
   # tests/sim/apiserver/install_kubectl.sh unpacks the .deb into .tools/.

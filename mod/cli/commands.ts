@@ -9,19 +9,23 @@
  *
  * `connect`, `status`, `quit`, `loglevel` and `gather-logs` talk to the daemon
  * over its control socket (mod/daemon/control.ts); `daemon` (hidden) is the
- * daemon itself, started by `connect`.
+ * daemon itself, started by `connect`; `kube-credentials` and `dns-watchdog`
+ * (hidden) are the daemon's helpers, which it runs as separate processes.
  *
  * @module
  */
 
 import type { RegisterCommand } from "./context.ts";
+import { registerClientCert } from "./client_cert.ts";
 import { registerConnect } from "./connect.ts";
 import { registerDaemon } from "./daemon.ts";
+import { registerDnsWatchdog } from "./dns_watchdog.ts";
 import { registerDoctor } from "./doctor.ts";
 import { registerQuit } from "./quit.ts";
 import { registerStatus } from "./status.ts";
 import { registerHelp } from "./help.ts";
 import { registerInstall } from "./install.ts";
+import { registerKubeCredentials } from "./kube_credentials.ts";
 import { registerList } from "./list.ts";
 import { registerManager } from "./manager.ts";
 import { registerVersion } from "./version.ts";
@@ -32,10 +36,13 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerStatus,
   registerQuit,
   registerInstall,
+  registerClientCert,
   registerList,
   registerManager,
   registerVersion,
   registerDoctor,
   registerDaemon,
+  registerKubeCredentials,
+  registerDnsWatchdog,
   registerHelp,
 ];

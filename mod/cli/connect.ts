@@ -35,6 +35,8 @@ interface ConnectOptions {
   kubeconfig?: string;
   managerAddress?: string;
   managerCa?: string;
+  clientCert?: string;
+  clientKey?: string;
   managerNamespace: string;
   namespace: string;
   stateDir?: string;
@@ -82,8 +84,9 @@ Examples:
   # Through the Kubernetes API server (one port-forward to the traffic-manager)
   vif connect --context dev
 
-  # Reach a manager whose gRPC port is reachable directly
-  vif connect --manager-address 198.18.0.5:8081 --manager-ca ca.crt
+  # Reach the manager's direct (mutual TLS) listener, with what "vif client-cert" wrote
+  vif connect --manager-address 198.18.0.5:8443 --manager-ca ca.crt \\
+    --client-cert client.crt --client-key client.key
 
   # Run one command while connected; vif exits with its exit code
   vif connect --context dev -- curl -sS http://web.default/
@@ -126,6 +129,11 @@ export function registerConnect(program: Command, context: CliContext): void {
       "reach the manager's gRPC port directly, not through the API server",
     )
     .option("--manager-ca <file>", "the CA certificate (PEM) that signed the manager's certificate")
+    .option(
+      "--client-cert <file>",
+      "with --manager-address: the client certificate (PEM) for the manager's direct listener",
+    )
+    .option("--client-key <file>", "with --client-cert: its private key (PEM)")
     .option(
       "--manager-namespace <ns>",
       "the manager's namespace; its certificate names traffic-manager.<ns>",
@@ -221,12 +229,16 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
     dnsExclude: options.dnsExclude,
     graceSeconds: options.grace,
   };
+  // Checked first: they are wrong whichever way the connection goes.
+  const identity = await clientIdentity(options);
   if (options.context) params.context = options.context;
   if (options.kubeconfig) params.kubeconfig = absolute(options.kubeconfig);
   const list = env("KUBECONFIG");
   if (list) params.kubeconfigEnv = list.split(":").filter((p) => p).map(absolute).join(":");
   const home = env("HOME");
   if (home) params.home = home;
+  const path = env("PATH");
+  if (path) params.path = path;
   if (!options.managerAddress) {
     // Fail here, with kubectl's wording, before a daemon is started for nothing;
     // and get the credentials as this user (an exec plugin runs as the user,
@@ -245,13 +257,14 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
   }
   if (!/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(options.managerAddress)) {
     throw new UserError(`bad manager address "${options.managerAddress}"`, {
-      hint: 'Give it as HOST:PORT, e.g. "198.18.0.5:8081".',
+      hint: 'Give it as HOST:PORT, e.g. "198.18.0.5:8443".',
       exitCode: ExitCode.Usage,
     });
   }
   if (!options.managerCa) {
     throw new UserError("no CA to verify the traffic-manager with", {
-      hint: "Pass --manager-ca FILE: the ca.crt of the manager's TLS secret.",
+      hint: "Pass --manager-ca FILE: the ca.crt that `vif client-cert` writes " +
+        '(the ConfigMap "traffic-manager-ca" holds it too).',
       exitCode: ExitCode.Usage,
     });
   }
@@ -266,12 +279,92 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
   }
   if (!caPem.includes("BEGIN CERTIFICATE")) {
     throw new UserError(`"${options.managerCa}" holds no PEM certificate`, {
-      hint: "Pass the ca.crt of the manager's TLS secret to --manager-ca.",
+      hint: "Pass the ca.crt that `vif client-cert` writes to --manager-ca.",
     });
   }
   params.managerAddress = options.managerAddress;
   params.managerCaPem = caPem;
+  if (identity) {
+    params.clientCertPem = identity.certPem;
+    params.clientKeyPem = identity.keyPem;
+  }
   return params;
+}
+
+/**
+ * Reads `--client-cert` and `--client-key` as this user (the daemon, as
+ * root, never opens the user's paths) and checks them: both or neither, only
+ * with `--manager-address`, a certificate that is valid now and the key that
+ * belongs to it.
+ *
+ * @returns the PEM texts, or undefined when neither flag is given
+ * @throws {UserError} when the flags or the files are wrong
+ */
+async function clientIdentity(
+  options: ConnectOptions,
+): Promise<{ certPem: string; keyPem: string } | undefined> {
+  const { clientCert, clientKey } = options;
+  if (clientCert === undefined && clientKey === undefined) return undefined;
+  if (clientCert === undefined || clientKey === undefined) {
+    throw new UserError("--client-cert and --client-key go together", {
+      hint: "Pass both: the client.crt and client.key that `vif client-cert` wrote.",
+      exitCode: ExitCode.Usage,
+    });
+  }
+  if (!options.managerAddress) {
+    throw new UserError("--client-cert is for the manager's direct listener only", {
+      hint: "Add --manager-address HOST:PORT, or leave out --client-cert and --client-key " +
+        "to connect through the API server.",
+      exitCode: ExitCode.Usage,
+    });
+  }
+  const read = async (path: string, what: string, flag: string) => {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (cause) {
+      throw new UserError(`cannot read the ${what} "${path}": ${(cause as Error).message}`, {
+        hint: `Check the path given to ${flag}.`,
+        cause,
+      });
+    }
+  };
+  const certPem = await read(clientCert, "client certificate", "--client-cert");
+  const keyPem = await read(clientKey, "client key", "--client-key");
+  const { X509Certificate, createPrivateKey } = await import("node:crypto");
+  let cert: InstanceType<typeof X509Certificate>;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch (cause) {
+    throw new UserError(`"${clientCert}" holds no PEM certificate`, {
+      hint: "Pass the client.crt that `vif client-cert` wrote to --client-cert.",
+      cause,
+    });
+  }
+  let key: ReturnType<typeof createPrivateKey>;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (cause) {
+    throw new UserError(`"${clientKey}" holds no PEM private key`, {
+      hint: "Pass the client.key that `vif client-cert` wrote to --client-key.",
+      cause,
+    });
+  }
+  if (!cert.checkPrivateKey(key)) {
+    throw new UserError(
+      `the key "${clientKey}" does not belong to the certificate "${clientCert}"`,
+      {
+        hint: "Pass the client.key that `vif client-cert` wrote with that certificate.",
+      },
+    );
+  }
+  const notAfter = new Date(cert.validTo);
+  if (notAfter.getTime() <= Date.now()) {
+    throw new UserError(
+      `the client certificate "${clientCert}" expired on ${notAfter.toISOString().slice(0, 10)}`,
+      { hint: "Ask an admin for a new one (`vif client-cert NAME`)." },
+    );
+  }
+  return { certPem, keyPem };
 }
 
 /**

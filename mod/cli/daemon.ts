@@ -49,13 +49,21 @@ export function registerDaemon(program: Command, context: CliContext): void {
           hint: "Let `vif connect` start it (it uses sudo), or run it with sudo.",
         });
       }
-      const { runDaemon } = await import("../daemon/daemon.ts");
-      context.exitCode = await runDaemon({
-        stateDir: stateDirOf(options.stateDir, context.io.env),
-        owner: options.owner ?? { uid: 0, gid: 0 },
-        level: options.logLevel,
-        echo: options.logStderr ?? false,
-      });
+      const [{ runDaemon }, { self }] = await Promise.all([
+        import("../daemon/daemon.ts"),
+        import("../daemon/self.ts"),
+      ]);
+      try {
+        context.exitCode = await runDaemon({
+          stateDir: stateDirOf(options.stateDir, context.io.env),
+          owner: options.owner ?? { uid: 0, gid: 0 },
+          self: self(context.io.env),
+          level: options.logLevel,
+          echo: options.logStderr ?? false,
+        });
+      } catch (error) {
+        throw asUserError(error); // a state directory that is not root's alone
+      }
     });
 
   program
@@ -121,6 +129,10 @@ export function registerDaemon(program: Command, context: CliContext): void {
         for (const name of names.sort()) {
           if (!/^daemon\.log(\.\d+)?$|^daemon\.json$/.test(name)) continue;
           try {
+            // Run with sudo, a link here could hand any of root's files to the archive.
+            if (!(await Deno.lstat(`${stateDir}/${name}`)).isFile) {
+              throw new Error("not a regular file");
+            }
             await Deno.copyFile(`${stateDir}/${name}`, `${dir}/${name}`);
             copied.push(name);
           } catch (error) {

@@ -7,8 +7,12 @@
 
 import { ControlClient, SOCKET_NAME } from "../daemon/control.ts";
 import { LOG_NAME, waitDaemonGone } from "../daemon/state.ts";
+import { selfCommand } from "../daemon/self.ts";
+import { preflightStateDir, StateDirError } from "../daemon/state_dir.ts";
 import type { CliIo } from "./io.ts";
 import { UserError } from "./errors.ts";
+
+export { selfCommand, V8_FLAGS } from "../daemon/self.ts";
 
 /** The default state directory: the daemon's socket, log and state file. */
 export const DEFAULT_STATE_DIR = "/var/lib/vif";
@@ -52,31 +56,6 @@ export async function daemonClient(stateDir: string): Promise<ControlClient | nu
   }
 }
 
-/**
- * How to run this same program again: the compiled binary itself, or
- * `deno run` of this checkout's `main.ts`.
- *
- * @returns the argv prefix
- */
-export function selfCommand(): string[] {
-  const exe = Deno.execPath();
-  if (!/(^|\/)deno$/.test(exe)) return [exe];
-  const main = new URL("../../main.ts", import.meta.url);
-  const config = new URL("../../deno.json", import.meta.url);
-  return [exe, "run", "-A", `--v8-flags=${V8_FLAGS}`, "--config", config.pathname, main.pathname];
-}
-
-/**
- * The V8 flags every role of vif runs with: `deno compile` bakes them into
- * the binary (deno.json's `compile` task), and the daemon gets them when run
- * from a checkout. A young generation of 2 MiB semi-spaces instead of V8's
- * 16 MiB: `deno task bench` measured the daemon 40 MB smaller holding 1,000
- * connections after load, with no change in throughput beyond the noise.
- * And `gc()`, which the daemon calls once a burst of traffic is over
- * (`stack.ts`), to give back the heap the burst grew.
- */
-export const V8_FLAGS = "--max-semi-space-size=2,--expose-gc";
-
 function which(name: string, env: CliIo["env"]): string | undefined {
   for (const dir of (env("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
     try {
@@ -113,6 +92,14 @@ export async function startDaemon(options: StartDaemonOptions): Promise<ControlC
   // Through sudo the daemon serves the user sudo was called from.
   const ownerUid = uid === 0 ? Number(io.env("SUDO_UID") ?? 0) : uid;
   const ownerGid = uid === 0 ? Number(io.env("SUDO_GID") ?? 0) : gid;
+  // The daemon refuses a state directory that is not root's alone; say so
+  // here, where it can be read, and before anyone types a password.
+  try {
+    await preflightStateDir(stateDir);
+  } catch (error) {
+    if (!(error instanceof StateDirError)) throw error;
+    throw new UserError(error.message, { hint: error.hint, cause: error });
+  }
   const setsid = which("setsid", io.env);
   if (!setsid) {
     throw new UserError("cannot start the vif daemon: setsid (util-linux) is not installed", {

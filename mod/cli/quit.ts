@@ -10,6 +10,7 @@ import { recoverAfterCrash } from "../daemon/daemon.ts";
 import { SOCKET_NAME } from "../daemon/control.ts";
 import { RESOLV_CONF_STATE } from "../daemon/dns_config.ts";
 import { daemonAlive, readDaemonState, STATE_FILE, waitDaemonGone } from "../daemon/state.ts";
+import { secureStateDir } from "../daemon/state_dir.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, UserError } from "./errors.ts";
 import { daemonClient, quitDaemon, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
@@ -112,7 +113,14 @@ export function registerQuit(program: Command, context: CliContext): void {
           hint: "Run `sudo vif quit --force`.",
         });
       }
-      const done = await recoverAfterCrash(stateDir, () => {});
+      let safeDir: string;
+      try {
+        // Root writes /etc/resolv.conf from what is in there: only from a directory that is root's.
+        safeDir = await secureStateDir(stateDir);
+      } catch (error) {
+        throw asUserError(error);
+      }
+      const done = await recoverAfterCrash(safeDir, () => {});
       out(done.length ? `cleaned up: ${done.join(", ")}` : "cleaned up");
     });
 }

@@ -7,12 +7,20 @@
  * has heard nothing for the grace period does it tear everything down and
  * report why through {@linkcode Connection.ended}.
  *
+ * The port-forward's local end is a Unix socket in the state directory;
+ * credentials that expire are renewed through the caller's resolver (the
+ * daemon's runs as the user); in resolv.conf mode a DNS watchdog process
+ * puts the original back should this process die or hang.
+ *
  * @module
  */
 
 import { compareVersions, MIN_MANAGER_VERSION, VERSION } from "../version.ts";
-import { type ConnectParams, kubeconfigSource } from "./control.ts";
+import type { ConnectParams } from "./control.ts";
+import type { CredentialsResolver } from "./credentials.ts";
 import { sessionDns, setupDns } from "./dns_setup.ts";
+import { type DnsWatchdog, startDnsWatchdog } from "./dns_watchdog.ts";
+import type { SelfCommand } from "./self.ts";
 import { ConnectError, type Log, Session } from "./session.ts";
 import type { PortForwardProxy } from "../kube/portforward.ts";
 import type { ApiAccess } from "../kube/api.ts";
@@ -20,10 +28,26 @@ import type { ApiAccess } from "../kube/api.ts";
 /** The DNS address inside the VIF block (DESIGN.md §3). */
 export const DNS_ADDRESS = "240.0.0.2";
 
+/** The port-forward's local socket inside the state directory (see `startPortForwardProxy`). */
+export const PORT_FORWARD_SOCKET = "portforward.sock";
+
 /** Options of {@linkcode Connection.open}. */
 export interface ConnectionOptions {
-  /** Where the original resolv.conf is kept. */
+  /** Where the original resolv.conf and the port-forward's socket are kept. */
   stateDir: string;
+  /**
+   * Resolves the kubeconfig when the request carries no credentials, and
+   * again when the API server refuses them (they expired). The daemon's
+   * resolver runs `vif kube-credentials` as the user it serves
+   * (`credentials.ts`): never the user's code as root.
+   */
+  credentials: CredentialsResolver;
+  /**
+   * How to run this program: for the DNS watchdog (`dns_watchdog.ts`),
+   * which puts resolv.conf back when this process dies or hangs. None
+   * without it.
+   */
+  self?: SelfCommand;
   log: Log;
   /** Told of each step, for the caller's progress display. */
   progress?: (step: string) => void;
@@ -91,16 +115,26 @@ export class Connection {
   readonly startedAt = new Date();
   #kube: KubeSide | null;
   #log: Log;
+  #credentials: CredentialsResolver;
+  #dnsWatchdog: DnsWatchdog | undefined;
   #state: "connected" | "reconnecting" = "connected";
   #ended = Promise.withResolvers<ConnectError>();
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #closing: Promise<void> | null = null;
 
-  private constructor(params: ConnectParams, session: Session, kube: KubeSide | null, log: Log) {
+  private constructor(
+    params: ConnectParams,
+    session: Session,
+    kube: KubeSide | null,
+    options: ConnectionOptions,
+    dnsWatchdog: DnsWatchdog | undefined,
+  ) {
     this.params = params;
     this.session = session;
     this.#kube = kube;
-    this.#log = log;
+    this.#log = options.log;
+    this.#credentials = options.credentials;
+    this.#dnsWatchdog = dnsWatchdog;
   }
 
   /**
@@ -132,13 +166,16 @@ export class Connection {
   static async open(params: ConnectParams, options: ConnectionOptions): Promise<Connection> {
     const progress = options.progress ?? (() => {});
     await checkTunPermission();
+    // The port-forward's socket and resolv.conf's original go there.
+    await Deno.mkdir(options.stateDir, { recursive: true, mode: 0o755 });
     let kube: KubeSide | null = null;
     let managerAddress = params.managerAddress;
     let managerCaPem = params.managerCaPem;
     const protectedHosts = [...(options.protectedHosts ?? [])];
+    let dnsWatchdog: DnsWatchdog | undefined;
     try {
       if (!managerAddress) {
-        const opened = await openKube(params, progress, options.log);
+        const opened = await openKube(params, progress, options);
         kube = opened.kube;
         managerAddress = kube.proxy.address;
         managerCaPem = opened.caPem;
@@ -155,6 +192,9 @@ export class Connection {
         managerAddress,
         managerCaPem,
         managerNamespace: params.managerNamespace,
+        ...(!kube && params.clientCertPem && params.clientKeyPem
+          ? { clientCertificate: { certPem: params.clientCertPem, keyPem: params.clientKeyPem } }
+          : {}),
         namespace: params.namespace,
         extraAddresses: [DNS_ADDRESS],
         protectedHosts,
@@ -183,12 +223,31 @@ export class Connection {
               { cause: error },
             );
           }
+          // resolv.conf now names only our DNS: keep a watchdog for when we die or hang.
+          if (first && options.self && sessionDns(s)?.mode === "resolv.conf") {
+            try {
+              dnsWatchdog = startDnsWatchdog({
+                self: options.self,
+                stateDir: options.stateDir,
+                probe: `${DNS_ADDRESS}:53`,
+                log: options.log,
+              });
+            } catch (error) {
+              options.log(
+                "warn",
+                `dns: cannot start the dns watchdog: ${
+                  (error as Error).message
+                }; if vif dies, run \`vif quit --force\` to get DNS back`,
+              );
+            }
+          }
         },
       });
-      const connection = new Connection(params, session, kube, options.log);
+      const connection = new Connection(params, session, kube, options, dnsWatchdog);
       connection.#watch();
       return connection;
     } catch (error) {
+      await dnsWatchdog?.stop();
       await kube?.proxy.close();
       throw error;
     }
@@ -254,9 +313,9 @@ export class Connection {
         } catch (error) {
           if (!unauthorized(error)) throw error;
           // The credentials expired (an exec plugin's token): get new ones
-          // from the kubeconfig, as the client did, and carry on with them.
+          // from the kubeconfig, as the user, and carry on with them.
           this.#log("info", "connection: the API server refused the credentials; renewing them");
-          fresh = (await resolveContext(this.params)).access;
+          fresh = (await this.#credentials(this.params, kube.context)).access;
           kube.access = fresh;
           found = await discoverManager(kubeApi(fresh), ns);
         }
@@ -361,6 +420,8 @@ export class Connection {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#watchdog);
+      // Before resolv.conf goes back: the watchdog must not take that for a death.
+      await this.#dnsWatchdog?.stop();
       await this.session.close();
       await this.#kube?.proxy.close();
     })();
@@ -374,7 +435,7 @@ export class Connection {
 async function openKube(
   params: ConnectParams,
   progress: (step: string) => void,
-  log: Log,
+  options: ConnectionOptions,
 ): Promise<{ kube: KubeSide; caPem: string }> {
   const [{ discoverManager, reachApiServer }, { startPortForwardProxy }, { kubeApi }] =
     await Promise
@@ -383,7 +444,7 @@ async function openKube(
         import("../kube/portforward.ts"),
         import("../kube/api.ts"),
       ]);
-  const { context, access } = params.resolved ?? await resolveContext(params);
+  const { context, access } = params.resolved ?? await options.credentials(params);
   progress(`contacting the API server at ${access.server} (context "${context}")`);
   await reachApiServer(access.server);
   const manager = await discoverManager(kubeApi(access), params.managerNamespace);
@@ -398,28 +459,11 @@ async function openKube(
     namespace: manager.namespace,
     pod: manager.pod,
     port: manager.port,
-  }, { log });
+  }, { log: options.log, socketPath: `${options.stateDir}/${PORT_FORWARD_SOCKET}` });
   return {
     kube: { context, server: access.server, access, proxy },
     caPem: manager.caPem,
   };
-}
-
-/**
- * Resolves the kubeconfig's context here: what the client does before it
- * asks, done by the daemon when the client sent nothing or the credentials
- * it sent have expired. Loads `@kubernetes/client-node` (and with it about
- * 90 MB) only then.
- *
- * @param params the kubeconfig's files and context
- * @returns the context and its access
- */
-async function resolveContext(
-  params: ConnectParams,
-): Promise<{ context: string; access: ApiAccess }> {
-  const { loadKubeConfig, resolveAccess } = await import("../kube/client.ts");
-  const loaded = loadKubeConfig(kubeconfigSource(params));
-  return { context: loaded.context, access: await resolveAccess(loaded.kubeConfig) };
 }
 
 /** Whether a discovery failure was the API server refusing the credentials (401). */

@@ -74,12 +74,25 @@ export interface ConnectParams {
   kubeconfigEnv?: string;
   /** The caller's `HOME`, for `~/.kube/config`. */
   home?: string;
+  /**
+   * The caller's `PATH`, where a kubeconfig's exec credential plugin is
+   * looked up when the daemon renews the credentials (as the caller).
+   */
+  path?: string;
   /** The context; the kubeconfig's current one when absent. */
   context?: string;
   /** `host:port` of the manager's gRPC port, instead of the API server. */
   managerAddress?: string;
   /** PEM of the CA for `managerAddress`. */
   managerCaPem?: string;
+  /**
+   * The client certificate (PEM) a direct manager (`managerAddress`) asks for:
+   * direct listeners use mutual TLS. Read by the client as the user; never
+   * logged or stored.
+   */
+  clientCertPem?: string;
+  /** The private key (PEM) of {@linkcode ConnectParams.clientCertPem}. */
+  clientKeyPem?: string;
   managerNamespace: string;
   namespace: string;
   alsoProxy: string[];
@@ -92,8 +105,9 @@ export interface ConnectParams {
   /**
    * The kubeconfig's context as the client resolved it: the context's name
    * and how to reach its API server, credentials included (an exec plugin's
-   * token, got as the user). Absent: the daemon resolves it from the
-   * kubeconfig itself. Never logged or stored.
+   * token, got as the user). Absent: the daemon has it resolved from the
+   * kubeconfig by `vif kube-credentials`, run as the user it serves. Never
+   * logged or stored.
    */
   resolved?: ResolvedContext;
 }

@@ -4,12 +4,18 @@
  * file, and keeps a state file of what it changed so that the next start
  * after a crash, or `vif quit --force`, puts exactly that back.
  *
- * Files in the state directory (docs/daemon.md):
+ * Files in the state directory (docs/daemon.md), which must be root's alone
+ * (`state_dir.ts`: checked at start, files never opened through a link):
  * - `daemon.sock`: the control socket (mode 0600, the owner's);
  * - `daemon.log`, `daemon.log.1`…: the log;
  * - `daemon.json`: the daemon's pid, owner and what it changed;
+ * - `portforward.sock`: the port-forward to the manager (mode 0600, root's);
  * - `resolv.conf.orig`, `resolv.conf.json`: written by the
  *   resolv.conf mode of DNS, restored on disconnect or recovery.
+ *
+ * The daemon resolves the user's kubeconfig credentials only as that user
+ * (`credentials.ts`), and in resolv.conf mode keeps a DNS watchdog
+ * (`dns_watchdog.ts`) that puts the original back if the daemon dies or hangs.
  *
  * @module
  */
@@ -30,10 +36,13 @@ import {
   PROTOCOL_VERSION,
   SOCKET_NAME,
 } from "./control.ts";
-import { Connection, type ConnectionStatus } from "./connection.ts";
+import { Connection, type ConnectionStatus, PORT_FORWARD_SOCKET } from "./connection.ts";
+import { credentialsHelper } from "./credentials.ts";
 import { LogFile } from "./log_file.ts";
+import { self as selfOf, type SelfCommand } from "./self.ts";
 import { keepRunningOnErrors, type Log } from "./session.ts";
 import { daemonAlive, type DaemonState, LOG_NAME, readDaemonState, STATE_FILE } from "./state.ts";
+import { secureStateDir, writeOwnFile } from "./state_dir.ts";
 
 /** `vif status --output json` (docs/daemon.md): version 1 of the schema. */
 export interface StatusDocument {
@@ -69,8 +78,13 @@ function memory(): NonNullable<StatusDocument["daemon"]["memory"]> {
 /** Options of {@linkcode runDaemon}. */
 export interface DaemonOptions {
   stateDir: string;
-  /** The user the control socket belongs to (besides root). */
+  /**
+   * The user the control socket belongs to (besides root), and as whom the
+   * kubeconfig's credentials are resolved.
+   */
   owner: { uid: number; gid: number };
+  /** How to run this program for the helpers; default: as this process was started. */
+  self?: SelfCommand;
   level?: LogLevel;
   /** Copy log lines to stderr too (`vif daemon --log-stderr`). */
   echo?: boolean;
@@ -103,7 +117,7 @@ export async function recoverAfterCrash(stateDir: string, log: Log): Promise<str
     }).output().catch(() => null);
     if (del?.success) done.push(`TUN ${state.tun} removed`);
   }
-  for (const name of [SOCKET_NAME, STATE_FILE]) {
+  for (const name of [SOCKET_NAME, STATE_FILE, PORT_FORWARD_SOCKET]) {
     try {
       await Deno.remove(`${stateDir}/${name}`);
       if (name === SOCKET_NAME) done.push("stale control socket removed");
@@ -160,10 +174,14 @@ function describeTarget(
  *
  * @param options state directory, owner, log level
  * @returns the exit code
+ * @throws {StateDirError} when the state directory is not root's alone, or
+ *   the log is a symbolic link
  */
 export async function runDaemon(options: DaemonOptions): Promise<number> {
-  const { stateDir, owner } = options;
-  await Deno.mkdir(stateDir, { recursive: true, mode: 0o755 });
+  const { owner } = options;
+  const stateDir = await secureStateDir(options.stateDir, { create: true });
+  const self = options.self ?? selfOf((name) => Deno.env.get(name));
+  const credentials = credentialsHelper({ self, user: owner });
   const logFile = LogFile.open(`${stateDir}/${LOG_NAME}`, {
     level: options.level ?? "info",
     owner,
@@ -193,10 +211,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     routes: [],
     dns: null,
   };
-  const saveState = async () => {
-    const tmp = `${stateDir}/${STATE_FILE}.new`;
-    await Deno.writeTextFile(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o644 });
-    await Deno.rename(tmp, `${stateDir}/${STATE_FILE}`);
+  const saveState = () => {
+    const json = new TextEncoder().encode(JSON.stringify(state, null, 2) + "\n");
+    writeOwnFile(`${stateDir}/${STATE_FILE}`, json, 0o644);
+    return Promise.resolve();
   };
   await saveState();
 
@@ -264,6 +282,8 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       lastError = null;
       const c = await Connection.open(params, {
         stateDir,
+        credentials,
+        self,
         log,
         progress: (step) => {
           log("info", `connect: ${step}`);

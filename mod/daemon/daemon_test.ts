@@ -9,6 +9,7 @@ import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_a
 import { schemaProblems } from "../../tests/e2e/_status_schema.ts";
 import { ControlClient, DaemonError, encodeLine } from "./control.ts";
 import { recoverAfterCrash, runDaemon, type StatusDocument } from "./daemon.ts";
+import { StateDirError } from "./state_dir.ts";
 
 async function waitForSocket(path: string): Promise<ControlClient> {
   for (let i = 0; i < 100; i++) {
@@ -126,4 +127,100 @@ Deno.test("recoverAfterCrash: a dead daemon's socket and state go; nothing when 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "runDaemon: refuses a state directory another user owns, and a log that is a link",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "vif-daemon-" });
+    try {
+      const theirs = `${dir}/theirs`;
+      await Deno.mkdir(theirs);
+      await Deno.chown(theirs, 65534, 65534);
+      const bad = await assertRejects(
+        () => runDaemon({ stateDir: theirs, owner: { uid: 0, gid: 0 } }),
+        StateDirError,
+      );
+      assertEquals(
+        bad.message,
+        `the state directory "${theirs}" is not safe for root: "${theirs}" belongs to uid 65534`,
+      );
+      assertEquals((await Array.fromAsync(Deno.readDir(theirs))).length, 0);
+
+      const state = `${dir}/state`;
+      await Deno.mkdir(state);
+      await Deno.writeTextFile(`${dir}/target`, "precious\n");
+      await Deno.symlink(`${dir}/target`, `${state}/daemon.log`);
+      await assertRejects(
+        () => runDaemon({ stateDir: state, owner: { uid: 0, gid: 0 } }),
+        StateDirError,
+        'daemon.log" is a symbolic link',
+      );
+      assertEquals(await Deno.readTextFile(`${dir}/target`), "precious\n");
+      assertEquals((await Array.fromAsync(Deno.readDir(state))).map((e) => e.name), ["daemon.log"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "runDaemon: a connect without credentials has them resolved by the helper, as the owner",
+  ignore: Deno.uid() !== 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "vif-daemon-" });
+    await Deno.chmod(dir, 0o755);
+    // Stands in for `vif kube-credentials`: notes who ran it with what, and
+    // answers with an API server nobody listens on.
+    const script = `${dir}/helper.sh`;
+    await Deno.writeTextFile(
+      script,
+      "#!/bin/sh\n" +
+        `echo "$(id -u) $* HOME=$HOME KUBECONFIG=$KUBECONFIG" > ${dir}/ran\n` +
+        `printf '{"context":"dev","access":{"server":"https://127.0.0.1:9","headers":{}}}'\n`,
+      { mode: 0o755 },
+    );
+    await Deno.writeTextFile(`${dir}/ran`, "");
+    await Deno.chown(`${dir}/ran`, 65534, 65534);
+    await Deno.mkdir(`${dir}/state`);
+    const running = runDaemon({
+      stateDir: `${dir}/state`,
+      owner: { uid: 65534, gid: 65534 },
+      self: { argv: ["/bin/sh", script], env: {} },
+    });
+    const client = await waitForSocket(`${dir}/state/daemon.sock`);
+    try {
+      const failed = await assertRejects(
+        () =>
+          client.request("connect", {
+            context: "dev",
+            kubeconfigEnv: "/home/someone/.kube/config",
+            home: "/home/someone",
+            managerNamespace: "vif-system",
+            namespace: "default",
+            alsoProxy: [],
+            neverProxy: [],
+            allowConflicting: [],
+            dnsInclude: [],
+            dnsExclude: [],
+            graceSeconds: 30,
+          }),
+        DaemonError,
+      );
+      // Past the credentials: the API server the helper named does not answer.
+      assertMatch(failed.message, /127\.0\.0\.1:9/);
+      assertEquals(
+        await Deno.readTextFile(`${dir}/ran`),
+        "65534 kube-credentials --context dev HOME=/home/someone KUBECONFIG=/home/someone/.kube/config\n",
+      );
+      await client.request("quit", {});
+    } finally {
+      client.close();
+    }
+    assertEquals(await running, 0);
+    await Deno.remove(dir, { recursive: true });
+  },
 });

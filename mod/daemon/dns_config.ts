@@ -19,6 +19,7 @@
  */
 
 import type { Cidr } from "../net/address.ts";
+import { readOwnFile, writeOwnFile } from "./state_dir.ts";
 
 /** Log sink; lines start with `dns: `. */
 export type DnsConfigLog = (level: "debug" | "info" | "warn", message: string) => void;
@@ -359,35 +360,26 @@ export class ResolvConfConfigurator implements DnsConfigurator {
    * crashed): if the state dir holds a saved original, it is put back —
    * unless the file has been rewritten by someone else since, in which case
    * that newer file stays — and the saved copy is removed. Call it when the
-   * daemon starts.
+   * daemon starts. A file that is already the original (the DNS watchdog
+   * put it back) only loses the saved copy.
    *
    * @param stateDir the state dir the earlier daemon used
    * @param options the log
-   * @returns `true` when an original was put back
+   * @returns `true` when the original is back
    * @throws {Error} when the file cannot be written; the saved copy is kept
    */
   static async recover(stateDir: string, options: { log?: DnsConfigLog } = {}): Promise<boolean> {
     const log = options.log ?? (() => {});
-    const stateBytes = await readOptional(`${stateDir}/${RESOLV_CONF_STATE}`);
-    if (stateBytes === undefined) {
-      await Deno.remove(`${stateDir}/${ORIGINAL}`).catch(() => {});
-      return false;
-    }
-    let state: SavedState;
-    try {
-      state = JSON.parse(new TextDecoder().decode(stateBytes));
-      if (typeof state.path !== "string" || typeof state.written !== "string") {
-        throw new TypeError("fields are missing");
-      }
-    } catch (cause) {
-      log("warn", `dns: ignoring unreadable "${stateDir}/${RESOLV_CONF_STATE}": ${message(cause)}`);
-      await removeState(stateDir);
-      return false;
-    }
+    const saved = await loadSaved(stateDir, log);
+    if (saved === undefined) return false;
+    const { state } = saved;
     const current = await readOptional(state.path);
-    const ours = current !== undefined &&
-      new TextDecoder().decode(current) === state.written;
-    if (!ours) {
+    if (isOriginal(current, saved)) {
+      await removeState(stateDir);
+      log("info", `dns: ${state.path} is already as it was before ${state.savedAt}`);
+      return true;
+    }
+    if (!isVifs(current, state)) {
       log(
         "warn",
         `dns: "${state.path}" was changed by someone else since vif wrote it: leaving it as it is`,
@@ -395,21 +387,130 @@ export class ResolvConfConfigurator implements DnsConfigurator {
       await removeState(stateDir);
       return false;
     }
-    if (state.existed) {
-      const original = await readOptional(`${stateDir}/${ORIGINAL}`);
-      if (original === undefined) {
-        log("warn", `dns: the saved original of "${state.path}" is missing: leaving it as it is`);
-        await removeState(stateDir);
-        return false;
-      }
-      await writeInPlace(state.path, original);
-    } else {
-      await removeAndRelink(state);
+    if (state.existed && saved.original === undefined) {
+      log("warn", `dns: the saved original of "${state.path}" is missing: leaving it as it is`);
+      await removeState(stateDir);
+      return false;
     }
+    await putOriginal(saved);
     await removeState(stateDir);
     log("info", `dns: restored ${state.path} as it was before ${state.savedAt}`);
     return true;
   }
+
+  /**
+   * Puts the original back for a while, keeping the saved copy: what the
+   * DNS watchdog does while the daemon does not answer. Only a file that is
+   * still vif's is touched.
+   *
+   * @param stateDir the state dir of the daemon
+   * @param options the log
+   * @returns `true` when the original is in place now
+   * @throws {Error} when the file cannot be written
+   */
+  static async suspend(stateDir: string, options: { log?: DnsConfigLog } = {}): Promise<boolean> {
+    const log = options.log ?? (() => {});
+    const saved = await loadSaved(stateDir, log, { keep: true });
+    if (saved === undefined) return false;
+    const current = await readOptional(saved.state.path);
+    if (isOriginal(current, saved)) return true;
+    if (!isVifs(current, saved.state)) return false;
+    if (saved.state.existed && saved.original === undefined) return false;
+    await putOriginal(saved);
+    log("info", `dns: ${saved.state.path} holds the original for now`);
+    return true;
+  }
+
+  /**
+   * Writes vif's file again after {@linkcode suspend}, if the file is still
+   * the original (nobody rewrote it meanwhile) and vif still has it.
+   *
+   * @param stateDir the state dir of the daemon
+   * @param options the log
+   * @returns `true` when vif's file is in place now
+   * @throws {Error} when the file cannot be written
+   */
+  static async resume(stateDir: string, options: { log?: DnsConfigLog } = {}): Promise<boolean> {
+    const log = options.log ?? (() => {});
+    const saved = await loadSaved(stateDir, log, { keep: true });
+    if (saved === undefined) return false;
+    const current = await readOptional(saved.state.path);
+    if (isVifs(current, saved.state)) return true;
+    if (!isOriginal(current, saved)) return false;
+    await writeInPlace(saved.state.path, new TextEncoder().encode(saved.state.written));
+    log("info", `dns: ${saved.state.path} points at vif again`);
+    return true;
+  }
+}
+
+/** What the state dir holds about a rewritten resolv.conf. */
+interface Saved {
+  state: SavedState;
+  /** The original bytes (absent when there was no file, or the copy is lost). */
+  original: Uint8Array | undefined;
+}
+
+/**
+ * Reads the saved state and original; `undefined` when there is none. An
+ * unreadable state is dropped (unless `keep`), with the original.
+ */
+async function loadSaved(
+  stateDir: string,
+  log: DnsConfigLog,
+  options: { keep?: boolean } = {},
+): Promise<Saved | undefined> {
+  let stateBytes: Uint8Array | undefined;
+  try {
+    stateBytes = readOwnFile(`${stateDir}/${RESOLV_CONF_STATE}`);
+  } catch (cause) {
+    throw new Error(`Cannot read "${stateDir}/${RESOLV_CONF_STATE}": ${message(cause)}`, {
+      cause,
+    });
+  }
+  if (stateBytes === undefined) {
+    if (!options.keep) await Deno.remove(`${stateDir}/${ORIGINAL}`).catch(() => {});
+    return undefined;
+  }
+  let state: SavedState;
+  try {
+    state = JSON.parse(new TextDecoder().decode(stateBytes));
+    if (typeof state.path !== "string" || typeof state.written !== "string") {
+      throw new TypeError("fields are missing");
+    }
+  } catch (cause) {
+    log("warn", `dns: ignoring unreadable "${stateDir}/${RESOLV_CONF_STATE}": ${message(cause)}`);
+    if (!options.keep) await removeState(stateDir);
+    return undefined;
+  }
+  let original: Uint8Array | undefined;
+  try {
+    original = state.existed ? readOwnFile(`${stateDir}/${ORIGINAL}`) : undefined;
+  } catch (cause) {
+    throw new Error(`Cannot read "${stateDir}/${ORIGINAL}": ${message(cause)}`, { cause });
+  }
+  return { state, original };
+}
+
+/** Whether the file's bytes are what vif wrote. */
+function isVifs(current: Uint8Array | undefined, state: SavedState): boolean {
+  return current !== undefined && new TextDecoder().decode(current) === state.written;
+}
+
+/** Whether the file is as it was before vif: the saved bytes, or no file when there was none. */
+function isOriginal(current: Uint8Array | undefined, saved: Saved): boolean {
+  if (!saved.state.existed) return current === undefined;
+  const original = saved.original;
+  return current !== undefined && original !== undefined && sameBytes(current, original);
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Writes the original back (or removes vif's file, putting a dangling link back). */
+async function putOriginal(saved: Saved): Promise<void> {
+  if (saved.state.existed) await writeInPlace(saved.state.path, saved.original!);
+  else await removeAndRelink(saved.state);
 }
 
 /** The nameserver addresses of a resolv.conf text, in order. */
@@ -486,17 +587,13 @@ async function writeInPlace(path: string, bytes: Uint8Array): Promise<void> {
   }
 }
 
-/** Write a file of ours atomically: a temporary beside it, then rename. */
-async function writeReplacing(path: string, bytes: Uint8Array): Promise<void> {
-  const temp = `${path}.tmp`;
-  const file = await Deno.open(temp, { write: true, create: true, truncate: true, mode: 0o600 });
-  try {
-    for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
-    await file.syncData();
-  } finally {
-    file.close();
-  }
-  await Deno.rename(temp, path);
+/**
+ * Writes a file of ours in the state directory: a new file beside it, then
+ * renamed over it, never through a link (`state_dir.ts`).
+ */
+function writeReplacing(path: string, bytes: Uint8Array): Promise<void> {
+  writeOwnFile(path, bytes, 0o600);
+  return Promise.resolve();
 }
 
 async function removeState(stateDir: string): Promise<void> {

@@ -209,6 +209,78 @@ Deno.test("ResolvConfConfigurator leaves a file someone else rewrote meanwhile",
   });
 });
 
+Deno.test("ResolvConfConfigurator.suspend() and resume() swap the original in and out, keeping the state", async () => {
+  await withTemp(async (dir) => {
+    const path = `${dir}/resolv.conf`, state = `${dir}/state`;
+    await Deno.writeTextFile(path, ORIGINAL);
+    const dns = new ResolvConfConfigurator({ path, stateDir: state });
+    await dns.apply(CONFIG);
+    const vifs = await Deno.readTextFile(path);
+    const logs: string[] = [];
+    const log = (_: string, l: string) => logs.push(l);
+    assertEquals(await ResolvConfConfigurator.suspend(state, { log }), true);
+    assertEquals(await Deno.readTextFile(path), ORIGINAL);
+    assert(await exists(`${state}/resolv.conf.json`));
+    assertEquals(await ResolvConfConfigurator.suspend(state, { log }), true); // already
+    assertEquals(await ResolvConfConfigurator.resume(state, { log }), true);
+    assertEquals(await Deno.readTextFile(path), vifs);
+    assertEquals(logs.map((l) => l.replace(dir, "DIR")), [
+      "dns: DIR/resolv.conf holds the original for now",
+      "dns: DIR/resolv.conf points at vif again",
+    ]);
+    // Someone rewrote it while the original was in: resume leaves theirs.
+    await ResolvConfConfigurator.suspend(state);
+    await Deno.writeTextFile(path, "nameserver 198.18.7.7\n");
+    assertEquals(await ResolvConfConfigurator.resume(state), false);
+    assertEquals(await ResolvConfConfigurator.suspend(state), false);
+    assertEquals(await Deno.readTextFile(path), "nameserver 198.18.7.7\n");
+  });
+});
+
+Deno.test("ResolvConfConfigurator.recover() and restore() after a suspend: the original stays, the state goes", async () => {
+  await withTemp(async (dir) => {
+    const path = `${dir}/resolv.conf`, state = `${dir}/state`;
+    await Deno.writeTextFile(path, ORIGINAL);
+    const dns = new ResolvConfConfigurator({ path, stateDir: state });
+    await dns.apply(CONFIG);
+    await ResolvConfConfigurator.suspend(state);
+    const logs: string[] = [];
+    assertEquals(
+      await ResolvConfConfigurator.recover(state, { log: (_, l) => logs.push(l) }),
+      true,
+    );
+    assertEquals(await Deno.readTextFile(path), ORIGINAL);
+    assertMatch(logs.join("\n"), /resolv\.conf is already as it was before/);
+    assertEquals(await exists(`${state}/resolv.conf.json`), false);
+    assertEquals(await exists(`${state}/resolv.conf.orig`), false);
+    // The daemon's own restore after a watchdog's suspend: the same, without a warning.
+    const again = new ResolvConfConfigurator({
+      path,
+      stateDir: state,
+      log: (l, m) => logs.push(`${l} ${m}`),
+    });
+    await again.apply(CONFIG);
+    await ResolvConfConfigurator.suspend(state);
+    await again.restore();
+    assertEquals(await Deno.readTextFile(path), ORIGINAL);
+    assert(!logs.some((l) => l.startsWith("warn")), logs.join("\n"));
+  });
+});
+
+Deno.test("ResolvConfConfigurator.recover() never reads its saved files through a link", async () => {
+  await withTemp(async (dir) => {
+    const path = `${dir}/resolv.conf`, state = `${dir}/state`;
+    await Deno.writeTextFile(path, ORIGINAL);
+    await new ResolvConfConfigurator({ path, stateDir: state }).apply(CONFIG);
+    const vifs = await Deno.readTextFile(path);
+    await Deno.writeTextFile(`${dir}/secret`, "nameserver 198.18.9.9\n");
+    await Deno.remove(`${state}/resolv.conf.orig`);
+    await Deno.symlink(`${dir}/secret`, `${state}/resolv.conf.orig`);
+    await assertRejects(() => ResolvConfConfigurator.recover(state), Error, "symbolic link");
+    assertEquals(await Deno.readTextFile(path), vifs);
+  });
+});
+
 Deno.test("ResolvConfConfigurator.apply() refuses a vif-written file with no saved original", async () => {
   await withTemp(async (dir) => {
     const path = `${dir}/resolv.conf`, state = `${dir}/state`;

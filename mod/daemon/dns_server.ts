@@ -13,6 +13,12 @@
  * framing of RFC 1035 4.2.2, several queries per connection, answered as they
  * complete (RFC 7766 6.2.1.1).
  *
+ * Bounds: UDP queries in flight (`udpMaxInFlight`, beyond it SERVFAIL at
+ * once), TCP connections and queries pending per connection; each upstream
+ * exchange has its own socket, closed on every way out (answer, error,
+ * time-out). A bare 12-byte header is answered FORMERR by the server itself:
+ * it is the DNS watchdog's liveness probe (`dns_watchdog.ts`).
+ *
  * @module
  */
 
@@ -39,6 +45,22 @@ export interface DnsServerOptions {
   tcpMaxConnections?: number;
   /** Most queries in flight per TCP connection before reading pauses (default 64). */
   tcpMaxPending?: number;
+  /**
+   * Most UDP queries in flight at once (default 1024); beyond it a query is
+   * answered SERVFAIL at once, so that a burst against a resolver that does
+   * not answer cannot grow the daemon without bound.
+   */
+  udpMaxInFlight?: number;
+}
+
+/** What the server counted. */
+export interface DnsServerStats {
+  /** UDP queries being answered now. */
+  udpInFlight: number;
+  /** UDP queries answered SERVFAIL at once because too many were in flight. */
+  udpRefused: number;
+  /** Bare headers (no question) answered FORMERR by the server itself: the watchdog's probes. */
+  probes: number;
 }
 
 /** A running DNS server. */
@@ -47,6 +69,8 @@ export interface DnsServer {
   readonly address: string;
   /** The port served on (UDP and TCP). */
   readonly port: number;
+  /** Counters, live. */
+  readonly stats: Readonly<DnsServerStats>;
   /** Stops serving: closes the sockets and every TCP connection; idempotent. */
   close(): Promise<void>;
 }
@@ -71,6 +95,8 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
   const idleMs = options.tcpIdleMs ?? 10_000;
   const maxConnections = options.tcpMaxConnections ?? 256;
   const maxPending = options.tcpMaxPending ?? 64;
+  const maxInFlight = Math.max(1, options.udpMaxInFlight ?? 1024);
+  const stats: DnsServerStats = { udpInFlight: 0, udpRefused: 0, probes: 0 };
   const wanted = options.port ?? 53;
 
   // Port 0: take a free TCP port, then the same UDP port; retry if UDP's is taken.
@@ -102,6 +128,15 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
   const port = listener.addr.port;
   let closed = false;
 
+  const send = (reply: Uint8Array, from: Deno.Addr) => {
+    if (closed || reply.length === 0) return;
+    udp.send(reply, from).catch((error) => {
+      const where = from as Deno.NetAddr;
+      log("debug", `dns: cannot answer ${where.hostname}:${where.port}: ${message(error)}`);
+    });
+  };
+  // The queries refused in the current burst: one line when it starts, one when it ends.
+  let burst = 0;
   // One receive at a time into one buffer; each query is copied out, since
   // its answer may take a round trip to the cluster.
   const receiving = (async () => {
@@ -115,12 +150,33 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
         return;
       }
       const [query, from] = got;
-      interceptor.handle(query.slice(), { transport: "udp" }).then((reply) => {
-        if (closed || reply.length === 0) return;
-        udp.send(reply, from).catch((error) => {
-          const where = from as Deno.NetAddr;
-          log("debug", `dns: cannot answer ${where.hostname}:${where.port}: ${message(error)}`);
-        });
+      if (isBareHeader(query)) {
+        stats.probes++;
+        send(quickReply(query, FORMERR)!, from);
+        continue;
+      }
+      if (stats.udpInFlight >= maxInFlight) {
+        stats.udpRefused++;
+        if (burst++ === 0) {
+          log(
+            "warn",
+            `dns: ${maxInFlight} udp queries in flight: answering SERVFAIL to more until they drain`,
+          );
+        }
+        const reply = quickReply(query, SERVFAIL);
+        if (reply) send(reply, from);
+        continue;
+      }
+      stats.udpInFlight++;
+      interceptor.handle(query.slice(), { transport: "udp" }).then(
+        (reply) => send(reply, from),
+        (error) => log("debug", `dns: udp query failed: ${message(error)}`),
+      ).finally(() => {
+        stats.udpInFlight--;
+        if (burst > 0 && stats.udpInFlight <= maxInFlight >> 1) {
+          log("info", `dns: udp queries drained: ${burst} answered SERVFAIL in the burst`);
+          burst = 0;
+        }
       });
     }
   })();
@@ -158,6 +214,7 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
   return Promise.resolve({
     address,
     port,
+    stats,
     async close() {
       if (closed) return;
       closed = true;
@@ -248,6 +305,43 @@ async function serveTcp(
     clearTimeout(idle);
     shut();
   }
+}
+
+const FORMERR = 1;
+const SERVFAIL = 2;
+
+/** A query of a header and nothing else (RFC 1035 4.1.1: QR 0, opcode 0, all counts 0). */
+function isBareHeader(query: Uint8Array): boolean {
+  if (query.length !== 12 || (query[2]! & 0xf8) !== 0) return false;
+  for (let i = 4; i < 12; i++) if (query[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * An answer with only a response code, made without decoding the whole
+ * query: the header (id, opcode, RD kept; QR and RA set) and the question
+ * as asked, so that a stub resolver matches it to its query (RFC 1035 4.1.1).
+ *
+ * @returns the reply, or `undefined` for a message that is no query
+ */
+function quickReply(query: Uint8Array, rcode: number): Uint8Array | undefined {
+  if (query.length < 12 || (query[2]! & 0x80) !== 0) return undefined;
+  const questions = (query[4]! << 8) | query[5]!;
+  let end = 12;
+  if (questions === 1) {
+    // The name's labels, then type and class; a pointer cannot start a query's first name.
+    while (end < query.length && query[end] !== 0) {
+      if ((query[end]! & 0xc0) !== 0) return undefined;
+      end += 1 + query[end]!;
+    }
+    end += 5;
+    if (end > query.length) return undefined;
+  } else if (questions !== 0) return undefined;
+  const reply = query.slice(0, end);
+  reply[2] = 0x80 | (query[2]! & 0x79); // QR, opcode, RD; not AA, TC
+  reply[3] = 0x80 | rcode; // RA
+  reply.fill(0, 6, 12); // no answer, authority or additional records
+  return reply;
 }
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
@@ -397,16 +491,18 @@ function exchangeUdp(
   const { wire, matches, restore } = rekey(query);
   const socket = dgram.createSocket({ type: server.host.includes(":") ? "udp6" : "udp4" });
   return new Promise<Uint8Array>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`Cannot reach nameserver "${server.text}": timed out (udp)`)),
-      timeoutMs,
-    );
+    // Every way out closes the socket: an offline machine times out on every
+    // query, and each socket left open would hold a descriptor for good.
     const done = () => {
       clearTimeout(timer);
       try {
         socket.close();
       } catch { /* already closed */ }
     };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`Cannot reach nameserver "${server.text}": timed out (udp)`));
+    }, timeoutMs);
     socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
       // Anything but the server's answer to this very question is ignored.
       if (rinfo.port !== server.port || !sameHost(rinfo.address, server.host) || !matches(msg)) {

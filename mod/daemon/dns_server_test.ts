@@ -437,3 +437,112 @@ Deno.test("startDnsServer() sends other names and unknown single labels to dnsma
     });
   });
 });
+
+// --- bounds -----------------------------------------------------------------------------
+
+/** The descriptors this process holds now. */
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+Deno.test("upstreamResolver() closes its socket when a nameserver never answers", async () => {
+  // A nameserver that takes every query and answers none.
+  const silent = dgram.createSocket("udp4");
+  await new Promise<void>((r) => silent.bind(0, LOOPBACK, () => r()));
+  silent.on("message", () => {});
+  const port = (silent.address() as { port: number }).port;
+  try {
+    const upstream = upstreamResolver([`${LOOPBACK}:${port}`], { timeoutMs: 50, attempts: 1 });
+    const ask = (i: number) =>
+      upstream(encodeQuery(`q${i}.example`)).then(() => "answered", () => "timed out");
+    await ask(0); // what the first exchange loads and keeps open
+    const before = openFds();
+    const results: string[] = [];
+    for (let batch = 0; batch < 200; batch += 50) {
+      results.push(
+        ...await Promise.all(Array.from({ length: 50 }, (_, i) => ask(batch + i + 1))),
+      );
+    }
+    assertEquals(results.filter((r) => r === "timed out").length, 200);
+    // The sockets close as the promise settles; give the closes a turn to land.
+    await new Promise((r) => setTimeout(r, 50));
+    const after = openFds();
+    console.log(`upstream: ${before} descriptors before 200 timed-out queries, ${after} after`);
+    assert(after <= before + 2, `${before} descriptors before, ${after} after`);
+  } finally {
+    silent.close();
+  }
+});
+
+Deno.test("startDnsServer() answers SERVFAIL beyond its UDP queries in flight, and says so once", async () => {
+  // An interceptor that holds every query until told to let go: a resolver that never answers.
+  const held: Array<() => void> = [];
+  const hanging = {
+    handle: (query: Uint8Array) =>
+      new Promise<Uint8Array>((resolve) => {
+        held.push(() => resolve(new Uint8Array()));
+        void query;
+      }),
+  };
+  const lines: string[] = [];
+  const server = await startDnsServer({
+    address: LOOPBACK,
+    port: 0,
+    interceptor: hanging,
+    udpMaxInFlight: 16,
+    log: (level, line) => lines.push(`${level} ${line}`),
+  });
+  const socket = dgram.createSocket("udp4");
+  try {
+    const answers: Uint8Array[] = [];
+    socket.on("message", (msg: Uint8Array) => answers.push(new Uint8Array(msg)));
+    for (let i = 0; i < 100; i++) {
+      await new Promise<void>((r) =>
+        socket.send(
+          encodeQuery(`web${i}.default.svc.cluster.local`, "A", 1000 + i),
+          server.port,
+          LOOPBACK,
+          () => r(),
+        )
+      );
+    }
+    const deadline = Date.now() + 3000;
+    while (answers.length < 84 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals(answers.length, 84);
+    assertEquals(server.stats.udpInFlight, 16);
+    assertEquals(server.stats.udpRefused, 84);
+    for (const a of answers) {
+      const m = dp.decode(Buffer.from(a));
+      assertEquals([m.type, m.rcode, m.questions.length], ["response", "SERVFAIL", 1]);
+      assertEquals(m.questions[0].name, `web${m.id - 1000}.default.svc.cluster.local`);
+    }
+    assertEquals(lines.filter((l) => /in flight/.test(l)), [
+      "warn dns: 16 udp queries in flight: answering SERVFAIL to more until they drain",
+    ]);
+    // The resolver answers again: the burst ends, with one line.
+    for (const release of held.splice(0)) release();
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(server.stats.udpInFlight, 0);
+    assert(
+      lines.includes("info dns: udp queries drained: 84 answered SERVFAIL in the burst"),
+      lines.join("\n"),
+    );
+  } finally {
+    socket.close();
+    await server.close();
+  }
+});
+
+Deno.test("startDnsServer() answers a bare header itself, with FORMERR", async () => {
+  const { dns } = newInterceptor();
+  await withServer(dns, async ({ port }) => {
+    const probe = new Uint8Array(12);
+    probe[0] = 0x12;
+    probe[1] = 0x34;
+    const reply = await udpAsk(port, probe);
+    assertEquals([...reply], [0x12, 0x34, 0x80, 0x81, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assertEquals(dns.stats.queries, 0);
+  });
+});

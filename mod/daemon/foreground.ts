@@ -2,12 +2,18 @@
  * `vif connect` in the foreground: connect, print what is reachable, wait for
  * Ctrl-C or SIGTERM, and put everything back.
  *
+ * This process is the user's own (they started it, as themselves or through
+ * sudo): when the credentials expire it resolves the kubeconfig again right
+ * here, as the client part of the same process did at the start.
+ *
  * @module
  */
 
 import { Connection, type ConnectionStatus } from "./connection.ts";
-import type { ConnectParams } from "./control.ts";
+import { type ConnectParams, kubeconfigSource, type ResolvedContext } from "./control.ts";
+import { self as selfOf, type SelfCommand } from "./self.ts";
 import { keepRunningOnErrors } from "./session.ts";
+import { secureStateDir } from "./state_dir.ts";
 
 /** Options of {@linkcode runForeground}. */
 export interface ForegroundOptions {
@@ -25,6 +31,8 @@ export interface ForegroundOptions {
   progress: (line: string) => void;
   /** Told once the connection is up, with its status (for the caller to show). */
   connected: (status: ConnectionStatus) => void;
+  /** How to run this program, for the DNS watchdog; default: as this process was started. */
+  self?: SelfCommand;
   /** Lines of what happens once connected. */
   out: (line: string) => void;
   /** Warnings and errors. */
@@ -38,8 +46,14 @@ export interface ForegroundOptions {
  * @param options where the manager is, how to trust it, where to print
  * @returns the exit code
  * @throws {ConnectError} when the connection cannot be made, or was lost
+ * @throws {StateDirError} as root, when the state directory is not root's alone
  */
 export async function runForeground(options: ForegroundOptions): Promise<number> {
+  // As root, what goes back into /etc/resolv.conf is read from the state
+  // directory: only from one that no one else can change.
+  const stateDir = Deno.uid() === 0
+    ? await secureStateDir(options.stateDir, { create: true })
+    : options.stateDir;
   const log = (level: "debug" | "info" | "warn", message: string) => {
     if (level === "debug" && !options.debug) return;
     (level === "warn" ? options.err : options.out)(message);
@@ -56,7 +70,9 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
   let connection: Connection | undefined;
   try {
     connection = await Connection.open(options.params, {
-      stateDir: options.stateDir,
+      stateDir,
+      credentials: resolveHere,
+      self: options.self ?? selfOf((name) => Deno.env.get(name)),
       log,
       progress: options.progress,
     });
@@ -85,6 +101,13 @@ export async function runForeground(options: ForegroundOptions): Promise<number>
     await connection?.close();
     releaseErrors();
   }
+}
+
+/** Resolves the kubeconfig's context in this process, as the user who runs it. */
+async function resolveHere(params: ConnectParams, context?: string): Promise<ResolvedContext> {
+  const { loadKubeConfig, resolveAccess } = await import("../kube/client.ts");
+  const loaded = loadKubeConfig({ ...kubeconfigSource(params), ...(context ? { context } : {}) });
+  return { context: loaded.context, access: await resolveAccess(loaded.kubeConfig) };
 }
 
 /**

@@ -5,12 +5,17 @@
  * at a level that can change while the daemon runs (`vif loglevel`).
  *
  * Writes are synchronous: a line is on disk before the daemon goes on, so the
- * last lines before a crash are there to read.
+ * last lines before a crash are there to read. The file is never opened
+ * through a symbolic link (`state_dir.ts`): the daemon writes it as root.
+ * Another process (the DNS watchdog) adds its lines with
+ * {@linkcode appendLogLine}, in the same format.
  *
  * @module
  */
 
+import fs from "node:fs";
 import { LOG_LEVELS, type LogLevel } from "./control.ts";
+import { openAppend } from "./state_dir.ts";
 
 /** Options of {@linkcode LogFile.open}. */
 export interface LogFileOptions {
@@ -30,7 +35,8 @@ export interface LogFileOptions {
 export class LogFile {
   readonly path: string;
   level: LogLevel;
-  #file: Deno.FsFile;
+  /** A `node:fs` descriptor, opened with `O_NOFOLLOW`. */
+  #fd: number;
   #size: number;
   #maxBytes: number;
   #keep: number;
@@ -38,9 +44,9 @@ export class LogFile {
   #echo: ((line: string) => void) | undefined;
   #encoder = new TextEncoder();
 
-  private constructor(path: string, file: Deno.FsFile, size: number, options: LogFileOptions) {
+  private constructor(path: string, fd: number, size: number, options: LogFileOptions) {
     this.path = path;
-    this.#file = file;
+    this.#fd = fd;
     this.#size = size;
     this.level = options.level ?? "info";
     this.#maxBytes = options.maxBytes ?? 4 << 20;
@@ -55,19 +61,19 @@ export class LogFile {
    * @param path the file
    * @param options size limit, files kept, level, owner
    * @returns the log
+   * @throws {StateDirError} when the path is a symbolic link
    */
   static open(path: string, options: LogFileOptions = {}): LogFile {
-    const file = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
-    const size = file.statSync().size;
-    const log = new LogFile(path, file, size, options);
-    log.#chown(path);
+    const fd = openAppend(path, 0o600);
+    const log = new LogFile(path, fd, fs.fstatSync(fd).size, options);
+    log.#chown();
     return log;
   }
 
-  #chown(path: string): void {
+  #chown(): void {
     if (!this.#owner) return;
     try {
-      Deno.chownSync(path, this.#owner.uid, this.#owner.gid);
+      fs.fchownSync(this.#fd, this.#owner.uid, this.#owner.gid);
     } catch {
       // not root (tests): the file is ours anyway
     }
@@ -86,14 +92,12 @@ export class LogFile {
    */
   write(level: LogLevel, message: string): void {
     if (!this.enabled(level)) return;
-    const line = `${new Date().toISOString()} ${level.padEnd(5)} ${
-      message.replaceAll("\n", "\\n")
-    }\n`;
+    const line = formatLine(level, message);
     this.#echo?.(line);
     const bytes = this.#encoder.encode(line);
     if (this.#size + bytes.length > this.#maxBytes && this.#size > 0) this.#rotate();
     try {
-      this.#file.writeSync(bytes);
+      fs.writeSync(this.#fd, bytes);
       this.#size += bytes.length;
     } catch {
       // A full disk must not stop the daemon; the line is lost.
@@ -101,7 +105,7 @@ export class LogFile {
   }
 
   #rotate(): void {
-    this.#file.close();
+    this.close();
     // The oldest goes; each other moves up one: daemon.log.2 → .3, …, daemon.log → .1.
     const name = (i: number) => i === 0 ? this.path : `${this.path}.${i}`;
     for (let i = this.#keep - 1; i >= 0; i--) {
@@ -111,9 +115,14 @@ export class LogFile {
         // not there
       }
     }
-    this.#file = Deno.openSync(this.path, { append: true, create: true, mode: 0o600 });
+    try {
+      this.#fd = openAppend(this.path, 0o600);
+    } catch {
+      // Someone put a link in its place: the lines are lost rather than written through it.
+      this.#fd = -1;
+    }
     this.#size = 0;
-    this.#chown(this.path);
+    this.#chown();
   }
 
   /**
@@ -138,9 +147,39 @@ export class LogFile {
   /** Closes the file. */
   close(): void {
     try {
-      this.#file.close();
+      if (this.#fd >= 0) fs.closeSync(this.#fd);
     } catch {
       // closed
     }
+    this.#fd = -1;
+  }
+}
+
+/** One event as a log line: `2026-11-24T06:50:00.123Z info  text\n`. */
+function formatLine(level: LogLevel, message: string): string {
+  return `${new Date().toISOString()} ${level.padEnd(5)} ${message.replaceAll("\n", "\\n")}\n`;
+}
+
+/**
+ * Adds one line to a log file another process keeps (the daemon's), opening
+ * and closing it for the line: lines land in whatever file has the name now,
+ * also after the owner rotated it. Never through a symbolic link.
+ *
+ * @param path the log file
+ * @param level its level
+ * @param message the text
+ * @returns whether the line was written
+ */
+export function appendLogLine(path: string, level: LogLevel, message: string): boolean {
+  try {
+    const fd = openAppend(path, 0o600);
+    try {
+      fs.writeSync(fd, new TextEncoder().encode(formatLine(level, message)));
+    } finally {
+      fs.closeSync(fd);
+    }
+    return true;
+  } catch {
+    return false;
   }
 }

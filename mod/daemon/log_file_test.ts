@@ -1,7 +1,8 @@
 /** The daemon's log file: lines, levels that change live, rotation. */
 
-import { assert, assertEquals, assertMatch } from "../../tests/_assert.ts";
-import { LogFile } from "./log_file.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "../../tests/_assert.ts";
+import { appendLogLine, LogFile } from "./log_file.ts";
+import { StateDirError } from "./state_dir.ts";
 
 Deno.test("LogFile: one timestamped line per event, at or above the level", async () => {
   const dir = await Deno.makeTempDir({ prefix: "vif-log-" });
@@ -42,6 +43,43 @@ Deno.test("LogFile: rotates past the size, keeps the newest files, lists them ne
     again.write("warn", "after restart");
     again.close();
     assertMatch(await Deno.readTextFile(path), /after restart/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("LogFile.open() refuses a symbolic link and leaves its target untouched", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vif-log-" });
+  try {
+    await Deno.writeTextFile(`${dir}/target`, "precious\n");
+    await Deno.symlink(`${dir}/target`, `${dir}/daemon.log`);
+    const error = assertThrows(
+      () => LogFile.open(`${dir}/daemon.log`),
+      StateDirError,
+    ) as StateDirError;
+    assertMatch(error.message, /daemon\.log" is a symbolic link/);
+    assertMatch(error.hint, /^Remove it \(rm .*daemon\.log\)/);
+    assertEquals(appendLogLine(`${dir}/daemon.log`, "info", "through the link"), false);
+    assertEquals(await Deno.readTextFile(`${dir}/target`), "precious\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("appendLogLine() adds a line in the log's format to the file of that name", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vif-log-" });
+  try {
+    const log = LogFile.open(`${dir}/daemon.log`);
+    log.write("info", "from the daemon");
+    assertEquals(appendLogLine(`${dir}/daemon.log`, "warn", "from another process"), true);
+    log.write("info", "the daemon again");
+    log.close();
+    const lines = (await Deno.readTextFile(`${dir}/daemon.log`)).trimEnd().split("\n");
+    assertEquals(lines.map((l) => l.slice(25)), [
+      "info  from the daemon",
+      "warn  from another process",
+      "info  the daemon again",
+    ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

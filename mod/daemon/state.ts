@@ -7,6 +7,8 @@
  * @module
  */
 
+import { readOwnFile } from "./state_dir.ts";
+
 /** The state file's name inside the state directory. */
 export const STATE_FILE = "daemon.json";
 /** The log file's name inside the state directory (rotated to `daemon.log.1`…). */
@@ -64,10 +66,13 @@ export async function waitDaemonGone(pid: number, ms: number): Promise<boolean> 
  * @param stateDir the state directory
  * @returns the state, or `null` when there is none (or it is unreadable)
  */
-export async function readDaemonState(stateDir: string): Promise<DaemonState | null> {
+export function readDaemonState(stateDir: string): Promise<DaemonState | null> {
   try {
-    return JSON.parse(await Deno.readTextFile(`${stateDir}/${STATE_FILE}`)) as DaemonState;
+    const bytes = readOwnFile(`${stateDir}/${STATE_FILE}`);
+    return Promise.resolve(
+      bytes === undefined ? null : JSON.parse(new TextDecoder().decode(bytes)) as DaemonState,
+    );
   } catch {
-    return null;
+    return Promise.resolve(null); // unreadable, or a link: not a state vif wrote
   }
 }

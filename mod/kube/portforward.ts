@@ -1,9 +1,14 @@
 /**
- * The port-forward dialer: a local TCP listener on 127.0.0.1 whose every
- * connection is carried to a pod's port through the Kubernetes API server
+ * The port-forward dialer: a local Unix socket whose every connection is
+ * carried to a pod's port through the Kubernetes API server
  * (`pods/portforward` over WebSocket, as `kubectl port-forward` does). The
- * daemon points its gRPC channel at the listener, so the whole tunnel is one
- * port-forward of one port.
+ * daemon points its gRPC channel at the socket (`unix:/path`), so the whole
+ * tunnel is one port-forward of one port.
+ *
+ * Whoever connects to the socket reaches the manager with the owner's
+ * Kubernetes identity, so it is no TCP port other local users could dial:
+ * the socket is this process user's alone (mode 0600), in a directory only
+ * that user can write (the daemon's state directory, or a private one).
  *
  * The WebSocket is vif's own small client (`websocket.ts`) with the access
  * the CLI resolved from the kubeconfig, not `@kubernetes/client-node`'s: the
@@ -26,8 +31,10 @@ export interface PortForwardTarget {
 
 /** A running forwarder. */
 export interface PortForwardProxy {
-  /** `127.0.0.1:PORT`: dial this. */
+  /** `unix:/path/to/socket`: dial this (a gRPC target). */
   readonly address: string;
+  /** The socket's path. */
+  readonly path: string;
   /** Connections carried so far. */
   readonly connections: number;
   /** The last error the API server or the pod reported, if any. */
@@ -147,7 +154,7 @@ const READ_SIZE = 256 * 1024;
  */
 async function forwardOne(
   ws: WebSocketConnection,
-  conn: Deno.TcpConn,
+  conn: Deno.Conn,
   onError: (text: string) => void,
   onDrop: () => void,
 ): Promise<void> {
@@ -233,21 +240,36 @@ async function forwardOne(
   await wsClosed;
 }
 
+/** Options of {@linkcode startPortForwardProxy}. */
+export interface PortForwardProxyOptions {
+  /** Log sink. */
+  log?: KubeLog;
+  /** How long the first port-forward may take to open (default 10 s). */
+  timeoutMs?: number;
+  /**
+   * Where to listen: a path in a directory only this user can write (a
+   * stale socket there is replaced). Default: `pf.sock` in a private
+   * temporary directory, removed on close.
+   */
+  socketPath?: string;
+}
+
 /**
- * Listens on 127.0.0.1 (a free port) and forwards each connection to the pod.
- * The first connection is tried at once, so a refused port-forward (RBAC, a
- * missing pod, an unreachable API server) fails here with a clear error.
+ * Listens on a Unix socket (mode 0600) and forwards each connection to the
+ * pod. The first connection is tried at once, so a refused port-forward
+ * (RBAC, a missing pod, an unreachable API server) fails here with a clear
+ * error.
  *
  * @param access the API server and credentials (from the kubeconfig)
  * @param initial the pod and port
- * @param options log sink and the probe
+ * @param options log sink, the probe's time limit, the socket's path
  * @returns the running proxy
  * @throws {PortForwardError} when the API server refuses the port-forward
  */
 export async function startPortForwardProxy(
   access: ApiAccess,
   initial: PortForwardTarget,
-  options: { log?: KubeLog; timeoutMs?: number } = {},
+  options: PortForwardProxyOptions = {},
 ): Promise<PortForwardProxy> {
   const log = options.log ?? (() => {});
   const server = access.server;
@@ -260,17 +282,16 @@ export async function startPortForwardProxy(
   } catch (error) {
     throw describePortForwardError(error, target, server);
   }
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { listener, path, cleanup } = await listenPrivate(options.socketPath);
   let dropped = Promise.withResolvers<PortForwardError>();
   let closing = false;
   let connections = 0;
   let lastError: string | undefined;
-  const open = new Set<Deno.TcpConn>();
+  const open = new Set<Deno.Conn>();
   const accepting = (async () => {
     for await (const conn of listener) {
       connections++;
       open.add(conn);
-      conn.setNoDelay(true);
       const aimedAt = target;
       const dropSignal = dropped;
       openPortForward(credentials, aimedAt).then((ws) =>
@@ -308,7 +329,8 @@ export async function startPortForwardProxy(
     `kube: port-forward to ${target.namespace}/${target.pod}:${target.port} via ${server}`,
   );
   return {
-    address: `127.0.0.1:${listener.addr.port}`,
+    address: `unix:${path}`,
+    path,
     get connections() {
       return connections;
     },
@@ -343,6 +365,44 @@ export async function startPortForwardProxy(
         }
       }
       await accepting;
+      await cleanup();
     },
   };
+}
+
+/**
+ * A Unix socket listener only this user can connect to: at `wanted` (a
+ * stale socket or link there is removed first; anything else is refused),
+ * else in a new private directory.
+ */
+async function listenPrivate(wanted: string | undefined): Promise<{
+  listener: Deno.UnixListener;
+  path: string;
+  cleanup: () => Promise<void>;
+}> {
+  const dir = wanted ? undefined : await Deno.makeTempDir({ prefix: "vif-pf-" });
+  const path = wanted ?? `${dir}/pf.sock`;
+  try {
+    const info = await Deno.lstat(path).catch(() => undefined);
+    if (info) {
+      if (!info.isSocket && !info.isSymlink) {
+        throw new PortForwardError(
+          `cannot listen on "${path}": something else is there`,
+          `Remove "${path}", then connect again.`,
+        );
+      }
+      await Deno.remove(path);
+    }
+    // A new socket gets the umask's mode (connecting needs write permission)
+    // until the chmod; the directory is no one else's to enter or write.
+    const listener = Deno.listen({ transport: "unix", path });
+    await Deno.chmod(path, 0o600);
+    const cleanup = async () => {
+      await Deno.remove(dir ?? path, { recursive: true }).catch(() => {});
+    };
+    return { listener, path, cleanup };
+  } catch (error) {
+    if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw error;
+  }
 }

@@ -2,7 +2,7 @@
  * The port-forward proxy and manager discovery against the fake API server.
  *
  * ```
- *  test ──TCP──► proxy 127.0.0.1:random ──WebSocket/TLS──► fake API server ──TCP──► echo "pod" (127.0.0.1)
+ *  test ──unix──► proxy /tmp/vif-pf-…/pf.sock ──WebSocket/TLS──► fake API server ──TCP──► echo "pod" (127.0.0.1)
  * ```
  */
 
@@ -21,7 +21,7 @@ import {
 } from "../../tests/sim/apiserver/_testing.ts";
 import { PortForwardError, type PortForwardProxy, startPortForwardProxy } from "./portforward.ts";
 import { discoverManager, DiscoveryError } from "./discovery.ts";
-import { MANAGER_NAME, TLS_SECRET_NAME } from "./manifests.ts";
+import { CA_CONFIGMAP_NAME, MANAGER_NAME } from "./manifests.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 
@@ -32,9 +32,14 @@ async function accessOf(kubeconfig: string): Promise<ApiAccess> {
   return await resolveAccess(kc);
 }
 
+/** Connects to a proxy's `unix:/path` address. */
+function dial(address: string): Promise<Deno.UnixConn> {
+  assertMatch(address, /^unix:\//);
+  return Deno.connect({ transport: "unix", path: address.slice("unix:".length) });
+}
+
 async function roundTrip(address: string, bytes: Uint8Array): Promise<Uint8Array> {
-  const [hostname, port] = address.split(":");
-  const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+  const conn = await dial(address);
   try {
     await conn.write(bytes);
     const got = new Uint8Array(bytes.length);
@@ -168,14 +173,9 @@ Deno.test(
       s.create(pod);
       s.create({
         apiVersion: "v1",
-        kind: "Secret",
-        metadata: { name: TLS_SECRET_NAME, namespace: "vif-system" },
-        type: "kubernetes.io/tls",
-        data: {
-          "ca.crt": btoa(t.tls.caPem),
-          "tls.crt": btoa(t.tls.certPem),
-          "tls.key": btoa(t.tls.keyPem),
-        },
+        kind: "ConfigMap",
+        metadata: { name: CA_CONFIGMAP_NAME, namespace: "vif-system" },
+        data: { "ca.crt": t.tls.caPem },
       });
       const found = await discoverManager(api, "vif-system");
       assertEquals([found.pod, found.podIP, found.port], [
@@ -200,8 +200,7 @@ Deno.test(
       await new Promise((r) => setTimeout(r, 300));
       assertEquals(dropped, undefined);
       // One the pod's side cuts is.
-      const [hostname, port] = proxy.address.split(":");
-      const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+      const conn = await dial(proxy.address);
       await conn.write(new TextEncoder().encode("hello"));
       await conn.read(new Uint8Array(5));
       echo.close();
@@ -214,4 +213,88 @@ Deno.test(
       assertMatch(error.message, /vif-system\/traffic-manager-1/);
       assertMatch(error.hint, /vif connect/);
     }),
+);
+
+Deno.test(
+  "startPortForwardProxy() listens on a socket only its user may connect to",
+  { ...options, ignore: Deno.uid() !== 0 },
+  () =>
+    withEchoProxy(async (proxy) => {
+      const info = await Deno.stat(proxy.path);
+      assert(info.isSocket);
+      assertEquals([info.mode! & 0o777, info.uid], [0o600, Deno.uid()]);
+      assertEquals((await Deno.stat(proxy.path.replace(/\/[^/]*$/, ""))).mode! & 0o777, 0o700);
+      // Another local user (nobody) is refused by the kernel.
+      const other = await new Deno.Command("setpriv", {
+        args: [
+          "--reuid=65534",
+          "--regid=65534",
+          "--clear-groups",
+          "--",
+          "socat",
+          "-u",
+          `UNIX-CONNECT:${proxy.path}`,
+          "-",
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(other.code, 1);
+      assertMatch(new TextDecoder().decode(other.stderr), /Permission denied/);
+      assertEquals(proxy.connections, 0);
+      // Its owner is carried.
+      assertEquals(
+        new TextDecoder().decode(await roundTrip(proxy.address, new TextEncoder().encode("mine"))),
+        "mine",
+      );
+      await proxy.close();
+      assertEquals(await Deno.stat(proxy.path).catch(() => null), null);
+    }),
+);
+
+Deno.test(
+  "startPortForwardProxy() replaces a stale socket at the path it is given",
+  options,
+  async () => {
+    await withApi(async (t) => {
+      const echo = startEchoServer();
+      const dir = await Deno.makeTempDir({ prefix: "vif-pf-test-" });
+      try {
+        t.api.store.create({
+          apiVersion: "v1",
+          kind: "Namespace",
+          metadata: { name: "vif-system" },
+        });
+        t.api.store.create(runningPod("vif-system", "traffic-manager-1"));
+        const access = await accessOf(await writeKubeconfig(t, ADMIN_TOKEN));
+        const path = `${dir}/portforward.sock`;
+        Deno.listen({ transport: "unix", path }).close(); // what a killed daemon leaves
+        const target = { namespace: "vif-system", pod: "traffic-manager-1", port: echo.port };
+        const proxy = await startPortForwardProxy(access, target, { socketPath: path });
+        try {
+          assertEquals(proxy.address, `unix:${path}`);
+          assertEquals(
+            new TextDecoder().decode(
+              await roundTrip(proxy.address, new TextEncoder().encode("hi")),
+            ),
+            "hi",
+          );
+        } finally {
+          await proxy.close();
+        }
+        // Something that is not a socket is left alone.
+        await Deno.writeTextFile(path, "not a socket");
+        const refused = await assertRejects(
+          () => startPortForwardProxy(access, target, { socketPath: path }),
+          PortForwardError,
+        );
+        assertMatch(refused.message, /something else is there/);
+        assertEquals(await Deno.readTextFile(path), "not a socket");
+      } finally {
+        echo.close();
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  },
 );

@@ -128,6 +128,7 @@ export class Sim {
     adminToken: string;
     limitedToken: string;
     devToken: string;
+    tokens: Record<string, TokenInfo>;
   }) {
     this.net = fields.net;
     this.api = fields.api;
@@ -138,6 +139,29 @@ export class Sim {
     this.adminToken = fields.adminToken;
     this.limitedToken = fields.limitedToken;
     this.devToken = fields.devToken;
+    this.#tokens = fields.tokens;
+  }
+
+  #tokens: Record<string, TokenInfo>;
+
+  /**
+   * Makes the API server accept a bearer token from now on, as an identity
+   * provider issuing a token would (an exec credential plugin's, say).
+   *
+   * @param token the token
+   * @param info who it stands for
+   */
+  grantToken(token: string, info: TokenInfo): void {
+    this.#tokens[token] = info;
+  }
+
+  /**
+   * Makes the API server answer 401 to a token from now on, as when it expired.
+   *
+   * @param token the token
+   */
+  revokeToken(token: string): void {
+    delete this.#tokens[token];
   }
 
   /** The workstation's namespace. */
@@ -305,6 +329,7 @@ export class Sim {
       adminToken,
       limitedToken,
       devToken,
+      tokens,
     });
     if (options.samples) await deploySimSamples(sim, { largeFileMiB: options.largeFileMiB ?? 100 });
     return sim;

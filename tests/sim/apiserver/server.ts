@@ -330,7 +330,8 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   function authenticate(req: Request): User {
     const header = req.headers.get("authorization") ?? "";
     const m = /^Bearer\s+(\S+)$/i.exec(header.trim());
-    const info = m ? options.tokens[m[1]!] : undefined;
+    // Own keys only: a token such as "constructor" must not find Object's.
+    const info = m && Object.hasOwn(options.tokens, m[1]!) ? options.tokens[m[1]!] : undefined;
     if (!info) throw unauthorized();
     return {
       name: info.user,
