@@ -9,6 +9,7 @@
 
 import { Cidr } from "../net/address.ts";
 import { DnsInterceptor, type DnsResolve } from "../net/dns.ts";
+import { isDnsName, isNamespaceName } from "../net/dns_name.ts";
 import type { ClusterInfo } from "../rpc/service.ts";
 import {
   chooseConfigurator,
@@ -85,6 +86,15 @@ export async function setupDns(
   info: ClusterInfo,
   options: DnsSetupOptions,
 ): Promise<void> {
+  // The user's names reach resolv.conf, written by root: only names pass.
+  if (!isNamespaceName(options.namespace)) {
+    throw new Error(`the namespace ${JSON.stringify(options.namespace)} is not a namespace name`);
+  }
+  for (const suffix of [...(options.include ?? []), ...(options.exclude ?? [])]) {
+    if (!isDnsName(suffix.replace(/^\./, ""))) {
+      throw new Error(`the DNS suffix ${JSON.stringify(suffix)} is not a DNS name`);
+    }
+  }
   const clusterDomain = info.clusterDomain || "cluster.local";
   const clusterInfo = {
     clusterDomain,

@@ -53,6 +53,8 @@ export interface ManagerClientOptions {
   caPem: string;
   /** The manager's namespace: its certificate names `traffic-manager.<namespace>`. */
   managerNamespace: string;
+  /** A client certificate and its key (PEM), for a manager's direct (mutual TLS) listener. */
+  clientCertificate?: { certPem: string; keyPem: string };
 }
 
 /**
@@ -63,7 +65,12 @@ export interface ManagerClientOptions {
  */
 export function createManagerClient(options: ManagerClientOptions): ManagerClient {
   const name = managerServerName(options.managerNamespace);
-  const creds = grpc.credentials.createSsl(Buffer.from(options.caPem));
+  const client = options.clientCertificate;
+  const creds = grpc.credentials.createSsl(
+    Buffer.from(options.caPem),
+    client ? Buffer.from(client.keyPem) : null,
+    client ? Buffer.from(client.certPem) : null,
+  );
   return new ManagerClientCtor(options.address, creds, {
     ...CHANNEL_OPTIONS,
     "grpc.ssl_target_name_override": name,

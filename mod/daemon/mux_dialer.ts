@@ -13,6 +13,12 @@
  * A call that ends (the manager went away, the connection broke) resets its
  * flows; the next dial opens a new call.
  *
+ * The manager is a peer like any other: a flow it sends past the credit it
+ * was given, a DATA frame over {@linkcode MAX_CHUNK}, data after its FIN or a
+ * second RESULT resets that flow (counted in `violations`, logged once per
+ * call); bytes that break the framing end the call. So no flow holds more
+ * than its window here, whatever the manager sends.
+ *
  * @module
  */
 
@@ -69,6 +75,8 @@ export interface MuxDialerOptions extends GrpcDialerOptions {
 export interface MuxStats extends TunnelStats {
   /** Mux calls opened since start. */
   calls: number;
+  /** Frames from the manager that broke the protocol (each reset its flow or ended the call). */
+  violations: number;
 }
 
 /** One flow's end of the frames: what the connection hands it. */
@@ -82,6 +90,8 @@ interface Flow {
   window(increment: number): void;
   /** CLOSE from the manager, or the call gone (`lost`). */
   close(reason: string, lost?: boolean): void;
+  /** A frame that breaks the flow's rules came: reset it. */
+  violation?(what: string): void;
 }
 
 const LOST = "the tunnel to the traffic-manager was lost";
@@ -98,6 +108,7 @@ class MuxConnection {
   #dead = false;
   #stats: MuxStats;
   #log: MuxDialerOptions["log"];
+  #violations = 0;
 
   constructor(
     client: MuxClient,
@@ -140,6 +151,24 @@ class MuxConnection {
     if (this.#next > 0xffff_fffe) this.#next = 1;
     this.flows.set(id, flow);
     return id;
+  }
+
+  /**
+   * Counts a frame that broke a flow's rules and logs the first of the call;
+   * the flow resets itself.
+   *
+   * @param id the flow
+   * @param what what the manager did
+   */
+  violation(id: number, what: string): void {
+    this.#stats.violations++;
+    if (this.#violations++ === 0) {
+      this.#log?.(
+        "warn",
+        `mux: the traffic-manager broke the protocol on flow ${id}: ${what}; the flow is reset` +
+          " (further violations on this call are counted, not logged)",
+      );
+    }
   }
 
   /** grpc-js holds more than it can send now. */
@@ -197,6 +226,7 @@ class MuxConnection {
         flow.close(decodeClose(payload));
         return;
       default:
+        this.#stats.violations++;
         this.#log?.("debug", `mux: ignoring a frame of unknown type ${type}`);
     }
   }
@@ -221,6 +251,7 @@ export class MuxDialer implements Dialer {
   #conn: MuxConnection | null = null;
   readonly stats: MuxStats = {
     calls: 0,
+    violations: 0,
     tcpOpen: 0,
     udpOpen: 0,
     bytesToCluster: 0,
@@ -249,6 +280,31 @@ export class MuxDialer implements Dialer {
     return this.#conn;
   }
 
+  /** When each destination the manager refused was last logged, for {@linkcode MuxDialer.#refused}. */
+  #refusedLogged = new Map<string, number>();
+
+  /**
+   * Says, at info level, that the manager refused a destination and why: the
+   * app only sees "no route to host", so the log must tell the rest. Once a
+   * minute per destination, at most 256 destinations remembered.
+   */
+  #refused(protocol: number, req: DialRequest, message: string): void {
+    const name = protocol === MuxProtocol.Tcp
+      ? "tcp"
+      : protocol === MuxProtocol.Udp
+      ? "udp"
+      : "icmp";
+    const where = `${name} ${req.destination.address}${
+      protocol === MuxProtocol.Icmp ? "" : `:${req.destination.port}`
+    }`;
+    const now = Date.now();
+    const last = this.#refusedLogged.get(where);
+    if (last !== undefined && now - last < 60_000) return;
+    if (this.#refusedLogged.size >= 256) this.#refusedLogged.clear();
+    this.#refusedLogged.set(where, now);
+    this.#opts.log?.("info", `mux: the traffic-manager refused ${where}: ${message}`);
+  }
+
   /** Ends the call and resets its flows (the session is closing). */
   close(): void {
     this.#conn?.end("vif is disconnecting");
@@ -270,13 +326,14 @@ export class MuxDialer implements Dialer {
         if (settled) return;
         settled = true;
         if (!r.ok) this.stats.dialFailures++;
+        if (!r.ok && r.reason === "prohibited") this.#refused(protocol, req, r.message ?? "");
         resolve(r);
       };
       const pending: Flow = {
         result: (code, window, message) => {
           if (code === DialResult_Code.OK) {
-            // From here on, the flow's own handlers take the frames.
-            Object.assign(pending, flow);
+            // From here on, the flow's own handlers take the frames; a second RESULT is a violation.
+            Object.assign(pending, flow, { result: () => flow.violation?.("a second RESULT") });
             return settle({ ok: true, value: make(conn, id, window) });
           }
           conn.flows.delete(id);
@@ -426,6 +483,8 @@ class TcpFlow implements ByteStream {
   #creditWaiter: (() => void) | null = null;
   /** Bytes the app took since the last WINDOW frame. */
   #taken = 0;
+  /** What the manager may still send: the window given, less what came, plus what was given back. */
+  #allowed: number;
   /** Data from the manager not yet handed to the app. */
   #queue: Uint8Array[] = [];
   /** The manager sends no more data (FIN, or the flow ended). */
@@ -453,6 +512,7 @@ class TcpFlow implements ByteStream {
   constructor(stats: MuxStats, window: number) {
     this.#stats = stats;
     this.#window = window;
+    this.#allowed = window;
   }
 
   handlers(): Partial<Flow> {
@@ -461,7 +521,15 @@ class TcpFlow implements ByteStream {
       fin: () => this.#fin(),
       window: (n) => this.#more(n),
       close: (reason, lost) => this.#closed(reason, lost ?? false),
+      violation: (what) => this.#violation(what),
     };
+  }
+
+  /** The manager broke the flow's rules: count it and reset the flow both ways. */
+  #violation(what: string): void {
+    if (this.#gone) return;
+    this.#conn.violation(this.#id, what);
+    this.#reset(`vif reset the flow: the traffic-manager ${what}`);
   }
 
   attach(conn: MuxConnection, id: number, window: number): ByteStream {
@@ -604,6 +672,9 @@ class TcpFlow implements ByteStream {
   }
 
   #more(increment: number): void {
+    if (this.#credit + increment > 2 ** 48) {
+      return this.#violation(`gave a WINDOW of ${increment} bytes, past 2^48 of credit`);
+    }
     this.#credit += increment;
     const go = this.#creditWaiter;
     this.#creditWaiter = null;
@@ -611,7 +682,17 @@ class TcpFlow implements ByteStream {
   }
 
   #data(payload: Uint8Array): void {
-    if (this.#readEnded) return;
+    if (this.#gone) return;
+    if (this.#readEnded) return this.#violation("sent DATA after its FIN");
+    if (payload.length > MAX_CHUNK) {
+      return this.#violation(`sent a DATA frame of ${payload.length} bytes, over ${MAX_CHUNK}`);
+    }
+    if (payload.length > this.#allowed) {
+      return this.#violation(
+        `sent ${payload.length} bytes with ${this.#allowed} left of its window: past its credit`,
+      );
+    }
+    this.#allowed -= payload.length;
     if (this.#socket) {
       this.#queue.push(payload);
       if (!this.#writing) this.#drainDown(this.#socket);
@@ -627,6 +708,7 @@ class TcpFlow implements ByteStream {
     this.#taken += n;
     if (this.#taken >= this.#window / 4 && !this.#gone) {
       this.#conn.out.write(this.#id, FrameType.Window, encodeWindow(this.#taken));
+      this.#allowed += this.#taken;
       this.#taken = 0;
     }
   }

@@ -24,6 +24,7 @@ import type { Dialer } from "../net/dialer.ts";
 import { type Stack, startStack } from "./stack.ts";
 import { listRoutes } from "../tun/mod.ts";
 import { describeRoute, planSubnets, type SubnetSource } from "./subnets.ts";
+import { checkClusterInfo } from "./cluster_info.ts";
 
 /** How long a cluster DNS query may take through the manager. */
 const DNS_TIMEOUT_MS = 8000;
@@ -39,6 +40,8 @@ export interface SessionOptions {
   managerCaPem: string;
   /** The manager's namespace (default `vif-system`); its certificate must name `traffic-manager.<ns>`. */
   managerNamespace?: string;
+  /** A client certificate and key (PEM), for a manager's direct listener (mutual TLS). */
+  clientCertificate?: { certPem: string; keyPem: string };
   /** The namespace short names resolve in (default `default`). */
   namespace?: string;
   /** Log sink. */
@@ -107,14 +110,43 @@ export class ConnectError extends Error {
   }
 }
 
-function hostOf(address: string): string {
+/** The host of a `host:port` address; none for a Unix socket (`unix:/path`). */
+function hostOf(address: string): string[] {
+  if (address.startsWith("unix:")) return [];
   const m = /^\[([^\]]+)\]:\d+$/.exec(address) ?? /^([^:]+):\d+$/.exec(address);
-  return m?.[1] ?? address;
+  return [m?.[1] ?? address];
 }
 
 function describeGrpcError(e: unknown, address: string, ns: string): ConnectError {
   const err = e as grpc.ServiceError;
   const detail = String(err?.details ?? err?.message ?? e);
+  if (err?.code === grpc.status.PERMISSION_DENIED && /^also_proxy /.test(detail)) {
+    return new ConnectError(
+      `the traffic-manager refused --also-proxy: ${detail}`,
+      "Leave that subnet out, or ask the cluster admin to allow it " +
+        "(vif install --allow-also-proxy CIDR).",
+      { cause: e },
+    );
+  }
+  if (err?.code === grpc.status.RESOURCE_EXHAUSTED) {
+    return new ConnectError(
+      `the traffic-manager at "${address}" is full: ${detail}`,
+      "Try again later, or ask the cluster admin to raise the limit it names.",
+      { cause: e },
+    );
+  }
+  if (
+    /certificate.?required|alert number 116|bad.?certificate|unknown.?ca/i.test(
+      detail,
+    )
+  ) {
+    return new ConnectError(
+      `the traffic-manager at "${address}" refused this client's certificate: ${detail}`,
+      "A direct listener asks for a client certificate its client CA signed: pass " +
+        "--client-cert and --client-key (an admin makes them with `vif client-cert NAME`).",
+      { cause: e },
+    );
+  }
   if (/certificate|self.signed|verify|TLS|SSL|handshake|altname|Hostname/i.test(detail)) {
     return new ConnectError(
       `Cannot connect to the traffic-manager at "${address}": TLS failed: ${detail}`,
@@ -160,6 +192,9 @@ export class Session {
   #watch: grpc.ClientReadableStream<ClusterInfo> | null = null;
   #closing: Promise<void> | null = null;
   #cleanups: Array<() => Promise<void> | void> = [];
+  /** Cluster info that came while an earlier one was being applied: only the newest counts. */
+  #nextInfo: ClusterInfo | null = null;
+  #applying = false;
 
   private constructor(options: SessionOptions) {
     this.options = options;
@@ -168,6 +203,7 @@ export class Session {
       address: options.managerAddress,
       caPem: options.managerCaPem,
       managerNamespace: options.managerNamespace ?? DEFAULT_MANAGER_NAMESPACE,
+      ...(options.clientCertificate ? { clientCertificate: options.clientCertificate } : {}),
     });
     const tunnels = {
       sessionId: () => this.#sessionId,
@@ -323,15 +359,33 @@ export class Session {
         `session: the traffic-manager is version ${arrive.managerVersion}, this client ${VERSION}; run \`vif install\` to bring it to ${VERSION}`,
       );
     }
-    const info = arrive.clusterInfo;
-    if (!info) {
+    if (!arrive.clusterInfo) {
       throw new ConnectError(
         "The traffic-manager sent no cluster info",
         "Check the manager's log: it may not know the cluster's subnets yet.",
       );
     }
+    const checked = checkClusterInfo(arrive.clusterInfo);
+    if (checked.unusable) {
+      throw new ConnectError(
+        checked.unusable,
+        "Check the manager's --cluster-domain and its pod's resolv.conf (kubectl -n " +
+          `${
+            this.options.managerNamespace ?? DEFAULT_MANAGER_NAMESPACE
+          } logs deploy/traffic-manager).`,
+      );
+    }
+    this.#warnDropped(checked.dropped);
+    const info = checked.info;
     this.#info = info;
-    await this.#checkManagerNotCaptured(info);
+    const captured = await this.#captured(info);
+    if (captured.length > 0) {
+      const { host, subnet } = captured[0]!;
+      throw new ConnectError(
+        `the address "${host}" vif needs to reach the cluster lies in the cluster subnet "${subnet}", which is about to be routed into the TUN`,
+        `Add a host route for it first (ip route add ${host}/32 via <gateway>), or exclude the subnet.`,
+      );
+    }
     this.options.onStep?.("creating the TUN device");
     this.#stack = await startStack({
       dialer: this.dialer,
@@ -356,31 +410,45 @@ export class Session {
     );
   }
 
-  async #checkManagerNotCaptured(info: ClusterInfo): Promise<void> {
+  /**
+   * The addresses vif must reach outside the TUN (the manager, the API
+   * server) that a subnet of `info` would route into it, with no more
+   * specific route of the machine to keep them out.
+   */
+  async #captured(info: ClusterInfo): Promise<Array<{ host: string; subnet: Cidr }>> {
     const subnets = [...info.podSubnets, ...info.serviceSubnets, ...(this.options.alsoProxy ?? [])]
-      .map((c) => Cidr.parse(c));
-    const hosts = this.#protectedHosts();
-    let routes: Awaited<ReturnType<typeof listRoutes>> | undefined;
-    for (const host of hosts) {
-      const inside = subnets.find((c) => c.contains(host));
-      if (!inside) continue;
-      // The address lies in a subnet about to be routed into the TUN: only a
-      // more specific route already in place keeps the tunnel out of itself.
-      routes ??= await listRoutes();
-      const specific = routes.some((r) => {
+      .flatMap((c) => {
         try {
-          const c = Cidr.parse(`${r.address}/${r.prefixLength}`);
-          return r.table === 254 && c.contains(host) && c.prefixLength > inside.prefixLength;
+          return [Cidr.parse(c)];
         } catch {
-          return false;
+          return []; // Reported by the routing plan.
         }
       });
-      if (!specific) {
-        throw new ConnectError(
-          `the address "${host}" vif needs to reach the cluster lies in the cluster subnet "${inside}", which is about to be routed into the TUN`,
-          `Add a host route for it first (ip route add ${host}/32 via <gateway>), or exclude the subnet.`,
-        );
+    const captured: Array<{ host: string; subnet: Cidr }> = [];
+    let routes: Awaited<ReturnType<typeof listRoutes>> | undefined;
+    for (const host of this.#protectedHosts()) {
+      for (const inside of subnets.filter((c) => c.contains(host))) {
+        // The address lies in a subnet about to be routed into the TUN: only a
+        // more specific route already in place keeps the tunnel out of itself.
+        routes ??= await listRoutes();
+        const specific = routes.some((r) => {
+          try {
+            const c = Cidr.parse(`${r.address}/${r.prefixLength}`);
+            return r.table === 254 && c.contains(host) && c.prefixLength > inside.prefixLength &&
+              r.interfaceName !== this.#stack?.device.name;
+          } catch {
+            return false;
+          }
+        });
+        if (!specific) captured.push({ host, subnet: inside });
       }
+    }
+    return captured;
+  }
+
+  #warnDropped(dropped: string[]): void {
+    for (const what of dropped) {
+      this.#log("warn", `session: ignoring what the traffic-manager announced: ${what}`);
     }
   }
 
@@ -429,10 +497,20 @@ export class Session {
         `session: not routing ${c.subnet}: it overlaps the route "${describeRoute(c.route)}"`,
       );
     }
+    // A subnet that would route the manager or the API server into the TUN
+    // is refused on an update too (the first connect failed on it above).
+    const captured = first ? [] : await this.#captured(info);
+    for (const { host, subnet } of captured) {
+      this.#log(
+        "warn",
+        `session: not routing ${subnet}: it holds "${host}", which vif reaches outside the TUN`,
+      );
+    }
     const wanted = new Map<string, RoutedSubnet>();
     for (const r of plan.routes) {
       // A part of a subnet cut by --never-proxy is checked as its whole.
       if (conflicting.some((c) => c.overlaps(r.cidr))) continue;
+      if (captured.some((c) => c.subnet.overlaps(r.cidr))) continue;
       wanted.set(r.cidr.toString(), r);
     }
     if (first && plan.excluded.length > 0) {
@@ -455,7 +533,7 @@ export class Session {
   }
 
   #protectedHosts(): string[] {
-    return [hostOf(this.options.managerAddress), ...(this.options.protectedHosts ?? [])];
+    return [...hostOf(this.options.managerAddress), ...(this.options.protectedHosts ?? [])];
   }
 
   #watchInfo(): void {
@@ -463,17 +541,45 @@ export class Session {
       create(SessionRefSchema, { sessionId: this.#sessionId }),
     );
     this.#watch = call;
-    call.on("data", (info: ClusterInfo) => {
-      this.#info = info;
-      this.#applyRoutes(info)
-        .then(() => this.options.onClusterInfo?.(info, this))
-        .catch((e) => this.#log("warn", `session: cannot apply new cluster info: ${e}`));
-    });
+    call.on("data", (info: ClusterInfo) => this.#update(info));
     call.on("error", (e: grpc.ServiceError) => {
       if (this.#closing || e.code === grpc.status.CANCELLED) return;
       this.#log("warn", `session: cluster info watch ended: ${e.details || e.message}; retrying`);
       setTimeout(() => !this.#closing && this.#watchInfo(), 1000);
     });
+  }
+
+  /**
+   * Applies cluster info from the watch, one at a time and in order: info that
+   * comes while one is applied waits, and only the newest is applied next.
+   * It goes through the same checks as the first.
+   */
+  async #update(received: ClusterInfo): Promise<void> {
+    this.#nextInfo = received;
+    if (this.#applying) return;
+    this.#applying = true;
+    try {
+      for (;;) {
+        const next: ClusterInfo | null = this.#nextInfo;
+        if (next === null || this.#closing) break;
+        this.#nextInfo = null;
+        const checked = checkClusterInfo(next);
+        this.#warnDropped(checked.dropped);
+        if (checked.unusable) {
+          this.#log("warn", `session: ignoring new cluster info: ${checked.unusable}`);
+          continue;
+        }
+        try {
+          this.#info = checked.info;
+          await this.#applyRoutes(checked.info);
+          await this.options.onClusterInfo?.(checked.info, this);
+        } catch (e) {
+          this.#log("warn", `session: cannot apply new cluster info: ${e}`);
+        }
+      }
+    } finally {
+      this.#applying = false;
+    }
   }
 
   #remain(): void {

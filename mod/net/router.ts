@@ -86,6 +86,13 @@ export interface RouterOptions {
   udpIdleMs?: number;
   /** Datagrams queued per UDP flow while it is being opened (default 32). */
   udpPendingLimit?: number;
+  /**
+   * UDP flows kept at once (default 4096, what the traffic-manager allows a
+   * session); a new flow past it first closes the least recently used
+   * eighth of them (a resolver that asks from a new port each time makes
+   * many short flows, and none of them needs its idle minute).
+   */
+  udpMaxFlows?: number;
   /** How many packets to handle before yielding to other I/O (default 256). */
   batch?: number;
 }
@@ -105,6 +112,8 @@ export interface RouterStats {
   dialFailures: Record<DialFailure | "nat exhausted", number>;
   udpFlows: number;
   udpFlowsTotal: number;
+  /** UDP flows closed early to make room under `udpMaxFlows`. */
+  udpEvicted: number;
   pings: number;
   /** NAT entries (all states). */
   natEntries: number;
@@ -249,6 +258,7 @@ export class Router {
   #acceptTimeout: number;
   #udpIdle: number;
   #udpPendingLimit: number;
+  #udpMaxFlows: number;
   #batch: number;
   /** App-side TCP key (srcPort·65536 + dstPort) → entries (chained by `next`). */
   #tcp = new Map<number, TcpEntry>();
@@ -271,6 +281,7 @@ export class Router {
     dialFailures: { refused: 0, unreachable: 0, timeout: 0, prohibited: 0, "nat exhausted": 0 },
     udpFlows: 0,
     udpFlowsTotal: 0,
+    udpEvicted: 0,
     pings: 0,
     natEntries: 0,
     natPeersInUse: 0,
@@ -294,6 +305,7 @@ export class Router {
     this.#acceptTimeout = options.acceptTimeoutMs ?? 10_000;
     this.#udpIdle = options.udpIdleMs ?? 60_000;
     this.#udpPendingLimit = options.udpPendingLimit ?? 32;
+    this.#udpMaxFlows = Math.max(1, options.udpMaxFlows ?? 4096);
     this.#batch = options.batch ?? 256;
     this.#v4 = options.ipv4 ? this.#family(4, options.ipv4) : null;
     this.#v6 = options.ipv6 ? this.#family(6, options.ipv6) : null;
@@ -734,6 +746,7 @@ export class Router {
       } else this.#drop("udp queue full while dialing");
       return;
     }
+    if (this.stats.udpFlows >= this.#udpMaxFlows) this.#evictUdp();
     const entry: UdpEntry = {
       app: buf.slice(p.srcOffset, p.srcOffset + p.addressLength),
       appPort: p.srcPort,
@@ -803,6 +816,18 @@ export class Router {
   #removeUdp(u: UdpEntry): void {
     this.#closeUdp(u);
     unlinkFlow(this.#udp, u);
+  }
+
+  /** Closes the least recently used eighth of the UDP flows (at least one). */
+  #evictUdp(): void {
+    const all: UdpEntry[] = [];
+    for (const head of this.#udp.values()) {
+      for (let u: UdpEntry | null = head; u; u = u.next) all.push(u);
+    }
+    all.sort((a, b) => a.lastSeen - b.lastSeen);
+    const count = Math.max(1, all.length >> 3);
+    for (const u of all.slice(0, count)) this.#removeUdp(u);
+    this.stats.udpEvicted += count;
   }
 
   // --- ICMP ----------------------------------------------------------------

@@ -466,6 +466,33 @@ Deno.test("Router carries UDP both ways and closes idle flows", async () => {
   assertEquals(router.stats.udpFlows, 0);
 });
 
+Deno.test("Router keeps at most udpMaxFlows UDP flows, closing the least recently used", async () => {
+  const { dialer, router, tick: advance } = setup({ udpMaxFlows: 16 });
+  const src = parseAddress(APP)!, dst = parseAddress(DST)!;
+  const out = new Uint8Array(200);
+  const closed: number[] = [];
+  const send = (port: number) => {
+    const n = buildUdp(src, port, dst, 53, new TextEncoder().encode("q"), out);
+    router.handlePacket(out.slice(0, n), n);
+  };
+  for (let port = 20_000; port < 20_016; port++) {
+    send(port);
+    advance(10);
+  }
+  for (const [i, d] of dialer.udp.entries()) {
+    d.resolve({ ok: true, value: { send: () => {}, close: () => void closed.push(20_000 + i) } });
+  }
+  await tick();
+  assertEquals(router.stats.udpFlows, 16);
+  send(20_000); // the oldest flow is used again: it is no longer the least recent
+  advance(10);
+  send(30_000); // a new flow: the two least recently used (an eighth of 16) make room
+  assertEquals(closed, [20_001, 20_002]);
+  assertEquals(router.stats.udpFlows, 15);
+  assertEquals(router.stats.udpEvicted, 2);
+  assertEquals(dialer.udp.length, 17);
+});
+
 Deno.test("Router answers a UDP flow the far side refused with ICMP port unreachable", async () => {
   const { device, dialer, router } = setup();
   const out = new Uint8Array(100);
