@@ -10,7 +10,7 @@
  * | path | how the workstation reaches the pods |
  * | --- | --- |
  * | `direct` | routed straight to node 1 (no tunnel): the ceiling |
- * | `vif-direct` | `vif connect --manager-address` to the manager pod's gRPC port |
+ * | `vif-direct` | `vif connect --manager-address` to the manager pod's direct port (mutual TLS, a client certificate from `vif client-cert`) |
  * | `vif` | `vif connect --context` through the simulated API server's port-forward |
  * | `openvpn` | an OpenVPN tun tunnel (static key, UDP) from the workstation to node 1 |
  * | `sshuttle` | sshuttle to an sshd on node 1 |
@@ -36,6 +36,7 @@
 import { DENO, Env, iperfGbits, must, type Proc, ROOT, run } from "../tests/e2e/_env.ts";
 import { API_IP, Sim } from "../tests/sim/sim.ts";
 import { V8_FLAGS } from "../mod/cli/daemon_client.ts";
+import { DEFAULT_DIRECT_PORT } from "../mod/rpc/service.ts";
 import type { KubeObject } from "../tests/sim/apiserver/mod.ts";
 
 /**
@@ -601,7 +602,8 @@ async function main(): Promise<number> {
       iperf: ipOf(pods("default", "app=iperf")[0]),
       echo: ipOf(pods("default", "app=echo")[0]),
     };
-    const install = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+    // --direct: the vif-direct path dials the manager's mutual-TLS listener.
+    const install = await sim.exec([...VIF, "install", "--context", "vif-sim", "--direct"]);
     if (install.code !== 0) throw new Error(`vif install: ${install.stderr}`);
     const managerPod = (await sim.waitReady("vif-system", MANAGER, 1, 90_000))[0];
     const manager = ipOf(managerPod);
@@ -626,21 +628,22 @@ async function main(): Promise<number> {
         return {
           async up() {
             await sim.net.exposeToWorkstation(manager);
-            const secret = sim.store.get({
-              resource: "secrets",
-              namespace: "vif-system",
-              name: "traffic-manager-tls",
-            }) as KubeObject & { data: Record<string, string> };
-            await Deno.writeTextFile(`${dir}/ca.crt`, atob(secret.data["ca.crt"]!));
+            const certs = `${dir}/client`;
+            const issued = await sim.exec([...VIF, "client-cert", "bench", "--out", certs]);
+            if (issued.code !== 0) throw new Error(`vif client-cert: ${issued.stderr}`);
             const t0 = performance.now();
             proc = sim.spawn([
               ...VIF,
               "connect",
               "--foreground",
               "--manager-address",
-              `${manager}:8081`,
+              `${manager}:${DEFAULT_DIRECT_PORT}`,
               "--manager-ca",
-              `${dir}/ca.crt`,
+              `${certs}/ca.crt`,
+              "--client-cert",
+              `${certs}/client.crt`,
+              "--client-key",
+              `${certs}/client.key`,
               "--state-dir",
               `${dir}/state-direct`,
             ]);

@@ -1,13 +1,13 @@
 /**
  * `vif install` and `vif connect --context vif-sim` end to end through the
- * simulated cluster's API server: discovery of the manager, its CA from the
- * Secret, one WebSocket port-forward carrying the gRPC connection, CIDR
+ * simulated cluster's API server: discovery of the manager, its CA from its
+ * ConfigMap, one WebSocket port-forward carrying the gRPC connection, CIDR
  * discovery in the manager (with RBAC as installed), and the whole
  * workstation suite of the tunnel test over that path; then the errors a
  * user meets on the way (not installed, not allowed, unreachable).
  *
  * ```
- *  vif-ws: vif connect ──WebSocket──► 198.19.200.1:6443 (API server) ──► pod traffic-manager:8081
+ *  vif-ws: vif connect ──WebSocket──► 198.19.200.1:6443 (API server) ──► pod traffic-manager: localhost:8081
  *          routes 198.18.0.0/24, 198.19.0.0/18 → vif0            (vif --serve as uid 65532,
  *          resolv.conf → 240.0.0.2                                  discovering through its SA token)
  * ```
@@ -52,12 +52,13 @@ Deno.test({
       const ws = sim.ws;
 
       await t.step("vif install makes the manager; a second install changes nothing", async () => {
-        const first = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+        // --direct: the manager also serves clients with a certificate (the last steps use it).
+        const first = await sim.exec([...VIF, "install", "--context", "vif-sim", "--direct"]);
         assertEquals(first.code, 0, first.stderr);
         assertMatch(first.stdout, /deployment\.apps\/traffic-manager created/);
         assertMatch(first.stdout, /clusterrolebinding\.rbac\.authorization\.k8s\.io\/\S+ created/);
         await sim.waitReady("vif-system", MANAGER, 1, 90_000);
-        const second = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+        const second = await sim.exec([...VIF, "install", "--context", "vif-sim", "--direct"]);
         assertEquals(second.code, 0, second.stderr);
         assertMatch(second.stdout, /deployment\.apps\/traffic-manager unchanged/);
         assert(!/ created| configured/.test(second.stdout), second.stdout);
@@ -161,24 +162,25 @@ Deno.test({
             await must(["iperf3", "-J", "-t", "5", "-c", iperfIp], { ns: ws }),
           );
           await connect.stop(10_000);
-          // The direct-manager path of the tunnel test: the manager pod's /32 routed to ws.
+          // The direct-manager path of the tunnel test: the manager pod's /32 routed to ws,
+          // its direct listener, a client certificate issued by the admin.
           const manager = (await sim.waitReady("vif-system", MANAGER))[0]!;
           await sim.net.exposeToWorkstation(ipOf(manager));
-          const secret = sim.store.get({
-            resource: "secrets",
-            namespace: "vif-system",
-            name: "traffic-manager-tls",
-          }) as KubeObject & { data: Record<string, string> };
-          const ca = `${env.dir}/manager-ca.crt`;
-          await Deno.writeTextFile(ca, atob(secret.data["ca.crt"]!));
+          const certs = `${env.dir}/client`;
+          const issued = await sim.exec([...VIF, "client-cert", "e2e", "--out", certs]);
+          assertEquals(issued.code, 0, issued.stderr);
           const direct = sim.spawn([
             ...VIF,
             "connect",
             "--foreground",
             "--manager-address",
-            `${ipOf(manager)}:8081`,
+            `${ipOf(manager)}:8443`,
             "--manager-ca",
-            ca,
+            `${certs}/ca.crt`,
+            "--client-cert",
+            `${certs}/client.crt`,
+            "--client-key",
+            `${certs}/client.key`,
             "--state-dir",
             `${env.dir}/state-direct`,
           ]);
@@ -288,7 +290,15 @@ Deno.test({
         assert(!/\n\s+at /.test(r.stderr), `a stack trace: ${r.stderr}`);
       });
 
-      const install = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
+      // The admin lets sessions route the LAN's 198.19.200.0/24 through the manager (--also-proxy).
+      const install = await sim.exec([
+        ...VIF,
+        "install",
+        "--context",
+        "vif-sim",
+        "--allow-also-proxy",
+        "198.19.200.0/24",
+      ]);
       assertEquals(install.code, 0, install.stderr);
       await sim.waitReady("vif-system", MANAGER, 1, 90_000);
 

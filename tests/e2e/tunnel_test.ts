@@ -8,7 +8,7 @@
  *  │ socat                         │                          │   │ routed /32 veths to each pod    │
  *  │  │ 198.18.0.0/16, 198.19.0.0/18 ─► vif0 (TUN)            │   ▼                                 │
  *  │  ▼                            │                          │ pods: web (default, other), iperf,  │
- *  │ vif connect (router, DNS on   │── gRPC/TLS :8081 ───────►│ echo, db-0/1 (headless), kube-dns   │
+ *  │ vif connect (router, DNS on   │── gRPC/mTLS :8443 ──────►│ echo, db-0/1 (headless), kube-dns   │
  *  │ 240.0.0.2, resolv.conf)       │  (only the manager pod's │ (dnsmasq 198.19.0.10), and          │
  *  │ resolv.conf → 198.19.200.53   │   /32 is routed to ws)   │ traffic-manager (vif --serve, nobody)│
  *  └───────────────────────────────┘                          └─────────────────────────────────────┘
@@ -58,10 +58,13 @@ Deno.test({
             SERVICE_CIDR,
             "--namespaces",
             "default,other,kube-system,vif-system",
+            // Clients dial it here, with a certificate of the client CA (client-ca.crt in the TLS dir).
+            "--direct-listen",
+            "0.0.0.0:8443",
           ),
           env: nobody.env,
         },
-        readiness: { port: 8081, timeoutMs: 30_000 },
+        readiness: { port: 8443, timeoutMs: 30_000 },
       });
       await manager.whenReady;
       await c.exposeToWorkstation(manager.ip);
@@ -76,9 +79,13 @@ Deno.test({
         "connect",
         "--foreground",
         "--manager-address",
-        `${manager.ip}:8081`,
+        `${manager.ip}:8443`,
         "--manager-ca",
         tls.caCertPath,
+        "--client-cert",
+        tls.client.certPath,
+        "--client-key",
+        tls.client.keyPath,
         "--state-dir",
         state,
       ], { ns: c.ws });
