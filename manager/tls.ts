@@ -8,9 +8,10 @@
  */
 
 import { Buffer } from "node:buffer";
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { ManagerSetupError } from "./errors.ts";
+import { certificateDnsNames } from "../mod/rpc/service.ts";
 
 /** The PEM texts the manager serves with. */
 export interface TlsMaterial {
@@ -71,18 +72,26 @@ export async function readTlsDir(dir: string): Promise<TlsMaterial> {
  */
 export function checkTls(material: TlsMaterial, serverName: string, now = new Date()): TlsCheck {
   const hint = "Make the certificate again for that name, signed by the CA in ca.crt.";
+  // X509Certificate parses lazily: a field it cannot read throws when read,
+  // so every part of a certificate is read here, inside the check that names it.
   let cert: X509Certificate;
-  let ca: X509Certificate;
+  let subject: string;
+  let validTo: Date;
+  let altNames: string;
   try {
     cert = new X509Certificate(material.certPem);
+    subject = String(cert.subject ?? "").replaceAll("\n", ", ");
+    validTo = new Date(cert.validTo);
+    altNames = cert.subjectAltName ?? "";
   } catch (cause) {
     throw new ManagerSetupError("The TLS certificate (tls.crt) is not a PEM certificate", {
       hint,
       cause,
     });
   }
+  let caKey: KeyObject;
   try {
-    ca = new X509Certificate(material.caPem);
+    caKey = new X509Certificate(material.caPem).publicKey;
   } catch (cause) {
     throw new ManagerSetupError("The CA certificate (ca.crt) is not a PEM certificate", {
       hint,
@@ -100,23 +109,27 @@ export function checkTls(material: TlsMaterial, serverName: string, now = new Da
       hint: "Mount the key and certificate of one pair.",
     });
   }
-  if (!cert.verify(ca.publicKey)) {
+  let signed: boolean;
+  try {
+    signed = cert.verify(caKey);
+  } catch {
+    signed = false; // A key the signature cannot be checked with did not sign it.
+  }
+  if (!signed) {
     throw new ManagerSetupError(
-      `The TLS certificate "${
-        cert.subject.replaceAll("\n", ", ")
-      }" is not signed by the CA in ca.crt`,
+      `The TLS certificate "${subject}" is not signed by the CA in ca.crt`,
       { hint: "Clients trust only ca.crt: sign the certificate with that CA." },
     );
   }
-  const validTo = new Date(cert.validTo);
+  if (Number.isNaN(validTo.getTime())) {
+    throw new ManagerSetupError("The TLS certificate (tls.crt) has no readable expiry", { hint });
+  }
   if (validTo.getTime() < now.getTime()) {
     throw new ManagerSetupError(`The TLS certificate expired on ${validTo.toISOString()}`, {
       hint,
     });
   }
-  const dnsNames = (cert.subjectAltName ?? "").split(/,\s*/).flatMap((entry) =>
-    entry.startsWith("DNS:") ? [entry.slice(4).toLowerCase()] : []
-  );
+  const dnsNames = certificateDnsNames(altNames);
   const warnings: string[] = [];
   if (!dnsNames.includes(serverName.toLowerCase())) {
     warnings.push(

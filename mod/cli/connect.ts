@@ -28,6 +28,7 @@ import {
   stateDirOf,
 } from "./daemon_client.ts";
 import { connectedSummary } from "./status.ts";
+import { readCaBundle } from "../kube/ca_bundle.ts";
 
 /** The options of `vif connect`. */
 interface ConnectOptions {
@@ -277,10 +278,16 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
       { hint: "Check the path given to --manager-ca.", cause },
     );
   }
-  if (!caPem.includes("BEGIN CERTIFICATE")) {
-    throw new UserError(`"${options.managerCa}" holds no PEM certificate`, {
-      hint: "Pass the ca.crt that `vif client-cert` writes to --manager-ca.",
-    });
+  try {
+    caPem = readCaBundle(caPem);
+  } catch (cause) {
+    throw new UserError(
+      `"${options.managerCa}" is not a CA certificate: ${(cause as Error).message}`,
+      {
+        hint: "Pass the ca.crt that `vif client-cert` writes to --manager-ca.",
+        cause,
+      },
+    );
   }
   params.managerAddress = options.managerAddress;
   params.managerCaPem = caPem;

@@ -183,10 +183,15 @@ export class DaemonError extends Error {
 
 /**
  * Splits a byte stream into lines, refusing lines longer than
- * {@linkcode MAX_LINE}.
+ * {@linkcode MAX_LINE}. An unfinished line is kept as the chunks it came in,
+ * so each byte is scanned once and copied once however small the reads; a
+ * line (finished or not) past the limit fails the push, and every push after
+ * it, since the stream has lost its framing.
  */
 export class LineSplitter {
-  #buffer = new Uint8Array(0);
+  #pieces: Uint8Array[] = [];
+  #pending = 0;
+  #failed = false;
   #decoder = new TextDecoder();
 
   /**
@@ -194,23 +199,50 @@ export class LineSplitter {
    *
    * @param chunk the bytes read
    * @returns the lines completed, without their `\n`
-   * @throws {RangeError} when a line grows past {@linkcode MAX_LINE}
+   * @throws {RangeError} when a line grows past {@linkcode MAX_LINE}, and on every push after that
    */
   push(chunk: Uint8Array): string[] {
-    const joined = new Uint8Array(this.#buffer.length + chunk.length);
-    joined.set(this.#buffer);
-    joined.set(chunk, this.#buffer.length);
+    if (this.#failed) throw this.#tooLong();
     const lines: string[] = [];
     let start = 0;
-    for (let i = joined.indexOf(10); i >= 0; i = joined.indexOf(10, start)) {
-      lines.push(this.#decoder.decode(joined.subarray(start, i)));
+    for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, start)) {
+      if (this.#pending + (i - start) > MAX_LINE) throw this.#fail();
+      const tail = chunk.subarray(start, i);
+      lines.push(this.#decoder.decode(this.#pieces.length === 0 ? tail : this.#join(tail)));
       start = i + 1;
     }
-    this.#buffer = joined.slice(start);
-    if (this.#buffer.length > MAX_LINE) {
-      throw new RangeError(`a control message is longer than ${MAX_LINE} bytes`);
+    const rest = chunk.length - start;
+    if (this.#pending + rest > MAX_LINE) throw this.#fail();
+    if (rest > 0) {
+      this.#pieces.push(chunk.slice(start));
+      this.#pending += rest;
     }
     return lines;
+  }
+
+  /** The unfinished line's pieces and `tail` as one buffer; the pieces are let go. */
+  #join(tail: Uint8Array): Uint8Array {
+    const line = new Uint8Array(this.#pending + tail.length);
+    let at = 0;
+    for (const piece of this.#pieces) {
+      line.set(piece, at);
+      at += piece.length;
+    }
+    line.set(tail, at);
+    this.#pieces = [];
+    this.#pending = 0;
+    return line;
+  }
+
+  #fail(): RangeError {
+    this.#failed = true;
+    this.#pieces = [];
+    this.#pending = 0;
+    return this.#tooLong();
+  }
+
+  #tooLong(): RangeError {
+    return new RangeError(`a control message is longer than ${MAX_LINE} bytes`);
   }
 }
 
@@ -238,8 +270,10 @@ export function parseRequest(line: string): ControlRequest | { error: ControlErr
     return { id: 0, error: badRequest("the request is not JSON") };
   }
   const r = value as Partial<ControlRequest> | null;
-  if (typeof r !== "object" || r === null || typeof r.id !== "number") {
-    return { id: 0, error: badRequest('the request has no numeric "id"') };
+  if (
+    typeof r !== "object" || r === null || typeof r.id !== "number" || !Number.isSafeInteger(r.id)
+  ) {
+    return { id: 0, error: badRequest('the request has no whole-number "id"') };
   }
   if (typeof r.method !== "string") {
     return { id: r.id, error: badRequest('the request has no "method"') };

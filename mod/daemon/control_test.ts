@@ -23,15 +23,35 @@ Deno.test("LineSplitter: whole lines only, across chunks, and a limit on length"
   assertEquals(s.push(enc.encode("é")), []);
   assertEquals(s.push(enc.encode("\n")), ["é"]);
   assertThrows(() => s.push(new Uint8Array(MAX_LINE + 1).fill(65)), RangeError, "longer than");
+  // The framing is lost: nothing more comes out, not even a short line.
+  assertThrows(() => s.push(enc.encode("ok\n")), RangeError, "longer than");
 });
 
-Deno.test("parseRequest: JSON with a numeric id and a method, else an error to send back", () => {
+Deno.test("LineSplitter refuses a finished line over the limit, and keeps small reads linear", () => {
+  const enc = new TextEncoder();
+  const long = new LineSplitter();
+  const line = new Uint8Array(MAX_LINE + 2).fill(65);
+  line[MAX_LINE + 1] = 10;
+  assertThrows(() => long.push(line), RangeError, "longer than");
+  // A line of MAX_LINE bytes in 1-byte reads: well under a second (it was quadratic).
+  const small = new LineSplitter();
+  const start = performance.now();
+  for (let i = 0; i < MAX_LINE; i++) small.push(enc.encode("b"));
+  assertEquals(small.push(enc.encode("\n"))[0]!.length, MAX_LINE);
+  const took = performance.now() - start;
+  assert(took < 10_000, `1 MiB in 1-byte reads took ${Math.round(took)} ms`);
+});
+
+Deno.test("parseRequest: JSON with a whole-number id and a method, else an error to send back", () => {
   assertEquals(parseRequest('{"id":3,"method":"status"}'), { id: 3, method: "status", params: {} });
   const notJson = parseRequest("status");
   assert("error" in notJson);
   assertEquals([notJson.id, notJson.error.code], [0, "bad-request"]);
-  const noId = parseRequest('{"method":"status"}');
-  assert("error" in noId && /numeric "id"/.test(noId.error.message));
+  for (const line of ['{"method":"status"}', '{"id":1e400,"method":"status"}', '{"id":1.5}']) {
+    const noId = parseRequest(line);
+    assert("error" in noId && /whole-number "id"/.test(noId.error.message), line);
+    assertEquals(noId.id, 0);
+  }
   const noMethod = parseRequest('{"id":7}');
   assert("error" in noMethod);
   assertEquals(noMethod.id, 7);

@@ -23,6 +23,7 @@ import {
   DEFAULT_MANAGER_PORT,
 } from "../rpc/service.ts";
 import type { KubeApi } from "./api.ts";
+import { readCaBundle } from "./ca_bundle.ts";
 import {
   CA_CONFIGMAP_KEY,
   CA_CONFIGMAP_NAME,
@@ -336,14 +337,18 @@ export async function readManagerCa(api: KubeApi, namespace: string): Promise<st
     }
     throw apiError(error, `read the ConfigMap "${CA_CONFIGMAP_NAME}"`, api.server, namespace);
   }
-  const caPem = configMap?.data?.[CA_CONFIGMAP_KEY];
-  if (typeof caPem !== "string" || !caPem.includes("-----BEGIN CERTIFICATE-----")) {
+  const text = configMap?.data?.[CA_CONFIGMAP_KEY];
+  try {
+    return readCaBundle(typeof text === "string" ? text : "");
+  } catch (cause) {
     throw new DiscoveryError(
-      `the ConfigMap "${namespace}/${CA_CONFIGMAP_NAME}" holds no certificate in ${CA_CONFIGMAP_KEY}`,
+      `the ConfigMap "${namespace}/${CA_CONFIGMAP_NAME}" holds no usable CA in ${CA_CONFIGMAP_KEY}: ${
+        (cause as Error).message
+      }`,
       "Run `vif install` again: it rewrites the ConfigMap.",
+      { cause },
     );
   }
-  return caPem;
 }
 
 /**

@@ -202,7 +202,10 @@ Deno.test("readManagerCa() refuses a ConfigMap without a certificate", async () 
   const api = installed();
   api.objects.set(CONFIGMAP, { data: { "ca.crt": "not a certificate" } });
   const error = await refusal(() => readManagerCa(api, "vif-system"));
-  assertMatch(error.message, /holds no certificate in ca\.crt/);
+  assertMatch(
+    error.message,
+    /^the ConfigMap "vif-system\/traffic-manager-ca" holds no usable CA in ca\.crt: it holds no PEM certificate$/,
+  );
 });
 
 Deno.test("discoverDirectListener() reads the client CA, the manager's CA and the direct port", async () => {

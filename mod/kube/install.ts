@@ -61,7 +61,11 @@ import {
   type V1ServiceAccount,
 } from "@kubernetes/client-node";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/service.ts";
+import {
+  certificateDnsNames,
+  DEFAULT_MANAGER_NAMESPACE,
+  managerServerName,
+} from "../rpc/service.ts";
 import { KubeError } from "./errors.ts";
 import {
   alsoProxyCidrs,
@@ -431,7 +435,8 @@ export function reusableTls(
     const ca = new X509Certificate(material.caPem);
     const name = managerServerName(namespace);
     const notAfter = new Date(cert.validTo);
-    if (cert.checkHost(name) === undefined) {
+    // What clients check: the subjectAltName's DNS names, never the subject's CN.
+    if (!certificateDnsNames(cert.subjectAltName).includes(name)) {
       return { reason: `the certificate does not name "${name}"` };
     }
     if (!cert.verify(ca.publicKey)) return { reason: "the certificate is not signed by ca.crt" };

@@ -234,6 +234,10 @@ class Connection implements WebSocketConnection {
         at = 10;
       }
       if (length > MAX_MESSAGE) return this.#fail("a WebSocket frame over 64 MiB");
+      // RFC 6455 5.5: control frames carry at most 125 bytes and are never fragmented.
+      if ((op === Op.Close || op === Op.Ping || op === Op.Pong) && (length > 125 || !fin)) {
+        return this.#fail("a WebSocket control frame over 125 bytes or fragmented");
+      }
       if (masked) at += 4; // RFC 6455 5.1: servers do not mask; tolerate it anyway.
       if (buf.length < at + length) {
         this.#need = at + length;

@@ -183,6 +183,20 @@ Deno.test("connectWebSocket() fails the connection on a frame of unknown opcode"
   await server.done;
 });
 
+Deno.test("connectWebSocket() fails the connection on a control frame over 125 bytes or fragmented", async () => {
+  for (const bad of [serverFrame(9, pattern(126)), serverFrame(9, pattern(4), false)]) {
+    const server = rawServer(async (conn) => {
+      await conn.write(bad);
+      await new Promise((r) => setTimeout(r, 100));
+    });
+    const ws = await connectWebSocket({ server: server.url, headers: {} }, "/x", {
+      protocols: ["v4.channel.k8s.io"],
+    });
+    assertMatch(await ws.closed, /control frame over 125 bytes or fragmented/);
+    await server.done;
+  }
+});
+
 Deno.test("connectWebSocket() gives a refused upgrade's HTTP status and the API server's message", async () => {
   await withApi(async (t) => {
     t.api.store.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "vif-system" } });

@@ -404,7 +404,8 @@ export async function loadCertificateAuthority(pair: PemKeyPair): Promise<Certif
   let privateKey: CryptoKey;
   try {
     cert = new X509Certificate(pair.certPem);
-    certDer = new Uint8Array(cert.raw);
+    // The certificate alone: X509Certificate takes a block with bytes after it.
+    certDer = firstDerValue(new Uint8Array(cert.raw));
   } catch (cause) {
     throw new SyntaxError("Cannot read the CA certificate: it is not a PEM certificate", { cause });
   }
@@ -422,7 +423,16 @@ export async function loadCertificateAuthority(pair: PemKeyPair): Promise<Certif
     });
   }
   if (!cert.ca) throw new TypeError("Cannot sign with the certificate: it is not a CA's");
-  if (!cert.checkPrivateKey(createPrivateKey(pair.keyPem))) {
+  let belongs: boolean;
+  try {
+    belongs = cert.checkPrivateKey(createPrivateKey(pair.keyPem));
+  } catch (cause) {
+    // WebCrypto read it, node:crypto may not (an encoding it does not support).
+    throw new SyntaxError("Cannot read the CA key: it is not a PKCS #8 P-256 private key", {
+      cause,
+    });
+  }
+  if (!belongs) {
     throw new TypeError("Cannot sign with the CA: the key does not belong to the certificate");
   }
   const spki = new Uint8Array(cert.publicKey.export({ type: "spki", format: "der" }));
@@ -570,6 +580,26 @@ function subjectOf(certDer: Uint8Array): Uint8Array {
     throw new SyntaxError("Cannot read the certificate: no subject");
   }
   return certDer.slice(subject.headerStart, subject.end);
+}
+
+/**
+ * The first DER value of `bytes`, header and contents, without what follows it.
+ *
+ * @throws {SyntaxError} When it is cut short.
+ */
+function firstDerValue(bytes: Uint8Array): Uint8Array {
+  let at = 1;
+  let length = bytes[at++];
+  if (length === undefined) throw new SyntaxError("Cannot read DER: truncated header");
+  if (length & 0x80) {
+    const octets = length & 0x7f;
+    if (octets === 0 || octets > 4) throw new SyntaxError("Cannot read DER: bad length");
+    length = 0;
+    for (let i = 0; i < octets; i++) length = length * 256 + (bytes[at++] ?? NaN);
+  }
+  const end = at + length;
+  if (!(end <= bytes.length)) throw new SyntaxError("Cannot read DER: truncated value");
+  return bytes.slice(0, end);
 }
 
 /**

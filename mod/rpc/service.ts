@@ -109,6 +109,21 @@ export function managerServerName(namespace: string): string {
   return `traffic-manager.${namespace}`;
 }
 
+/**
+ * The DNS names of a certificate's subjectAltName, lower-cased: the names a
+ * client checks the server name against (RFC 6125 6.4.4: never the
+ * subject's CN), so the manager's check of its certificate and `vif
+ * install`'s agree with what clients do.
+ *
+ * @param subjectAltName `X509Certificate.subjectAltName`, e.g. `DNS:a, IP Address:198.18.0.1`.
+ * @returns The DNS names.
+ */
+export function certificateDnsNames(subjectAltName: string | undefined): string[] {
+  return (subjectAltName ?? "").split(/,\s*/).flatMap((entry) =>
+    entry.startsWith("DNS:") ? [entry.slice(4).toLowerCase()] : []
+  );
+}
+
 /** The default namespace of the traffic-manager. */
 export const DEFAULT_MANAGER_NAMESPACE = "vif-system";
 
