@@ -368,3 +368,22 @@ Deno.test("bounds: the client listener will not listen anywhere but loopback", a
     /^Cannot serve clients on "0\.0\.0\.0:0": the client listener is on loopback only$/,
   );
 });
+
+Deno.test("bounds: a Mux call of an unknown session ends at once, and a session holds at most 4", async () => {
+  await withManager({}, async (t, session) => {
+    const stranger = new RawMux(t.client, "no-such-session");
+    await until("the NOT_FOUND", () => stranger.error !== undefined);
+    assertEquals(stranger.error?.code, grpc.status.NOT_FOUND);
+    const calls = [1, 2, 3, 4, 5].map(() => new RawMux(t.client, session));
+    // Each call is started once its first bytes come: open a flow on each.
+    const deaf = deafServer();
+    for (const mux of calls) mux.open(1, deaf.port);
+    await until("the fifth call refused", () => calls.some((c) => c.error !== undefined));
+    const refused = calls.filter((c) => c.error !== undefined);
+    assertEquals(refused.length, 1);
+    assertEquals(refused[0]!.error?.code, grpc.status.RESOURCE_EXHAUSTED);
+    assertEquals(refused[0]!.error?.details, "the session has 4 Mux calls open already");
+    for (const mux of calls) mux.end();
+    deaf.close();
+  });
+});

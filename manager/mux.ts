@@ -41,7 +41,7 @@ import {
   type OpenFrame,
 } from "../mod/rpc/mux.ts";
 import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
-import { shortId } from "./sessions.ts";
+import { type Session, shortId } from "./sessions.ts";
 import type { Usage } from "./limits.ts";
 import { endSocket } from "./tcp_tunnel.ts";
 import {
@@ -65,6 +65,9 @@ export type MuxCall = ServerDuplexStream<Uint8Array, Uint8Array>;
  * make the manager hold, besides the flows' own windows.
  */
 export const OUTBOUND_LIMIT = 8 * 1024 * 1024;
+
+/** The most `Mux` calls one session may have open (vif opens one). */
+const MAX_CALLS_PER_SESSION = 4;
 
 /** The largest UDP datagram (RFC 768: the length field is 16 bits). */
 const MAX_DATAGRAM = 65_535;
@@ -116,6 +119,8 @@ class ManagerMux {
   #readPaused = false;
   /** The client broke a flow's rules: logged once per call, counted always. */
   #violations = 0;
+  /** The session the call belongs to, once started. */
+  #session: Session | undefined;
 
   constructor(call: MuxCall, context: TunnelContext) {
     this.#call = call;
@@ -174,9 +179,24 @@ class ManagerMux {
   start(): void {
     const call = this.#call;
     const session = this.context.sessions.get(this.sessionId);
-    if (session) {
-      this.#unregister = session.onEnd((_end, reason) => this.abort(reason), "stream");
+    // A call belongs to a live session, and a session needs one call (a few at most).
+    if (session === undefined || session.muxCalls >= MAX_CALLS_PER_SESSION) {
+      this.#done = true;
+      this.out.close();
+      call.emit(
+        "error",
+        session === undefined
+          ? { code: status.NOT_FOUND, details: unknownSession(this.sessionId) }
+          : {
+            code: status.RESOURCE_EXHAUSTED,
+            details: `the session has ${MAX_CALLS_PER_SESSION} Mux calls open already`,
+          },
+      );
+      return;
     }
+    session.muxCalls++;
+    this.#unregister = session.onEnd((_end, reason) => this.abort(reason), "stream");
+    this.#session = session;
     this.context.open.add(this);
     call.on("data", (batch: Uint8Array) => {
       try {
@@ -379,6 +399,7 @@ class ManagerMux {
     this.out.close();
     this.stalled.clear();
     this.#unregister();
+    if (this.#session) this.#session.muxCalls--;
     this.context.open.delete(this);
     if (end && !this.#call.cancelled) this.#call.end();
   }

@@ -362,10 +362,12 @@ Deno.test("mux: a closed port is refused, a foreign subnet prohibited, an unknow
       { source: LOCAL, destination: { address: "198.18.0.1", port: 53 } },
       () => {},
     );
-    assertEquals(u.ok ? "ok" : [u.reason, u.message], [
-      "unreachable",
-      'session "0123456789abcdef" is unknown or expired: arrive again',
-    ]);
+    // The call of an unknown session ends at once, and the client arrives again.
+    assertEquals(u.ok ? "ok" : u.reason, "unreachable");
+    assertMatch(
+      u.ok ? "" : u.message ?? "",
+      /session "0123456789abcdef" is unknown or expired: arrive again$/,
+    );
     assertEquals([noSession, d.stats.calls, d.stats.dialFailures], [1, 2, 2]);
     d.close();
   } finally {

@@ -47,6 +47,8 @@ export class Session {
   readonly usage = new Usage();
   /** Its open `WatchClusterInfo` streams. */
   watches = 0;
+  /** Its open `Mux` calls. */
+  muxCalls = 0;
   #lastSeen: number;
   #closers = new Map<SessionCloser, "tunnel" | "stream">();
   #ended = false;

@@ -115,6 +115,7 @@ class MuxConnection {
     sessionId: string,
     stats: MuxStats,
     log: MuxDialerOptions["log"],
+    onNoSession?: () => void,
   ) {
     this.sessionId = sessionId;
     this.#stats = stats;
@@ -136,7 +137,11 @@ class MuxConnection {
     });
     call.on("drain", () => this.#drained());
     // grpc-js emits "error" on every call that ends badly, cancelled ones too.
-    call.on("error", (e: grpc.ServiceError) => this.#lose(`${LOST}: ${e.details || e.message}`));
+    call.on("error", (e: grpc.ServiceError) => {
+      // The manager no longer knows the session: arrive again, as a NO_SESSION result says.
+      if (e.code === grpc.status.NOT_FOUND) onNoSession?.();
+      this.#lose(`${LOST}: ${e.details || e.message}`);
+    });
     call.on("end", () => this.#lose(LOST));
     call.on("close", () => this.#lose(LOST));
   }
@@ -276,7 +281,13 @@ export class MuxDialer implements Dialer {
     // A new session (arrived again) gets a new call; the old one's flows
     // belonged to a session the manager has ended.
     conn?.end("the session changed");
-    this.#conn = new MuxConnection(this.#client, session, this.stats, this.#opts.log);
+    this.#conn = new MuxConnection(
+      this.#client,
+      session,
+      this.stats,
+      this.#opts.log,
+      this.#opts.onNoSession,
+    );
     return this.#conn;
   }
 

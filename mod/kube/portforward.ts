@@ -21,6 +21,7 @@ import type { ApiAccess } from "./api.ts";
 import { KubeApiError } from "./api.ts";
 import { writeAll } from "../net/pipe.ts";
 import { connectWebSocket, type WebSocketConnection } from "./websocket.ts";
+import { PortForwardChannels } from "./port_forward_channels.ts";
 
 /** Where to forward to. */
 export interface PortForwardTarget {
@@ -148,13 +149,15 @@ const READ_SIZE = 256 * 1024;
  * Carries one accepted connection over its own port-forward WebSocket until
  * either side ends.
  *
- * The kubelet's channel protocol: every message starts with its channel byte,
- * 0 data and 1 error for the (single) port; the first message on each is the
- * port number (2 bytes, little-endian), which carries nothing else.
+ * The kubelet's channel protocol (read by {@linkcode PortForwardChannels}):
+ * every message starts with its channel byte, 0 data and 1 error for the
+ * (single) port; the first message on each is the port number (2 bytes,
+ * little-endian). A message that breaks it ends the forward.
  */
 async function forwardOne(
   ws: WebSocketConnection,
   conn: Deno.Conn,
+  port: number,
   onError: (text: string) => void,
   onDrop: () => void,
 ): Promise<void> {
@@ -169,30 +172,25 @@ async function forwardOne(
     }
   };
   // Pod → local socket, in order; a slow local reader pauses the WebSocket.
-  const seenHeader = [false, false];
+  const channels = new PortForwardChannels(port);
   let chain = Promise.resolve();
   let queued = 0;
   let paused = false;
-  const decoder = new TextDecoder();
   ws.onmessage = (message) => {
-    const bytes = typeof message === "string" ? new TextEncoder().encode(message) : message;
-    if (bytes.length === 0) return;
-    const channel = bytes[0]!;
-    const payload = bytes.subarray(1);
-    if (channel > 1) return;
-    if (!seenHeader[channel]) {
-      seenHeader[channel] = true; // The port number: nothing to carry.
+    const m = channels.read(message);
+    if (m.kind === "error") {
+      onError(m.text);
+      closeConn();
       return;
     }
-    if (channel === 1) {
-      const text = decoder.decode(payload).trim();
-      if (text) {
-        onError(text);
-        closeConn();
-      }
+    if (m.kind === "violation") {
+      onError(`the API server broke the port-forward protocol: ${m.reason}`);
+      closeConn();
+      ws.close();
       return;
     }
-    if (closed || payload.length === 0) return;
+    if (m.kind !== "data" || closed) return;
+    const payload = m.bytes;
     queued += payload.length;
     if (queued > PAUSE_AT && !paused) {
       paused = true;
@@ -295,7 +293,7 @@ export async function startPortForwardProxy(
       const aimedAt = target;
       const dropSignal = dropped;
       openPortForward(credentials, aimedAt).then((ws) =>
-        forwardOne(ws, conn, (text) => {
+        forwardOne(ws, conn, aimedAt.port, (text) => {
           lastError = text;
           log(
             "warn",
