@@ -117,7 +117,12 @@ function hostOf(address: string): string[] {
   return [m?.[1] ?? address];
 }
 
-function describeGrpcError(e: unknown, address: string, ns: string): ConnectError {
+function describeGrpcError(
+  e: unknown,
+  address: string,
+  ns: string,
+  withCertificate: boolean,
+): ConnectError {
   const err = e as grpc.ServiceError;
   const detail = String(err?.details ?? err?.message ?? e);
   if (err?.code === grpc.status.PERMISSION_DENIED && /^also_proxy /.test(detail)) {
@@ -155,9 +160,16 @@ function describeGrpcError(e: unknown, address: string, ns: string): ConnectErro
     );
   }
   if (err?.code === grpc.status.DEADLINE_EXCEEDED || err?.code === grpc.status.UNAVAILABLE) {
+    // A direct listener that wants a certificate may just close the connection
+    // (TLS 1.3 checks it after the client thinks the handshake is done).
+    const direct = !address.startsWith("unix:") && !withCertificate;
     return new ConnectError(
       `Cannot reach the traffic-manager at "${address}": ${detail}`,
-      "Check the address and that the manager runs (vif --serve); a firewall may drop the connection.",
+      direct
+        ? "A manager's direct listener asks for a client certificate: pass --client-cert and " +
+          "--client-key (an admin makes them with `vif client-cert NAME`); else check the " +
+          "address and that the manager runs."
+        : "Check the address and that the manager runs (vif --serve); a firewall may drop the connection.",
       { cause: e },
     );
   }
@@ -334,7 +346,12 @@ export class Session {
         this.options.arriveTimeoutMs ?? 10_000,
       );
     } catch (e) {
-      throw describeGrpcError(e, this.options.managerAddress, ns);
+      throw describeGrpcError(
+        e,
+        this.options.managerAddress,
+        ns,
+        this.options.clientCertificate !== undefined,
+      );
     }
   }
 

@@ -227,7 +227,7 @@ export function limitedViewRules(): PolicyRule[] {
  * | ClusterRole | bound by the ClusterRoleBinding of the same name to | grants |
  * | --- | --- | --- |
  * | `cluster-admin` | Group `system:masters` | everything (masters are allowed before RBAC is asked, as in kube-apiserver) |
- * | `system:basic-user` | Group `system:authenticated` | `create` `selfsubjectaccessreviews` and `selfsubjectrulesreviews`: what `kubectl auth can-i` needs |
+ * | `system:basic-user` | Group `system:authenticated` | `create` `selfsubjectaccessreviews` and `selfsubjectrulesreviews` (what `kubectl auth can-i` needs) and `selfsubjectreviews` (`kubectl auth whoami`) |
  * | `limited-view` | the users in `viewers` | see {@linkcode limitedViewRules} |
  *
  * @param options who gets `limited-view`
@@ -247,6 +247,11 @@ export function bootstrapRbac(options: BootstrapRbacOptions = {}): KubeObject[] 
     clusterRole("system:basic-user", [{
       apiGroups: ["authorization.k8s.io"],
       resources: ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+      verbs: ["create"],
+    }, {
+      // Kubernetes 1.28 on: `kubectl auth whoami`.
+      apiGroups: ["authentication.k8s.io"],
+      resources: ["selfsubjectreviews"],
       verbs: ["create"],
     }], true),
     clusterRoleBinding("system:basic-user", "system:basic-user", [{

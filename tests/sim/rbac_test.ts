@@ -345,6 +345,17 @@ Deno.test("startApiServer() with RBAC: 403s in kube-apiserver's words, names fro
       allowed: true,
       reason: `RBAC: allowed by RoleBinding "vif-user/vif-system" of Role "vif-user" to User "dev"`,
     });
+    // Who am I (`kubectl auth whoami`): every authenticated user may ask.
+    const whoami = await callJson(t, "/apis/authentication.k8s.io/v1/selfsubjectreviews", {
+      method: "POST",
+      token: DEV_TOKEN,
+      body: JSON.stringify({ apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" }),
+    });
+    assertEquals(whoami.code, 201);
+    assertEquals(
+      (whoami.body.status as { userInfo: { username: string } }).userInfo.username,
+      "dev",
+    );
     // The bootstrap binding removed, nobody but masters may ask any more.
     store.delete({
       resource: "clusterrolebindings.rbac.authorization.k8s.io",

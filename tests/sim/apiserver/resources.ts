@@ -220,6 +220,15 @@ export const RESOURCES: readonly ResourceInfo[] = [
     verbs: ["create"],
   }),
   res({
+    group: "authentication.k8s.io",
+    version: "v1",
+    resource: "selfsubjectreviews",
+    singular: "selfsubjectreview",
+    kind: "SelfSubjectReview",
+    namespaced: false,
+    verbs: ["create"],
+  }),
+  res({
     group: "discovery.k8s.io",
     version: "v1",
     resource: "endpointslices",

@@ -886,6 +886,15 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
         return watch(req, url, ri, completed);
       case "create": {
         const body = await readJson(req);
+        if (info.kind === "SelfSubjectReview") {
+          // `kubectl auth whoami`: who the request's credentials are.
+          return respond(201, {
+            kind: "SelfSubjectReview",
+            apiVersion: "authentication.k8s.io/v1",
+            metadata: { creationTimestamp: null },
+            status: { userInfo: { username: user.name, groups: user.groups } },
+          });
+        }
         if (info.kind === "SelfSubjectAccessReview") {
           const spec = (isObject(body) && isObject(body.spec) ? body.spec : {}) as Record<
             string,
