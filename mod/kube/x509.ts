@@ -588,7 +588,42 @@ function subjectOf(certDer: Uint8Array): Uint8Array {
  * @throws {SyntaxError} When it is cut short.
  */
 function firstDerValue(bytes: Uint8Array): Uint8Array {
-  let at = 1;
+  return bytes.slice(0, derValue(bytes, 0, bytes.length).end);
+}
+
+/**
+ * The values one after another in `bytes[from, to)`: each one's tag, where
+ * its header starts, and where its contents start and end.
+ *
+ * @throws {SyntaxError} When a length runs past `to` or uses the indefinite form.
+ */
+function derChildren(bytes: Uint8Array, from: number, to: number): DerValue[] {
+  const out = [];
+  for (let at = from; at < to;) {
+    const value = derValue(bytes, at, to);
+    out.push(value);
+    at = value.end;
+  }
+  return out;
+}
+
+/** One DER value's tag, where its header starts, and where its contents start and end. */
+interface DerValue {
+  tag: number;
+  headerStart: number;
+  start: number;
+  end: number;
+}
+
+/**
+ * The value whose header starts at `at`, which must end by `to`. Definite
+ * lengths only, as DER has.
+ *
+ * @throws {SyntaxError} When its length runs past `to` or uses the indefinite form.
+ */
+function derValue(bytes: Uint8Array, at: number, to: number): DerValue {
+  const headerStart = at;
+  const tag = bytes[at++]!;
   let length = bytes[at++];
   if (length === undefined) throw new SyntaxError("Cannot read DER: truncated header");
   if (length & 0x80) {
@@ -598,40 +633,8 @@ function firstDerValue(bytes: Uint8Array): Uint8Array {
     for (let i = 0; i < octets; i++) length = length * 256 + (bytes[at++] ?? NaN);
   }
   const end = at + length;
-  if (!(end <= bytes.length)) throw new SyntaxError("Cannot read DER: truncated value");
-  return bytes.slice(0, end);
-}
-
-/**
- * The values one after another in `bytes[from, to)`: each one's tag, where
- * its header starts, and where its contents start and end. Definite lengths
- * only, as DER has.
- *
- * @throws {SyntaxError} When a length runs past `to` or uses the indefinite form.
- */
-function derChildren(
-  bytes: Uint8Array,
-  from: number,
-  to: number,
-): { tag: number; headerStart: number; start: number; end: number }[] {
-  const out = [];
-  for (let at = from; at < to;) {
-    const headerStart = at;
-    const tag = bytes[at++]!;
-    let length = bytes[at++];
-    if (length === undefined) throw new SyntaxError("Cannot read DER: truncated header");
-    if (length & 0x80) {
-      const octets = length & 0x7f;
-      if (octets === 0 || octets > 4) throw new SyntaxError("Cannot read DER: bad length");
-      length = 0;
-      for (let i = 0; i < octets; i++) length = length * 256 + (bytes[at++] ?? NaN);
-    }
-    const end = at + length;
-    if (!(end <= to)) throw new SyntaxError("Cannot read DER: a value runs past its parent");
-    out.push({ tag, headerStart, start: at, end });
-    at = end;
-  }
-  return out;
+  if (!(end <= to)) throw new SyntaxError("Cannot read DER: a value runs past its parent");
+  return { tag, headerStart, start: at, end };
 }
 
 /** The DER inside a PEM block with `label`. */
