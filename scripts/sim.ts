@@ -21,7 +21,7 @@
 
 import { DENO, Env, ROOT, run } from "../tests/e2e/_env.ts";
 import { debianKubectl } from "../tests/sim/apiserver/_testing.ts";
-import { Sim, SIM_CONTEXT, SIM_LIMITED_CONTEXT } from "../tests/sim/sim.ts";
+import { Sim, SIM_CONTEXT, SIM_DEV_CONTEXT, SIM_LIMITED_CONTEXT } from "../tests/sim/sim.ts";
 
 const STATE = Deno.env.get("VIF_SIM_STATE") ?? "/run/vif-sim";
 const BASE = "vif";
@@ -74,7 +74,9 @@ async function up(): Promise<void> {
   const pid = readPid();
   if (pid && alive(pid)) {
     say(`The simulated cluster is already up (pid ${pid}).`);
-    say(`  kubeconfig: ${KUBECONFIG} (contexts ${SIM_CONTEXT}, ${SIM_LIMITED_CONTEXT})`);
+    say(
+      `  kubeconfig: ${KUBECONFIG} (contexts ${SIM_CONTEXT}, ${SIM_LIMITED_CONTEXT}, ${SIM_DEV_CONTEXT})`,
+    );
     return;
   }
   if ((await leftovers()).length > 0) {
@@ -125,7 +127,9 @@ async function up(): Promise<void> {
     }
   }
   say(`The simulated cluster is up (pid ${readPid()}).`);
-  say(`  kubeconfig: ${KUBECONFIG} (contexts ${SIM_CONTEXT}, ${SIM_LIMITED_CONTEXT})`);
+  say(
+    `  kubeconfig: ${KUBECONFIG} (contexts ${SIM_CONTEXT}, ${SIM_LIMITED_CONTEXT}, ${SIM_DEV_CONTEXT})`,
+  );
   say(`  workstation: network namespace ${WS}`);
   say(`  log: ${LOG}`);
   say(`Try: deno task sim exec -- kubectl get pods -A`);
