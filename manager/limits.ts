@@ -246,6 +246,20 @@ export class Admission {
   }
 
   /**
+   * Tells whether one more session may arrive.
+   *
+   * @param live How many sessions are live now.
+   * @returns `undefined` when it may, else why not (for the client).
+   */
+  takeSession(live: number): string | undefined {
+    if (live < this.limits.sessions) return undefined;
+    return this.#refuse(
+      "sessions",
+      `the traffic-manager has ${this.limits.sessions} sessions, its limit`,
+    );
+  }
+
+  /**
    * Gives back what {@linkcode Admission.take} took.
    *
    * @param kind What.

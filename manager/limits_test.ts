@@ -41,6 +41,12 @@ Deno.test("Admission counts per session and in total, and says which limit refus
   assertEquals(admission.take("udp", b), undefined);
   assertEquals([a.udp, b.udp, admission.total.udp], [1, 2, 3]);
   assertEquals(admission.refused, { udpFlowsPerSession: 1, udpFlows: 1 });
+  assertEquals(admission.takeSession(1023), undefined);
+  assertEquals(
+    admission.takeSession(1024),
+    "the traffic-manager has 1024 sessions, its limit (--max-sessions)",
+  );
+  assertEquals(admission.refused.sessions, 1);
 });
 
 Deno.test("Admission.hold() refuses bytes past a limit and take() refuses TCP flows near it", () => {

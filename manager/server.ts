@@ -407,11 +407,11 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   };
   const addresses: string[] = [];
   let directAddress: string | undefined;
+  let port = 0;
   try {
     // One server per listener kind, so that a call's listener is its server's.
     const client = newServer(state);
     servers.push(client);
-    let port = 0;
     for (const [i, listen] of listens.entries()) {
       // The second loopback listener takes the port the first one got (0 asks for any).
       const at = i > 0 && listen.port === 0 && port !== 0
@@ -452,8 +452,6 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     await stopAll();
     throw error;
   }
-  const first = listens[0]!;
-  const port = Number(/:(\d+)$/.exec(addresses[0]!)![1]);
 
   const findOwnService = discovery === undefined
     ? undefined
@@ -512,7 +510,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   serving = true;
   return {
     address: addresses[0]!,
-    hostname: first.host,
+    hostname: listens[0]!.host,
     port,
     addresses,
     directAddress,
