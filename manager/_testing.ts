@@ -1,7 +1,7 @@
 /**
  * Test helpers of the manager's tests: a manager served in-process on a random
  * loopback port with test certificates, a real grpc-js client over TLS, and a
- * tunnel wrapper that reads messages one by one.
+ * reader of a stream's messages one by one.
  *
  * @module
  */
@@ -9,7 +9,6 @@
 import grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
-import { parseAddress } from "../mod/net/address.ts";
 import {
   ArriveRequestSchema,
   type ArriveResponse,
@@ -17,13 +16,10 @@ import {
   type ClusterInfo,
   create,
   DialResult_Code,
-  DNSRequestSchema,
   ManagerService,
   Protocol,
   type SessionRef,
   SessionRefSchema,
-  type TunnelMessage,
-  TunnelMessageSchema,
   type VersionInfo,
   VersionRequestSchema,
 } from "../mod/rpc/service.ts";
@@ -36,9 +32,7 @@ export interface TestClient extends grpc.Client {
   arrive: UnaryMethod;
   remain: UnaryMethod;
   depart: UnaryMethod;
-  resolveDNS: UnaryMethod;
   watchClusterInfo(request: unknown): grpc.ClientReadableStream<ClusterInfo>;
-  tunnel(): grpc.ClientDuplexStream<TunnelMessage, TunnelMessage>;
   mux(metadata: grpc.Metadata): grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
 }
 
@@ -83,7 +77,6 @@ const REQUESTS = {
   arrive: ArriveRequestSchema,
   remain: SessionRefSchema,
   depart: SessionRefSchema,
-  resolveDNS: DNSRequestSchema,
 } as const;
 
 /**
@@ -97,7 +90,7 @@ const REQUESTS = {
  */
 export function call<T>(
   client: TestClient,
-  method: "version" | "arrive" | "remain" | "depart" | "resolveDNS",
+  method: "version" | "arrive" | "remain" | "depart",
   request: Record<string, unknown>,
   timeoutMs = 5000,
 ): Promise<T> {
@@ -253,80 +246,6 @@ export class StreamReader<T> {
       if ((await this.next(timeoutMs)) === undefined) break;
     }
   }
-}
-
-/** An open tunnel, from the client's side. */
-export interface TestTunnel {
-  call: grpc.ClientDuplexStream<TunnelMessage, TunnelMessage>;
-  reader: StreamReader<TunnelMessage>;
-  code: DialResult_Code;
-  message: string;
-}
-
-/**
- * Opens a tunnel and waits for its dial result.
- *
- * @param client The client.
- * @param sessionId The session.
- * @param protocol TCP, UDP or ICMP.
- * @param address The destination address.
- * @param port The destination port.
- * @param dialTimeoutMs The dial timeout to ask for.
- * @returns The tunnel and its dial result.
- */
-export async function openTunnel(
-  client: TestClient,
-  sessionId: string,
-  protocol: Protocol,
-  address: string,
-  port: number,
-  dialTimeoutMs = 0,
-): Promise<TestTunnel> {
-  const call = client.tunnel();
-  const reader = new StreamReader<TunnelMessage>(call);
-  call.write(create(TunnelMessageSchema, {
-    kind: {
-      case: "open",
-      value: {
-        sessionId,
-        protocol,
-        source: { ip: parseAddress("240.0.0.2")!, port: 40000 },
-        destination: { ip: parseAddress(address)!, port },
-        dialTimeoutMs,
-      },
-    },
-  }));
-  const first = await reader.next();
-  if (first?.kind.case !== "dialResult") {
-    throw new Error(`Expected a dial result, got ${first?.kind.case ?? reader.error?.message}`);
-  }
-  return { call, reader, code: first.kind.value.code, message: first.kind.value.message };
-}
-
-/**
- * A data message.
- *
- * @param bytes The payload.
- * @returns The message.
- */
-export function data(bytes: Uint8Array | string): TunnelMessage {
-  const value = typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes;
-  return create(TunnelMessageSchema, { kind: { case: "data", value } });
-}
-
-/** A half_close message. */
-export const HALF_CLOSE: TunnelMessage = create(TunnelMessageSchema, {
-  kind: { case: "halfClose", value: {} },
-});
-
-/**
- * A close message.
- *
- * @param reason Empty for a normal close.
- * @returns The message.
- */
-export function closeMessage(reason = ""): TunnelMessage {
-  return create(TunnelMessageSchema, { kind: { case: "close", value: { reason } } });
 }
 
 export { DialResult_Code, Protocol, type VersionInfo };

@@ -1,7 +1,7 @@
 /**
  * The DNS forwarder against a real `dnsmasq` on 127.0.0.1 and a random port
  * (started and stopped by the test, by its pid), directly and through the
- * manager's `ResolveDNS`: an A record over UDP, a TXT answer too large for
+ * manager's DNS frames on the `Mux` call: an A record over UDP, a TXT answer too large for
  * 512 bytes that comes back truncated and is fetched again over TCP, the
  * client's ID kept, retries and timeouts.
  *
@@ -11,9 +11,9 @@
 import { Buffer } from "node:buffer";
 import dgram from "node:dgram";
 import * as dp from "dns-packet";
-import grpc from "@grpc/grpc-js";
 import { assert, assertEquals, assertMatch, assertRejects } from "../tests/_assert.ts";
-import { call, startManager } from "./_testing.ts";
+import { startManager } from "./_testing.ts";
+import { MuxDialer } from "../mod/daemon/mux_dialer.ts";
 import { DnsForwarder, DnsForwardError, parseServer } from "./dns_forwarder.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -222,48 +222,41 @@ Deno.test("parseServer() takes host, host:port and bracketed IPv6", () => {
   }
 });
 
-Deno.test("ResolveDNS forwards raw queries through the manager to the cluster DNS", async () => {
+Deno.test("a DNS frame on the Mux call goes through the manager to the cluster DNS, over TCP when truncated", async () => {
   const dnsmasq = await startDnsmasq();
   const t = await startManager({ dnsUpstream: dnsmasq.server });
+  const session = await t.arrive();
+  const dialer = new MuxDialer(t.client, { sessionId: () => session });
   try {
-    const session = await t.arrive();
-    const small = await call<{ message: Uint8Array }>(t.client, "resolveDNS", {
-      sessionId: session,
-      message: query("web.shop.svc.cluster.local", "A", 99),
-    });
-    const answer = decode(small.message);
+    const small = await dialer.resolveDns(query("web.shop.svc.cluster.local", "A", 99));
+    const answer = decode(small);
     assertEquals([answer.id, answer.answers[0].data], [99, "198.18.1.2"]);
-    const big = await call<{ message: Uint8Array }>(t.client, "resolveDNS", {
-      sessionId: session,
-      message: query("big.shop.svc.cluster.local", "TXT"),
-    });
-    assertEquals(decode(big.message).answers[0].data.length, BIG_TXT.length);
-    const bad = await assertRejects(() =>
-      call(t.client, "resolveDNS", { sessionId: session, message: new Uint8Array(3) })
-    );
-    assertEquals((bad as grpc.ServiceError).code, grpc.status.INVALID_ARGUMENT);
+    const big = await dialer.resolveDns(query("big.shop.svc.cluster.local", "TXT"));
+    assertEquals(decode(big).answers[0].data.length, BIG_TXT.length);
+    const bad = await assertRejects(() => dialer.resolveDns(new Uint8Array(3)));
+    assertMatch(bad.message, /DNS query of 3 bytes is not 12–65535 bytes long/);
     assertEquals(t.manager.stats.dnsAnswered, 2);
   } finally {
+    dialer.close();
     await t.close();
     await dnsmasq.stop();
   }
 });
 
-Deno.test("ResolveDNS fails UNAVAILABLE, naming the server, when the cluster DNS is silent", async () => {
+Deno.test("a DNS frame fails, naming the server, when the cluster DNS is silent", async () => {
   const silent = dgram.createSocket("udp4");
   await new Promise<void>((resolve) => silent.bind(0, "127.0.0.1", resolve));
   const t = await startManager({
     dnsUpstream: `127.0.0.1:${silent.address().port}`,
     dnsTimeoutMs: 50,
   });
+  const session = await t.arrive();
+  const dialer = new MuxDialer(t.client, { sessionId: () => session });
   try {
-    const session = await t.arrive();
-    const error = await assertRejects(() =>
-      call(t.client, "resolveDNS", { sessionId: session, message: query("x.test", "A") })
-    );
-    assertEquals((error as grpc.ServiceError).code, grpc.status.UNAVAILABLE);
+    const error = await assertRejects(() => dialer.resolveDns(query("x.test", "A")));
     assertMatch(error.message, /did not answer in 2 × 50 ms/);
   } finally {
+    dialer.close();
     await t.close();
     silent.close();
   }

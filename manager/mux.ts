@@ -1,8 +1,8 @@
 /**
  * One `Mux` call: every TCP connection, UDP flow and ping of a session as
  * frames on one stream (framing in `mod/rpc/mux.ts`, rules in
- * docs/protocol.md). The same checks and dials as `Tunnel` (tunnel.ts), with
- * flow control per flow by credit instead of per HTTP/2 stream:
+ * docs/protocol.md), dialed through `dial.ts`, with flow control per flow by
+ * credit:
  *
  * - cluster → client: a socket is read while the flow has credit (the window
  *   the client gave, topped up by its WINDOW frames) and grpc-js is not
@@ -43,18 +43,20 @@ import {
 import { DialResult_Code, MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
 import { type Session, shortId } from "./sessions.ts";
 import type { Usage } from "./limits.ts";
-import { endSocket } from "./tcp_tunnel.ts";
 import {
   admit,
   type Admitted,
   countDial,
+  DatagramSender,
   dialAdmitted,
   dropDialed,
+  endSocket,
+  type FlowContext,
+  IdleTimer,
   sessionEnded,
-  type TunnelContext,
+  UDP_BUFFER_LIMIT,
   unknownSession,
-} from "./tunnel.ts";
-import { DatagramSender, IdleTimer, UDP_BUFFER_LIMIT } from "./udp_tunnel.ts";
+} from "./dial.ts";
 
 /** A server-side `Mux` call. */
 export type MuxCall = ServerDuplexStream<Uint8Array, Uint8Array>;
@@ -96,13 +98,13 @@ interface Flow {
  * @param call The call; its metadata names the session.
  * @param context The manager's sessions, policy and settings.
  */
-export function handleMux(call: MuxCall, context: TunnelContext): void {
+export function handleMux(call: MuxCall, context: FlowContext): void {
   new ManagerMux(call, context).start();
 }
 
 class ManagerMux {
   readonly out: FrameWriter;
-  readonly context: TunnelContext;
+  readonly context: FlowContext;
   readonly sessionId: string;
   readonly flows = new Map<number, Flow>();
   /** Sockets paused because grpc-js holds more than it can send. */
@@ -122,7 +124,7 @@ class ManagerMux {
   /** The session the call belongs to, once started. */
   #session: Session | undefined;
 
-  constructor(call: MuxCall, context: TunnelContext) {
+  constructor(call: MuxCall, context: FlowContext) {
     this.#call = call;
     this.context = context;
     this.sessionId = String(call.metadata.get(MUX_SESSION_HEADER)[0] ?? "");

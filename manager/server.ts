@@ -26,8 +26,6 @@ import {
   DEFAULT_MANAGER_NAMESPACE,
   DEFAULT_MANAGER_PORT,
   DepartResponseSchema,
-  type DNSRequest,
-  DNSResponseSchema,
   FEATURE_MUX,
   managerServerName,
   ManagerService,
@@ -55,7 +53,7 @@ import {
 } from "./tls.ts";
 import { Admission, type Limits, resolveLimits } from "./limits.ts";
 import { type Health, startHealth } from "./health.ts";
-import { handleTunnel, type TunnelCall, type TunnelContext } from "./tunnel.ts";
+import type { FlowContext } from "./dial.ts";
 import { handleMux, type MuxCall } from "./mux.ts";
 
 /** The name `Version` answers with. */
@@ -122,7 +120,7 @@ export interface ServeOptions {
   dnsTimeoutMs?: number;
   /** Dial any destination, not only the cluster's subnets (never the refused ranges: policy.ts). */
   allowAnyDestination?: boolean;
-  /** The dial timeout when a tunnel asks for none, in ms. Default 5000. */
+  /** The dial timeout when an OPEN asks for none, in ms. Default 5000. */
   dialTimeoutMs?: number;
   /** How often clients should send a heartbeat, in ms. Default 5000. */
   heartbeatIntervalMs?: number;
@@ -130,14 +128,8 @@ export interface ServeOptions {
   sessionTtlMs?: number;
   /** How often expired sessions are swept, in ms; 0 for never (tests call `sweep()`). Default 1000. */
   sweepIntervalMs?: number;
-  /** How long a UDP tunnel lives without a datagram, in ms. Default 60000. */
+  /** How long a UDP flow lives without a datagram, in ms. Default 60000. */
   udpIdleTimeoutMs?: number;
-  /**
-   * Serve the `Mux` call (every flow of a session on one stream) and announce
-   * it in `ArriveResponse.features`. Default true; false leaves clients to one
-   * `Tunnel` call per flow.
-   */
-  mux?: boolean;
   /** The ping program; `null` for none; looked up on `PATH` when absent. */
   pingProgram?: string | null;
   /** The clock for sessions, in ms. Default `Date.now`. */
@@ -190,7 +182,7 @@ export interface ManagerHandle {
    * @returns How many expired.
    */
   sweep(): number;
-  /** Ends every session and tunnel and stops serving. Safe to call twice. */
+  /** Ends every session and flow and stops serving. Safe to call twice. */
   close(): Promise<void>;
 }
 
@@ -358,9 +350,8 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     stats,
     forwarder,
     heartbeatIntervalMs: durations.heartbeatIntervalMs,
-    mux: options.mux ?? true,
     policy: () => policy,
-    tunnels: {
+    flows: {
       sessions,
       policy: () => policy,
       stats,
@@ -494,14 +485,14 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   }
   if (options.allowAnyDestination) {
     log(
-      "manager: warning: --allow-any-destination: tunnels may go anywhere but the refused ranges",
+      "manager: warning: --allow-any-destination: flows may go anywhere but the refused ranges",
     );
   } else if (info.podSubnets.length + info.serviceSubnets.length === 0) {
     log(
       discovery === undefined
-        ? "manager: warning: no pod or service subnets: every tunnel but to the DNS server is " +
+        ? "manager: warning: no pod or service subnets: every flow but to the DNS server is " +
           "refused (pass --pod-cidr and --service-cidr)"
-        : "manager: warning: no pod or service subnets yet: every tunnel but to the DNS server " +
+        : "manager: warning: no pod or service subnets yet: every flow but to the DNS server " +
           "is refused until discovery finds them",
     );
   }
@@ -528,8 +519,8 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
         await discovery?.close();
         unsubscribe();
         const count = sessions.endAll("the traffic-manager is stopping");
-        for (const tunnel of [...state.tunnels.open]) {
-          tunnel.abort("the traffic-manager is stopping");
+        for (const call of [...state.flows.open]) {
+          call.abort("the traffic-manager is stopping");
         }
         forwarder?.close();
         await Promise.all(servers.map((server) => shutdown(server, 1000)));
@@ -628,9 +619,7 @@ interface ServerState {
   stats: ManagerStats;
   forwarder: DnsForwarder | undefined;
   heartbeatIntervalMs: number;
-  tunnels: TunnelContext;
-  /** Serve the Mux call and announce it. */
-  mux: boolean;
+  flows: FlowContext;
   /** The destination policy as of now: it also decides what `also_proxy` may ask. */
   policy(): DestinationPolicy;
 }
@@ -691,18 +680,12 @@ function implementation(state: ServerState): UntypedServiceImplementation {
         }
         alsoProxy.push(subnet);
       }
-      const { limits } = state.tunnels.admission;
-      if (
-        sessions.size >= limits.sessions && sessions.sweep() >= 0 &&
-        sessions.size >= limits.sessions
-      ) {
-        state.tunnels.admission.refused.sessions = (state.tunnels.admission.refused.sessions ?? 0) +
-          1;
-        callback({
-          code: status.RESOURCE_EXHAUSTED,
-          details:
-            `the traffic-manager has ${limits.sessions} sessions, its limit (--max-sessions)`,
-        });
+      // Sessions past their TTL that no sweep has removed yet do not count.
+      const { admission } = state.flows;
+      if (sessions.size >= admission.limits.sessions) sessions.sweep();
+      const full = admission.takeSession(sessions.size);
+      if (full !== undefined) {
+        callback({ code: status.RESOURCE_EXHAUSTED, details: full });
         return;
       }
       const session = sessions.arrive({
@@ -721,7 +704,7 @@ function implementation(state: ServerState): UntypedServiceImplementation {
           clusterInfo: toClusterInfoMessage(clusterInfo.current),
           heartbeatIntervalMs: state.heartbeatIntervalMs,
           sessionTtlMs: sessions.ttlMs,
-          features: state.mux ? [FEATURE_MUX] : [],
+          features: [FEATURE_MUX],
         }),
       );
     },
@@ -754,34 +737,8 @@ function implementation(state: ServerState): UntypedServiceImplementation {
       callback(null, create(DepartResponseSchema, {}));
     },
 
-    tunnel(call: TunnelCall) {
-      handleTunnel(call, state.tunnels);
-    },
-
     mux(call: MuxCall) {
-      if (state.mux) handleMux(call, state.tunnels);
-      else call.emit("error", { code: status.UNIMPLEMENTED, details: "Mux is turned off" });
-    },
-
-    resolveDNS(call: ServerUnaryCall<DNSRequest, unknown>, callback: sendUnaryData<unknown>) {
-      const session = sessions.get(call.request.sessionId);
-      if (session === undefined) return callback(noSession(call.request.sessionId));
-      const { admission } = state.tunnels;
-      const refused = admission.take("dns", session.usage);
-      if (refused !== undefined) {
-        return callback({ code: status.RESOURCE_EXHAUSTED, details: refused });
-      }
-      state.tunnels.resolveDns(call.request.message).then(
-        (message) => callback(null, create(DNSResponseSchema, { message })),
-        (error: Error) => {
-          const code = error instanceof RangeError
-            ? status.INVALID_ARGUMENT
-            : error instanceof DnsForwardError
-            ? status.UNAVAILABLE
-            : status.INTERNAL;
-          callback({ code, details: error.message });
-        },
-      ).finally(() => admission.give("dns", session.usage));
+      handleMux(call, state.flows);
     },
   };
 }

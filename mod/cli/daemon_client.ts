@@ -130,7 +130,7 @@ export async function startDaemon(options: StartDaemonOptions): Promise<ControlC
       );
     }
     io.stderr("vif: starting the daemon as root (sudo)\n");
-    argv = [sudo, "--preserve-env=KUBECONFIG,HOME,VIF_DEBUG,VIF_MUX", "--", ...argv];
+    argv = [sudo, "--preserve-env=KUBECONFIG,HOME,VIF_DEBUG", "--", ...argv];
   }
   let status: Deno.CommandStatus;
   try {

@@ -159,10 +159,7 @@ export function formatStatus(s: StatusDocument): string[] {
   if (c.context) add("Context", `${c.context} (${c.cluster})`);
   add("Namespace", c.namespace);
   add("Manager", `${c.manager.version} at ${where(c)}`);
-  add(
-    "Tunnel",
-    c.manager.tunnel === "mux" ? "one gRPC stream for every flow (mux)" : "a gRPC call per flow",
-  );
+  add("Tunnel", "one gRPC stream for every flow (mux)");
   if (c.tun) add("TUN", `${c.tun.name}, MTU ${c.tun.mtu}, ${c.tun.addresses.join(" ")}`);
   for (const [i, r] of c.subnets.routed.entries()) {
     add(i === 0 ? "Routed" : "", `${r.cidr.padEnd(18)} ${r.source}`);

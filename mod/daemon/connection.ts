@@ -70,8 +70,8 @@ export interface ConnectionStatus {
     address: string;
     pod: string | null;
     via: "port-forward" | "direct";
-    /** How flows travel: all on one `Mux` call, or a `Tunnel` call each. */
-    tunnel: "mux" | "calls";
+    /** How flows travel: all on one `Mux` call. */
+    tunnel: "mux";
   };
   sessionId: string;
   tun: { name: string; mtu: number; addresses: string[] } | null;
@@ -369,7 +369,7 @@ export class Connection {
           : s.options.managerAddress,
         pod: this.#kube?.proxy.target.pod ?? null,
         via: this.#kube ? "port-forward" : "direct",
-        tunnel: s.usesMux ? "mux" : "calls",
+        tunnel: "mux",
       },
       sessionId: s.id,
       tun: stack

@@ -76,7 +76,7 @@ function parseSubnets(list: string[]): Cidr[] {
 /**
  * Sets up or updates DNS for `info`.
  *
- * @param session the session (for ResolveDNS and for undoing on close)
+ * @param session the session (for cluster DNS queries and for undoing on close)
  * @param info the cluster info just received
  * @param options addresses, namespace, state dir
  * @throws {Error} when the DNS server cannot bind or the OS cannot be configured

@@ -15,7 +15,6 @@ import {
   create,
   managerServerName,
   ManagerService,
-  type TunnelMessage,
   type VersionInfo,
 } from "../rpc/service.ts";
 
@@ -30,14 +29,7 @@ export interface ManagerClient extends grpc.Client {
   ): void;
   remain(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<unknown>): void;
   depart(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<unknown>): void;
-  resolveDNS(
-    req: unknown,
-    md: grpc.Metadata,
-    opts: grpc.CallOptions,
-    cb: Callback<{ message: Uint8Array }>,
-  ): void;
   watchClusterInfo(req: unknown): grpc.ClientReadableStream<ClusterInfo>;
-  tunnel(): grpc.ClientDuplexStream<TunnelMessage, TunnelMessage>;
   mux(metadata: grpc.Metadata): grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
 }
 
@@ -90,7 +82,7 @@ export function createManagerClient(options: ManagerClientOptions): ManagerClien
  */
 export function unary<T>(
   client: ManagerClient,
-  method: "version" | "arrive" | "remain" | "depart" | "resolveDNS",
+  method: "version" | "arrive" | "remain" | "depart",
   request: unknown,
   timeoutMs: number,
 ): Promise<T> {

@@ -29,6 +29,7 @@ import type {
   ByteStream,
   DatagramFlow,
   Dialer,
+  DialFailure,
   DialRequest,
   DialResult,
   PingRequest,
@@ -55,7 +56,6 @@ import {
   MUX_SESSION_HEADER,
   UDP_BUFFER_LIMIT,
 } from "../rpc/service.ts";
-import { dialFailure, type GrpcDialerOptions, type TunnelStats } from "./grpc_dialer.ts";
 
 type MuxCall = ClientDuplexStream<Uint8Array, Uint8Array>;
 
@@ -65,14 +65,27 @@ export interface MuxClient {
   mux(metadata: grpc.Metadata): MuxCall;
 }
 
-/** Options of {@linkcode MuxDialer}: those of the per-call dialer, and the flow window. */
-export interface MuxDialerOptions extends GrpcDialerOptions {
+/** Options of {@linkcode MuxDialer}. */
+export interface MuxDialerOptions {
+  /** The session the flows belong to. */
+  sessionId: () => string;
+  /** Dial timeout asked of the manager, in ms (default: the manager's). */
+  dialTimeoutMs?: number;
+  /** Log sink. */
+  log?: (level: "debug" | "info" | "warn", message: string) => void;
+  /** Called when the manager says the session is gone (the session should arrive again). */
+  onNoSession?: () => void;
   /** The window given to the manager per TCP flow (default {@linkcode FLOW_WINDOW}). */
   window?: number;
 }
 
-/** Mux counters: the per-call dialer's, and how many calls were opened. */
-export interface MuxStats extends TunnelStats {
+/** The dialer's counters. */
+export interface MuxStats {
+  tcpOpen: number;
+  udpOpen: number;
+  bytesToCluster: number;
+  bytesFromCluster: number;
+  dialFailures: number;
   /** Mux calls opened since start. */
   calls: number;
   /** Frames from the manager that broke the protocol (each reset its flow or ended the call). */
@@ -95,6 +108,25 @@ interface Flow {
 }
 
 const LOST = "the tunnel to the traffic-manager was lost";
+
+/**
+ * What a manager's dial result code means for the app.
+ *
+ * @param code a failed dial's code
+ * @returns the failure the router turns into a RST, an ICMP error or silence
+ */
+export function dialFailure(code: DialResult_Code): DialFailure {
+  switch (code) {
+    case DialResult_Code.REFUSED:
+      return "refused";
+    case DialResult_Code.TIMEOUT:
+      return "timeout";
+    case DialResult_Code.PROHIBITED:
+      return "prohibited";
+    default:
+      return "unreachable";
+  }
+}
 
 /** One Mux call and its flows. */
 class MuxConnection {
@@ -429,8 +461,8 @@ export class MuxDialer implements Dialer {
   }
 
   /**
-   * Asks the cluster's DNS server through the manager, as `ResolveDNS` does,
-   * but as two frames on the Mux call instead of a gRPC call each.
+   * Asks the cluster's DNS server through the manager (no search path, TCP
+   * when truncated): a DNS frame out, and its answer on the same id.
    *
    * @param query a DNS query, wire format
    * @param timeoutMs how long to wait for the answer

@@ -13,12 +13,10 @@ import {
   type ArriveResponse,
   type ClusterInfo,
   DEFAULT_MANAGER_NAMESPACE,
-  DNSRequestSchema,
   FEATURE_MUX,
   SessionRefSchema,
 } from "../rpc/service.ts";
 import { create, createManagerClient, grpc, type ManagerClient, unary } from "./manager_client.ts";
-import { GrpcDialer } from "./grpc_dialer.ts";
 import { MuxDialer } from "./mux_dialer.ts";
 import type { Dialer } from "../net/dialer.ts";
 import { type Stack, startStack } from "./stack.ts";
@@ -184,12 +182,9 @@ function describeGrpcError(
 export class Session {
   readonly client: ManagerClient;
   readonly options: SessionOptions;
-  /** Opens the router's flows: over the Mux call when the manager offers it, else a call each. */
+  /** Opens the router's flows, all on the session's one Mux call. */
   readonly dialer: Dialer;
-  #calls: GrpcDialer;
   #mux: MuxDialer;
-  /** `VIF_MUX=0` was not set; read once, not on every dial. */
-  #muxAllowed = Deno.env.get("VIF_MUX") !== "0";
   readonly startedAt = Date.now();
   #log: Log;
   #sessionId = "";
@@ -217,45 +212,24 @@ export class Session {
       managerNamespace: options.managerNamespace ?? DEFAULT_MANAGER_NAMESPACE,
       ...(options.clientCertificate ? { clientCertificate: options.clientCertificate } : {}),
     });
-    const tunnels = {
+    this.#mux = new MuxDialer(this.client, {
       sessionId: () => this.#sessionId,
       log: this.#log,
       onNoSession: () => this.#rearrive(),
-    };
-    this.#calls = new GrpcDialer(this.client, tunnels);
-    this.#mux = new MuxDialer(this.client, tunnels);
-    const pick = (): Dialer => this.usesMux ? this.#mux : this.#calls;
-    this.dialer = {
-      dialTcp: (req) => pick().dialTcp(req),
-      dialUdp: (req, deliver) => pick().dialUdp(req, deliver),
-      ping: (req) => pick().ping(req),
-    };
+    });
+    this.dialer = this.#mux;
   }
 
   /**
-   * Answers a DNS query with the cluster's DNS server, through the manager:
-   * on the Mux call when flows use it, else with a `ResolveDNS` call.
+   * Answers a DNS query with the cluster's DNS server, through the manager,
+   * as two frames on the Mux call.
    *
    * @param query a DNS query, wire format
    * @returns the answer
    * @throws {Error} when the manager could not answer
    */
   resolveDns(query: Uint8Array): Promise<Uint8Array> {
-    if (this.usesMux) return this.#mux.resolveDns(query, DNS_TIMEOUT_MS);
-    return unary<{ message: Uint8Array }>(
-      this.client,
-      "resolveDNS",
-      create(DNSRequestSchema, { sessionId: this.#sessionId, message: query }),
-      DNS_TIMEOUT_MS,
-    ).then((r) => r.message);
-  }
-
-  /**
-   * Whether flows travel over one Mux call (the manager offers it, and
-   * `VIF_MUX=0` does not turn it off) rather than one Tunnel call each.
-   */
-  get usesMux(): boolean {
-    return this.#muxAllowed && (this.#arrive?.features.includes(FEATURE_MUX) ?? false);
+    return this.#mux.resolveDns(query, DNS_TIMEOUT_MS);
   }
 
   /** The session id the manager gave. */
@@ -362,7 +336,8 @@ export class Session {
     this.#arrive = arrive;
     this.#sessionId = arrive.sessionId;
     this.#lastHeard = Date.now();
-    if (compareVersions(arrive.managerVersion, MIN_MANAGER_VERSION) < 0) {
+    const tooOld = !arrive.features.includes(FEATURE_MUX);
+    if (tooOld || compareVersions(arrive.managerVersion, MIN_MANAGER_VERSION) < 0) {
       throw new ConnectError(
         `the traffic-manager is version ${
           arrive.managerVersion || "(unknown)"
@@ -421,9 +396,7 @@ export class Session {
       "info",
       `session: ${this.#sessionId.slice(0, 8)} connected; routes ${
         this.routes.join(" ")
-      } via ${this.#stack.device.name}; flows over ${
-        this.usesMux ? "one Mux call" : "a Tunnel call each"
-      }`,
+      } via ${this.#stack.device.name}; flows over one Mux call`,
     );
   }
 

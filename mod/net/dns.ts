@@ -494,7 +494,7 @@ export interface DnsInterceptorOptions extends DnsClusterInfo {
   /** Suffixes never answered by the cluster (`--dns-exclude`); they win over every other rule. */
   exclude?: string[];
   /**
-   * Asks the cluster's DNS server (the manager's ResolveDNS). It must settle:
+   * Asks the cluster's DNS server (the manager, as DNS frames on the Mux call). It must settle:
    * give the call a deadline. A rejection is answered with SERVFAIL.
    */
   resolveCluster: DnsResolve;

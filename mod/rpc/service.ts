@@ -16,11 +16,8 @@ import {
   ArriveResponseSchema,
   ClusterInfoSchema,
   DepartResponseSchema,
-  DNSRequestSchema,
-  DNSResponseSchema,
   RemainResponseSchema,
   SessionRefSchema,
-  TunnelMessageSchema,
   VersionInfoSchema,
   VersionRequestSchema,
 } from "./gen/vif/v1/manager_pb.ts";
@@ -58,8 +55,6 @@ export const ManagerService = {
   watchClusterInfo: method("WatchClusterInfo", SessionRefSchema, ClusterInfoSchema, false, true),
   remain: method("Remain", SessionRefSchema, RemainResponseSchema, false, false),
   depart: method("Depart", SessionRefSchema, DepartResponseSchema, false, false),
-  tunnel: method("Tunnel", TunnelMessageSchema, TunnelMessageSchema, true, true),
-  resolveDNS: method("ResolveDNS", DNSRequestSchema, DNSResponseSchema, false, false),
   /** `MuxBatch` bytes pass through untouched: the frames inside are the mux framing's (mux.ts). */
   mux: {
     path: "/vif.v1.Manager/Mux",
@@ -73,16 +68,16 @@ export const ManagerService = {
   } as MethodDefinition<Uint8Array, Uint8Array>,
 } as const;
 
-/** The `ArriveResponse.features` entry of a manager that serves the `Mux` call. */
+/** The `ArriveResponse.features` entry of the `Mux` call, which every manager serves and announces. */
 export const FEATURE_MUX = "mux";
 
 /** The metadata key that carries the session id of a `Mux` call. */
 export const MUX_SESSION_HEADER = "vif-session-id";
 
 /**
- * The gRPC channel options both sides use: large messages (a tunnel data
- * message carries up to 256 KiB), and HTTP/2 windows sized for throughput
- * rather than the 64 KiB defaults.
+ * The gRPC channel options both sides use: large messages (a `MuxBatch`
+ * carries up to 1 MiB of frames and one frame more), and HTTP/2 windows
+ * sized for throughput rather than the 64 KiB defaults.
  */
 export const CHANNEL_OPTIONS = {
   "grpc.max_receive_message_length": 4 * 1024 * 1024,
@@ -94,7 +89,7 @@ export const CHANNEL_OPTIONS = {
   "grpc.http2.max_frame_size": 1024 * 1024 - 1,
 } as const;
 
-/** The largest data chunk a tunnel sends in one message. */
+/** The largest data chunk a flow sends in one DATA frame. */
 export const MAX_CHUNK = 256 * 1024;
 
 /**

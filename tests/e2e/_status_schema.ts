@@ -36,7 +36,7 @@ const CONNECTION: Shape = {
         address: S,
         pod: nullable(S),
         via: { enum: ["port-forward", "direct"] },
-        tunnel: { enum: ["mux", "calls"] },
+        tunnel: { enum: ["mux"] },
       },
     },
     sessionId: S,

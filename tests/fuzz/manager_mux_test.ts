@@ -21,7 +21,7 @@ import { Admission, resolveLimits } from "../../manager/limits.ts";
 import type { DestinationPolicy } from "../../manager/policy.ts";
 import { SessionTable } from "../../manager/sessions.ts";
 import { ManagerStats } from "../../manager/stats.ts";
-import type { TunnelContext } from "../../manager/tunnel.ts";
+import type { FlowContext } from "../../manager/dial.ts";
 import {
   encodeClose,
   encodeOpen,
@@ -158,7 +158,7 @@ async function check(setup: Setup, input: Uint8Array): Promise<void> {
     bufferedPerSession: 16_384,
     buffered: 32_768,
   }));
-  const context: TunnelContext = {
+  const context: FlowContext = {
     sessions,
     policy: () => policy,
     stats,

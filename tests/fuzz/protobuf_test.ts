@@ -82,7 +82,6 @@ function check(input: Uint8Array): void {
 }
 
 function seeds(): Uint8Array[] {
-  const ip = new Uint8Array([198, 18, 0, 10]);
   const messages: [DescMessage, Record<string, unknown>][] = [
     [pb.VersionRequestSchema, {}],
     [pb.VersionInfoSchema, { name: "vif traffic-manager", version: "0.1.0" }],
@@ -116,30 +115,7 @@ function seeds(): Uint8Array[] {
     [pb.SessionRefSchema, { sessionId: "0123456789abcdef0123456789abcdef" }],
     [pb.RemainResponseSchema, {}],
     [pb.DepartResponseSchema, {}],
-    [pb.EndpointSchema, { ip, port: 80 }],
-    [pb.TunnelMessageSchema, {
-      kind: {
-        case: "open",
-        value: {
-          sessionId: "0123456789abcdef",
-          protocol: pb.Protocol.TCP,
-          source: { ip: new Uint8Array([240, 0, 0, 2]), port: 40000 },
-          destination: { ip, port: 443 },
-          dialTimeoutMs: 5000,
-        },
-      },
-    }],
-    [pb.TunnelMessageSchema, {
-      kind: { case: "dialResult", value: { code: pb.DialResult_Code.REFUSED, message: "no" } },
-    }],
-    [pb.TunnelMessageSchema, { kind: { case: "data", value: new Uint8Array(200).fill(0x61) } }],
-    [pb.TunnelMessageSchema, { kind: { case: "halfClose", value: {} } }],
-    [pb.TunnelMessageSchema, { kind: { case: "close", value: { reason: "reset" } } }],
-    [pb.DNSRequestSchema, {
-      sessionId: "0123456789abcdef",
-      message: new Uint8Array([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 0x77, 0x65, 0x62, 0]),
-    }],
-    [pb.DNSResponseSchema, { message: new Uint8Array([0x12, 0x34, 0x81, 0x80]) }],
+    [pb.DialResultSchema, { code: pb.DialResult_Code.REFUSED, message: "no" }],
     [pb.MuxBatchSchema, { frames: new Uint8Array([0, 0, 0, 1, 4, 0, 0, 0, 0]) }],
   ];
   const out: Uint8Array[] = [];
