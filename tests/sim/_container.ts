@@ -6,30 +6,37 @@
  *
  * ```
  *   start ─► running ──(readiness: successThreshold passes)──► ready ◄─┐ (failureThreshold fails: not ready)
- *              │  └──(liveness: failureThreshold fails)── SIGTERM, SIGKILL after the grace period
- *              ▼ the process ends (by itself or killed)
- *   restartPolicy Never, or OnFailure and exit 0: terminated (the pod Succeeded or Failed)
- *   else: lastState.terminated, restartCount + 1; at once the first time, then waiting
- *         "CrashLoopBackOff" 10 s, 20 s, … 5 min after each end, then running again
+ *     │        │  └──(liveness: failureThreshold fails)── SIGTERM, SIGKILL after the grace period
+ *     │        ▼ the process ends (by itself or killed)
+ *     │   restartPolicy Never, or OnFailure and exit 0: terminated (the pod Succeeded or Failed)
+ *     │   else: lastState.terminated, restartCount + 1; at once the first time, then waiting
+ *     │         "CrashLoopBackOff" 10 s, 20 s, … 5 min after each end, then running again
+ *     └─(its config cannot be made: a missing ConfigMap, …) waiting "CreateContainerConfigError",
+ *        tried again every 10 s or when told to ({@linkcode ContainerLife.retry})
  * ```
  *
  * Readiness is what the pod's `Ready` condition and its endpoints follow:
  * with a readiness probe, the probe decides; without one, the container is
  * ready once its first port listens (once started when it has none), as the
- * simulated kubelet always did. Everything a real kubelet would record as an
- * Event (`Unhealthy`, `Killing`, `BackOff`, `Started`) goes to `event`.
+ * simulated kubelet always did. An init container has no probes: it runs to
+ * its end, is started again while it fails (its pod's policy `Always` or
+ * `OnFailure`), and is ready once it ended with 0 ({@linkcode ContainerLife.done}).
+ * Everything a real kubelet would record as an Event (`Unhealthy`,
+ * `Killing`, `BackOff`, `Started`, `Failed`) goes to `event`.
  *
- * What is left of a container when its main process ends (children it
- * forked) is killed, as a runtime kills what is left in a container: every
- * process in the session the container's process leads (the kubelet starts
- * it with `setsid`).
+ * The process comes from the caller's `spawn` (the runtime's start script,
+ * in the pod's network namespace), each start and restart anew. What is left
+ * of a container when its main process ends (children it forked) is killed,
+ * as a runtime kills what is left in a container: every process in the
+ * session the container's process leads (the runtime starts it with `setsid`).
  *
  * @module
  */
 
 import type { Proc } from "../e2e/_env.ts";
-import { type ClusterNet, type Pod, type Protocol, waitListening } from "./cluster_net.ts";
+import { type Protocol, waitListening } from "./cluster_net.ts";
 import { CrashBackoff, goDuration, type Probe, ProbeCounter, runProbe } from "./_probe.ts";
+import { ContainerConfigError } from "./_container_env.ts";
 
 /** A Pod's `spec.restartPolicy`. */
 export type RestartPolicy = "Always" | "OnFailure" | "Never";
@@ -69,14 +76,23 @@ export interface ContainerLifeStatus {
 
 /** Options of {@linkcode ContainerLife}. */
 export interface ContainerLifeOptions {
-  /** The network the pod lives in (its readiness, its restarts). */
-  net: ClusterNet;
-  /** The pod, its first process already started (`pod.proc`). */
-  pod: Pod;
+  /** The pod: its namespace, name, network namespace and address. */
+  pod: { namespace: string; name: string; netns: string; ip: string };
+  /** The network namespace of the pod's node, where probes come from. */
+  nodeNetns: string;
   /** The container's name. */
   name: string;
   /** The Pod object's uid (container ids and back-off messages name it). */
   podUid: string;
+  /** Whether it is an init container (no probes; done once it ends with 0). */
+  init?: boolean;
+  /**
+   * Starts the container's process (again); throws a
+   * {@linkcode ContainerConfigError} when its config cannot be made.
+   */
+  spawn(): Promise<Proc>;
+  /** The container's readiness changed: the pod's data plane follows before this resolves. */
+  setReady(ready: boolean): Promise<void>;
   /** The readiness probe, if the container has one. */
   readiness?: Probe | undefined;
   /** The liveness probe, if the container has one. */
@@ -107,6 +123,8 @@ const STARTUP_PROBE_MS = 250;
 const STARTUP_WINDOW_MS = 30_000;
 /** A pod that has not been ready this long counts as settled anyway (`Kubelet.settled`). */
 const VERDICT_MS = 60_000;
+/** A container whose config could not be made is tried again this often (the kubelet's resync). */
+const CONFIG_RETRY_MS = 10_000;
 
 function rfc3339(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -125,47 +143,58 @@ export class ContainerLife {
   #readyOnce = false;
   #restartCount = 0;
   #startedAt = 0;
-  #state: ContainerState = { waiting: { reason: "ContainerCreating" } };
+  #state: ContainerState;
   #lastState: ContainerState = {};
   #terminal: number | undefined;
   #backoff = new CrashBackoff();
   #sleeps = new Set<() => void>();
+  #retry: (() => void) | undefined;
   #verdict: Promise<void>;
   #resolveVerdict!: () => void;
-  #nodeNetns: string;
+  #done: Promise<number>;
+  #resolveDone!: (code: number) => void;
+  #proc: Proc | undefined;
 
   /**
    * @param options the pod, the container, its probes and policy, and where to report
    */
   constructor(options: ContainerLifeOptions) {
     this.#o = options;
+    this.#state = { waiting: { reason: options.init ? "PodInitializing" : "ContainerCreating" } };
     this.#verdict = new Promise((r) => this.#resolveVerdict = r);
-    const node = options.net.nodes.find((n) => n.name === options.pod.node);
-    this.#nodeNetns = node?.netns ?? options.net.nodes[0]!.netns;
+    this.#done = new Promise((r) => this.#resolveDone = r);
   }
 
-  /** Starts following the pod's first process. */
-  start(): void {
-    const proc = this.#o.pod.proc;
-    if (!proc) throw new Error(`Pod "${this.#key}" has no process to follow`);
+  /** Starts the container's first process (or waits, retrying, while its config cannot be made). */
+  async start(): Promise<void> {
     const timer = setTimeout(() => this.#resolveVerdict(), VERDICT_MS);
     this.#verdict.then(() => clearTimeout(timer));
-    this.#begin(proc);
+    await this.#launch(undefined);
   }
 
   /**
-   * Resolves once the container was ready, ended, or has not been ready for
-   * a minute: when a caller waiting for the cluster to settle may go on.
+   * Resolves once the container was ready, ended, waits, or has not been
+   * ready for a minute: when a caller waiting for the cluster to settle may go on.
    */
   get firstVerdict(): Promise<void> {
     return this.#verdict;
   }
 
+  /** Resolves with the exit code once the container will not run again (never while it may). */
+  get done(): Promise<number> {
+    return this.#done;
+  }
+
+  /** The process running now (the newest), if any. */
+  get proc(): Proc | undefined {
+    return this.#proc;
+  }
+
   /** The status fields of `containerStatuses[]`. */
   get status(): ContainerLifeStatus {
     return {
-      ready: this.#ready,
-      started: "running" in this.#state,
+      ready: this.#o.init ? this.#terminal === 0 : this.#ready,
+      started: !this.#o.init && "running" in this.#state,
       restartCount: this.#restartCount,
       containerID: this.#containerId(),
       state: structuredClone(this.#state),
@@ -178,6 +207,16 @@ export class ContainerLife {
     return this.#terminal;
   }
 
+  /** Whether it waits because its config could not be made. */
+  get waitingForConfig(): boolean {
+    return this.#retry !== undefined;
+  }
+
+  /** Tries now to start a container that waits for its config (a ConfigMap appeared). */
+  retry(): void {
+    this.#retry?.();
+  }
+
   /**
    * Stops probing and restarting; the pod's processes are the caller's to
    * stop (what the process leaves when it ends is still killed).
@@ -185,6 +224,7 @@ export class ContainerLife {
   close(): void {
     this.#closed = true;
     for (const wake of [...this.#sleeps]) wake();
+    this.#retry?.();
     this.#resolveVerdict();
   }
 
@@ -214,14 +254,61 @@ export class ContainerLife {
     });
   }
 
+  /**
+   * Starts the process; `terminated` is the run before it (a restart).
+   * While the config cannot be made, waits in `CreateContainerConfigError`
+   * and tries again.
+   */
+  async #launch(terminated: ContainerState | undefined): Promise<void> {
+    for (;;) {
+      if (this.#closed) return;
+      let proc: Proc;
+      try {
+        proc = await this.#o.spawn();
+      } catch (error) {
+        if (this.#closed) return;
+        const reason = error instanceof ContainerConfigError ? error.reason : "RunContainerError";
+        const message = (error as Error).message;
+        this.#state = { waiting: { reason, message } };
+        this.#o.event({ type: "Warning", reason: "Failed", message: `Error: ${message}` });
+        this.#o.changed();
+        this.#resolveVerdict();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(wake, CONFIG_RETRY_MS);
+          function wake() {
+            clearTimeout(timer);
+            resolve();
+          }
+          this.#retry = wake;
+        });
+        this.#retry = undefined;
+        continue;
+      }
+      if (this.#closed) return;
+      if (terminated) {
+        this.#lastState = terminated;
+        this.#restartCount++;
+      }
+      this.#o.event({
+        type: "Normal",
+        reason: "Started",
+        message: `Started container ${this.#o.name}`,
+      });
+      this.#begin(proc);
+      return;
+    }
+  }
+
   #begin(proc: Proc): void {
     const gen = ++this.#gen;
+    this.#proc = proc;
     this.#startedAt = Date.now();
     this.#state = { running: { startedAt: rfc3339(this.#startedAt) } };
     this.#ready = false;
     this.#readyOnce = false;
     proc.child.status.then((s) => this.#ended(gen, proc, s.code));
     this.#o.changed();
+    if (this.#o.init) return;
     this.#readiness(gen, proc).catch((e) => this.#o.log(`kubelet: pod ${this.#key}: ${e}`));
     if (this.#o.liveness) {
       this.#liveness(gen, proc, this.#o.liveness).catch((e) =>
@@ -235,7 +322,7 @@ export class ContainerLife {
     if (this.#ready === ready) return;
     this.#ready = ready;
     // The data plane first, then the status: whoever sees Ready can use the Service.
-    await this.#o.net.setReady(this.#o.pod.namespace, this.#o.pod.name, ready).catch(() => {});
+    await this.#o.setReady(ready).catch(() => {});
     if (ready) {
       this.#readyOnce = true;
       this.#resolveVerdict();
@@ -272,7 +359,7 @@ export class ContainerLife {
     await this.#sleep(probe.initialDelayMs);
     while (this.#alive(gen)) {
       const began = Date.now();
-      const r = await runProbe(probe, { nodeNetns: this.#nodeNetns, podIp: this.#o.pod.ip });
+      const r = await runProbe(probe, { nodeNetns: this.#o.nodeNetns, podIp: this.#o.pod.ip });
       if (!this.#alive(gen)) break;
       if (!r.ok) {
         this.#o.event({
@@ -293,7 +380,7 @@ export class ContainerLife {
     await this.#sleep(probe.initialDelayMs);
     while (this.#alive(gen)) {
       const began = Date.now();
-      const r = await runProbe(probe, { nodeNetns: this.#nodeNetns, podIp: this.#o.pod.ip });
+      const r = await runProbe(probe, { nodeNetns: this.#o.nodeNetns, podIp: this.#o.pod.ip });
       if (!this.#alive(gen)) break;
       if (!r.ok) {
         this.#o.event({
@@ -351,6 +438,7 @@ export class ContainerLife {
       await this.#setReady(false);
       this.#o.changed();
       this.#resolveVerdict();
+      this.#resolveDone(exitCode);
       return;
     }
     const wait = this.#backoff.wait(endedAt, Date.now());
@@ -381,24 +469,7 @@ export class ContainerLife {
     }
     if (this.#closed) return;
     this.#backoff.restarted(endedAt, Date.now());
-    let next: Proc;
-    try {
-      next = await this.#o.net.restartProcess(this.#o.pod.namespace, this.#o.pod.name);
-    } catch (error) {
-      if (this.#closed) return;
-      this.#state = { waiting: { reason: "RunContainerError", message: (error as Error).message } };
-      this.#o.changed();
-      return;
-    }
-    if (this.#closed) return;
-    this.#lastState = terminated;
-    this.#restartCount++;
-    this.#o.event({
-      type: "Normal",
-      reason: "Started",
-      message: `Started container ${this.#o.name}`,
-    });
-    this.#begin(next);
+    await this.#launch(terminated);
   }
 }
 

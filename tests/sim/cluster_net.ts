@@ -141,7 +141,7 @@ export interface Node {
 /** Who a pod's process runs as. */
 export type RunUser = "root" | "nobody";
 
-/** A process to start in a pod (its one container). */
+/** The process a pod made with `addPod` starts (the kubelet starts its containers with `spawn`). */
 export interface RunSpec {
   cmd: string[];
   /** Default `root`; `nobody` is uid/gid 65534 with no supplementary groups. */
@@ -196,7 +196,7 @@ export interface Pod extends PodInfo {
   readonly hostIP: string;
   /** The node side of the pod's veth. */
   readonly veth: string;
-  /** The process from `spec.run` (the newest, after {@linkcode ClusterNet.restartProcess}). */
+  /** The process from `spec.run`. */
   readonly proc: Proc | undefined;
   /**
    * Resolves once the pod is ready and the cluster shows it (endpoints, DNAT,
@@ -248,7 +248,6 @@ interface PodState extends Pod {
   proc: Proc | undefined;
   offset: number;
   removed: boolean;
-  run: PodSpec["run"];
   resolveReady: () => void;
   rejectReady: (e: Error) => void;
 }
@@ -490,7 +489,6 @@ export class ClusterNet {
       whenReady,
       offset,
       removed: false,
-      run: spec.run,
       resolveReady,
       rejectReady,
     };
@@ -580,7 +578,7 @@ export class ClusterNet {
     pod.rejectReady(new Error(`Pod "${key}" was removed before it was ready`));
     this.#pods.delete(key);
     await this.#sync(); // out of the endpoints first, as a terminating pod
-    for (const proc of this.#procs.get(pod.netns) ?? []) await proc.stop();
+    await Promise.all([...this.#procs.get(pod.netns) ?? []].map((proc) => proc.stop()));
     this.#procs.delete(pod.netns);
     await run(["ip", "netns", "del", pod.netns]); // the veth and the node's route go with it
     await Deno.remove(`/etc/netns/${pod.netns}`, { recursive: true }).catch(() => {});
@@ -607,33 +605,6 @@ export class ClusterNet {
     }
     await this.#sync();
     if (ready && !pod.removed) pod.resolveReady();
-  }
-
-  /**
-   * Starts a pod's process again from its `spec.run` (a container restart);
-   * the pod's `proc` becomes the new one. The previous one is stopped first
-   * if it still runs (SIGTERM, then SIGKILL after 3 s).
-   *
-   * @param namespace the pod's namespace
-   * @param name the pod's name
-   * @returns the new process
-   * @throws {Error} when there is no such pod, or it has no `run`
-   */
-  async restartProcess(namespace: string, name: string): Promise<Proc> {
-    const key = `${namespace}/${name}`;
-    const pod = this.#pods.get(key);
-    if (!pod || !pod.run) {
-      throw new Error(`Cannot restart pod "${key}": no such pod with a process`);
-    }
-    const old = pod.proc;
-    await old?.stop();
-    if (pod.removed) throw new Error(`Cannot restart pod "${key}": it was removed`);
-    // Keep the list of a pod's processes bounded across restarts.
-    const list = (this.#procs.get(pod.netns) ?? []).filter((p) => p !== old);
-    this.#procs.set(pod.netns, list);
-    const r = typeof pod.run === "function" ? pod.run(pod) : pod.run;
-    pod.proc = this.spawn(pod, r.cmd, r);
-    return pod.proc;
   }
 
   /**
@@ -815,8 +786,8 @@ export class ClusterNet {
   #procs = new Map<string, Proc[]>();
 
   /**
-   * Starts a long-running process in a pod (a further container, or the
-   * kubelet's way of starting one); it is stopped with the pod or on cleanup.
+   * Starts a long-running process in a pod (a container, as the kubelet
+   * starts each); it is stopped with the pod or on cleanup.
    *
    * @param pod the pod, or any namespace name of this cluster
    * @param cmd the program and its arguments
@@ -836,6 +807,12 @@ export class ClusterNet {
     const list = this.#procs.get(ns) ?? [];
     list.push(proc);
     this.#procs.set(ns, list);
+    // An ended process needs no stopping: the list stays bounded across container restarts.
+    proc.child.status.then(() => {
+      const now = this.#procs.get(ns);
+      const i = now?.indexOf(proc) ?? -1;
+      if (i >= 0) now!.splice(i, 1);
+    }, () => {});
     return proc;
   }
 

@@ -11,8 +11,9 @@
  * so a user or a service account whose roles lack a verb fails as it would in
  * a real cluster: a 403 naming the verb and resource, with `RBAC: …` after it
  * when a binding names a role that does not exist. {@linkcode bootstrapRbac}
- * makes the roles a new cluster has (`cluster-admin`, `system:basic-user`)
- * and the read-only one the simulated cluster's `limited` user is bound to.
+ * makes the roles a new cluster has (`cluster-admin`, `system:basic-user`,
+ * `system:auth-delegator`) and the read-only one the simulated cluster's
+ * `limited` user is bound to.
  *
  * @module
  */
@@ -228,6 +229,7 @@ export function limitedViewRules(): PolicyRule[] {
  * | --- | --- | --- |
  * | `cluster-admin` | Group `system:masters` | everything (masters are allowed before RBAC is asked, as in kube-apiserver) |
  * | `system:basic-user` | Group `system:authenticated` | `create` `selfsubjectaccessreviews` and `selfsubjectrulesreviews` (what `kubectl auth can-i` needs) and `selfsubjectreviews` (`kubectl auth whoami`) |
+ * | `system:auth-delegator` | nobody (bind it to a delegating authenticator) | `create` `tokenreviews` and `subjectaccessreviews` |
  * | `limited-view` | the users in `viewers` | see {@linkcode limitedViewRules} |
  *
  * @param options who gets `limited-view`
@@ -257,6 +259,17 @@ export function bootstrapRbac(options: BootstrapRbacOptions = {}): KubeObject[] 
     clusterRoleBinding("system:basic-user", "system:basic-user", [{
       kind: "Group",
       name: "system:authenticated",
+    }], true),
+    // Unbound, as in a new cluster: a delegating authenticator (vif's manager checking an
+    // agent's token) is bound to it by whoever installs it.
+    clusterRole("system:auth-delegator", [{
+      apiGroups: ["authentication.k8s.io"],
+      resources: ["tokenreviews"],
+      verbs: ["create"],
+    }, {
+      apiGroups: ["authorization.k8s.io"],
+      resources: ["subjectaccessreviews"],
+      verbs: ["create"],
     }], true),
     ...(viewers.length > 0
       ? [

@@ -21,6 +21,9 @@
  * would. `pods/portforward` connects to `localhost:PORT` inside the pod's
  * network namespace as containerd does: tcp4 first, then tcp6 (`::1`), so a
  * port bound to loopback only is reachable this way and no other.
+ * {@linkcode Sim.execInPod} runs a command inside a pod as `kubectl exec`
+ * would (the sample `client` Deployment is there to `curl` Services from
+ * inside the cluster).
  *
  * Users, each with a bearer token and a kubeconfig context:
  *
@@ -34,18 +37,22 @@
  * Every request is authorized by RBAC from the objects in the store (see
  * `rbac.ts`), as kube-apiserver does: at start the cluster has what a new
  * one has (`cluster-admin` for `system:masters`, `system:basic-user` for
- * every authenticated user) and `limited`'s binding; a service-account token
- * is issued when a pod mounts it, so the manager gets exactly what its
- * ClusterRole grants.
+ * every authenticated user, `system:auth-delegator` unbound) and
+ * `limited`'s binding. A pod's service-account token is issued for its
+ * projected volume (bound to the pod, its audience and expiry, rotated by the
+ * kubelet), so the manager gets exactly what its ClusterRole grants, and a
+ * token for another audience is good for a TokenReview only.
  *
  * @module
  */
 
 import { makeTestTls } from "../_tls.ts";
-import { DENO, type Env, type Output, type Proc, ROOT, waitUntil } from "../e2e/_env.ts";
+import { DENO, type Env, type Output, type Proc, ROOT, run, waitUntil } from "../e2e/_env.ts";
 import { startRelay } from "./_relay.ts";
 import {
+  API_AUDIENCE,
   type ApiServer,
+  issueServiceAccountToken,
   type KubeObject,
   startApiServer,
   Store,
@@ -65,6 +72,7 @@ import { denoForNobody, type NobodyDeno } from "./deno_nobody.ts";
 import { debianKubectl } from "./apiserver/_testing.ts";
 import { Kubelet, vifMainCommand } from "./kubelet.ts";
 import { bootstrapRbac, rbacAuthorize } from "./rbac.ts";
+import { setprivArgv } from "./_runtime.ts";
 import { type LargeFile, largeFile } from "./workloads.ts";
 
 /** Where the workstation reaches the API server: node 1's LAN address. */
@@ -231,17 +239,8 @@ export class Sim {
       store,
       net,
       dir: `${net.dir}/kubelet`,
-      apiHost: KUBERNETES_SERVICE_IP,
-      apiPort: 443,
-      caPem: tls.caPem,
-      issueToken: (namespace, sa) => {
-        const t = `sa-${namespace}-${sa}-${token()}`;
-        tokens[t] = {
-          user: `system:serviceaccount:${namespace}:${sa}`,
-          groups: ["system:serviceaccounts", `system:serviceaccounts:${namespace}`],
-        };
-        return t;
-      },
+      requestToken: (spec) =>
+        issueServiceAccountToken(tokens, store, spec, { apiAudiences: [API_AUDIENCE] }),
       vifRuntime: async (uid) => {
         let r = nobodyRuntimes.get(uid);
         if (!r) {
@@ -262,6 +261,7 @@ export class Sim {
       port: 0,
       tls: { cert: tls.certPem, key: tls.keyPem },
       tokens,
+      apiAudiences: [API_AUDIENCE],
       serviceCidr: SERVICE_CIDR,
       store,
       rootCaPem: tls.caPem,
@@ -430,6 +430,75 @@ export class Sim {
       );
     }
     return ready();
+  }
+
+  /**
+   * Runs a command inside a pod as `kubectl exec` would: in the pod's
+   * network namespace (its address, loopback and resolv.conf with the
+   * pod's search path) and in one container's mounts, hostname, user,
+   * capabilities and environment.
+   *
+   * @example
+   * ```ts ignore
+   * const out = await sim.execInPod("default", "deployment/client", ["curl", "-s", "http://web.default"]);
+   * ```
+   *
+   * @param namespace the pod's namespace
+   * @param pod the pod's name, or `deployment/NAME` for a ready pod of that Deployment
+   * @param cmd the program and its arguments
+   * @param options the container (default the first app container), text for stdin
+   * @returns exit code, stdout, stderr
+   * @throws {Error} when there is no such pod, or its container does not run
+   */
+  async execInPod(
+    namespace: string,
+    pod: string,
+    cmd: string[],
+    options: { container?: string; stdin?: string } = {},
+  ): Promise<Output> {
+    const name = this.#podName(namespace, pod);
+    const c = this.kubelet.container(namespace, name, options.container);
+    const pid = c?.proc?.pid;
+    if (!c || !c.process || pid === undefined) {
+      throw new Error(
+        `Cannot exec in pod "${namespace}/${name}": container "${
+          options.container ?? c?.name ?? ""
+        }" is not running`,
+      );
+    }
+    const p = c.process;
+    return await run([
+      "nsenter",
+      `--target=${pid}`,
+      "--mount",
+      "--uts",
+      "--net",
+      ...setprivArgv(p),
+      "env",
+      "-i",
+      "-C",
+      p.workingDir ?? "/",
+      ...p.env.map(([k, v]) => `${k}=${v}`),
+      ...cmd,
+    ], options.stdin !== undefined ? { stdin: options.stdin } : {});
+  }
+
+  #podName(namespace: string, pod: string): string {
+    const m = /^(deployment|deploy|deployments)(\.apps)?\/(.+)$/.exec(pod);
+    if (!m) return pod;
+    const d = this.store.get({ resource: "deployments", namespace, name: m[3]! });
+    const selector =
+      (d?.spec as { selector?: { matchLabels?: Record<string, string> } } | undefined)
+        ?.selector?.matchLabels;
+    if (!selector) throw new Error(`Cannot exec in "${namespace}/${pod}": no such Deployment`);
+    const text = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(",");
+    const ready = this.store.list("pods", { namespace, labelSelector: text }).filter((p) =>
+      !p.metadata.deletionTimestamp &&
+      ((p as { status?: { conditions?: { type: string; status: string }[] } }).status
+        ?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True")
+    );
+    if (!ready[0]) throw new Error(`Cannot exec in "${namespace}/${pod}": no ready pod`);
+    return ready[0].metadata.name!;
   }
 
   /**
@@ -700,6 +769,7 @@ function service(
  * | default | `iperf` | ClusterIP | `iperf` 5201/TCP, `iperf-udp` 5201/UDP | Deployment `iperf`: `iperf3 -s` as nobody |
  * | default | `echo` | ClusterIP | `echo` 7/UDP | Deployment `echo`: a one-process UDP echo (python3) as nobody |
  * | default | `db` | headless | `postgres` 5432/TCP | Pods `db-0`, `db-1` (hostname, subdomain `db`): socat TCP echo |
+ * | default | — | — | — | Deployment `client`: `sleep infinity` as nobody, to run `curl` in with {@linkcode Sim.execInPod} (`deployment/client`) |
  *
  * @param sim the cluster
  * @param options the large file's size in MiB
@@ -750,6 +820,11 @@ export async function deploySimSamples(
       ports: [{ name: "echo", containerPort: 7, protocol: "UDP" }],
     }, { runAsUser: 65534 }),
     service("default", "echo", [{ name: "echo", port: 7, targetPort: 7, protocol: "UDP" }]),
+    // A pod to call services from inside the cluster (curl is the machine's).
+    deployment("default", "client", {
+      image: "curlimages/curl:8.14.1",
+      command: ["sleep", "infinity"],
+    }, { runAsUser: 65534 }),
     service("default", "db", [{
       name: "postgres",
       port: 5432,
@@ -779,6 +854,7 @@ export async function deploySimSamples(
     sim.waitReady("other", "app=web"),
     sim.waitReady("default", "app=iperf"),
     sim.waitReady("default", "app=echo"),
+    sim.waitReady("default", "app=client"),
     sim.waitReady("default", "app=db", 2),
   ]);
   await sim.kubelet.settled();

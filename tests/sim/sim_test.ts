@@ -40,7 +40,7 @@ spec:
           echo "uid=$(id -u) groups=$(id -G) host=$(hostname)"
           echo "ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)"
           echo "api=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT ip=$MY_IP node=$MY_NODE"
-          echo "secret=$(cat /var/run/secrets/app/key) mode=$(stat -c %a /var/run/secrets/app/key)"
+          echo "secret=$(cat /var/run/secrets/app/key) mode=$(stat -L -c %a /var/run/secrets/app/key)"
           exec socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:'echo pong'
         env:
         - { name: MY_IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }
@@ -300,12 +300,12 @@ subjects: [{ apiGroup: rbac.authorization.k8s.io, kind: User, name: dev }]
         await waitUntil(
           async () =>
             (reason = (await k(
-              "get",
-              "pod",
-              "bad",
-              "-o",
-              "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
-            )).stdout) !== "",
+                "get",
+                "pod",
+                "bad",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+              )).stdout) !== "" && reason !== "ContainerCreating",
           10_000,
           "a reason in the pod's status",
           100,

@@ -7,6 +7,8 @@ to do; the result is one JSON object on stdout.
   echo NS POD PORT[,PORT...] SIZE   port-forward, send SIZE bytes per port, read them back
   refused NS POD PORT               port-forward to a closed port, report the error channel
   crud NS                           configmap create/list/patch/delete and a pod watch
+  tokenrequest NS SA AUDIENCE       a TokenRequest for a service account, then its TokenReview
+  tokenreview TOKEN AUDIENCE        a TokenReview ("-" for no audiences)
 """
 
 import json
@@ -20,13 +22,43 @@ from kubernetes import client, watch
 from kubernetes.stream import portforward
 
 
-def api():
+def api_client():
     cfg = client.Configuration()
     cfg.host = os.environ["VIF_API_URL"]
     cfg.ssl_ca_cert = os.environ["VIF_API_CA"]
     cfg.api_key = {"authorization": os.environ["VIF_API_TOKEN"]}
     cfg.api_key_prefix = {"authorization": "Bearer"}
-    return client.CoreV1Api(client.ApiClient(cfg))
+    return client.ApiClient(cfg)
+
+
+def api():
+    return client.CoreV1Api(api_client())
+
+
+def review(token, audience):
+    auth = client.AuthenticationV1Api(api_client())
+    spec = client.V1TokenReviewSpec(token=token, audiences=None if audience == "-" else [audience])
+    r = auth.create_token_review(client.V1TokenReview(spec=spec))
+    user = r.status.user
+    return {
+        "authenticated": r.status.authenticated,
+        "error": r.status.error,
+        "audiences": r.status.audiences,
+        "user": None if user is None else {
+            "username": user.username, "uid": user.uid, "groups": user.groups, "extra": user.extra,
+        },
+    }
+
+
+def tokenrequest(ns, sa, audience):
+    core = api()
+    body = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[audience], expiration_seconds=600))
+    r = core.create_namespaced_service_account_token(sa, ns, body)
+    print(json.dumps({
+        "expiration": r.status.expiration_timestamp.isoformat(),
+        "review": review(r.status.token, audience),
+    }))
 
 
 def recv_exactly(sock, n, deadline):
@@ -121,6 +153,10 @@ def main():
         refused(sys.argv[2], sys.argv[3], sys.argv[4])
     elif mode == "crud":
         crud(sys.argv[2])
+    elif mode == "tokenrequest":
+        tokenrequest(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif mode == "tokenreview":
+        print(json.dumps(review(sys.argv[2], sys.argv[3])))
     else:
         raise SystemExit("unknown mode %r" % mode)
 

@@ -1,8 +1,8 @@
 /**
  * Per-kind defaulting and validation, the parts of kube-apiserver's
  * `SetDefaults_*` and `Validate*` that clients notice: container and service
- * port defaults, deployment strategy, name formats, required fields,
- * a deployment's selector against its template.
+ * port defaults, workload strategies, name formats, required fields, a
+ * workload's selector against its template (pod specs: `_pod_validation.ts`).
  *
  * @module
  */
@@ -11,6 +11,7 @@ import type { FieldError } from "./status.ts";
 import type { ResourceInfo } from "./resources.ts";
 import type { KubeObject } from "./store.ts";
 import { labelSelectorText, matchLabels, parseLabelSelector } from "./selectors.ts";
+import { podSpecErrors } from "./_pod_validation.ts";
 
 type Obj = Record<string, unknown>;
 
@@ -113,6 +114,25 @@ export function applyDefaults(info: ResourceInfo, o: KubeObject): void {
       defaultPodSpec(ensure(template, "spec"));
       break;
     }
+    case "ReplicaSet": {
+      const spec = ensure(o, "spec");
+      spec.replicas ??= 1;
+      spec.minReadySeconds ??= 0;
+      defaultPodSpec(ensure(ensure(spec, "template"), "spec"));
+      break;
+    }
+    case "StatefulSet": {
+      const spec = ensure(o, "spec");
+      spec.replicas ??= 1;
+      spec.podManagementPolicy ??= "OrderedReady";
+      spec.revisionHistoryLimit ??= 10;
+      const strategy = ensure(spec, "updateStrategy");
+      strategy.type ??= "RollingUpdate";
+      if (strategy.type === "RollingUpdate") ensure(strategy, "rollingUpdate").partition ??= 0;
+      spec.persistentVolumeClaimRetentionPolicy ??= { whenDeleted: "Retain", whenScaled: "Retain" };
+      defaultPodSpec(ensure(ensure(spec, "template"), "spec"));
+      break;
+    }
     case "Service": {
       const spec = ensure(o, "spec");
       spec.type ??= "ClusterIP";
@@ -161,6 +181,10 @@ export function initialStatus(info: ResourceInfo): Obj | undefined {
       return { phase: "Active" };
     case "Service":
       return { loadBalancer: {} };
+    case "ReplicaSet":
+      return { replicas: 0 };
+    case "StatefulSet":
+      return { replicas: 0, availableReplicas: 0 };
     case "Deployment":
     case "Node":
     case "ServiceCIDR":
@@ -219,23 +243,6 @@ function nameErrors(info: ResourceInfo, name: string): FieldError[] {
   return [];
 }
 
-function podSpecErrors(spec: Obj | undefined, prefix: string): FieldError[] {
-  const errors: FieldError[] = [];
-  const containers = list(spec?.containers);
-  if (containers.length === 0) {
-    errors.push({ type: "FieldValueRequired", field: `${prefix}.containers` });
-  }
-  containers.forEach((c, i) => {
-    if (!c.name) {
-      errors.push({ type: "FieldValueRequired", field: `${prefix}.containers[${i}].name` });
-    }
-    if (!c.image) {
-      errors.push({ type: "FieldValueRequired", field: `${prefix}.containers[${i}].image` });
-    }
-  });
-  return errors;
-}
-
 /**
  * Validation errors of an object about to be stored (ClusterIPs are checked
  * by the allocator, not here).
@@ -251,7 +258,9 @@ export function validate(info: ResourceInfo, o: KubeObject, old?: KubeObject): F
     case "Pod":
       errors.push(...podSpecErrors(obj(o.spec), "spec"));
       break;
-    case "Deployment": {
+    case "Deployment":
+    case "ReplicaSet":
+    case "StatefulSet": {
       const spec = obj(o.spec) ?? {};
       const template = obj(spec.template) ?? {};
       const labels = obj(obj(template.metadata)?.labels) as Record<string, string> | undefined;
@@ -265,7 +274,7 @@ export function validate(info: ResourceInfo, o: KubeObject, old?: KubeObject): F
             field: "spec.selector",
             value:
               "v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}",
-            detail: "empty selector is invalid for deployment",
+            detail: `empty selector is invalid for ${info.kind.toLowerCase()}`,
           });
         } else if (!matchLabels(parseLabelSelector(text), labels)) {
           errors.push({

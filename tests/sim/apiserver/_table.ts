@@ -74,36 +74,104 @@ function arr(v: unknown): Obj[] {
 
 interface Printer {
   columns: TableColumn[];
-  cells(x: KubeObject, age: string): unknown[];
+  cells(x: KubeObject, age: string, now: Date): unknown[];
 }
 
-function podCells(p: KubeObject, age: string): unknown[] {
+/**
+ * A pod's row as kube-apiserver's `printPod` makes it: READY counts the app
+ * containers that are ready and running; STATUS is the pod's phase (or
+ * reason), then what its init containers say while it initializes
+ * (`Init:1/2`, `Init:Error`, `Init:CrashLoopBackOff`), then the last waiting
+ * or terminated reason among its containers; RESTARTS adds `(5s ago)` after
+ * the latest restart.
+ */
+function podCells(p: KubeObject, age: string, now: Date): unknown[] {
   const spec = o(p.spec);
   const status = o(p.status);
   const containers = arr(spec.containers);
+  const inits = arr(spec.initContainers);
   const statuses = arr(status.containerStatuses);
-  const ready = statuses.filter((s) => s.ready === true).length;
-  const restarts = statuses.reduce((n, s) => n + (Number(s.restartCount) || 0), 0);
-  let reason = String(status.reason ?? status.phase ?? "Pending");
-  for (const s of statuses) {
-    const state = o(s.state);
-    const waiting = o(state.waiting).reason;
-    const terminated = o(state.terminated).reason;
-    if (waiting) reason = String(waiting);
-    else if (terminated) reason = String(terminated);
+  let restarts = 0;
+  let ready = 0;
+  let lastRestart = 0;
+  const noteRestart = (s: Obj) => {
+    restarts += Number(s.restartCount) || 0;
+    const finished = Date.parse(String(o(o(s.lastState).terminated).finishedAt ?? ""));
+    if (!Number.isNaN(finished) && finished > lastRestart) lastRestart = finished;
+  };
+  let reason = String(status.reason || status.phase || "Pending");
+  let initializing = false;
+  const initStatuses = arr(status.initContainerStatuses);
+  for (let i = 0; i < initStatuses.length; i++) {
+    const s = initStatuses[i]!;
+    noteRestart(s);
+    const terminated = o(o(s.state).terminated);
+    const waiting = o(o(s.state).waiting);
+    if (o(s.state).terminated && Number(terminated.exitCode) === 0) continue;
+    if (o(s.state).terminated) {
+      reason = terminated.reason
+        ? `Init:${terminated.reason}`
+        : terminated.signal
+        ? `Init:Signal:${terminated.signal}`
+        : `Init:ExitCode:${terminated.exitCode}`;
+    } else if (waiting.reason && waiting.reason !== "PodInitializing") {
+      reason = `Init:${waiting.reason}`;
+    } else {
+      reason = `Init:${i}/${inits.length}`;
+    }
+    initializing = true;
+    break;
   }
-  if (p.metadata.deletionTimestamp) reason = "Terminating";
+  const initialized = arr(status.conditions).some((c) =>
+    c.type === "Initialized" && c.status === "True"
+  );
+  if (!initializing || initialized) {
+    restarts = 0;
+    lastRestart = 0;
+    let running = false;
+    for (let i = statuses.length - 1; i >= 0; i--) {
+      const s = statuses[i]!;
+      noteRestart(s);
+      const state = o(s.state);
+      const waiting = o(state.waiting);
+      const terminated = o(state.terminated);
+      if (state.waiting && waiting.reason) reason = String(waiting.reason);
+      else if (state.terminated && terminated.reason) reason = String(terminated.reason);
+      else if (state.terminated) {
+        reason = terminated.signal
+          ? `Signal:${terminated.signal}`
+          : `ExitCode:${terminated.exitCode}`;
+      } else if (s.ready === true && state.running) {
+        running = true;
+        ready++;
+      }
+    }
+    if (reason === "Completed" && running) {
+      reason = arr(status.conditions).some((c) => c.type === "Ready" && c.status === "True")
+        ? "Running"
+        : "NotReady";
+    }
+  }
+  const terminal = status.phase === "Succeeded" || status.phase === "Failed";
+  if (p.metadata.deletionTimestamp && !terminal) reason = "Terminating";
+  const restartText = restarts !== 0 && lastRestart !== 0
+    ? `${restarts} (${humanDuration(now.getTime() - lastRestart)} ago)`
+    : String(restarts);
   return [
     p.metadata.name,
     `${ready}/${containers.length}`,
     reason,
-    restarts,
+    restartText,
     age,
     status.podIP ?? "<none>",
     spec.nodeName ?? "<none>",
     status.nominatedNodeName ?? "<none>",
     "<none>",
   ];
+}
+
+function templateContainers(spec: Obj): Obj[] {
+  return arr(o(o(spec.template).spec).containers);
 }
 
 function servicePorts(spec: Obj): string {
@@ -216,7 +284,7 @@ const PRINTERS: Record<string, Printer> = {
     cells: (d, age) => {
       const spec = o(d.spec);
       const status = o(d.status);
-      const containers = arr(o(o(spec.template).spec).containers);
+      const containers = templateContainers(spec);
       return [
         d.metadata.name,
         `${Number(status.readyReplicas) || 0}/${Number(spec.replicas ?? 1)}`,
@@ -226,6 +294,72 @@ const PRINTERS: Record<string, Printer> = {
         containers.map((c) => c.name).join(","),
         containers.map((c) => c.image).join(","),
         labelSelectorText(spec.selector) || "<none>",
+      ];
+    },
+  },
+  ReplicaSet: {
+    columns: [
+      NAME,
+      col(
+        "Desired",
+        "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1.",
+        0,
+        "integer",
+      ),
+      col(
+        "Current",
+        "Replicas is the most recently observed number of replicas.",
+        0,
+        "integer",
+      ),
+      col(
+        "Ready",
+        "readyReplicas is the number of pods targeted by this ReplicaSet with a Ready Condition.",
+        0,
+        "integer",
+      ),
+      AGE,
+      col("Containers", "Names of each container in the template.", 1),
+      col("Images", "Images referenced by each container in the template.", 1),
+      col(
+        "Selector",
+        "Selector is a label query over pods that should match the replica count.",
+        1,
+      ),
+    ],
+    cells: (r, age) => {
+      const spec = o(r.spec);
+      const status = o(r.status);
+      const containers = templateContainers(spec);
+      return [
+        r.metadata.name,
+        Number(spec.replicas ?? 1),
+        Number(status.replicas) || 0,
+        Number(status.readyReplicas) || 0,
+        age,
+        containers.map((c) => c.name).join(","),
+        containers.map((c) => c.image).join(","),
+        labelSelectorText(spec.selector) || "<none>",
+      ];
+    },
+  },
+  StatefulSet: {
+    columns: [
+      NAME,
+      col("Ready", "Number of the pod with ready state"),
+      AGE,
+      col("Containers", "Names of each container in the template.", 1),
+      col("Images", "Images referenced by each container in the template.", 1),
+    ],
+    cells: (s, age) => {
+      const spec = o(s.spec);
+      const containers = templateContainers(spec);
+      return [
+        s.metadata.name,
+        `${Number(o(s.status).readyReplicas) || 0}/${Number(spec.replicas ?? 1)}`,
+        age,
+        containers.map((c) => c.name).join(","),
+        containers.map((c) => c.image).join(","),
       ];
     },
   },
@@ -357,7 +491,7 @@ export function toTable(
     const age = Number.isNaN(created)
       ? "<unknown>"
       : humanDuration(options.now.getTime() - created);
-    const row: Record<string, unknown> = { cells: printer.cells(x, age) };
+    const row: Record<string, unknown> = { cells: printer.cells(x, age, options.now) };
     if (options.includeObject === "Object") row.object = x;
     else if (options.includeObject === "Metadata") {
       row.object = {

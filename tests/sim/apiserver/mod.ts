@@ -1,8 +1,9 @@
 /**
  * A fake Kubernetes API server for the simulated cluster: HTTPS with bearer
- * tokens, discovery, REST with list/watch, and `pods/portforward` over
- * WebSocket as the kubelet serves it; plus the {@linkcode Store} that
- * in-process controllers read and write.
+ * tokens (audience-bound service-account tokens and TokenReview included),
+ * discovery, REST with list/watch, and `pods/portforward` over WebSocket as
+ * the kubelet serves it; plus the {@linkcode Store} that in-process
+ * controllers read and write.
  *
  * @module
  */
@@ -32,3 +33,14 @@ export {
 } from "./store.ts";
 export { ApiError, type Status, type StatusDetails } from "./status.ts";
 export { findResource, type ResourceInfo, RESOURCES } from "./resources.ts";
+export {
+  API_AUDIENCE,
+  authenticateToken,
+  type BoundObject,
+  type IssuedToken,
+  issueServiceAccountToken,
+  jwtClaims,
+  type TokenCheck,
+  type TokenRequestSpec,
+  type UserInfo,
+} from "./tokens.ts";

@@ -166,3 +166,103 @@ Deno.test("jsonPatch() applies RFC 6902 operations and refuses bad ones", () => 
   assertThrows(() => jsonPatch(doc, [{ op: "jump", path: "/a" }]), SyntaxError);
   assertThrows(() => jsonPatch(doc, { op: "add" }), SyntaxError);
 });
+
+const TEMPLATE = {
+  spec: {
+    template: {
+      spec: {
+        containers: [{
+          name: "web",
+          image: "nginx:1",
+          ports: [{ name: "http", containerPort: 80, protocol: "TCP" }],
+          env: [{ name: "A", value: "1" }, { name: "B", value: "2" }],
+          volumeMounts: [{ name: "cfg", mountPath: "/etc/web" }],
+        }],
+        volumes: [{ name: "cfg", configMap: { name: "web" } }],
+      },
+    },
+  },
+};
+
+Deno.test("strategicMergePatch() adds a sidecar to a Deployment's template as the real server merges it", () => {
+  const patched = strategicMergePatch(TEMPLATE, {
+    spec: {
+      template: {
+        spec: {
+          containers: [
+            {
+              name: "web",
+              // The port renamed (merged by containerPort), one variable changed (by name).
+              ports: [{ containerPort: 80, name: "vif-web-http" }],
+              env: [{ name: "B", value: "two" }],
+            },
+            {
+              name: "traffic-agent",
+              image: "ghcr.io/vif-dev/vif:1",
+              ports: [{ name: "http", containerPort: 9900 }],
+              volumeMounts: [{ name: "cfg", mountPath: "/vif/app/etc/web" }],
+            },
+          ],
+          initContainers: [{ name: "vif-init", image: "ghcr.io/vif-dev/vif:1" }],
+          volumes: [{ name: "vif-token", projected: { sources: [] } }],
+        },
+      },
+    },
+  }) as typeof TEMPLATE & {
+    spec: { template: { spec: { initContainers: unknown[] } } };
+  };
+  const spec = patched.spec.template.spec;
+  assertEquals(spec.containers.map((c) => c.name), ["web", "traffic-agent"]);
+  assertEquals(spec.containers[0]!.ports, [{
+    name: "vif-web-http",
+    containerPort: 80,
+    protocol: "TCP",
+  }]);
+  assertEquals(spec.containers[0]!.env, [{ name: "A", value: "1" }, { name: "B", value: "two" }]);
+  assertEquals(spec.containers[0]!.volumeMounts, [{ name: "cfg", mountPath: "/etc/web" }]);
+  assertEquals(spec.volumes.map((v) => v.name), ["cfg", "vif-token"]);
+  assertEquals(spec.initContainers, [{ name: "vif-init", image: "ghcr.io/vif-dev/vif:1" }]);
+  // Taking it out again: `$patch: delete` by name, and the port back by containerPort.
+  const restored = strategicMergePatch(patched, {
+    spec: {
+      template: {
+        spec: {
+          containers: [
+            { name: "traffic-agent", $patch: "delete" },
+            {
+              name: "web",
+              ports: [{ containerPort: 80, name: "http" }],
+              env: [{ name: "B", value: "2" }],
+            },
+          ],
+          initContainers: null,
+          volumes: [{ name: "vif-token", $patch: "delete" }],
+        },
+      },
+    },
+  });
+  assertEquals(restored, TEMPLATE);
+});
+
+Deno.test("jsonPatch() and mergePatch() add a sidecar by index and replace lists whole", () => {
+  const added = jsonPatch(TEMPLATE, [
+    {
+      op: "add",
+      path: "/spec/template/spec/containers/-",
+      value: { name: "agent", image: "vif:1" },
+    },
+    {
+      op: "add",
+      path: "/spec/template/spec/initContainers",
+      value: [{ name: "init", image: "vif:1" }],
+    },
+    { op: "replace", path: "/spec/template/spec/containers/0/ports/0/name", value: "vif-web-http" },
+  ]) as typeof TEMPLATE;
+  assertEquals(added.spec.template.spec.containers.map((c) => c.name), ["web", "agent"]);
+  assertEquals(added.spec.template.spec.containers[0]!.ports[0]!.name, "vif-web-http");
+  const merged = mergePatch(TEMPLATE, {
+    spec: { template: { spec: { containers: [{ name: "only", image: "x" }] } } },
+  }) as typeof TEMPLATE;
+  assertEquals(merged.spec.template.spec.containers, [{ name: "only", image: "x" }] as never);
+  assertEquals(merged.spec.template.spec.volumes, TEMPLATE.spec.template.spec.volumes);
+});

@@ -1,18 +1,22 @@
 /**
  * A fake Kubernetes API server over HTTPS, faithful enough for clients
  * nobody here wrote (`kubectl` 1.20, python-kubernetes, client-node):
- * bearer-token authentication, an authorizer the caller gives (RBAC in the
- * simulated cluster), discovery, the REST verbs
+ * bearer-token authentication (static tokens and audience-bound
+ * service-account tokens, `tokens.ts`), an authorizer the caller gives (RBAC
+ * in the simulated cluster), discovery, the REST verbs
  * (get, list, watch, create, update, patch, delete, deletecollection) on the
  * resources of {@linkcode RESOURCES}, `status` and `scale` subresources,
- * server-side Table printing, and `pods/portforward` over WebSocket as the
- * kubelet serves it.
+ * the reviews (`TokenReview`, `SubjectAccessReview`,
+ * `SelfSubjectAccessReview`, `SelfSubjectReview`) and `TokenRequest`
+ * (`serviceaccounts/NAME/token`), server-side Table printing, and
+ * `pods/portforward` over WebSocket as the kubelet serves it.
  *
  * ```
  *   kubectl / python / vif ──HTTPS (h2 or http/1.1), Bearer token──► startApiServer()
  *                                                                   │  authn → authz → route
  *                                                                   ├─ discovery, /version, /openapi/v2
  *                                                                   ├─ REST ──► Store ◄── in-process controllers
+ *                                                                   ├─ tokenreviews, serviceaccounts/NAME/token ──► tokens table
  *                                                                   └─ pods/NAME/portforward (WebSocket v4.channel.k8s.io)
  *                                                                         └─ dialPod(ns, pod, podIP, port) ──► pod
  * ```
@@ -60,6 +64,15 @@ import {
 } from "./portforward.ts";
 import { labelSelectorText } from "./selectors.ts";
 import { startTlsFront, type TlsFront } from "./_tls_front.ts";
+import {
+  API_AUDIENCE,
+  authenticateToken,
+  issueServiceAccountToken,
+  jwtClaims,
+  type TokenInfo,
+} from "./tokens.ts";
+
+export type { TokenInfo } from "./tokens.ts";
 
 /** The version `/version` reports. */
 export const SERVER_VERSION = {
@@ -73,19 +86,6 @@ export const SERVER_VERSION = {
   compiler: "gc",
   platform: "linux/amd64",
 } as const;
-
-/** Who a bearer token stands for. */
-export interface TokenInfo {
-  /** The user name (`admin`, `system:serviceaccount:vif-system:traffic-manager`). */
-  user: string;
-  /** Groups besides `system:authenticated`, which every token gets. */
-  groups?: string[];
-  /**
-   * When true, the user may not touch `secrets` nor `pods/portforward` (403),
-   * whatever `authorize` says: a stand-in for RBAC in this server's own tests.
-   */
-  limited?: boolean;
-}
 
 /** What an authorizer answers: allowed or not, and why (kube-apiserver's reason). */
 export interface AuthorizationDecision {
@@ -130,8 +130,13 @@ export interface ApiServerOptions {
   port?: number;
   /** The server certificate (chain) and key, PEM. */
   tls: { cert: string; key: string };
-  /** Bearer tokens and who they are. Read on every request, so keys added later count. */
+  /**
+   * Bearer tokens and who they are. Read on every request, so keys added
+   * later count; a TokenRequest adds to it (see `tokens.ts`).
+   */
   tokens: Record<string, TokenInfo>;
+  /** The audiences of the API server itself (`--api-audiences`). Default `[API_AUDIENCE]`. */
+  apiAudiences?: string[];
   /** The service CIDR (IPv4) ClusterIPs are allocated from. */
   serviceCidr: string;
   /**
@@ -323,6 +328,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const dialPod = options.dialPod ??
     ((_ns: string, _pod: string, ip: string, port: number) => Deno.connect({ hostname: ip, port }));
   const bookmarkMs = options.bookmarkIntervalMs ?? 10_000;
+  const apiAudiences = options.apiAudiences ?? [API_AUDIENCE];
   const watches = new Set<() => void>();
   const forwards = new Set<PortForwardHandle>();
   let serverAddress = "";
@@ -330,14 +336,10 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   function authenticate(req: Request): User {
     const header = req.headers.get("authorization") ?? "";
     const m = /^Bearer\s+(\S+)$/i.exec(header.trim());
-    // Own keys only: a token such as "constructor" must not find Object's.
-    const info = m && Object.hasOwn(options.tokens, m[1]!) ? options.tokens[m[1]!] : undefined;
-    if (!info) throw unauthorized();
-    return {
-      name: info.user,
-      groups: [...(info.groups ?? []), "system:authenticated"],
-      limited: info.limited ?? false,
-    };
+    if (!m) throw unauthorized();
+    const r = authenticateToken(options.tokens, store, m[1]!, { apiAudiences });
+    if (!r.authenticated) throw unauthorized();
+    return { name: r.user.username, groups: r.user.groups, limited: r.limited };
   }
 
   function decide(
@@ -842,6 +844,104 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
     return served.response;
   }
 
+  /** `POST tokenreviews`: who a token is, for the audiences asked (the API's when none). */
+  function tokenReview(body: unknown): Record<string, unknown> {
+    const spec = isObject(body) && isObject(body.spec) ? body.spec : {};
+    const token = typeof spec.token === "string" ? spec.token : "";
+    if (!token) throw badRequest("token is required for TokenReview in authentication");
+    const audiences = Array.isArray(spec.audiences)
+      ? spec.audiences.filter((a): a is string => typeof a === "string")
+      : [];
+    const r = authenticateToken(options.tokens, store, token, { audiences, apiAudiences });
+    // `authenticated` is omitempty: a failed review leaves it out, and `user` is an empty object.
+    const status = r.authenticated
+      ? { authenticated: true, user: r.user, audiences: r.audiences }
+      : { user: {}, ...(r.error ? { error: r.error } : {}) };
+    return {
+      kind: "TokenReview",
+      apiVersion: "authentication.k8s.io/v1",
+      metadata: { creationTimestamp: null },
+      spec,
+      status,
+    };
+  }
+
+  /** `POST subjectaccessreviews`: whether the user in the spec may do what it asks. */
+  function subjectAccessReview(body: unknown): Record<string, unknown> {
+    const spec = (isObject(body) && isObject(body.spec) ? body.spec : {}) as Record<
+      string,
+      unknown
+    >;
+    const ra = (isObject(spec.resourceAttributes) ? spec.resourceAttributes : undefined) as
+      | Record<string, string>
+      | undefined;
+    const groups = Array.isArray(spec.groups) ? spec.groups.map(String) : [];
+    const user: User = { name: String(spec.user ?? ""), groups, limited: false };
+    const d: AuthorizationDecision = ra
+      ? decide(user, {
+        verb: ra.verb ?? "",
+        group: ra.group ?? "",
+        resource: ra.resource ?? "",
+        subresource: ra.subresource ?? "",
+        namespace: ra.namespace ?? "",
+        name: ra.name ?? "",
+      })
+      : { allowed: false };
+    return {
+      kind: "SubjectAccessReview",
+      apiVersion: "authorization.k8s.io/v1",
+      metadata: { creationTimestamp: null },
+      spec,
+      status: { allowed: d.allowed, ...(d.reason ? { reason: d.reason } : {}) },
+    };
+  }
+
+  /** `POST serviceaccounts/NAME/token`: a TokenRequest. */
+  function tokenRequest(ri: RequestInfo, body: unknown): Record<string, unknown> {
+    const spec = isObject(body) && isObject(body.spec) ? body.spec : {};
+    const bound = isObject(spec.boundObjectRef) ? spec.boundObjectRef : undefined;
+    if (bound && bound.kind !== "Pod") {
+      throw badRequest(
+        `spec.boundObjectRef.kind: Unsupported value: ${
+          JSON.stringify(bound.kind)
+        }: supported values: "Pod"`,
+      );
+    }
+    const pod = bound
+      ? store.get({ resource: "pods", namespace: ri.namespace, name: String(bound.name ?? "") })
+      : undefined;
+    if (bound && !pod) throw notFound({ group: "", resource: "pods" }, String(bound.name ?? ""));
+    const issued = issueServiceAccountToken(options.tokens, store, {
+      namespace: ri.namespace,
+      serviceAccount: ri.name,
+      ...(Array.isArray(spec.audiences) ? { audiences: spec.audiences.map(String) } : {}),
+      ...(typeof spec.expirationSeconds === "number"
+        ? { expirationSeconds: spec.expirationSeconds }
+        : {}),
+      ...(pod
+        ? {
+          pod: { name: pod.metadata.name!, uid: String(bound!.uid ?? pod.metadata.uid) },
+          ...((pod.spec as { nodeName?: string })?.nodeName
+            ? { node: (pod.spec as { nodeName: string }).nodeName }
+            : {}),
+        }
+        : {}),
+    }, { apiAudiences });
+    return {
+      kind: "TokenRequest",
+      apiVersion: "authentication.k8s.io/v1",
+      metadata: { name: ri.name, namespace: ri.namespace, creationTimestamp: null },
+      spec: {
+        ...spec,
+        audiences: jwtClaims(issued.token)?.aud ?? [],
+        expirationSeconds: typeof spec.expirationSeconds === "number"
+          ? spec.expirationSeconds
+          : 3600,
+      },
+      status: { token: issued.token, expirationTimestamp: issued.expirationTimestamp },
+    };
+  }
+
   async function resource(
     req: Request,
     url: URL,
@@ -895,6 +995,9 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
             status: { userInfo: { username: user.name, groups: user.groups } },
           });
         }
+        if (info.kind === "TokenReview") return respond(201, tokenReview(body));
+        if (info.kind === "SubjectAccessReview") return respond(201, subjectAccessReview(body));
+        if (ri.subresource === "token") return respond(201, tokenRequest(ri, body));
         if (info.kind === "SelfSubjectAccessReview") {
           const spec = (isObject(body) && isObject(body.spec) ? body.spec : {}) as Record<
             string,

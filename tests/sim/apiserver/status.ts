@@ -215,13 +215,14 @@ export function conflict(
 
 /** One field error, as `field.Error` renders it. */
 export interface FieldError {
-  /** `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`, `FieldValueDuplicate`, `FieldValueForbidden`. */
+  /** `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`, `FieldValueDuplicate`, `FieldValueForbidden`, `FieldValueNotFound`. */
   type:
     | "FieldValueInvalid"
     | "FieldValueRequired"
     | "FieldValueNotSupported"
     | "FieldValueDuplicate"
-    | "FieldValueForbidden";
+    | "FieldValueForbidden"
+    | "FieldValueNotFound";
   /** The field path: `spec.clusterIPs`, `metadata.name`. */
   field: string;
   /** The bad value already in Go's `%#v` form (`"x"`, `[]string{"1.2.3.4"}`), for Invalid. */
@@ -238,6 +239,8 @@ function fieldErrorBody(e: FieldError): string {
       return e.detail ? `Forbidden: ${e.detail}` : "Forbidden";
     case "FieldValueDuplicate":
       return `Duplicate value: ${e.value ?? ""}`;
+    case "FieldValueNotFound":
+      return `Not found: ${e.value ?? ""}`;
     case "FieldValueNotSupported":
       return `Unsupported value: ${e.value ?? ""}${e.detail ? `: ${e.detail}` : ""}`;
     default:

@@ -4,7 +4,8 @@
  * resource, namespace and name; one global `resourceVersion` counter; a
  * bounded history of events for watches that resume from a
  * `resourceVersion`; ClusterIP and NodePort allocation; namespace
- * termination and owner-reference garbage collection.
+ * termination and owner-reference garbage collection; the ServiceAccount
+ * admission of new Pods (`_admission.ts`).
  *
  * Writes made here are privileged: they keep whatever `status` they are given
  * (the HTTP layer is what drops `status` on the main resource, as the real
@@ -39,6 +40,7 @@ import {
 } from "./status.ts";
 import { apiVersionOf, findResource, type ResourceInfo, RESOURCES } from "./resources.ts";
 import { applyDefaults, goValue, validate } from "./_strategy.ts";
+import { admitPod } from "./_admission.ts";
 import { type Cidr4, contains, formatIpv4, parseCidr4, parseIpv4 } from "./_cidr.ts";
 import {
   type FieldRequirement,
@@ -393,6 +395,10 @@ export class Store {
       delete meta.namespace;
     }
     applyDefaults(info, o);
+    if (info.kind === "Pod") {
+      const accounts = this.#objects.get(this.resolve("serviceaccounts"))!;
+      admitPod(o, (ns, sa) => accounts.get(`${ns}/${sa}`));
+    }
     const errors = validate(info, o);
     if (errors.length) throw invalid(info.kind, info.group, name, errors);
     const objects = this.#objects.get(info)!;
