@@ -140,7 +140,7 @@ Deno.test("bounds: a flow that sends past its credit is reset, and the manager h
     const close = await mux.next(1, FrameType.Close);
     assertMatch(
       decodeClose(close.payload),
-      /^the traffic-manager reset the flow: sent 262144 bytes with \d+ left of its window: past its credit$/,
+      /^the traffic-manager reset the flow: vif sent 262144 bytes with \d+ left of its window: past its credit$/,
     );
     assert(
       t.manager.stats.bufferedToDestinationPeak <= FLOW_WINDOW,

@@ -555,7 +555,7 @@ Deno.test("mux: a batch that breaks the framing fails the call with INVALID_ARGU
     raw.write(new Uint8Array([0x0a, 3, 1, 2, 3]));
     const e = await status;
     assertEquals(e.code, grpc.status.INVALID_ARGUMENT);
-    assertMatch(e.details, /the mux framing was broken: truncated frame header/);
+    assertMatch(e.details, /vif broke the mux framing: truncated frame header/);
   });
 });
 
@@ -663,7 +663,7 @@ Deno.test("mux: DATA after the client's FIN resets the flow and the client hears
     const close = frames.find(([, ty]) => ty === FrameType.Close)!;
     assertEquals([close[0], decodeClose(close[2])], [
       7,
-      "the traffic-manager reset the flow: DATA after FIN",
+      "the traffic-manager reset the flow: vif sent DATA after its FIN",
     ]);
     const error = await readConn(conn).then(() => null, (e: Error) => e);
     assert(error instanceof Deno.errors.ConnectionReset, `the server saw ${error}`);

@@ -105,9 +105,14 @@ async function runPing(program: string, address: string, timeoutMs: number): Pro
       signal,
     }).output();
   } catch (error) {
+    // A ping with file capabilities (iputils' cap_net_raw) cannot start in a
+    // pod whose bounding set has no NET_RAW, as the manager's has none.
+    const why = error instanceof Deno.errors.PermissionDenied
+      ? "it needs CAP_NET_RAW, which the traffic-manager does not have"
+      : (error as Error).message;
     return {
       code: DialResult_Code.UNREACHABLE,
-      message: `the traffic-manager cannot run "${program}": ${(error as Error).message}`,
+      message: `the traffic-manager cannot run "${program}": ${why}`,
     };
   }
   const decoder = new TextDecoder();

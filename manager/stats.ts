@@ -1,20 +1,22 @@
 /**
- * The manager's counters: open tunnels, bytes each way, dial outcomes, and the
+ * The manager's counters: open flows, bytes each way, dial outcomes, and the
  * bytes it holds in its own buffers, which flow control must keep bounded.
  *
  * @module
  */
 
+import { type MuxEndStats, muxEndStats } from "../mod/rpc/mux_end.ts";
+
 /** Counters of one manager, read through `ManagerHandle.stats`. */
 export class ManagerStats {
-  /** Open TCP tunnels. */
+  /** Open TCP flows. */
   tcpTunnels = 0;
-  /** Open UDP tunnels. */
+  /** Open UDP flows. */
   udpTunnels = 0;
-  /** Tunnels opened since start, by dial outcome (`ok`, `refused`, `prohibited`, …). */
+  /** Flows opened since start, by dial outcome (`ok`, `refused`, `prohibited`, …). */
   readonly dials: Record<string, number> = {};
-  /** Bytes read from destinations and handed to the client. */
-  bytesToClient = 0;
+  /** The counters every `Mux` call adds to. */
+  readonly mux: MuxEndStats = muxEndStats();
   /** Bytes received from clients and written to destinations. */
   bytesToDestination = 0;
   /** UDP datagrams dropped because a side could not keep up. */
@@ -23,29 +25,35 @@ export class ManagerStats {
   dnsAnswered = 0;
   /** DNS queries that failed (no answer in time, upstream error). */
   dnsFailed = 0;
+  #toDestination = 0;
+  #toDestinationPeak = 0;
+
+  /** Data bytes read from destinations and sent to clients. */
+  get bytesToClient(): number {
+    return this.mux.bytesSent;
+  }
+
   /**
    * Frames from clients that broke the protocol: a flow that sent past its
    * credit or after its FIN, an oversized frame, a batch that broke the
    * framing. Each reset its flow or ended its call.
    */
-  violations = 0;
-  #toClient = 0;
-  #toClientPeak = 0;
-  #toDestination = 0;
-  #toDestinationPeak = 0;
+  get violations(): number {
+    return this.mux.violations;
+  }
 
   /**
-   * Bytes read from destination sockets and written to gRPC calls whose write
-   * has not completed yet (held by grpc-js and the HTTP/2 stream): what flow
-   * control bounds in the cluster-to-client direction.
+   * Bytes of batches written to `Mux` calls whose write has not completed yet
+   * (held by grpc-js and the HTTP/2 stream): what flow control bounds in the
+   * cluster-to-client direction.
    */
   get bufferedToClient(): number {
-    return this.#toClient;
+    return this.mux.outbound;
   }
 
   /** The highest {@linkcode ManagerStats.bufferedToClient} seen (see {@linkcode ManagerStats.resetPeaks}). */
   get bufferedToClientPeak(): number {
-    return this.#toClientPeak;
+    return this.mux.outboundPeak;
   }
 
   /** Bytes received from clients and queued on destination sockets, not yet written. */
@@ -60,14 +68,8 @@ export class ManagerStats {
 
   /** Sets the peaks to the current values. */
   resetPeaks(): void {
-    this.#toClientPeak = this.#toClient;
+    this.mux.outboundPeak = this.mux.outbound;
     this.#toDestinationPeak = this.#toDestination;
-  }
-
-  /** @internal Counts `delta` bytes into (or, negative, out of) the to-client buffer. */
-  addBufferedToClient(delta: number): void {
-    this.#toClient += delta;
-    if (this.#toClient > this.#toClientPeak) this.#toClientPeak = this.#toClient;
   }
 
   /** @internal Counts `delta` bytes into (or out of) the to-destination buffer. */

@@ -1,29 +1,20 @@
 /**
  * The router's {@linkcode Dialer} over the manager's `Mux` call: every TCP
- * connection, UDP flow and ping of the session is a flow of frames on one
- * long-lived gRPC stream (framing in `mod/rpc/mux.ts`, rules in
- * docs/protocol.md), instead of one gRPC call each.
- *
- * Flow control is per flow and credit-based: each side may send a TCP flow at
- * most the window the other side gave, and gives more (WINDOW frames) as the
- * bytes leave it: here when the app's socket has taken them. The stream
- * itself is therefore never paused for one slow flow; while grpc-js holds
- * more than it can send, every flow's writes wait for `drain`.
+ * connection, UDP flow, ping and DNS query of the session is a flow of frames
+ * on one long-lived gRPC stream. The call is the shared machine of
+ * `mod/rpc/mux_end.ts` in the client's role (the rules, the credit, what a
+ * broken frame costs: docs/protocol.md "Mux"); what is the daemon's own is
+ * here: the app's sockets (Deno's) as the flows' sinks, the counters the
+ * status shows, and what a refusal means for the app.
  *
  * A call that ends (the manager went away, the connection broke) resets its
- * flows; the next dial opens a new call.
- *
- * The manager is a peer like any other: a flow it sends past the credit it
- * was given, a DATA frame over {@linkcode MAX_CHUNK}, data after its FIN or a
- * second RESULT resets that flow (counted in `violations`, logged once per
- * call); bytes that break the framing end the call. So no flow holds more
- * than its window here, whatever the manager sends.
+ * flows; the next dial opens a new call. A new session (the daemon arrived
+ * again) gets a new call too.
  *
  * @module
  */
 
-import type { ClientDuplexStream } from "@grpc/grpc-js";
-import grpc from "@grpc/grpc-js";
+import grpc, { type ClientDuplexStream } from "@grpc/grpc-js";
 import { parseAddress } from "../net/address.ts";
 import type {
   ByteStream,
@@ -37,25 +28,10 @@ import type {
   Socket,
 } from "../net/dialer.ts";
 import { closeQuietly, SocketReader, writeAll } from "../net/pipe.ts";
-import {
-  decodeClose,
-  decodeResult,
-  decodeWindow,
-  encodeClose,
-  encodeOpen,
-  encodeWindow,
-  FLOW_WINDOW,
-  forEachFrame,
-  FrameType,
-  FrameWriter,
-  MuxProtocol,
-} from "../rpc/mux.ts";
-import {
-  DialResult_Code,
-  MAX_CHUNK,
-  MUX_SESSION_HEADER,
-  UDP_BUFFER_LIMIT,
-} from "../rpc/service.ts";
+import { FLOW_WINDOW, MuxProtocol, type OpenFrame } from "../rpc/mux.ts";
+import { MuxEnd, type MuxEndStats, muxEndStats, MuxRefusal, type Opened } from "../rpc/mux_end.ts";
+import type { TcpFlow, TcpSink } from "../rpc/mux_tcp.ts";
+import { DialResult_Code, MUX_SESSION_HEADER } from "../rpc/service.ts";
 
 type MuxCall = ClientDuplexStream<Uint8Array, Uint8Array>;
 
@@ -81,30 +57,20 @@ export interface MuxDialerOptions {
 
 /** The dialer's counters. */
 export interface MuxStats {
+  /** TCP flows open. */
   tcpOpen: number;
+  /** UDP flows open. */
   udpOpen: number;
-  bytesToCluster: number;
-  bytesFromCluster: number;
+  /** Data bytes sent to the manager, every call. */
+  readonly bytesToCluster: number;
+  /** Data bytes from the manager, every call. */
+  readonly bytesFromCluster: number;
+  /** Dials the manager refused or could not make. */
   dialFailures: number;
   /** Mux calls opened since start. */
   calls: number;
   /** Frames from the manager that broke the protocol (each reset its flow or ended the call). */
-  violations: number;
-}
-
-/** One flow's end of the frames: what the connection hands it. */
-interface Flow {
-  /** The manager's answer to OPEN. */
-  result(code: number, window: number, message: string): void;
-  data(payload: Uint8Array): void;
-  /** The answer to a DNS query sent on this id. */
-  dns?(answer: Uint8Array): void;
-  fin(): void;
-  window(increment: number): void;
-  /** CLOSE from the manager, or the call gone (`lost`). */
-  close(reason: string, lost?: boolean): void;
-  /** A frame that breaks the flow's rules came: reset it. */
-  violation?(what: string): void;
+  readonly violations: number;
 }
 
 const LOST = "the tunnel to the traffic-manager was lost";
@@ -128,173 +94,15 @@ export function dialFailure(code: DialResult_Code): DialFailure {
   }
 }
 
-/** One Mux call and its flows. */
-class MuxConnection {
-  readonly sessionId: string;
-  readonly flows = new Map<number, Flow>();
-  readonly out: FrameWriter;
-  #call: MuxCall;
-  #next = 1;
-  #blocked = false;
-  #waiters: Array<() => void> = [];
-  #dead = false;
-  #stats: MuxStats;
-  #log: MuxDialerOptions["log"];
-  #violations = 0;
-
-  constructor(
-    client: MuxClient,
-    sessionId: string,
-    stats: MuxStats,
-    log: MuxDialerOptions["log"],
-    onNoSession?: () => void,
-  ) {
-    this.sessionId = sessionId;
-    this.#stats = stats;
-    this.#log = log;
-    const metadata = new grpc.Metadata();
-    metadata.set(MUX_SESSION_HEADER, sessionId);
-    const call = client.mux(metadata);
-    this.#call = call;
-    stats.calls++;
-    this.out = new FrameWriter((batch) => {
-      if (!this.#dead && !call.write(batch)) this.#blocked = true;
-    });
-    call.on("data", (batch: Uint8Array) => {
-      try {
-        forEachFrame(batch, (id, type, payload) => this.#frame(id, type, payload));
-      } catch (error) {
-        this.#lose(`the traffic-manager broke the mux framing: ${(error as Error).message}`);
-      }
-    });
-    call.on("drain", () => this.#drained());
-    // grpc-js emits "error" on every call that ends badly, cancelled ones too.
-    call.on("error", (e: grpc.ServiceError) => {
-      // The manager no longer knows the session: arrive again, as a NO_SESSION result says.
-      if (e.code === grpc.status.NOT_FOUND) onNoSession?.();
-      this.#lose(`${LOST}: ${e.details || e.message}`);
-    });
-    call.on("end", () => this.#lose(LOST));
-    call.on("close", () => this.#lose(LOST));
-  }
-
-  get dead(): boolean {
-    return this.#dead;
-  }
-
-  /** A new flow id, and the flow registered under it. */
-  add(flow: Flow): number {
-    const id = this.#next++;
-    if (this.#next > 0xffff_fffe) this.#next = 1;
-    this.flows.set(id, flow);
-    return id;
-  }
-
-  /**
-   * Counts a frame that broke a flow's rules and logs the first of the call;
-   * the flow resets itself.
-   *
-   * @param id the flow
-   * @param what what the manager did
-   */
-  violation(id: number, what: string): void {
-    this.#stats.violations++;
-    if (this.#violations++ === 0) {
-      this.#log?.(
-        "warn",
-        `mux: the traffic-manager broke the protocol on flow ${id}: ${what}; the flow is reset` +
-          " (further violations on this call are counted, not logged)",
-      );
-    }
-  }
-
-  /** grpc-js holds more than it can send now. */
-  get blocked(): boolean {
-    return this.#blocked && !this.#dead;
-  }
-
-  /** Resolves when grpc-js can take more; `undefined` when it can now. */
-  ready(): Promise<void> | undefined {
-    if (!this.#blocked || this.#dead) return undefined;
-    return new Promise((resolve) => this.#waiters.push(resolve));
-  }
-
-  /**
-   * Ends the call from this side: its flows are reset on both sides.
-   *
-   * @param reason what the flows are told
-   */
-  end(reason: string): void {
-    if (this.#dead) return;
-    this.out.flush();
-    this.#call.end();
-    this.#lose(reason);
-  }
-
-  #drained(): void {
-    this.#blocked = false;
-    for (const go of this.#waiters.splice(0)) go();
-  }
-
-  #frame(id: number, type: number, payload: Uint8Array): void {
-    const flow = this.flows.get(id);
-    if (flow === undefined) return; // a late frame of a flow already ended here
-    switch (type) {
-      case FrameType.Result: {
-        const r = decodeResult(payload);
-        flow.result(r.code, r.window, r.message);
-        return;
-      }
-      case FrameType.Data:
-        this.#stats.bytesFromCluster += payload.length;
-        flow.data(payload);
-        return;
-      case FrameType.Fin:
-        flow.fin();
-        return;
-      case FrameType.Dns:
-        flow.dns?.(payload);
-        return;
-      case FrameType.Window:
-        flow.window(decodeWindow(payload));
-        return;
-      case FrameType.Close:
-        this.flows.delete(id);
-        flow.close(decodeClose(payload));
-        return;
-      default:
-        this.#stats.violations++;
-        this.#log?.("debug", `mux: ignoring a frame of unknown type ${type}`);
-    }
-  }
-
-  #lose(reason: string): void {
-    if (this.#dead) return;
-    this.#dead = true;
-    this.out.close();
-    this.#drained();
-    if (this.flows.size > 0) this.#log?.("debug", `mux: ${reason}; ${this.flows.size} flows reset`);
-    const flows = [...this.flows.values()];
-    this.flows.clear();
-    for (const flow of flows) flow.close(reason, true);
-    this.#call.cancel();
-  }
-}
-
 /** Dials through the traffic-manager over one Mux call. */
 export class MuxDialer implements Dialer {
   #client: MuxClient;
   #opts: MuxDialerOptions;
-  #conn: MuxConnection | null = null;
-  readonly stats: MuxStats = {
-    calls: 0,
-    violations: 0,
-    tcpOpen: 0,
-    udpOpen: 0,
-    bytesToCluster: 0,
-    bytesFromCluster: 0,
-    dialFailures: 0,
-  };
+  #end: MuxEnd | null = null;
+  #session = "";
+  /** Shared by every call of the dialer. */
+  #calls: MuxEndStats = muxEndStats();
+  readonly stats: MuxStats;
 
   /**
    * @param client the gRPC client of the Manager service
@@ -303,24 +111,63 @@ export class MuxDialer implements Dialer {
   constructor(client: MuxClient, options: MuxDialerOptions) {
     this.#client = client;
     this.#opts = options;
+    const calls = this.#calls;
+    this.stats = {
+      tcpOpen: 0,
+      udpOpen: 0,
+      dialFailures: 0,
+      calls: 0,
+      get bytesToCluster() {
+        return calls.bytesSent;
+      },
+      get bytesFromCluster() {
+        return calls.bytesReceived;
+      },
+      get violations() {
+        return calls.violations;
+      },
+    };
   }
 
   /** The live call for the current session, opened when there is none. */
-  #connection(): MuxConnection {
+  #call(): MuxEnd {
     const session = this.#opts.sessionId();
-    const conn = this.#conn;
-    if (conn && !conn.dead && conn.sessionId === session) return conn;
+    const live = this.#end;
+    if (live && live.over === undefined && this.#session === session) return live;
     // A new session (arrived again) gets a new call; the old one's flows
     // belonged to a session the manager has ended.
-    conn?.end("the session changed");
-    this.#conn = new MuxConnection(
-      this.#client,
-      session,
-      this.stats,
-      this.#opts.log,
-      this.#opts.onNoSession,
-    );
-    return this.#conn;
+    live?.end("the session changed");
+    const metadata = new grpc.Metadata();
+    metadata.set(MUX_SESSION_HEADER, session);
+    const call = this.#client.mux(metadata);
+    this.stats.calls++;
+    const log = this.#opts.log;
+    const end = new MuxEnd(call, {
+      role: "client",
+      peer: "the traffic-manager",
+      stats: this.#calls,
+      ...(log ? { log } : {}),
+      finish: (reason) => {
+        // Ended from here: the manager resets what is left; cancel so no
+        // stream is left half-open on a manager that does not answer.
+        if (reason === undefined) call.end();
+        call.cancel();
+      },
+      onEnd: (reason) => {
+        if (end.flows > 0) log?.("debug", `mux: ${reason}; ${end.flows} flows reset`);
+      },
+    });
+    // grpc-js emits "error" on every call that ends badly, cancelled ones too.
+    call.on("error", (e: grpc.ServiceError) => {
+      // The manager no longer knows the session: arrive again, as a NO_SESSION result says.
+      if (e.code === grpc.status.NOT_FOUND) this.#opts.onNoSession?.();
+      end.lost(`${LOST}: ${e.details || e.message}`);
+    });
+    call.on("end", () => end.lost(LOST));
+    call.on("close", () => end.lost(LOST));
+    this.#end = end;
+    this.#session = session;
+    return end;
   }
 
   /** When each destination the manager refused was last logged, for {@linkcode MuxDialer.#refused}. */
@@ -350,72 +197,51 @@ export class MuxDialer implements Dialer {
 
   /** Ends the call and resets its flows (the session is closing). */
   close(): void {
-    this.#conn?.end("vif is disconnecting");
-    this.#conn = null;
+    this.#end?.end("vif is disconnecting");
+    this.#end = null;
   }
 
-  #open<T>(
-    protocol: number,
-    req: DialRequest,
-    make: (conn: MuxConnection, id: number, window: number) => T,
-    flow: Partial<Flow>,
-  ): Promise<DialResult<T>> {
-    const conn = this.#connection();
+  /** The OPEN of a dial. */
+  #openFrame(protocol: number, req: DialRequest): OpenFrame {
     const source = parseAddress(req.source.address) ?? new Uint8Array(4);
     const destination = parseAddress(req.destination.address) ?? new Uint8Array(4);
-    return new Promise((resolve) => {
-      let settled = false;
-      const settle = (r: DialResult<T>) => {
-        if (settled) return;
-        settled = true;
-        if (!r.ok) this.stats.dialFailures++;
-        if (!r.ok && r.reason === "prohibited") this.#refused(protocol, req, r.message ?? "");
-        resolve(r);
-      };
-      const pending: Flow = {
-        result: (code, window, message) => {
-          if (code === DialResult_Code.OK) {
-            // From here on, the flow's own handlers take the frames; a second RESULT is a violation.
-            Object.assign(pending, flow, { result: () => flow.violation?.("a second RESULT") });
-            return settle({ ok: true, value: make(conn, id, window) });
-          }
-          conn.flows.delete(id);
-          if (code === DialResult_Code.NO_SESSION) this.#opts.onNoSession?.();
-          settle({ ok: false, reason: dialFailure(code), message });
-        },
-        data: () => {},
-        fin: () => {},
-        window: () => {},
-        close: (reason) =>
-          settle({ ok: false, reason: "unreachable", message: reason || "the tunnel ended" }),
-      };
-      const id = conn.add(pending);
-      conn.out.write(
-        id,
-        FrameType.Open,
-        encodeOpen({
-          protocol,
-          sourceIp: source.length === destination.length
-            ? source
-            : new Uint8Array(destination.length),
-          sourcePort: req.source.port,
-          destinationIp: destination,
-          destinationPort: req.destination.port,
-          dialTimeoutMs: this.#opts.dialTimeoutMs ?? 0,
-          window: protocol === MuxProtocol.Tcp ? this.#opts.window ?? FLOW_WINDOW : 0,
-        }),
-      );
-    });
+    return {
+      protocol,
+      sourceIp: source.length === destination.length ? source : new Uint8Array(destination.length),
+      sourcePort: req.source.port,
+      destinationIp: destination,
+      destinationPort: req.destination.port,
+      dialTimeoutMs: this.#opts.dialTimeoutMs ?? 0,
+      window: protocol === MuxProtocol.Tcp ? this.#opts.window ?? FLOW_WINDOW : 0,
+    };
+  }
+
+  /** Turns the manager's answer into the router's, counting and logging refusals. */
+  #result<T>(protocol: number, req: DialRequest, opened: Opened<T>): DialResult<T> {
+    if (opened.ok) return opened;
+    this.stats.dialFailures++;
+    if (opened.code === DialResult_Code.NO_SESSION) this.#opts.onNoSession?.();
+    const reason = dialFailure(opened.code);
+    if (reason === "prohibited") this.#refused(protocol, req, opened.message);
+    return { ok: false, reason, message: opened.message };
   }
 
   /** Opens a TCP flow: resolves once the manager has dialed. */
   async dialTcp(req: DialRequest): Promise<DialResult<ByteStream>> {
-    const tcp = new TcpFlow(this.stats, this.#opts.window ?? FLOW_WINDOW);
-    const result = await this.#open(
+    const stats = this.stats;
+    let stream: AppStream | undefined;
+    const opened = await this.#call().openTcp(
+      this.#openFrame(MuxProtocol.Tcp, req),
+      (flow) => {
+        stats.tcpOpen++;
+        return stream = new AppStream(flow);
+      },
+      { onEnd: () => stats.tcpOpen-- },
+    );
+    const result = this.#result<ByteStream>(
       MuxProtocol.Tcp,
       req,
-      (conn, id, window) => tcp.attach(conn, id, window),
-      tcp.handlers(),
+      opened.ok ? { ok: true, value: stream! } : opened,
     );
     if (!result.ok) {
       this.#opts.log?.(
@@ -429,35 +255,27 @@ export class MuxDialer implements Dialer {
   }
 
   /** Opens a UDP flow; each DATA frame is one datagram. */
-  dialUdp(
+  async dialUdp(
     req: DialRequest,
     deliver: (payload: Uint8Array) => void,
   ): Promise<DialResult<DatagramFlow>> {
     const stats = this.stats;
+    let counted = false;
     let closed = false;
-    const end = () => {
-      if (closed) return;
-      closed = true;
-      stats.udpOpen--;
-    };
-    return this.#open(MuxProtocol.Udp, req, (conn, id) => {
+    const opened = await this.#call().openDatagrams(this.#openFrame(MuxProtocol.Udp, req), {
+      deliver,
+      close: () => {
+        closed = true;
+        if (counted) stats.udpOpen--;
+        counted = false;
+      },
+    });
+    // The flow may have ended already, in the batch that opened it.
+    if (opened.ok && !closed) {
       stats.udpOpen++;
-      return {
-        send(payload: Uint8Array) {
-          if (closed || conn.dead) return;
-          // UDP semantics: drop rather than queue without bound.
-          if (conn.blocked || conn.out.pending > UDP_BUFFER_LIMIT) return;
-          stats.bytesToCluster += payload.length;
-          conn.out.write(id, FrameType.Data, payload);
-        },
-        close() {
-          if (closed) return;
-          conn.flows.delete(id);
-          conn.out.write(id, FrameType.Close, encodeClose(""));
-          end();
-        },
-      };
-    }, { data: deliver, close: end });
+      counted = true;
+    }
+    return this.#result(MuxProtocol.Udp, req, opened);
   }
 
   /**
@@ -470,73 +288,44 @@ export class MuxDialer implements Dialer {
    * @throws {Error} when the manager could not answer (its reason), the
    *   session is gone (and the session is told), or the time ran out
    */
-  resolveDns(query: Uint8Array, timeoutMs = 8000): Promise<Uint8Array> {
-    const conn = this.#connection();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        conn.flows.delete(id);
-        reject(new Error(`the traffic-manager did not answer the DNS query in ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        conn.flows.delete(id);
-      };
-      const id = conn.add({
-        result: (code, _window, message) => {
-          done();
-          if (code === DialResult_Code.NO_SESSION) this.#opts.onNoSession?.();
-          reject(new Error(message));
-        },
-        data: () => {},
-        dns: (answer) => {
-          done();
-          resolve(answer);
-        },
-        fin: () => {},
-        window: () => {},
-        close: (reason) => {
-          done();
-          reject(new Error(reason || "the tunnel ended"));
-        },
-      });
-      conn.out.write(id, FrameType.Dns, query);
-    });
+  async resolveDns(query: Uint8Array, timeoutMs = 8000): Promise<Uint8Array> {
+    try {
+      return await this.#call().resolve(query, timeoutMs);
+    } catch (error) {
+      if (error instanceof MuxRefusal && error.code === DialResult_Code.NO_SESSION) {
+        this.#opts.onNoSession?.();
+      }
+      throw error;
+    }
   }
 
   /** Pings through the manager. */
-  ping(req: PingRequest): Promise<DialResult<void>> {
-    return this.#open(MuxProtocol.Icmp, req, (conn, id) => void conn.flows.delete(id), {});
+  async ping(req: PingRequest): Promise<DialResult<void>> {
+    const opened = await this.#call().openDatagrams(this.#openFrame(MuxProtocol.Icmp, req), {
+      deliver: () => {},
+      close: () => {},
+    });
+    return this.#result(MuxProtocol.Icmp, req, opened.ok ? { ok: true, value: undefined } : opened);
   }
 }
 
 /**
- * A TCP flow on the daemon's side: a {@linkcode ByteStream} for the router.
- * The router joins it to the accepted socket with
- * {@linkcode TcpFlow.joinSocket}, which moves bytes between the socket and
- * the frames directly; `readable` and `writable` (made only when asked for)
- * serve other users, the tests among them.
+ * A TCP flow on the daemon's side: the flow's sink, and a
+ * {@linkcode ByteStream} for the router. The router joins it to the accepted
+ * socket with {@linkcode AppStream.joinSocket}, which moves bytes between the
+ * socket and the flow directly; `readable` and `writable` (made only when
+ * asked for) serve other users, the tests among them.
  */
-class TcpFlow implements ByteStream {
-  #stats: MuxStats;
-  #window: number;
-  #conn!: MuxConnection;
-  #id = 0;
-  /** What the manager still lets us send. */
-  #credit = 0;
-  #creditWaiter: (() => void) | null = null;
-  /** Bytes the app took since the last WINDOW frame. */
-  #taken = 0;
-  /** What the manager may still send: the window given, less what came, plus what was given back. */
-  #allowed: number;
-  /** Data from the manager not yet handed to the app. */
+class AppStream implements ByteStream, TcpSink {
+  #flow: TcpFlow;
+  /** Bytes from the manager not yet handed to the app. */
   #queue: Uint8Array[] = [];
-  /** The manager sends no more data (FIN, or the flow ended). */
-  #readEnded = false;
-  #wroteFin = false;
-  #gone: Error | null = null;
-  /** The flow was reset (not closed): `#gone` is what the app's side hears. */
-  #aborted = false;
-  #counted = false;
+  /** The manager sends no more (FIN, or done both ways). */
+  #peerEnded = false;
+  /** The flow was reset: what the app's side hears. */
+  #error: Error | null = null;
+  /** The reader of the app's side waits for the flow to take more. */
+  #resume: (() => void) | null = null;
   // As web streams:
   #readable: ReadableStream<Uint8Array> | null = null;
   #writable: WritableStream<Uint8Array> | null = null;
@@ -552,66 +341,130 @@ class TcpFlow implements ByteStream {
   #joined: PipeResult = { aToB: 0, bToA: 0 };
   #joinDone: ((r: PipeResult) => void) | null = null;
 
-  constructor(stats: MuxStats, window: number) {
-    this.#stats = stats;
-    this.#window = window;
-    this.#allowed = window;
+  constructor(flow: TcpFlow) {
+    this.#flow = flow;
   }
 
-  handlers(): Partial<Flow> {
-    return {
-      data: (p) => this.#data(p),
-      fin: () => this.#fin(),
-      window: (n) => this.#more(n),
-      close: (reason, lost) => this.#closed(reason, lost ?? false),
-      violation: (what) => this.#violation(what),
-    };
+  // --- the flow's side (TcpSink) ---------------------------------------------
+
+  write(bytes: Uint8Array): void {
+    if (this.#error) return;
+    if (this.#socket) {
+      this.#queue.push(bytes);
+      if (!this.#writing) this.#drainDown(this.#socket);
+    } else if (this.#wanted && this.#controller) {
+      // A read is waiting: hand the chunk over now.
+      this.#wanted = false;
+      this.#controller.enqueue(bytes);
+      this.#flow.taken(bytes.length);
+    } else this.#queue.push(bytes);
   }
 
-  /** The manager broke the flow's rules: count it and reset the flow both ways. */
-  #violation(what: string): void {
-    if (this.#gone) return;
-    this.#conn.violation(this.#id, what);
-    this.#reset(`vif reset the flow: the traffic-manager ${what}`);
+  end(): void {
+    if (this.#peerEnded) return;
+    this.#peerEnded = true;
+    if (this.#queue.length > 0 || this.#writing) return; // after the queued data
+    if (this.#socket) this.#endDown(this.#socket);
+    else if (this.#controller && this.#wanted) this.#endReadable();
   }
 
-  attach(conn: MuxConnection, id: number, window: number): ByteStream {
-    this.#conn = conn;
-    this.#id = id;
-    this.#credit = window;
-    this.#stats.tcpOpen++;
-    this.#counted = true;
-    return this;
+  close(): void {
+    // The manager's socket closed both ways: the app reads to the end; what
+    // it sends from now on has nowhere to go.
+    this.end();
+    this.#wake();
   }
+
+  reset(reason: string, byPeer: boolean): void {
+    if (this.#error) return;
+    this.#error = new Error(`Connection reset${byPeer ? " by the cluster" : ""}: ${reason}`);
+    this.#peerEnded = true;
+    this.#queue.length = 0;
+    try {
+      this.#controller?.error(this.#error);
+    } catch {
+      // already closed
+    }
+    const socket = this.#socket;
+    if (socket) {
+      this.#joined.error ??= this.#error;
+      closeQuietly(socket);
+      // A write under way fails and ends the direction; else it ends now.
+      if (!this.#writing) this.#downEnded = true;
+      this.#maybeJoined();
+    }
+    this.#wake();
+  }
+
+  resume(): void {
+    this.#wake();
+  }
+
+  #wake(): void {
+    const go = this.#resume;
+    this.#resume = null;
+    go?.();
+  }
+
+  /** Waits until the flow takes more of what the app sends, or is over. */
+  #room(): Promise<void> {
+    if (this.#flow.over) return Promise.resolve();
+    return new Promise((resolve) => this.#resume = resolve);
+  }
+
+  /**
+   * Hands bytes the app sent to the flow, waiting while it has no room.
+   *
+   * @throws {Error} when the flow was reset, or is over
+   */
+  async #send(chunk: Uint8Array): Promise<void> {
+    if (this.#error) throw this.#error;
+    if (this.#flow.over) throw new Error("Connection closed by the cluster");
+    if (!this.#flow.push(chunk)) await this.#room();
+    if (this.#error) throw this.#error;
+  }
+
+  // --- as web streams --------------------------------------------------------
 
   get readable(): ReadableStream<Uint8Array> {
     return this.#readable ??= new ReadableStream<Uint8Array>({
       start: (controller) => {
         this.#controller = controller;
-        if (this.#aborted) controller.error(this.#gone);
+        if (this.#error) controller.error(this.#error);
       },
       pull: (controller) => {
         const chunk = this.#queue.shift();
         if (chunk !== undefined) {
           controller.enqueue(chunk);
-          this.#took(chunk.length);
-        } else if (this.#readEnded) this.#endReadable();
+          this.#flow.taken(chunk.length);
+        } else if (this.#peerEnded) this.#endReadable();
         else this.#wanted = true;
       },
-      cancel: () => this.#reset("the app closed the connection"),
+      cancel: () => this.#flow.abort("the app closed the connection"),
     }, { highWaterMark: 0 });
   }
 
   get writable(): WritableStream<Uint8Array> {
     return this.#writable ??= new WritableStream<Uint8Array>({
-      write: (chunk) => this.#write(chunk),
+      write: (chunk) => this.#send(chunk),
       close: () => {
-        if (this.#gone) throw this.#gone;
-        this.#sendFin();
+        if (this.#error) throw this.#error;
+        this.#flow.end();
       },
-      abort: (reason) => this.#reset(String(reason ?? "aborted")),
+      abort: (reason) => this.#flow.abort(String(reason ?? "aborted")),
     });
   }
+
+  #endReadable(): void {
+    this.#wanted = false;
+    try {
+      this.#controller?.close();
+    } catch {
+      // already closed or errored
+    }
+  }
+
+  // --- joined to a socket ----------------------------------------------------
 
   joinSocket(socket: Socket): Promise<PipeResult> {
     if (this.#socket || this.#readable || this.#writable) {
@@ -619,33 +472,41 @@ class TcpFlow implements ByteStream {
     }
     this.#socket = socket;
     const done = new Promise<PipeResult>((resolve) => this.#joinDone = resolve);
-    if (this.#aborted) {
+    if (this.#error) {
       // Reset before the accept: the app gets the reset at once.
+      this.#joined.error = this.#error;
       closeQuietly(socket);
       this.#upEnded = this.#downEnded = true;
     } else {
       this.#pumpUp(socket);
       if (this.#queue.length > 0) this.#drainDown(socket);
-      else if (this.#readEnded) this.#endDown(socket);
+      else if (this.#peerEnded) this.#endDown(socket);
     }
     this.#maybeJoined();
     return done;
   }
 
-  /** App → cluster: socket reads become DATA frames, the socket's FIN a FIN frame. */
+  /** App → cluster: socket reads go to the flow, the socket's FIN a FIN. */
   async #pumpUp(socket: Socket): Promise<void> {
     const reader = new SocketReader(socket);
+    const flow = this.#flow;
     try {
       for (;;) {
         const chunk = await reader.read();
         if (chunk === null) break;
+        if (this.#error) break;
+        if (flow.over) {
+          // The manager closed both ways: bytes to a closed connection reset it.
+          closeQuietly(socket);
+          break;
+        }
         this.#joined.aToB += chunk.length;
-        await this.#write(chunk);
+        if (!flow.push(chunk)) await this.#room();
       }
-      if (!this.#gone) this.#sendFin();
+      if (!this.#error) flow.end();
     } catch (error) {
       this.#joined.error ??= error;
-      this.#reset(`the app's connection failed: ${(error as Error)?.message ?? error}`);
+      flow.abort(`the app's connection failed: ${(error as Error)?.message ?? error}`);
     }
     this.#upEnded = true;
     this.#maybeJoined();
@@ -658,26 +519,28 @@ class TcpFlow implements ByteStream {
       for (let chunk = this.#queue.shift(); chunk; chunk = this.#queue.shift()) {
         await writeAll(socket, chunk);
         this.#joined.bToA += chunk.length;
-        this.#took(chunk.length);
+        this.#flow.taken(chunk.length);
       }
     } catch (error) {
-      this.#joined.error ??= error;
       this.#writing = false;
-      this.#reset(`cannot write to the app: ${(error as Error)?.message ?? error}`);
+      this.#joined.error ??= error;
+      this.#flow.abort(`cannot write to the app: ${(error as Error)?.message ?? error}`);
+      this.#downEnded = true;
+      this.#maybeJoined();
       return;
     }
     this.#writing = false;
-    if (this.#readEnded) this.#endDown(socket);
+    if (this.#error) {
+      this.#downEnded = true;
+      this.#maybeJoined();
+    } else if (this.#peerEnded) this.#endDown(socket);
   }
 
   /** The manager's FIN after the last byte: half-close the socket. */
   #endDown(socket: Socket): void {
     if (this.#downEnded) return;
     this.#downEnded = true;
-    socket.closeWrite().catch(() => {}).finally(() => {
-      this.#maybeDone();
-      this.#maybeJoined();
-    });
+    socket.closeWrite().catch(() => {}).finally(() => this.#maybeJoined());
   }
 
   #maybeJoined(): void {
@@ -685,149 +548,5 @@ class TcpFlow implements ByteStream {
     const done = this.#joinDone;
     this.#joinDone = null;
     done(this.#joined);
-  }
-
-  #sendFin(): void {
-    if (this.#wroteFin) return;
-    this.#wroteFin = true;
-    this.#conn.out.write(this.#id, FrameType.Fin);
-    this.#maybeDone();
-  }
-
-  async #write(chunk: Uint8Array): Promise<void> {
-    for (let off = 0; off < chunk.length;) {
-      if (this.#gone) throw this.#gone;
-      if (this.#credit <= 0) {
-        await new Promise<void>((resolve) => this.#creditWaiter = resolve);
-        continue;
-      }
-      const wait = this.#conn.ready();
-      if (wait) {
-        await wait;
-        continue;
-      }
-      const part = chunk.subarray(off, off + Math.min(MAX_CHUNK, this.#credit));
-      off += part.length;
-      this.#credit -= part.length;
-      this.#stats.bytesToCluster += part.length;
-      this.#conn.out.write(this.#id, FrameType.Data, part);
-    }
-  }
-
-  #more(increment: number): void {
-    if (this.#credit + increment > 2 ** 48) {
-      return this.#violation(`gave a WINDOW of ${increment} bytes, past 2^48 of credit`);
-    }
-    this.#credit += increment;
-    const go = this.#creditWaiter;
-    this.#creditWaiter = null;
-    go?.();
-  }
-
-  #data(payload: Uint8Array): void {
-    if (this.#gone) return;
-    if (this.#readEnded) return this.#violation("sent DATA after its FIN");
-    if (payload.length > MAX_CHUNK) {
-      return this.#violation(`sent a DATA frame of ${payload.length} bytes, over ${MAX_CHUNK}`);
-    }
-    if (payload.length > this.#allowed) {
-      return this.#violation(
-        `sent ${payload.length} bytes with ${this.#allowed} left of its window: past its credit`,
-      );
-    }
-    this.#allowed -= payload.length;
-    if (this.#socket) {
-      this.#queue.push(payload);
-      if (!this.#writing) this.#drainDown(this.#socket);
-    } else if (this.#wanted && this.#controller) {
-      // A read is waiting: hand the chunk over now.
-      this.#wanted = false;
-      this.#controller.enqueue(payload);
-      this.#took(payload.length);
-    } else this.#queue.push(payload);
-  }
-
-  #took(n: number): void {
-    this.#taken += n;
-    if (this.#taken >= this.#window / 4 && !this.#gone) {
-      this.#conn.out.write(this.#id, FrameType.Window, encodeWindow(this.#taken));
-      this.#allowed += this.#taken;
-      this.#taken = 0;
-    }
-  }
-
-  #fin(): void {
-    if (this.#readEnded) return;
-    this.#readEnded = true;
-    if (this.#queue.length > 0 || this.#writing) return; // after the queued data
-    if (this.#socket) this.#endDown(this.#socket);
-    else if (this.#controller) this.#endReadable();
-    else this.#maybeDone();
-  }
-
-  #endReadable(): void {
-    try {
-      this.#controller?.close();
-    } catch {
-      // already closed or errored
-    }
-    this.#maybeDone();
-  }
-
-  /** Both FINs are through: the flow is over on both sides. */
-  #maybeDone(): void {
-    if (this.#readEnded && this.#queue.length === 0 && this.#wroteFin) this.#finish();
-  }
-
-  #closed(reason: string, lost: boolean): void {
-    if (reason === "" && !lost) {
-      // The manager is done with the flow: both directions ended there.
-      this.#gone = new Error("Connection closed by the cluster");
-      this.#fin();
-      this.#finish();
-      return;
-    }
-    this.#gone = new Error(
-      lost ? `Connection reset: ${reason}` : `Connection reset by the cluster: ${reason}`,
-    );
-    this.#abort();
-    this.#finish();
-  }
-
-  #reset(reason: string): void {
-    if (!this.#gone) {
-      this.#gone = new Error(reason);
-      this.#conn.flows.delete(this.#id);
-      this.#conn.out.write(this.#id, FrameType.Close, encodeClose(reason || "reset"));
-    }
-    this.#abort();
-    this.#finish();
-  }
-
-  /** The flow was reset: the app's side hears it, queued data is dropped. */
-  #abort(): void {
-    this.#aborted = true;
-    this.#readEnded = true;
-    this.#queue.length = 0;
-    this.#more(0);
-    try {
-      this.#controller?.error(this.#gone);
-    } catch {
-      // already closed
-    }
-    const socket = this.#socket;
-    if (socket) {
-      this.#joined.error ??= this.#gone;
-      closeQuietly(socket);
-      // A write under way fails and ends the direction; else it ends now.
-      if (!this.#writing) this.#downEnded = true;
-      this.#maybeJoined();
-    }
-  }
-
-  #finish(): void {
-    this.#conn.flows.delete(this.#id);
-    if (this.#counted) this.#stats.tcpOpen--;
-    this.#counted = false;
   }
 }

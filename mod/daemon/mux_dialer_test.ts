@@ -32,13 +32,16 @@ class FakeCall extends EventEmitter {
   readonly manager = new FrameWriter((batch) => this.emit("data", batch));
   cancelled = false;
 
-  write(batch: Uint8Array): boolean {
+  write(batch: Uint8Array, done?: () => void): boolean {
     forEachFrame(
       batch,
       (id, type, payload) => this.frames.push({ id, type, payload: payload.slice() }),
     );
+    done?.();
     return true;
   }
+  pause(): void {}
+  resume(): void {}
   end(): void {}
   cancel(): void {
     this.cancelled = true;
@@ -130,7 +133,7 @@ Deno.test("MuxDialer resets a flow on an oversized frame, data after FIN and a s
   await turn();
   const reasons = new Map(call.sent(FrameType.Close).map((f) => [f.id, decodeClose(f.payload)]));
   assertMatch(reasons.get(oversized.id)!, /sent a DATA frame of 262145 bytes, over 262144/);
-  assertMatch(reasons.get(late.id)!, /sent DATA after its FIN/);
+  assertMatch(reasons.get(late.id)!, /the traffic-manager sent DATA after its FIN/);
   assertMatch(reasons.get(twice.id)!, /a second RESULT/);
   assertEquals(dialer.stats.violations, 3);
   assertEquals(dialer.stats.tcpOpen, 0);

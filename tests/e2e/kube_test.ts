@@ -107,6 +107,7 @@ Deno.test({
         iperfIp: ipOf(pods("default", "app=iperf")[0]),
         large,
         dir: env.dir,
+        managerPings: false,
         expose: (ip) => sim.net.exposeToWorkstation(ip),
         unexpose: (ip) => sim.net.unexposeFromWorkstation(ip),
       });

@@ -105,6 +105,7 @@ Deno.test({
         iperfIp: samples.iperf.ip,
         large: samples.large,
         dir: env.dir,
+        managerPings: true,
         expose: (ip) => c.exposeToWorkstation(ip),
         unexpose: (ip) => c.unexposeFromWorkstation(ip),
       });

@@ -64,15 +64,22 @@ class FakeCall extends EventEmitter {
     this.#pushBack = pushBack;
   }
 
-  write(batch: Uint8Array): boolean {
+  write(batch: Uint8Array, done?: () => void): boolean {
     if (this.ended || this.cancelled) this.writesAfterEnd++;
     this.written.push(batch);
     if (this.#pushBack && ++this.#writes % 2 === 0) {
-      setTimeout(() => this.emit("drain"), 0);
+      setTimeout(() => {
+        done?.();
+        this.emit("drain");
+      }, 0);
       return false;
     }
+    done?.();
     return true;
   }
+
+  pause(): void {}
+  resume(): void {}
 
   end(): void {
     this.ended = true;
