@@ -32,27 +32,30 @@
  * @module
  */
 
+import { ApiException, CoreV1Api, NetworkingV1Api, type V1Service } from "@kubernetes/client-node";
 import {
-  ApiException,
-  type Cluster,
-  type ConfigurationOptions,
-  type Context,
-  CoreV1Api,
-  KubeConfig,
-  type KubernetesObject,
-  NetworkingV1Api,
-  Observable,
-  type ObservableMiddleware,
-  type User,
-  type V1Service,
-  Watch,
-} from "@kubernetes/client-node";
+  type KubeAccess,
+  KubeAccessError,
+  type KubeAccessOptions,
+  loadKubeAccess,
+} from "../mod/kube/in_cluster.ts";
+import {
+  callOptions,
+  describeFailure,
+  type Failure,
+  formatWait,
+  Informer,
+  type InformerDeps,
+  isAbsent,
+  listPage,
+  type RawObject,
+  type RetryOptions,
+  sleep,
+  withTimeout,
+} from "../mod/kube/informer.ts";
 import { Cidr, formatAddress, parseAddress } from "../mod/net/address.ts";
 import type { ClusterInfoSource, ClusterInfoValue } from "./cluster_info.ts";
 import { ManagerSetupError } from "./errors.ts";
-
-/** Where Kubernetes mounts a pod's service-account token, CA and namespace. */
-export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /** The name of the Service the range probe tries to create. */
 export const PROBE_SERVICE_NAME = "vif-cidr-probe";
@@ -261,525 +264,6 @@ export function parseServiceRangeError(text: string): string[] {
   return found;
 }
 
-// --- configuration ---------------------------------------------------------------
-
-/** How discovery reaches the API server. */
-export interface KubeAccessOptions {
-  /** A kubeconfig file (out of a cluster: tests, development). Wins over {@linkcode KubeAccessOptions.inCluster}. */
-  kubeconfig?: string;
-  /** Use the pod's service account (the default when no kubeconfig is given). */
-  inCluster?: boolean;
-  /** Where the service account's `token`, `ca.crt` and `namespace` are. Default {@linkcode SERVICE_ACCOUNT_DIR}. */
-  serviceAccountDir?: string;
-  /** Reads `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`. Default `Deno.env.get`. */
-  env?: (name: string) => string | undefined;
-}
-
-/** What {@linkcode loadKubeAccess} made. */
-export interface KubeAccess {
-  /** The client configuration. */
-  kubeConfig: KubeConfig;
-  /** The API server's URL. */
-  server: string;
-  /** The namespace to work in: the service account's, the context's, else `default`. */
-  namespace: string;
-  /** Where the configuration came from, for logs: `in-cluster` or `kubeconfig FILE`. */
-  source: string;
-}
-
-/**
- * Tells whether this process runs in a pod with a service account: the
- * `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` variables are set
- * and the token, CA and namespace files exist.
- *
- * @param options The service-account directory and the environment.
- * @returns Whether in-cluster configuration can be loaded.
- *
- * @example
- * ```ts
- * import { inClusterConfigAvailable } from "./discovery.ts";
- *
- * if (inClusterConfigAvailable({ env: () => undefined })) throw new Error("no variables, no cluster");
- * ```
- */
-export function inClusterConfigAvailable(
-  options: Pick<KubeAccessOptions, "serviceAccountDir" | "env"> = {},
-): boolean {
-  const env = options.env ?? ((name: string) => Deno.env.get(name));
-  if (!env("KUBERNETES_SERVICE_HOST") || !env("KUBERNETES_SERVICE_PORT")) return false;
-  const dir = options.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
-  return ["token", "ca.crt", "namespace"].every((name) => {
-    try {
-      return Deno.statSync(`${dir}/${name}`).isFile;
-    } catch {
-      return false;
-    }
-  });
-}
-
-/**
- * Loads the client configuration: the kubeconfig file when one is given,
- * else the pod's service account, built by hand (client-node's
- * `loadFromCluster` only takes a prefix to the standard path) with a token
- * that is read again whenever its file changes, as projected tokens rotate.
- *
- * @param options The kubeconfig, or the service-account directory and environment.
- * @returns The configuration, the server, the namespace.
- * @throws {ManagerSetupError} When the kubeconfig cannot be read, or the service account is missing.
- *
- * @example
- * ```ts ignore
- * import { loadKubeAccess } from "./discovery.ts";
- *
- * const access = loadKubeAccess({ inCluster: true });
- * console.log(access.server, access.namespace);
- * ```
- */
-export function loadKubeAccess(options: KubeAccessOptions = {}): KubeAccess {
-  return options.kubeconfig !== undefined
-    ? fromKubeconfig(options.kubeconfig)
-    : fromServiceAccount(options);
-}
-
-function fromKubeconfig(path: string): KubeAccess {
-  const kubeConfig = new KubeConfig();
-  try {
-    kubeConfig.loadFromFile(path);
-  } catch (cause) {
-    throw new ManagerSetupError(
-      `Cannot read kubeconfig "${path}": ${(cause as Error).message ?? cause}`,
-      { hint: "Pass --kubeconfig a readable kubeconfig file.", usage: true, cause },
-    );
-  }
-  const cluster = kubeConfig.getCurrentCluster();
-  if (cluster === null || kubeConfig.getCurrentUser() === null) {
-    throw new ManagerSetupError(
-      `Cannot use kubeconfig "${path}": its current context names no cluster or user`,
-      {
-        hint: "Set current-context in the file to a context with a cluster and a user.",
-        usage: true,
-      },
-    );
-  }
-  const context = kubeConfig.getContextObject(kubeConfig.getCurrentContext());
-  return {
-    kubeConfig,
-    server: cluster.server,
-    namespace: context?.namespace || "default",
-    source: `kubeconfig ${path}`,
-  };
-}
-
-function fromServiceAccount(options: KubeAccessOptions): KubeAccess {
-  const env = options.env ?? ((name: string) => Deno.env.get(name));
-  const dir = (options.serviceAccountDir ?? SERVICE_ACCOUNT_DIR).replace(/\/+$/, "");
-  const host = env("KUBERNETES_SERVICE_HOST")?.trim();
-  const port = env("KUBERNETES_SERVICE_PORT")?.trim();
-  if (!host || !port) {
-    throw new ManagerSetupError(
-      "Cannot reach the Kubernetes API: KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT is not set",
-      {
-        hint:
-          "Run the manager in a pod, or pass --kubeconfig FILE, or give --pod-cidr and --service-cidr instead of --discover.",
-        usage: true,
-      },
-    );
-  }
-  let namespace: string;
-  try {
-    for (const name of ["token", "ca.crt"]) Deno.statSync(`${dir}/${name}`);
-    namespace = Deno.readTextFileSync(`${dir}/namespace`).trim();
-  } catch (cause) {
-    throw new ManagerSetupError(
-      `Cannot read the service account in "${dir}": ${(cause as Error).message}`,
-      {
-        hint:
-          "Mount the service-account token (automountServiceAccountToken: true), or give --pod-cidr and --service-cidr and --no-discover.",
-        cause,
-      },
-    );
-  }
-  const server = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  const cluster: Cluster = {
-    name: "in-cluster",
-    server,
-    caFile: `${dir}/ca.crt`,
-    skipTLSVerify: false,
-  };
-  const user: User = {
-    name: "service-account",
-    authProvider: { name: TOKEN_FILE_PROVIDER, config: { path: `${dir}/token` } },
-  };
-  const context: Context = {
-    name: "in-cluster",
-    cluster: cluster.name,
-    user: user.name,
-    namespace,
-  };
-  const kubeConfig = new KubeConfig();
-  kubeConfig.addAuthenticator(new TokenFileAuthenticator());
-  kubeConfig.loadFromOptions({
-    clusters: [cluster],
-    users: [user],
-    contexts: [context],
-    currentContext: context.name,
-  });
-  return { kubeConfig, server, namespace: namespace || "default", source: "in-cluster" };
-}
-
-const TOKEN_FILE_PROVIDER = "vif-token-file";
-
-/**
- * Sends the token of a file, read again whenever the file changes (its
- * inode, size or modification time: kubelet swaps a projected token in with
- * a symlink). client-node's own `tokenFile` provider reads it every minute.
- */
-class TokenFileAuthenticator {
-  #token = "";
-  #stamp = "";
-
-  isAuthProvider(user: User): boolean {
-    return (user.authProvider as { name?: string } | undefined)?.name === TOKEN_FILE_PROVIDER;
-  }
-
-  async applyAuthentication(
-    user: User,
-    opts: { headers?: Record<string, unknown> },
-  ): Promise<void> {
-    const path = (user.authProvider as { config: { path: string } }).config.path;
-    const info = await Deno.stat(path);
-    const stamp = `${info.ino}:${info.size}:${info.mtime?.getTime()}`;
-    if (stamp !== this.#stamp) {
-      this.#token = (await Deno.readTextFile(path)).trim();
-      this.#stamp = stamp;
-    }
-    opts.headers ??= {};
-    opts.headers["Authorization"] = `Bearer ${this.#token}`;
-  }
-}
-
-// --- list + watch ------------------------------------------------------------------
-
-/** Options of the retry loops. */
-export interface RetryOptions {
-  /** The first wait after a failure, in ms. Default 500. */
-  initialMs?: number;
-  /** The longest wait, in ms. Default 30000. */
-  maxMs?: number;
-}
-
-interface RawObject extends KubernetesObject {
-  spec?: Record<string, unknown>;
-  status?: Record<string, unknown>;
-}
-
-interface Page {
-  items: RawObject[];
-  resourceVersion: string;
-  continue?: string;
-}
-
-interface InformerSpec<V> {
-  /** For logs: `nodes`. */
-  resource: string;
-  /** The watch path: `/api/v1/nodes`. */
-  path: string;
-  /** Lists one page. */
-  list(page: { limit: number; continue?: string }, signal: AbortSignal): Promise<Page>;
-  /** What to keep of an object; `undefined` to forget it. */
-  value(object: RawObject): V | undefined;
-}
-
-interface Failure {
-  /** The HTTP status, when the server answered. */
-  code?: number;
-  message: string;
-}
-
-/** HTTP statuses that say "this is not for you": the resource is not served, or not allowed. */
-function isAbsent(failure: Failure | undefined): boolean {
-  return failure?.code === 404 || failure?.code === 403;
-}
-
-/** A status or error as one short phrase. */
-function describe(error: unknown): Failure {
-  if (error instanceof ApiException) {
-    const body = typeof error.body === "string" ? error.body : JSON.stringify(error.body);
-    let message = "";
-    try {
-      message = (JSON.parse(body) as { message?: string }).message ?? "";
-    } catch {
-      message = body;
-    }
-    return { code: error.code, message: `HTTP ${error.code}${message ? `: ${message}` : ""}` };
-  }
-  const code = (error as { statusCode?: number } | undefined)?.statusCode;
-  let text = error instanceof Error ? error.message : String(error);
-  let cause = (error as { cause?: unknown } | undefined)?.cause;
-  for (let i = 0; i < 3 && cause instanceof Error; i++) {
-    text += `: ${cause.message}`;
-    cause = (cause as { cause?: unknown }).cause;
-  }
-  return { ...(typeof code === "number" ? { code } : {}), message: text };
-}
-
-/** One resource kept in memory by list and watch. */
-class Informer<V> {
-  /** Values by `namespace/name`. */
-  values = new Map<string, V>();
-  /** Whether a list has succeeded once. */
-  synced = false;
-  /** The last list failure, until a list succeeds. */
-  failure: Failure | undefined;
-
-  #spec: InformerSpec<V>;
-  #deps: LoopDeps;
-  #onChange: () => void;
-  #stop = new AbortController();
-  /** Ends the current watch, if any. */
-  #endWatch: (() => void) | undefined;
-  /** The current watch's connection attempt (client-node cannot abort it before the answer). */
-  #connecting: Promise<void> = Promise.resolve();
-  #resourceVersion = "";
-  /** The failure last logged, until a list or watch works again. */
-  #loggedFailure = "";
-  readonly done: Promise<void>;
-
-  constructor(spec: InformerSpec<V>, deps: LoopDeps, onChange: () => void) {
-    this.#spec = spec;
-    this.#deps = deps;
-    this.#onChange = onChange;
-    this.done = this.#run();
-  }
-
-  async stop(): Promise<void> {
-    this.#stop.abort();
-    this.#endWatch?.();
-    await this.done;
-    // Let a connection attempt in flight finish (and be aborted), a second at most.
-    const bound = new AbortController();
-    await Promise.race([this.#connecting, sleep(1000, bound.signal)]);
-    bound.abort();
-  }
-
-  async #run(): Promise<void> {
-    const { retry } = this.#deps;
-    let delay = retry.initialMs;
-    const backoff = async (ms = delay) => {
-      await sleep(ms, this.#stop.signal);
-      delay = Math.min(delay * 2, retry.maxMs);
-    };
-    while (!this.#stop.signal.aborted) {
-      try {
-        await this.#list();
-        delay = retry.initialMs;
-      } catch (error) {
-        if (this.#stop.signal.aborted) break;
-        this.failure = describe(error);
-        this.#onChange();
-        const wait = isAbsent(this.failure) ? retry.maxMs * 10 : delay;
-        this.#logFailure(`cannot list ${this.#spec.resource}`, wait);
-        await backoff(wait);
-        continue;
-      }
-      while (!this.#stop.signal.aborted) {
-        const started = Date.now();
-        const end = await this.#watchOnce();
-        if (this.#stop.signal.aborted || end === "gone") break; // Gone: list again, now.
-        if (end !== "ended") {
-          this.#logFailure(`the watch of ${this.#spec.resource} failed`, delay, end);
-          await backoff();
-        } else if (Date.now() - started < 1000) {
-          await backoff(); // A server that ends watches at once: do not spin.
-        } else delay = retry.initialMs;
-      }
-    }
-  }
-
-  async #list(): Promise<void> {
-    const values = new Map<string, V>();
-    let cont: string | undefined;
-    let resourceVersion = "";
-    do {
-      const page = await withTimeout(
-        this.#deps.requestTimeoutMs,
-        this.#stop.signal,
-        (signal) => this.#spec.list({ limit: 500, ...(cont ? { continue: cont } : {}) }, signal),
-      );
-      for (const item of page.items) {
-        const value = this.#spec.value(item);
-        if (value !== undefined) values.set(keyOf(item), value);
-      }
-      resourceVersion = page.resourceVersion;
-      cont = page.continue || undefined;
-    } while (cont !== undefined && !this.#stop.signal.aborted);
-    this.values = values;
-    this.#resourceVersion = resourceVersion;
-    this.synced = true;
-    this.failure = undefined;
-    this.#recovered(`listed ${this.#spec.resource} again`);
-    this.#onChange();
-  }
-
-  /** Watches from the last resourceVersion until the watch ends: `ended`, `gone`, or the failure. */
-  #watchOnce(): Promise<"ended" | "gone" | Failure> {
-    return new Promise((resolve) => {
-      let settled = false;
-      let controller: AbortController | undefined;
-      // client-node's Watch does not call `done` after an abort (under Deno the
-      // aborted body never errors), so every end goes through here.
-      let idle: ReturnType<typeof setTimeout> | undefined;
-      const finish = (result: "ended" | "gone" | Failure) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(idle);
-        this.#endWatch = undefined;
-        controller?.abort();
-        resolve(result);
-      };
-      // client-node aborts a watch silent for 30 s, without telling (see
-      // above): a silent watch is ended here too, and started again.
-      const touch = () => {
-        clearTimeout(idle);
-        idle = setTimeout(() => finish("ended"), this.#deps.watchIdleMs);
-      };
-      touch();
-      this.#endWatch = () => finish("ended");
-      const done = (error: unknown) => {
-        if (error === null || error === undefined || isTimeout(error)) finish("ended");
-        else {
-          const failure = describe(error);
-          finish(failure.code === 410 ? "gone" : failure);
-        }
-      };
-      const onEvent = (type: string, object: RawObject) => {
-        if (settled) return;
-        touch();
-        if (type === "ERROR") {
-          const status = object as { code?: number; message?: string };
-          finish(
-            status.code === 410
-              ? "gone"
-              : { code: status.code, message: status.message ?? JSON.stringify(object) },
-          );
-          return;
-        }
-        const version = object?.metadata?.resourceVersion;
-        if (version) this.#resourceVersion = version;
-        if (type === "BOOKMARK") return;
-        const key = keyOf(object);
-        const value = type === "DELETED" ? undefined : this.#spec.value(object);
-        if (value === undefined) this.values.delete(key);
-        else this.values.set(key, value);
-        this.#onChange();
-      };
-      const params = {
-        resourceVersion: this.#resourceVersion,
-        allowWatchBookmarks: true,
-        // As client-go: a random 5 to 10 minutes, so watches do not all end together.
-        timeoutSeconds: 300 + Math.floor(Math.random() * 300),
-      };
-      this.#connecting = new Watch(this.#deps.kubeConfig).watch(
-        this.#spec.path,
-        params,
-        onEvent,
-        done,
-      )
-        .then((c) => {
-          controller = c;
-          if (settled) c.abort();
-          else this.#recovered(`watching ${this.#spec.resource} again`); // Answered 200.
-        }, done);
-    });
-  }
-
-  /** After a failure was logged, says that it is over. */
-  #recovered(what: string): void {
-    if (this.#loggedFailure === "") return;
-    this.#loggedFailure = "";
-    this.#deps.log(`manager: discovery: ${what}`);
-  }
-
-  #logFailure(what: string, waitMs: number, failure: Failure | undefined = this.failure): void {
-    const text = failure?.message ?? "unknown error";
-    if (text === this.#loggedFailure) return; // Said already: not every retry.
-    this.#loggedFailure = text;
-    this.#deps.log(
-      `manager: warning: discovery: ${what}: ${text} (retrying every ${seconds(waitMs)} or sooner)`,
-    );
-  }
-}
-
-function keyOf(object: KubernetesObject): string {
-  return `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`;
-}
-
-function isTimeout(error: unknown): boolean {
-  return (error as { name?: string } | undefined)?.name === "TimeoutError";
-}
-
-function seconds(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
-}
-
-/** Waits `ms`, or less when `signal` aborts. Never rejects. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-  });
-}
-
-/** Runs `fn` with a signal that aborts after `ms` or when `outer` aborts. */
-async function withTimeout<T>(
-  ms: number,
-  outer: AbortSignal,
-  fn: (signal: AbortSignal) => Promise<T>,
-): Promise<T> {
-  const controller = new AbortController();
-  const abort = () => controller.abort(outer.reason);
-  const timer = setTimeout(
-    () => controller.abort(new DOMException(`No answer in ${seconds(ms)}`, "TimeoutError")),
-    ms,
-  );
-  outer.addEventListener("abort", abort);
-  if (outer.aborted) abort();
-  try {
-    return await fn(controller.signal);
-  } finally {
-    clearTimeout(timer);
-    outer.removeEventListener("abort", abort);
-  }
-}
-
-/** client-node's per-call options that make a request end when `signal` aborts. */
-function callOptions(signal: AbortSignal): ConfigurationOptions {
-  const middleware: ObservableMiddleware = {
-    pre(context) {
-      context.setSignal(signal);
-      return new Observable(Promise.resolve(context));
-    },
-    post: (context) => new Observable(Promise.resolve(context)),
-  };
-  return { middleware: [middleware], middlewareMergeStrategy: "append" };
-}
-
-function page(
-  list: { items: unknown[]; metadata?: { resourceVersion?: string; _continue?: string } },
-): Page {
-  return {
-    items: list.items as RawObject[],
-    resourceVersion: list.metadata?.resourceVersion ?? "",
-    ...(list.metadata?._continue ? { continue: list.metadata._continue } : {}),
-  };
-}
-
 // --- the service range probe -------------------------------------------------------
 
 /**
@@ -808,7 +292,7 @@ async function probeServiceRange(
     const text = `${typeof error.body === "string" ? error.body : JSON.stringify(error.body)}`;
     const found = parseServiceRangeError(text);
     for (const cidr of found) if (!cidrs.includes(cidr)) cidrs.push(cidr);
-    answers.push(describe(error).message);
+    answers.push(describeFailure(error).message);
     return true;
   };
   for (const clusterIP of PROBE_CLUSTER_IPS) {
@@ -908,11 +392,8 @@ export interface Discovery {
   close(): Promise<void>;
 }
 
-interface LoopDeps {
-  kubeConfig: KubeConfig;
-  retry: Required<RetryOptions>;
-  requestTimeoutMs: number;
-  watchIdleMs: number;
+/** What the informers need, and where the manager's lines go. */
+interface LoopDeps extends InformerDeps {
   log: (line: string) => void;
 }
 
@@ -950,8 +431,35 @@ type ProbeState =
  * ```
  */
 export function startDiscovery(target: ClusterInfoSource, options: DiscoveryOptions): Discovery {
-  const access = loadKubeAccess(options);
-  return new ClusterDiscovery(target, access, options);
+  return new ClusterDiscovery(target, managerKubeAccess(options), options);
+}
+
+/**
+ * The manager's client configuration, with what to do said in the
+ * manager's terms (its flags) when it cannot be had.
+ *
+ * @param options the kubeconfig, or the service account and environment
+ * @returns the access
+ * @throws {ManagerSetupError} when it cannot be had
+ */
+export function managerKubeAccess(options: KubeAccessOptions): KubeAccess {
+  try {
+    return loadKubeAccess(options);
+  } catch (error) {
+    if (!(error instanceof KubeAccessError)) throw error;
+    const hint = {
+      "kubeconfig": error.hint,
+      "not-in-cluster":
+        "Run the manager in a pod, or pass --kubeconfig FILE, or give --pod-cidr and --service-cidr instead of --discover.",
+      "no-service-account":
+        "Mount the service-account token (automountServiceAccountToken: true), or give --pod-cidr and --service-cidr and --no-discover.",
+    }[error.failure];
+    throw new ManagerSetupError(error.message, {
+      hint,
+      usage: error.failure !== "no-service-account",
+      cause: error.cause ?? error,
+    });
+  }
 }
 
 class ClusterDiscovery implements Discovery {
@@ -988,6 +496,7 @@ class ClusterDiscovery implements Discovery {
     this.#podIp = options.podIp || undefined;
     this.#namespace = options.namespace ?? access.namespace;
     this.#fields = new Set(options.fields ?? ["podSubnets", "serviceSubnets", "namespaces"]);
+    const log = options.log ?? ((line: string) => console.error(line));
     this.#deps = {
       kubeConfig: access.kubeConfig,
       retry: {
@@ -996,7 +505,9 @@ class ClusterDiscovery implements Discovery {
       },
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
       watchIdleMs: options.watchIdleMs ?? 30_000,
-      log: options.log ?? ((line: string) => console.error(line)),
+      log,
+      info: (text) => log(`manager: discovery: ${text}`),
+      warn: (text) => log(`manager: warning: discovery: ${text}`),
     };
     this.#core = access.kubeConfig.makeApiClient(CoreV1Api);
     this.#networking = access.kubeConfig.makeApiClient(NetworkingV1Api);
@@ -1009,7 +520,7 @@ class ClusterDiscovery implements Discovery {
           resource: "nodes",
           path: "/api/v1/nodes",
           list: async (p, signal) =>
-            page(
+            listPage(
               await this.#core.listNode(
                 { limit: p.limit, _continue: p.continue },
                 callOptions(signal),
@@ -1031,7 +542,7 @@ class ClusterDiscovery implements Discovery {
           resource: "servicecidrs",
           path: "/apis/networking.k8s.io/v1/servicecidrs",
           list: async (p, signal) =>
-            page(
+            listPage(
               await this.#networking.listServiceCIDR(
                 { limit: p.limit, _continue: p.continue },
                 callOptions(signal),
@@ -1052,7 +563,7 @@ class ClusterDiscovery implements Discovery {
           resource: "namespaces",
           path: "/api/v1/namespaces",
           list: async (p, signal) =>
-            page(
+            listPage(
               await this.#core.listNamespace(
                 { limit: p.limit, _continue: p.continue },
                 callOptions(signal),
@@ -1208,8 +719,8 @@ class ClusterDiscovery implements Discovery {
           if (this.#stop.signal.aborted) return;
           this.#deps.log(
             `manager: warning: discovery: cannot probe the service range: ${
-              describe(error).message
-            } (retrying in ${seconds(delay)})`,
+              describeFailure(error).message
+            } (retrying in ${formatWait(delay)})`,
           );
           await sleep(delay, this.#stop.signal);
           delay = Math.min(delay * 2, this.#deps.retry.maxMs);
@@ -1237,7 +748,7 @@ class ClusterDiscovery implements Discovery {
           resource: "pods",
           path: "/api/v1/pods",
           list: async (p, signal) =>
-            page(
+            listPage(
               await this.#core.listPodForAllNamespaces(
                 { limit: p.limit, _continue: p.continue },
                 callOptions(signal),
@@ -1253,7 +764,7 @@ class ClusterDiscovery implements Discovery {
           resource: "services",
           path: "/api/v1/services",
           list: async (p, signal) =>
-            page(
+            listPage(
               await this.#core.listServiceForAllNamespaces(
                 { limit: p.limit, _continue: p.continue },
                 callOptions(signal),
@@ -1272,7 +783,7 @@ class ClusterDiscovery implements Discovery {
 
   #task(fn: () => Promise<void>): void {
     const task = fn().catch((error) =>
-      this.#deps.log(`manager: discovery: ${describe(error).message}`)
+      this.#deps.log(`manager: discovery: ${describeFailure(error).message}`)
     ).finally(() => this.#tasks.delete(task));
     this.#tasks.add(task);
   }

@@ -43,16 +43,11 @@ export {
   type DiscoveredField,
   type Discovery,
   type DiscoveryOptions,
-  inClusterConfigAvailable,
-  type KubeAccess,
-  type KubeAccessOptions,
-  loadKubeAccess,
+  managerKubeAccess,
   normalizeCidrs,
   parseServiceRangeError,
   PROBE_CLUSTER_IPS,
   PROBE_SERVICE_NAME,
-  type RetryOptions,
-  SERVICE_ACCOUNT_DIR,
   startDiscovery,
 } from "./discovery.ts";
 export { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "./cluster_info.ts";

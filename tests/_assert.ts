@@ -128,11 +128,13 @@ export async function assertRejects(
  * @param includes a part of the message
  * @returns the error
  */
-export function assertThrows(
+export function assertThrows<E extends Error = Error>(
   fn: () => unknown,
-  cls: abstract new (...args: never[]) => Error = Error,
+  cls: abstract new (...args: never[]) => E = Error as unknown as abstract new (
+    ...args: never[]
+  ) => E,
   includes?: string,
-): Error {
+): E {
   try {
     fn();
   } catch (e) {

@@ -229,9 +229,8 @@ export function registerManager(program: Command, context: CliContext): void {
         if (typeof value === "number") limits[name] = value;
       }
       const serviceIps = flags.serviceIp ?? fromEnv("TRAFFIC_MANAGER_SERVICE_HOST") ?? [];
-      const { serve, ManagerSetupError, inClusterConfigAvailable } = await import(
-        "../../manager/mod.ts"
-      );
+      const { serve, ManagerSetupError } = await import("../../manager/mod.ts");
+      const { inClusterConfigAvailable } = await import("../kube/in_cluster.ts");
       const log = (line: string) => context.io.stderr(line + "\n");
       const podSubnets = flags.podCidr ?? fromEnv("VIF_POD_CIDRS") ?? [];
       const serviceSubnets = flags.serviceCidr ?? fromEnv("VIF_SERVICE_CIDRS") ?? [];

@@ -5,7 +5,9 @@
  * direct listener's client certificates, made in-process (`x509.ts`), and
  * YAML output (`yaml.ts`). Failures are {@linkcode KubeError}s with a hint.
  * Finding the manager (`discovery.ts`) and port-forwarding to it
- * (`portforward.ts`) are imported on their own by those that need them.
+ * (`portforward.ts`) are imported on their own by those that need them, as
+ * are what the roles that run in pods share: the service account's access
+ * (`in_cluster.ts`) and list+watch (`informer.ts`).
  *
  * @example Print what `vif install` would apply
  * ```ts
