@@ -31,7 +31,6 @@
 export {
   MANAGER_NAME,
   type ManagerHandle,
-  parseListen,
   serve,
   type ServeDiscoveryOptions,
   type ServeOptions,
@@ -50,10 +49,11 @@ export {
   PROBE_SERVICE_NAME,
   startDiscovery,
 } from "./discovery.ts";
+export { parseListen } from "../mod/rpc/serve.ts";
 export { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "./cluster_info.ts";
 export { ManagerSetupError, type ManagerSetupErrorOptions } from "./errors.ts";
 export { DnsForwarder, type DnsForwarderOptions, DnsForwardError } from "./dns_forwarder.ts";
 export { DestinationPolicy, type DestinationPolicyOptions, type Verdict } from "./policy.ts";
 export { type Session, type SessionClient, SessionTable } from "./sessions.ts";
 export { ManagerStats } from "./stats.ts";
-export { checkTls, readTlsDir, serverCredentials, type TlsMaterial } from "./tls.ts";
+export { checkTls, readTlsDir, serverCredentials, type TlsMaterial } from "../mod/rpc/tls.ts";

@@ -9,18 +9,16 @@
 
 import {
   type sendUnaryData,
-  Server,
+  type Server,
   type ServerUnaryCall,
   type ServerWritableStream,
   status,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import type { EventEmitter } from "node:events";
-import { Cidr, formatAddress, parseAddress } from "../mod/net/address.ts";
+import { Cidr, parseAddress } from "../mod/net/address.ts";
 import {
   type ArriveRequest,
   ArriveResponseSchema,
-  CHANNEL_OPTIONS,
   type ClusterInfo,
   create,
   DEFAULT_MANAGER_NAMESPACE,
@@ -38,6 +36,15 @@ import { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "
 import { type Discovery, type DiscoveryOptions, startDiscovery } from "./discovery.ts";
 import { DnsForwarder, DnsForwardError } from "./dns_forwarder.ts";
 import { ManagerSetupError } from "./errors.ts";
+import {
+  bindProblem,
+  bindServer,
+  grpcServer,
+  type Listen,
+  parseListen,
+  requireLoopback,
+  shutdownServer,
+} from "../mod/rpc/serve.ts";
 import { commandPinger, findPingProgram } from "./ping.ts";
 import { DestinationPolicy, hostPort } from "./policy.ts";
 import { clusterDomainFromSearch, parseResolvConf, type ResolvConf } from "./resolv_conf.ts";
@@ -50,7 +57,7 @@ import {
   readTlsDir,
   serverCredentials,
   type TlsMaterial,
-} from "./tls.ts";
+} from "../mod/rpc/tls.ts";
 import { Admission, type Limits, resolveLimits } from "./limits.ts";
 import { type Health, startHealth } from "./health.ts";
 import type { FlowContext } from "./dial.ts";
@@ -409,7 +416,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
         ? parseListen(hostPort(listen.host, port))
         : listen;
       try {
-        const bound = await bind(client, at, credentials);
+        const bound = await bindServer(client, at, credentials);
         if (port === 0) port = bound;
         addresses.push(hostPort(at.host, bound));
       } catch (error) {
@@ -421,7 +428,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     if (direct !== undefined && directCreds !== undefined) {
       const server = newServer(state);
       servers.push(server);
-      const bound = await bind(server, direct, directCreds);
+      const bound = await bindServer(server, direct, directCreds);
       directAddress = hostPort(direct.host, bound);
     }
     if (healthAt !== undefined) {
@@ -523,7 +530,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
           call.abort("the traffic-manager is stopping");
         }
         forwarder?.close();
-        await Promise.all(servers.map((server) => shutdown(server, 1000)));
+        await Promise.all(servers.map((server) => shutdownServer(server, 1000)));
         await health?.close();
         log(
           `manager: stopped${
@@ -538,50 +545,21 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
 
 /** A gRPC server of the Manager service with the manager's channel settings. */
 function newServer(state: ServerState): Server {
-  const server = new Server(CHANNEL_OPTIONS);
-  widenReceiveWindows(server, RECEIVE_WINDOW);
+  const server = grpcServer();
   server.addService(ManagerService, implementation(state));
   return server;
 }
 
-/** Binds `server` to `listen`; resolves with the port. */
-async function bind(
-  server: Server,
-  listen: Listen,
-  credentials: Parameters<Server["bindAsync"]>[1],
-): Promise<number> {
-  try {
-    return await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        listen.bind,
-        credentials,
-        (error, port) => error ? reject(error) : resolve(port),
-      )
-    );
-  } catch (cause) {
-    throw new ManagerSetupError(`Cannot listen on "${listen.text}": ${bindProblem(cause)}`, {
-      hint: "Stop what uses that address, or pass another with --listen HOST:PORT.",
-      cause,
-    });
-  }
-}
-
 /** The client listener must be on loopback: else it would skip the API server's RBAC. */
 function clientListen(listen: Listen): Listen {
-  const bytes = parseAddress(listen.host)!;
-  const loopback = bytes.length === 4 ? bytes[0] === 127 : formatAddress(bytes) === "::1";
-  if (!loopback) {
-    throw new ManagerSetupError(
-      `Cannot serve clients on "${listen.text}": the client listener is on loopback only`,
-      {
-        hint: "Clients reach it through the API server's pods/portforward, where Kubernetes " +
-          "RBAC decides who they are; to let clients dial the manager, use --direct-listen " +
-          "HOST:PORT, which asks them for a client certificate.",
-        usage: true,
-      },
-    );
-  }
-  return listen;
+  return requireLoopback(
+    listen,
+    "clients",
+    "client listener",
+    "Clients reach it through the API server's pods/portforward, where Kubernetes " +
+      "RBAC decides who they are; to let clients dial the manager, use --direct-listen " +
+      "HOST:PORT, which asks them for a client certificate.",
+  );
 }
 
 /**
@@ -781,16 +759,6 @@ async function settledWithin(discovery: Discovery, ms: number): Promise<boolean>
   return settled;
 }
 
-async function shutdown(server: Server, graceMs: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
-    new Promise<void>((resolve) => timer = setTimeout(resolve, graceMs)),
-  ]);
-  clearTimeout(timer);
-  server.forceShutdown();
-}
-
 async function readTls(dir: string | undefined): Promise<TlsMaterial> {
   if (dir === undefined) {
     throw new ManagerSetupError("No TLS certificate for the traffic-manager", {
@@ -808,51 +776,6 @@ async function readResolvConf(path: string, log: (line: string) => void): Promis
     log(`manager: warning: cannot read "${path}": ${(error as Error).message}`);
     return { nameservers: [], search: [] };
   }
-}
-
-interface Listen {
-  host: string;
-  port: number;
-  /** What grpc-js binds: `host:port`, `[v6]:port`. */
-  bind: string;
-  text: string;
-}
-
-/**
- * Parses a listen address: `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT`.
- *
- * @param text The address.
- * @param flag The flag it came from, for the error's hint. Default `--listen`.
- * @param defaultHost The host of `:PORT` and `PORT`: loopback for `--listen`, else every address.
- * @returns The host, the port and the form grpc-js binds.
- * @throws {ManagerSetupError} When it is not an IP address and a port.
- */
-export function parseListen(
-  text: string,
-  flag = "--listen",
-  defaultHost = flag === "--listen" ? "127.0.0.1" : "0.0.0.0",
-): Listen {
-  let host = defaultHost;
-  let portText = text;
-  const bracket = /^\[([^\]]+)\]:(\d+)$/.exec(text);
-  if (bracket !== null) [host, portText] = [bracket[1]!, bracket[2]!];
-  else if (text.includes(":")) {
-    const colon = text.lastIndexOf(":");
-    if (colon > 0) host = text.slice(0, colon);
-    portText = text.slice(colon + 1);
-  }
-  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
-  if (parseAddress(host) === undefined || !(port >= 0 && port <= 65535)) {
-    throw new ManagerSetupError(
-      `Cannot listen on "${text}": expected HOST:PORT with an IP address`,
-      {
-        hint: `Pass ${flag} like "${defaultHost}:8081", "[::1]:8081" or ":8081".`,
-        usage: true,
-      },
-    );
-  }
-  const bind = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-  return { host, port, bind, text };
 }
 
 function parseSubnets(texts: readonly string[], what: string, flag: string): Cidr[] {
@@ -911,64 +834,6 @@ function ownAddressesOf(podIp: string | undefined): string[] {
     // No --allow-sys: the pod IP still counts, and loopback is refused anyway.
   }
   return [...own];
-}
-
-/**
- * The HTTP/2 receive window the manager advertises, per stream and per
- * connection: the same as the client's (`grpc-node.flow_control_window`).
- */
-export const RECEIVE_WINDOW = CHANNEL_OPTIONS["grpc-node.flow_control_window"];
-
-/**
- * Makes the server advertise `window` bytes of HTTP/2 receive window per
- * stream (SETTINGS_INITIAL_WINDOW_SIZE, RFC 9113 6.5.2) and per connection
- * (a WINDOW_UPDATE on stream 0, RFC 9113 6.9).
- *
- * grpc-js's server ignores `grpc-node.flow_control_window` (only its client
- * reads it) and keeps Node's 65,535-byte default, which caps each tunnel's
- * client-to-cluster direction at one window per round trip: 2 MB/s over a
- * 20 ms port-forward. It has no option for this, so this reaches into two of
- * its internals (grpc-js is pinned to an exact version in deno.json; the
- * manager's tests check the advertised window): the options it passes to
- * `http2.createSecureServer`, and the method that makes the HTTP/2 server, to
- * widen each new session's connection window.
- *
- * @param server A grpc-js server, before `bindAsync`.
- * @param window The window in bytes.
- */
-function widenReceiveWindows(server: Server, window: number): void {
-  const internals = server as unknown as {
-    commonServerOptions?: { settings?: Record<string, unknown> };
-    createHttp2Server?: (credentials: unknown) => EventEmitter;
-  };
-  if (internals.commonServerOptions === undefined || internals.createHttp2Server === undefined) {
-    return; // Another grpc-js: the defaults stand (slower, not wrong).
-  }
-  internals.commonServerOptions.settings = {
-    ...internals.commonServerOptions.settings,
-    initialWindowSize: window,
-  };
-  const create = internals.createHttp2Server.bind(server);
-  internals.createHttp2Server = (credentials) => {
-    const http2Server = create(credentials);
-    http2Server.on("session", (session: { setLocalWindowSize?(size: number): void }) => {
-      try {
-        session.setLocalWindowSize?.(window);
-      } catch {
-        // A session already closing.
-      }
-    });
-    return http2Server;
-  };
-}
-
-/** What grpc-js's bind error ("No address added … errors: [listen EADDRINUSE: …]") comes to. */
-function bindProblem(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  if (text.includes("EADDRINUSE")) return "the address is already in use";
-  if (text.includes("EADDRNOTAVAIL")) return "no interface has that address";
-  if (text.includes("EACCES")) return "permission denied (ports below 1024 need privileges)";
-  return /\[(.*)\]/.exec(text)?.[1] ?? text;
 }
 
 function list(items: readonly string[]): string {

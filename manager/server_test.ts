@@ -11,7 +11,8 @@ import type { ArriveResponse, ClusterInfo, VersionInfo } from "../mod/rpc/servic
 import { VERSION } from "../mod/version.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../tests/_assert.ts";
 import { call, makeClient, ref, startManager, StreamReader } from "./_testing.ts";
-import { RECEIVE_WINDOW, serve } from "./server.ts";
+import { serve } from "./server.ts";
+import { RECEIVE_WINDOW } from "../mod/rpc/serve.ts";
 import { ManagerSetupError } from "./errors.ts";
 
 Deno.test("serve() answers Version over TLS with its name and version", async () => {

@@ -1,6 +1,6 @@
-import { assert, assertEquals, assertMatch, assertThrows } from "../tests/_assert.ts";
-import { makeTestTls } from "../tests/_tls.ts";
-import { ManagerSetupError } from "./errors.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "../../tests/_assert.ts";
+import { makeTestTls } from "../../tests/_tls.ts";
+import { SetupError } from "./serve.ts";
 import { checkTls, readTlsDir } from "./tls.ts";
 
 Deno.test("readTlsDir() reads a kubernetes.io/tls-shaped directory and checkTls() accepts it", async () => {
@@ -31,12 +31,12 @@ Deno.test("checkTls() warns about a certificate for another name and refuses an 
     const later = new Date(Date.now() + 3 * 86_400_000);
     const error = assertThrows(
       () => checkTls(material, "traffic-manager.shop-system", later),
-      ManagerSetupError,
+      SetupError,
     );
     assertMatch(error.message, /^The TLS certificate expired on \d{4}-/);
     const garbage = assertThrows(
       () => checkTls({ ...material, keyPem: "not a key" }, "traffic-manager.shop-system"),
-      ManagerSetupError,
+      SetupError,
     );
     assertEquals(garbage.message, "The TLS key (tls.key) is not a PEM private key");
   } finally {

@@ -1,5 +1,5 @@
 /**
- * The manager's TLS material: read from a directory shaped like a mounted
+ * A serving role's TLS material (the manager's): read from a directory shaped like a mounted
  * `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, `ca.crt`), checked before
  * serving (the key matches the certificate, the CA signed it, it is valid
  * now), and turned into grpc-js server credentials.
@@ -10,8 +10,8 @@
 import { Buffer } from "node:buffer";
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { ServerCredentials } from "@grpc/grpc-js";
-import { ManagerSetupError } from "./errors.ts";
-import { certificateDnsNames } from "../mod/rpc/service.ts";
+import { SetupError } from "./serve.ts";
+import { certificateDnsNames } from "./service.ts";
 
 /** The PEM texts the manager serves with. */
 export interface TlsMaterial {
@@ -40,7 +40,7 @@ const FILES = { certPem: "tls.crt", keyPem: "tls.key", caPem: "ca.crt" } as cons
  *
  * @param dir The directory (a mounted Secret of type `kubernetes.io/tls` with `ca.crt`).
  * @returns The PEM texts.
- * @throws {ManagerSetupError} When a file is missing or unreadable.
+ * @throws {SetupError} When a file is missing or unreadable.
  */
 export async function readTlsDir(dir: string): Promise<TlsMaterial> {
   const material: Partial<TlsMaterial> = {};
@@ -50,7 +50,7 @@ export async function readTlsDir(dir: string): Promise<TlsMaterial> {
       material[key] = await Deno.readTextFile(path);
     } catch (cause) {
       const what = cause instanceof Deno.errors.NotFound ? "does not exist" : "cannot be read";
-      throw new ManagerSetupError(`TLS file "${path}" ${what}`, {
+      throw new SetupError(`TLS file "${path}" ${what}`, {
         hint: `Point --tls-dir at a directory holding tls.crt, tls.key and ca.crt ` +
           `(a mounted kubernetes.io/tls Secret with its CA).`,
         cause,
@@ -68,7 +68,7 @@ export async function readTlsDir(dir: string): Promise<TlsMaterial> {
  * @param serverName The name clients check: `traffic-manager.<namespace>`.
  * @param now The time to check validity at. Default: now.
  * @returns The names, the expiry and any warnings.
- * @throws {ManagerSetupError} When a PEM does not parse, the key does not match, the CA did not sign it or it has expired.
+ * @throws {SetupError} When a PEM does not parse, the key does not match, the CA did not sign it or it has expired.
  */
 export function checkTls(material: TlsMaterial, serverName: string, now = new Date()): TlsCheck {
   const hint = "Make the certificate again for that name, signed by the CA in ca.crt.";
@@ -84,7 +84,7 @@ export function checkTls(material: TlsMaterial, serverName: string, now = new Da
     validTo = new Date(cert.validTo);
     altNames = cert.subjectAltName ?? "";
   } catch (cause) {
-    throw new ManagerSetupError("The TLS certificate (tls.crt) is not a PEM certificate", {
+    throw new SetupError("The TLS certificate (tls.crt) is not a PEM certificate", {
       hint,
       cause,
     });
@@ -93,7 +93,7 @@ export function checkTls(material: TlsMaterial, serverName: string, now = new Da
   try {
     caKey = new X509Certificate(material.caPem).publicKey;
   } catch (cause) {
-    throw new ManagerSetupError("The CA certificate (ca.crt) is not a PEM certificate", {
+    throw new SetupError("The CA certificate (ca.crt) is not a PEM certificate", {
       hint,
       cause,
     });
@@ -102,10 +102,10 @@ export function checkTls(material: TlsMaterial, serverName: string, now = new Da
   try {
     matches = cert.checkPrivateKey(createPrivateKey(material.keyPem));
   } catch (cause) {
-    throw new ManagerSetupError("The TLS key (tls.key) is not a PEM private key", { hint, cause });
+    throw new SetupError("The TLS key (tls.key) is not a PEM private key", { hint, cause });
   }
   if (!matches) {
-    throw new ManagerSetupError("The TLS key (tls.key) does not belong to the certificate", {
+    throw new SetupError("The TLS key (tls.key) does not belong to the certificate", {
       hint: "Mount the key and certificate of one pair.",
     });
   }
@@ -116,16 +116,16 @@ export function checkTls(material: TlsMaterial, serverName: string, now = new Da
     signed = false; // A key the signature cannot be checked with did not sign it.
   }
   if (!signed) {
-    throw new ManagerSetupError(
+    throw new SetupError(
       `The TLS certificate "${subject}" is not signed by the CA in ca.crt`,
       { hint: "Clients trust only ca.crt: sign the certificate with that CA." },
     );
   }
   if (Number.isNaN(validTo.getTime())) {
-    throw new ManagerSetupError("The TLS certificate (tls.crt) has no readable expiry", { hint });
+    throw new SetupError("The TLS certificate (tls.crt) has no readable expiry", { hint });
   }
   if (validTo.getTime() < now.getTime()) {
-    throw new ManagerSetupError(`The TLS certificate expired on ${validTo.toISOString()}`, {
+    throw new SetupError(`The TLS certificate expired on ${validTo.toISOString()}`, {
       hint,
     });
   }
@@ -147,7 +147,7 @@ export function checkTls(material: TlsMaterial, serverName: string, now = new Da
  *
  * @param path The PEM file (`client-ca.crt` in the TLS directory by default).
  * @returns The PEM text.
- * @throws {ManagerSetupError} When the file is missing, unreadable, or not a CA certificate.
+ * @throws {SetupError} When the file is missing, unreadable, or not a CA certificate.
  */
 export async function readClientCa(path: string): Promise<string> {
   let pem: string;
@@ -155,7 +155,7 @@ export async function readClientCa(path: string): Promise<string> {
     pem = await Deno.readTextFile(path);
   } catch (cause) {
     const what = cause instanceof Deno.errors.NotFound ? "does not exist" : "cannot be read";
-    throw new ManagerSetupError(`The client CA "${path}" ${what}`, {
+    throw new SetupError(`The client CA "${path}" ${what}`, {
       hint: "The direct listener needs the CA of its clients' certificates: " +
         "`vif install --direct` puts it in the TLS Secret as client-ca.crt, or pass --client-ca FILE.",
       cause,
@@ -165,13 +165,13 @@ export async function readClientCa(path: string): Promise<string> {
   try {
     ca = new X509Certificate(pem);
   } catch (cause) {
-    throw new ManagerSetupError(`The client CA "${path}" is not a PEM certificate`, {
+    throw new SetupError(`The client CA "${path}" is not a PEM certificate`, {
       hint: "Pass --client-ca a PEM file holding the CA certificate of the clients.",
       cause,
     });
   }
   if (!ca.ca) {
-    throw new ManagerSetupError(`The client CA "${path}" is not a CA certificate`, {
+    throw new SetupError(`The client CA "${path}" is not a CA certificate`, {
       hint: "Pass the CA that signs the clients' certificates, not a client certificate.",
     });
   }
