@@ -56,7 +56,10 @@ export const FRAME_HEADER = 9;
 export const FLOW_WINDOW = 4 * 1024 * 1024;
 
 /** The protocols an OPEN frame asks for (the numbers of `vif.v1.Protocol`). */
-export const MuxProtocol = { Tcp: 1, Udp: 2, Icmp: 3 } as const;
+export const MuxProtocol = { Tcp: 1, Udp: 2, Icmp: 3, Intercepted: 16, Sftp: 17 } as const;
+
+/** The longest tag of an OPEN frame, in bytes of UTF-8. */
+export const MAX_OPEN_TAG = 255;
 
 /** The fields of an OPEN frame. */
 export interface OpenFrame {
@@ -71,6 +74,12 @@ export interface OpenFrame {
   dialTimeoutMs: number;
   /** The opener's credit for the flow's other direction. */
   window: number;
+  /**
+   * What the flow belongs to, when it is not a dial: the intercept id of an
+   * intercepted connection or an sftp stream. Empty for dials; at most
+   * {@linkcode MAX_OPEN_TAG} bytes.
+   */
+  tag?: string;
 }
 
 /** The fields of a RESULT frame. */
@@ -93,6 +102,7 @@ export class MuxProtocolError extends Error {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Encodes an OPEN frame's payload.
@@ -105,8 +115,15 @@ export function encodeOpen(open: OpenFrame): Uint8Array {
   if ((n !== 4 && n !== 16) || open.destinationIp.length !== n) {
     throw new RangeError("mux: OPEN addresses must both be 4 or both 16 bytes");
   }
-  const out = new Uint8Array(2 + 2 * (n + 2) + 8);
+  const tag = open.tag ? encoder.encode(open.tag) : EMPTY;
+  if (tag.length > MAX_OPEN_TAG) throw new RangeError("mux: an OPEN tag is 255 bytes at most");
+  const fixed = 2 + 2 * (n + 2) + 8;
+  const out = new Uint8Array(fixed + (tag.length > 0 ? 1 + tag.length : 0));
   const view = new DataView(out.buffer);
+  if (tag.length > 0) {
+    out[fixed] = tag.length;
+    out.set(tag, fixed + 1);
+  }
   out[0] = open.protocol;
   out[1] = n;
   out.set(open.sourceIp, 2);
@@ -127,11 +144,25 @@ export function encodeOpen(open: OpenFrame): Uint8Array {
  */
 export function decodeOpen(p: Uint8Array): OpenFrame {
   const n = p[1] ?? 0;
-  if ((n !== 4 && n !== 16) || p.length !== 14 + 2 * n) {
+  const fixed = 14 + 2 * n;
+  const tagLength = p.length > fixed ? p[fixed]! : 0;
+  if (
+    (n !== 4 && n !== 16) ||
+    (p.length !== fixed && (tagLength === 0 || p.length !== fixed + 1 + tagLength))
+  ) {
     throw new MuxProtocolError(`malformed OPEN frame (${p.length} bytes)`);
   }
   const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
+  let tag: string | undefined;
+  if (tagLength > 0) {
+    try {
+      tag = strictDecoder.decode(p.subarray(fixed + 1));
+    } catch {
+      throw new MuxProtocolError("an OPEN frame's tag is not UTF-8");
+    }
+  }
   return {
+    ...(tag !== undefined ? { tag } : {}),
     protocol: p[0]!,
     sourceIp: p.slice(2, 2 + n),
     sourcePort: view.getUint16(2 + n),

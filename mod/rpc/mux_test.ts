@@ -46,6 +46,10 @@ Deno.test("mux: OPEN, RESULT, WINDOW and CLOSE payloads round-trip, IPv4 and IPv
       window: 1 << 20,
     };
     assertEquals(decodeOpen(encodeOpen(open)), open);
+    const tagged = { ...open, protocol: 16, tag: "default/web/8080 ✓" };
+    assertEquals(decodeOpen(encodeOpen(tagged)), tagged);
+    // An empty tag is no tag.
+    assertEquals(decodeOpen(encodeOpen({ ...open, tag: "" })), open);
   }
   const result = { code: 2, window: 65_536, message: "connect ECONNREFUSED 198.18.0.5:81 ✓" };
   assertEquals(decodeResult(encodeResult(result)), result);
@@ -57,6 +61,24 @@ Deno.test("mux: OPEN, RESULT, WINDOW and CLOSE payloads round-trip, IPv4 and IPv
 Deno.test("mux: malformed payloads are errors, not guesses", () => {
   assertThrows(() => decodeOpen(new Uint8Array(5)), MuxProtocolError, "malformed OPEN");
   assertThrows(() => decodeOpen(new Uint8Array([1, 6, ...new Uint8Array(24)])), MuxProtocolError);
+  const fixed = encodeOpen({
+    protocol: 16,
+    sourceIp: new Uint8Array(4),
+    sourcePort: 1,
+    destinationIp: new Uint8Array(4),
+    destinationPort: 1,
+    dialTimeoutMs: 0,
+    window: 0,
+  });
+  // A tag's length byte that promises more (or fewer) bytes than follow, a zero
+  // length with bytes after it, and a tag that is not UTF-8.
+  for (const tail of [[5, 1, 2], [1, 1, 2], [0, 1], [2, 0xc3, 0x28]]) {
+    assertThrows(
+      () => decodeOpen(new Uint8Array([...fixed, ...tail])),
+      MuxProtocolError,
+      undefined,
+    );
+  }
   assertThrows(() => decodeResult(new Uint8Array(4)), MuxProtocolError, "malformed RESULT");
   assertThrows(() => decodeWindow(new Uint8Array(3)), MuxProtocolError, "malformed WINDOW");
   const v4 = new Uint8Array(4), v6 = new Uint8Array(16);

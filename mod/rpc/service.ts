@@ -12,11 +12,21 @@ import { muxDeserialize, muxSerialize } from "./mux.ts";
 import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition } from "@grpc/grpc-js";
 import {
+  AgentArriveRequestSchema,
+  AgentArriveResponseSchema,
+  AgentInterceptsSchema,
+  AgentListSchema,
+  AgentRefSchema,
   ArriveRequestSchema,
   ArriveResponseSchema,
   ClusterInfoSchema,
+  CreateInterceptRequestSchema,
   DepartResponseSchema,
+  InterceptInfoSchema,
+  InterceptRefSchema,
+  ListAgentsRequestSchema,
   RemainResponseSchema,
+  RemoveInterceptResponseSchema,
   SessionRefSchema,
   VersionInfoSchema,
   VersionRequestSchema,
@@ -48,6 +58,20 @@ function toBuffer(u8: Uint8Array): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
+/** A bidirectional stream of `MuxBatch` bytes, passed through untouched (the frames are mux.ts's). */
+function muxMethod(path: string, name: string): MethodDefinition<Uint8Array, Uint8Array> {
+  return {
+    path,
+    originalName: name,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: muxSerialize,
+    requestDeserialize: muxDeserialize,
+    responseSerialize: muxSerialize,
+    responseDeserialize: muxDeserialize,
+  };
+}
+
 /** The `vif.v1.Manager` service definition for grpc-js `Server.addService` and clients. */
 export const ManagerService = {
   version: method("Version", VersionRequestSchema, VersionInfoSchema, false, false),
@@ -56,17 +80,52 @@ export const ManagerService = {
   remain: method("Remain", SessionRefSchema, RemainResponseSchema, false, false),
   depart: method("Depart", SessionRefSchema, DepartResponseSchema, false, false),
   /** `MuxBatch` bytes pass through untouched: the frames inside are the mux framing's (mux.ts). */
-  mux: {
-    path: "/vif.v1.Manager/Mux",
-    originalName: "Mux",
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: muxSerialize,
-    requestDeserialize: muxDeserialize,
-    responseSerialize: muxSerialize,
-    responseDeserialize: muxDeserialize,
-  } as MethodDefinition<Uint8Array, Uint8Array>,
+  mux: muxMethod("/vif.v1.Manager/Mux", "Mux"),
+  createIntercept: method(
+    "CreateIntercept",
+    CreateInterceptRequestSchema,
+    InterceptInfoSchema,
+    false,
+    false,
+  ),
+  removeIntercept: method(
+    "RemoveIntercept",
+    InterceptRefSchema,
+    RemoveInterceptResponseSchema,
+    false,
+    false,
+  ),
+  listAgents: method("ListAgents", ListAgentsRequestSchema, AgentListSchema, false, false),
 } as const;
+
+/** The `vif.v1.Agent` service: the traffic-agent's calls, on the manager's agent listener only. */
+export const AgentService = {
+  arriveAgent: agentMethod(
+    "ArriveAgent",
+    AgentArriveRequestSchema,
+    AgentArriveResponseSchema,
+    false,
+  ),
+  watchIntercepts: agentMethod("WatchIntercepts", AgentRefSchema, AgentInterceptsSchema, true),
+  remainAgent: agentMethod("RemainAgent", AgentRefSchema, RemainResponseSchema, false),
+  departAgent: agentMethod("DepartAgent", AgentRefSchema, DepartResponseSchema, false),
+  agentMux: muxMethod("/vif.v1.Agent/AgentMux", "AgentMux"),
+} as const;
+
+function agentMethod<I extends DescMessage, O extends DescMessage>(
+  name: string,
+  input: I,
+  output: O,
+  responseStream: boolean,
+): MethodDefinition<MessageShape<I>, MessageShape<O>> {
+  return { ...method(name, input, output, false, responseStream), path: `/vif.v1.Agent/${name}` };
+}
+
+/** The `ArriveResponse.features` entry of intercepts (`CreateIntercept` and the reverse flows). */
+export const FEATURE_INTERCEPT = "intercept";
+
+/** The metadata key that carries the agent id of an `AgentMux` call. */
+export const AGENT_ID_HEADER = "vif-agent-id";
 
 /** The `ArriveResponse.features` entry of the `Mux` call, which every manager serves and announces. */
 export const FEATURE_MUX = "mux";

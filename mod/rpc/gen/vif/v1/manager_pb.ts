@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vif/v1/manager.proto.
  */
 export const file_vif_v1_manager: GenFile = /*@__PURE__*/
-  fileDesc("ChR2aWYvdjEvbWFuYWdlci5wcm90bxIGdmlmLnYxIhAKDlZlcnNpb25SZXF1ZXN0IiwKC1ZlcnNpb25JbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJcCgpDbGllbnRJbmZvEgwKBG5hbWUYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIRCgluYW1lc3BhY2UYBCABKAkSCgoCb3MYBSABKAkiRwoNQXJyaXZlUmVxdWVzdBIiCgZjbGllbnQYASABKAsyEi52aWYudjEuQ2xpZW50SW5mbxISCgphbHNvX3Byb3h5GAIgAygJIrEBCg5BcnJpdmVSZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEhcKD21hbmFnZXJfdmVyc2lvbhgCIAEoCRIpCgxjbHVzdGVyX2luZm8YAyABKAsyEy52aWYudjEuQ2x1c3RlckluZm8SHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAQgASgNEhYKDnNlc3Npb25fdHRsX21zGAUgASgNEhAKCGZlYXR1cmVzGAYgAygJIiAKClNlc3Npb25SZWYSEgoKc2Vzc2lvbl9pZBgBIAEoCSKoAQoLQ2x1c3RlckluZm8SEwoLcG9kX3N1Ym5ldHMYASADKAkSFwoPc2VydmljZV9zdWJuZXRzGAIgAygJEhYKDmNsdXN0ZXJfZG9tYWluGAMgASgJEhIKCmRuc19zZXJ2ZXIYBCABKAkSFgoObWFuYWdlcl9wb2RfaXAYBSABKAkSEwoLc2VhcmNoX3BhdGgYBiADKAkSEgoKbmFtZXNwYWNlcxgHIAMoCSIQCg5SZW1haW5SZXNwb25zZSIQCg5EZXBhcnRSZXNwb25zZSLUAQoKRGlhbFJlc3VsdBIlCgRjb2RlGAEgASgOMhcudmlmLnYxLkRpYWxSZXN1bHQuQ29kZRIPCgdtZXNzYWdlGAIgASgJIo0BCgRDb2RlEhQKEENPREVfVU5TUEVDSUZJRUQQABILCgdDT0RFX09LEAESEAoMQ09ERV9SRUZVU0VEEAISFAoQQ09ERV9VTlJFQUNIQUJMRRADEhAKDENPREVfVElNRU9VVBAEEhMKD0NPREVfUFJPSElCSVRFRBAFEhMKD0NPREVfTk9fU0VTU0lPThAGIhoKCE11eEJhdGNoEg4KBmZyYW1lcxgBIAEoDCpbCghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhAKDFBST1RPQ09MX1RDUBABEhAKDFBST1RPQ09MX1VEUBACEhEKDVBST1RPQ09MX0lDTVAQAzLUAgoHTWFuYWdlchI2CgdWZXJzaW9uEhYudmlmLnYxLlZlcnNpb25SZXF1ZXN0GhMudmlmLnYxLlZlcnNpb25JbmZvEjcKBkFycml2ZRIVLnZpZi52MS5BcnJpdmVSZXF1ZXN0GhYudmlmLnYxLkFycml2ZVJlc3BvbnNlEj0KEFdhdGNoQ2x1c3RlckluZm8SEi52aWYudjEuU2Vzc2lvblJlZhoTLnZpZi52MS5DbHVzdGVySW5mbzABEjQKBlJlbWFpbhISLnZpZi52MS5TZXNzaW9uUmVmGhYudmlmLnYxLlJlbWFpblJlc3BvbnNlEjQKBkRlcGFydBISLnZpZi52MS5TZXNzaW9uUmVmGhYudmlmLnYxLkRlcGFydFJlc3BvbnNlEi0KA011eBIQLnZpZi52MS5NdXhCYXRjaBoQLnZpZi52MS5NdXhCYXRjaCgBMAFiBnByb3RvMw");
+  fileDesc("ChR2aWYvdjEvbWFuYWdlci5wcm90bxIGdmlmLnYxIhAKDlZlcnNpb25SZXF1ZXN0IiwKC1ZlcnNpb25JbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJcCgpDbGllbnRJbmZvEgwKBG5hbWUYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIRCgluYW1lc3BhY2UYBCABKAkSCgoCb3MYBSABKAkiRwoNQXJyaXZlUmVxdWVzdBIiCgZjbGllbnQYASABKAsyEi52aWYudjEuQ2xpZW50SW5mbxISCgphbHNvX3Byb3h5GAIgAygJIrEBCg5BcnJpdmVSZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEhcKD21hbmFnZXJfdmVyc2lvbhgCIAEoCRIpCgxjbHVzdGVyX2luZm8YAyABKAsyEy52aWYudjEuQ2x1c3RlckluZm8SHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAQgASgNEhYKDnNlc3Npb25fdHRsX21zGAUgASgNEhAKCGZlYXR1cmVzGAYgAygJIiAKClNlc3Npb25SZWYSEgoKc2Vzc2lvbl9pZBgBIAEoCSKoAQoLQ2x1c3RlckluZm8SEwoLcG9kX3N1Ym5ldHMYASADKAkSFwoPc2VydmljZV9zdWJuZXRzGAIgAygJEhYKDmNsdXN0ZXJfZG9tYWluGAMgASgJEhIKCmRuc19zZXJ2ZXIYBCABKAkSFgoObWFuYWdlcl9wb2RfaXAYBSABKAkSEwoLc2VhcmNoX3BhdGgYBiADKAkSEgoKbmFtZXNwYWNlcxgHIAMoCSIQCg5SZW1haW5SZXNwb25zZSIQCg5EZXBhcnRSZXNwb25zZSLUAQoKRGlhbFJlc3VsdBIlCgRjb2RlGAEgASgOMhcudmlmLnYxLkRpYWxSZXN1bHQuQ29kZRIPCgdtZXNzYWdlGAIgASgJIo0BCgRDb2RlEhQKEENPREVfVU5TUEVDSUZJRUQQABILCgdDT0RFX09LEAESEAoMQ09ERV9SRUZVU0VEEAISFAoQQ09ERV9VTlJFQUNIQUJMRRADEhAKDENPREVfVElNRU9VVBAEEhMKD0NPREVfUFJPSElCSVRFRBAFEhMKD0NPREVfTk9fU0VTU0lPThAGIhoKCE11eEJhdGNoEg4KBmZyYW1lcxgBIAEoDCJXCglBZ2VudFBvcnQSDAoEbmFtZRgBIAEoCRIWCg5jb250YWluZXJfcG9ydBgCIAEoDRISCgphZ2VudF9wb3J0GAMgASgNEhAKCHByb3RvY29sGAQgASgJIlUKCkFnZW50TW91bnQSDAoEbmFtZRgBIAEoCRISCgptb3VudF9wYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBISCgphZ2VudF9wYXRoGAQgASgJIuwCChJBZ2VudEFycml2ZVJlcXVlc3QSEAoIcG9kX25hbWUYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEg4KBnBvZF9pcBgDIAEoCRIVCg13b3JrbG9hZF9raW5kGAQgASgJEhUKDXdvcmtsb2FkX25hbWUYBSABKAkSEQoJY29udGFpbmVyGAYgASgJEiAKBXBvcnRzGAcgAygLMhEudmlmLnYxLkFnZW50UG9ydBJACgtlbnZpcm9ubWVudBgIIAMoCzIrLnZpZi52MS5BZ2VudEFycml2ZVJlcXVlc3QuRW52aXJvbm1lbnRFbnRyeRIiCgZtb3VudHMYCSADKAsyEi52aWYudjEuQWdlbnRNb3VudBIPCgd2ZXJzaW9uGAogASgJEhMKC3NlYXJjaF9wYXRoGAsgAygJGjIKEEVudmlyb25tZW50RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJcChNBZ2VudEFycml2ZVJlc3BvbnNlEhAKCGFnZW50X2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIUCgxhZ2VudF90dGxfbXMYAyABKA0iHAoIQWdlbnRSZWYSEAoIYWdlbnRfaWQYASABKAkiRQoPQWN0aXZlSW50ZXJjZXB0EgoKAmlkGAEgASgJEhYKDmNvbnRhaW5lcl9wb3J0GAIgASgNEg4KBmhvbGRlchgDIAEoCSI+Cg9BZ2VudEludGVyY2VwdHMSKwoKaW50ZXJjZXB0cxgBIAMoCzIXLnZpZi52MS5BY3RpdmVJbnRlcmNlcHQi4QEKCUFnZW50SW5mbxIQCghwb2RfbmFtZRgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSDgoGcG9kX2lwGAMgASgJEhUKDXdvcmtsb2FkX2tpbmQYBCABKAkSFQoNd29ya2xvYWRfbmFtZRgFIAEoCRIRCgljb250YWluZXIYBiABKAkSIAoFcG9ydHMYByADKAsyES52aWYudjEuQWdlbnRQb3J0EisKCmludGVyY2VwdHMYCCADKAsyFy52aWYudjEuQWN0aXZlSW50ZXJjZXB0Eg8KB3ZlcnNpb24YCSABKAkibgoWQ3JlYXRlSW50ZXJjZXB0UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIVCg13b3JrbG9hZF9uYW1lGAMgASgJEhYKDmNvbnRhaW5lcl9wb3J0GAQgASgNIroCCg1JbnRlcmNlcHRJbmZvEgoKAmlkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIVCg13b3JrbG9hZF9uYW1lGAMgASgJEhYKDmNvbnRhaW5lcl9wb3J0GAQgASgNEg4KBmhvbGRlchgFIAEoCRIhCgZhZ2VudHMYBiADKAsyES52aWYudjEuQWdlbnRJbmZvEjsKC2Vudmlyb25tZW50GAcgAygLMiYudmlmLnYxLkludGVyY2VwdEluZm8uRW52aXJvbm1lbnRFbnRyeRIiCgZtb3VudHMYCCADKAsyEi52aWYudjEuQWdlbnRNb3VudBITCgtzZWFyY2hfcGF0aBgJIAMoCRoyChBFbnZpcm9ubWVudEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLgoMSW50ZXJjZXB0UmVmEhIKCnNlc3Npb25faWQYASABKAkSCgoCaWQYAiABKAkiGQoXUmVtb3ZlSW50ZXJjZXB0UmVzcG9uc2UiOgoRTGlzdEFnZW50c1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkiWQoJQWdlbnRMaXN0EiEKBmFnZW50cxgBIAMoCzIRLnZpZi52MS5BZ2VudEluZm8SKQoKaW50ZXJjZXB0cxgCIAMoCzIVLnZpZi52MS5JbnRlcmNlcHRJbmZvKogBCghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhAKDFBST1RPQ09MX1RDUBABEhAKDFBST1RPQ09MX1VEUBACEhEKDVBST1RPQ09MX0lDTVAQAxIYChRQUk9UT0NPTF9JTlRFUkNFUFRFRBAQEhEKDVBST1RPQ09MX1NGVFAQETKkBAoHTWFuYWdlchI2CgdWZXJzaW9uEhYudmlmLnYxLlZlcnNpb25SZXF1ZXN0GhMudmlmLnYxLlZlcnNpb25JbmZvEjcKBkFycml2ZRIVLnZpZi52MS5BcnJpdmVSZXF1ZXN0GhYudmlmLnYxLkFycml2ZVJlc3BvbnNlEj0KEFdhdGNoQ2x1c3RlckluZm8SEi52aWYudjEuU2Vzc2lvblJlZhoTLnZpZi52MS5DbHVzdGVySW5mbzABEjQKBlJlbWFpbhISLnZpZi52MS5TZXNzaW9uUmVmGhYudmlmLnYxLlJlbWFpblJlc3BvbnNlEjQKBkRlcGFydBISLnZpZi52MS5TZXNzaW9uUmVmGhYudmlmLnYxLkRlcGFydFJlc3BvbnNlEi0KA011eBIQLnZpZi52MS5NdXhCYXRjaBoQLnZpZi52MS5NdXhCYXRjaCgBMAESSAoPQ3JlYXRlSW50ZXJjZXB0Eh4udmlmLnYxLkNyZWF0ZUludGVyY2VwdFJlcXVlc3QaFS52aWYudjEuSW50ZXJjZXB0SW5mbxJICg9SZW1vdmVJbnRlcmNlcHQSFC52aWYudjEuSW50ZXJjZXB0UmVmGh8udmlmLnYxLlJlbW92ZUludGVyY2VwdFJlc3BvbnNlEjoKCkxpc3RBZ2VudHMSGS52aWYudjEuTGlzdEFnZW50c1JlcXVlc3QaES52aWYudjEuQWdlbnRMaXN0MrUCCgVBZ2VudBJGCgtBcnJpdmVBZ2VudBIaLnZpZi52MS5BZ2VudEFycml2ZVJlcXVlc3QaGy52aWYudjEuQWdlbnRBcnJpdmVSZXNwb25zZRI+Cg9XYXRjaEludGVyY2VwdHMSEC52aWYudjEuQWdlbnRSZWYaFy52aWYudjEuQWdlbnRJbnRlcmNlcHRzMAESNwoLUmVtYWluQWdlbnQSEC52aWYudjEuQWdlbnRSZWYaFi52aWYudjEuUmVtYWluUmVzcG9uc2USNwoLRGVwYXJ0QWdlbnQSEC52aWYudjEuQWdlbnRSZWYaFi52aWYudjEuRGVwYXJ0UmVzcG9uc2USMgoIQWdlbnRNdXgSEC52aWYudjEuTXV4QmF0Y2gaEC52aWYudjEuTXV4QmF0Y2goATABYgZwcm90bzM");
 
 /**
  * @generated from message vif.v1.VersionRequest
@@ -382,6 +382,495 @@ export const MuxBatchSchema: GenMessage<MuxBatch> = /*@__PURE__*/
   messageDesc(file_vif_v1_manager, 10);
 
 /**
+ * A port of the app container the agent took over.
+ *
+ * @generated from message vif.v1.AgentPort
+ */
+export type AgentPort = Message<"vif.v1.AgentPort"> & {
+  /**
+   * the container port's name ("http"), if it has one
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * the app's port (80)
+   *
+   * @generated from field: uint32 container_port = 2;
+   */
+  containerPort: number;
+
+  /**
+   * where the agent listens for it (9900)
+   *
+   * @generated from field: uint32 agent_port = 3;
+   */
+  agentPort: number;
+
+  /**
+   * "TCP"
+   *
+   * @generated from field: string protocol = 4;
+   */
+  protocol: string;
+};
+
+/**
+ * Describes the message vif.v1.AgentPort.
+ * Use `create(AgentPortSchema)` to create a new message.
+ */
+export const AgentPortSchema: GenMessage<AgentPort> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 11);
+
+/**
+ * A volume mount of the app container, as the agent sees it.
+ *
+ * @generated from message vif.v1.AgentMount
+ */
+export type AgentMount = Message<"vif.v1.AgentMount"> & {
+  /**
+   * the volume's name
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * where the app sees it ("/etc/web")
+   *
+   * @generated from field: string mount_path = 2;
+   */
+  mountPath: string;
+
+  /**
+   * @generated from field: bool read_only = 3;
+   */
+  readOnly: boolean;
+
+  /**
+   * where the agent's container has it ("/vif/app/etc/web")
+   *
+   * @generated from field: string agent_path = 4;
+   */
+  agentPath: string;
+};
+
+/**
+ * Describes the message vif.v1.AgentMount.
+ * Use `create(AgentMountSchema)` to create a new message.
+ */
+export const AgentMountSchema: GenMessage<AgentMount> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 12);
+
+/**
+ * @generated from message vif.v1.AgentArriveRequest
+ */
+export type AgentArriveRequest = Message<"vif.v1.AgentArriveRequest"> & {
+  /**
+   * @generated from field: string pod_name = 1;
+   */
+  podName: string;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string pod_ip = 3;
+   */
+  podIp: string;
+
+  /**
+   * "Deployment", "StatefulSet", "ReplicaSet"
+   *
+   * @generated from field: string workload_kind = 4;
+   */
+  workloadKind: string;
+
+  /**
+   * @generated from field: string workload_name = 5;
+   */
+  workloadName: string;
+
+  /**
+   * the app container's name
+   *
+   * @generated from field: string container = 6;
+   */
+  container: string;
+
+  /**
+   * @generated from field: repeated vif.v1.AgentPort ports = 7;
+   */
+  ports: AgentPort[];
+
+  /**
+   * The app container's environment, as the kubelet resolved it (env and
+   * envFrom, ConfigMaps and Secrets included).
+   *
+   * @generated from field: map<string, string> environment = 8;
+   */
+  environment: { [key: string]: string };
+
+  /**
+   * @generated from field: repeated vif.v1.AgentMount mounts = 9;
+   */
+  mounts: AgentMount[];
+
+  /**
+   * the agent's vif version
+   *
+   * @generated from field: string version = 10;
+   */
+  version: string;
+
+  /**
+   * the pod's resolv.conf search list
+   *
+   * @generated from field: repeated string search_path = 11;
+   */
+  searchPath: string[];
+};
+
+/**
+ * Describes the message vif.v1.AgentArriveRequest.
+ * Use `create(AgentArriveRequestSchema)` to create a new message.
+ */
+export const AgentArriveRequestSchema: GenMessage<AgentArriveRequest> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 13);
+
+/**
+ * @generated from message vif.v1.AgentArriveResponse
+ */
+export type AgentArriveResponse = Message<"vif.v1.AgentArriveResponse"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: uint32 heartbeat_interval_ms = 2;
+   */
+  heartbeatIntervalMs: number;
+
+  /**
+   * @generated from field: uint32 agent_ttl_ms = 3;
+   */
+  agentTtlMs: number;
+};
+
+/**
+ * Describes the message vif.v1.AgentArriveResponse.
+ * Use `create(AgentArriveResponseSchema)` to create a new message.
+ */
+export const AgentArriveResponseSchema: GenMessage<AgentArriveResponse> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 14);
+
+/**
+ * @generated from message vif.v1.AgentRef
+ */
+export type AgentRef = Message<"vif.v1.AgentRef"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+};
+
+/**
+ * Describes the message vif.v1.AgentRef.
+ * Use `create(AgentRefSchema)` to create a new message.
+ */
+export const AgentRefSchema: GenMessage<AgentRef> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 15);
+
+/**
+ * An intercept as an agent needs it: which port, for whom.
+ *
+ * @generated from message vif.v1.ActiveIntercept
+ */
+export type ActiveIntercept = Message<"vif.v1.ActiveIntercept"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: uint32 container_port = 2;
+   */
+  containerPort: number;
+
+  /**
+   * "alice@laptop"
+   *
+   * @generated from field: string holder = 3;
+   */
+  holder: string;
+};
+
+/**
+ * Describes the message vif.v1.ActiveIntercept.
+ * Use `create(ActiveInterceptSchema)` to create a new message.
+ */
+export const ActiveInterceptSchema: GenMessage<ActiveIntercept> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 16);
+
+/**
+ * @generated from message vif.v1.AgentIntercepts
+ */
+export type AgentIntercepts = Message<"vif.v1.AgentIntercepts"> & {
+  /**
+   * @generated from field: repeated vif.v1.ActiveIntercept intercepts = 1;
+   */
+  intercepts: ActiveIntercept[];
+};
+
+/**
+ * Describes the message vif.v1.AgentIntercepts.
+ * Use `create(AgentInterceptsSchema)` to create a new message.
+ */
+export const AgentInterceptsSchema: GenMessage<AgentIntercepts> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 17);
+
+/**
+ * An agent as clients see it.
+ *
+ * @generated from message vif.v1.AgentInfo
+ */
+export type AgentInfo = Message<"vif.v1.AgentInfo"> & {
+  /**
+   * @generated from field: string pod_name = 1;
+   */
+  podName: string;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string pod_ip = 3;
+   */
+  podIp: string;
+
+  /**
+   * @generated from field: string workload_kind = 4;
+   */
+  workloadKind: string;
+
+  /**
+   * @generated from field: string workload_name = 5;
+   */
+  workloadName: string;
+
+  /**
+   * @generated from field: string container = 6;
+   */
+  container: string;
+
+  /**
+   * @generated from field: repeated vif.v1.AgentPort ports = 7;
+   */
+  ports: AgentPort[];
+
+  /**
+   * @generated from field: repeated vif.v1.ActiveIntercept intercepts = 8;
+   */
+  intercepts: ActiveIntercept[];
+
+  /**
+   * @generated from field: string version = 9;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message vif.v1.AgentInfo.
+ * Use `create(AgentInfoSchema)` to create a new message.
+ */
+export const AgentInfoSchema: GenMessage<AgentInfo> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 18);
+
+/**
+ * @generated from message vif.v1.CreateInterceptRequest
+ */
+export type CreateInterceptRequest = Message<"vif.v1.CreateInterceptRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string workload_name = 3;
+   */
+  workloadName: string;
+
+  /**
+   * the app container's port to take
+   *
+   * @generated from field: uint32 container_port = 4;
+   */
+  containerPort: number;
+};
+
+/**
+ * Describes the message vif.v1.CreateInterceptRequest.
+ * Use `create(CreateInterceptRequestSchema)` to create a new message.
+ */
+export const CreateInterceptRequestSchema: GenMessage<CreateInterceptRequest> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 19);
+
+/**
+ * @generated from message vif.v1.InterceptInfo
+ */
+export type InterceptInfo = Message<"vif.v1.InterceptInfo"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * @generated from field: string workload_name = 3;
+   */
+  workloadName: string;
+
+  /**
+   * @generated from field: uint32 container_port = 4;
+   */
+  containerPort: number;
+
+  /**
+   * @generated from field: string holder = 5;
+   */
+  holder: string;
+
+  /**
+   * the workload's agents now
+   *
+   * @generated from field: repeated vif.v1.AgentInfo agents = 6;
+   */
+  agents: AgentInfo[];
+
+  /**
+   * What the first agent reported of the app container.
+   *
+   * @generated from field: map<string, string> environment = 7;
+   */
+  environment: { [key: string]: string };
+
+  /**
+   * @generated from field: repeated vif.v1.AgentMount mounts = 8;
+   */
+  mounts: AgentMount[];
+
+  /**
+   * @generated from field: repeated string search_path = 9;
+   */
+  searchPath: string[];
+};
+
+/**
+ * Describes the message vif.v1.InterceptInfo.
+ * Use `create(InterceptInfoSchema)` to create a new message.
+ */
+export const InterceptInfoSchema: GenMessage<InterceptInfo> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 20);
+
+/**
+ * @generated from message vif.v1.InterceptRef
+ */
+export type InterceptRef = Message<"vif.v1.InterceptRef"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message vif.v1.InterceptRef.
+ * Use `create(InterceptRefSchema)` to create a new message.
+ */
+export const InterceptRefSchema: GenMessage<InterceptRef> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 21);
+
+/**
+ * @generated from message vif.v1.RemoveInterceptResponse
+ */
+export type RemoveInterceptResponse = Message<"vif.v1.RemoveInterceptResponse"> & {
+};
+
+/**
+ * Describes the message vif.v1.RemoveInterceptResponse.
+ * Use `create(RemoveInterceptResponseSchema)` to create a new message.
+ */
+export const RemoveInterceptResponseSchema: GenMessage<RemoveInterceptResponse> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 22);
+
+/**
+ * @generated from message vif.v1.ListAgentsRequest
+ */
+export type ListAgentsRequest = Message<"vif.v1.ListAgentsRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * empty: every namespace
+   *
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+};
+
+/**
+ * Describes the message vif.v1.ListAgentsRequest.
+ * Use `create(ListAgentsRequestSchema)` to create a new message.
+ */
+export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 23);
+
+/**
+ * @generated from message vif.v1.AgentList
+ */
+export type AgentList = Message<"vif.v1.AgentList"> & {
+  /**
+   * @generated from field: repeated vif.v1.AgentInfo agents = 1;
+   */
+  agents: AgentInfo[];
+
+  /**
+   * every intercept, whoever holds it
+   *
+   * @generated from field: repeated vif.v1.InterceptInfo intercepts = 2;
+   */
+  intercepts: InterceptInfo[];
+};
+
+/**
+ * Describes the message vif.v1.AgentList.
+ * Use `create(AgentListSchema)` to create a new message.
+ */
+export const AgentListSchema: GenMessage<AgentList> = /*@__PURE__*/
+  messageDesc(file_vif_v1_manager, 24);
+
+/**
  * The protocol numbers of the mux framing's OPEN frame.
  *
  * @generated from enum vif.v1.Protocol
@@ -408,6 +897,25 @@ export enum Protocol {
    * @generated from enum value: PROTOCOL_ICMP = 3;
    */
   ICMP = 3,
+
+  /**
+   * A connection the cluster made to an intercepted port: the agent opens it
+   * toward the manager, the manager toward the holding session. Source: the
+   * cluster client; destination: the pod IP and the container port it
+   * called; the OPEN's tag: the intercept id.
+   *
+   * @generated from enum value: PROTOCOL_INTERCEPTED = 16;
+   */
+  INTERCEPTED = 16,
+
+  /**
+   * A byte stream to an sftp-server in the agent's container (its view of
+   * the app's volumes): the client opens it toward the manager with the
+   * intercept id as tag, the manager toward one of the workload's agents.
+   *
+   * @generated from enum value: PROTOCOL_SFTP = 17;
+   */
+  SFTP = 17,
 }
 
 /**
@@ -485,6 +993,108 @@ export const Manager: GenService<{
     input: typeof MuxBatchSchema;
     output: typeof MuxBatchSchema;
   },
+  /**
+   * Intercepts (docs/protocol.md, "Intercepts"). The workload must carry an
+   * agent already (`vif intercept` injects it with the user's credentials).
+   * Starts sending the connections that reach `container_port` of the
+   * workload's pods to this session (reverse flows on its Mux call). Fails
+   * with FAILED_PRECONDITION while no agent of the workload has arrived, and
+   * ALREADY_EXISTS, naming the holder, when another session holds the port.
+   *
+   * @generated from rpc vif.v1.Manager.CreateIntercept
+   */
+  createIntercept: {
+    methodKind: "unary";
+    input: typeof CreateInterceptRequestSchema;
+    output: typeof InterceptInfoSchema;
+  },
+  /**
+   * Ends one of the session's intercepts; the agents pass the port through again.
+   *
+   * @generated from rpc vif.v1.Manager.RemoveIntercept
+   */
+  removeIntercept: {
+    methodKind: "unary";
+    input: typeof InterceptRefSchema;
+    output: typeof RemoveInterceptResponseSchema;
+  },
+  /**
+   * The agents the manager knows of (in a namespace, or all), with their intercepts.
+   *
+   * @generated from rpc vif.v1.Manager.ListAgents
+   */
+  listAgents: {
+    methodKind: "unary";
+    input: typeof ListAgentsRequestSchema;
+    output: typeof AgentListSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_vif_v1_manager, 0);
+
+/**
+ * The traffic-agent's side, served on the manager's agent listener only
+ * (port 8083 on the pod network). Every call carries the agent's projected
+ * service-account token (`authorization: Bearer …`, audience
+ * "vif-traffic-manager"), which the manager checks with a TokenReview: the
+ * pod it is bound to is the agent's identity.
+ *
+ * @generated from service vif.v1.Agent
+ */
+export const Agent: GenService<{
+  /**
+   * The agent says what it serves: its pod, the app container's ports,
+   * environment and mounts. Answers with an id for the other calls.
+   *
+   * @generated from rpc vif.v1.Agent.ArriveAgent
+   */
+  arriveAgent: {
+    methodKind: "unary";
+    input: typeof AgentArriveRequestSchema;
+    output: typeof AgentArriveResponseSchema;
+  },
+  /**
+   * Which of its ports are intercepted: sent at once, then on every change.
+   *
+   * @generated from rpc vif.v1.Agent.WatchIntercepts
+   */
+  watchIntercepts: {
+    methodKind: "server_streaming";
+    input: typeof AgentRefSchema;
+    output: typeof AgentInterceptsSchema;
+  },
+  /**
+   * Heartbeat, as Remain.
+   *
+   * @generated from rpc vif.v1.Agent.RemainAgent
+   */
+  remainAgent: {
+    methodKind: "unary";
+    input: typeof AgentRefSchema;
+    output: typeof RemainResponseSchema;
+  },
+  /**
+   * The agent leaves (its pod is stopping).
+   *
+   * @generated from rpc vif.v1.Agent.DepartAgent
+   */
+  departAgent: {
+    methodKind: "unary";
+    input: typeof AgentRefSchema;
+    output: typeof DepartResponseSchema;
+  },
+  /**
+   * The agent's flows, in the mux framing: the connections it takes on an
+   * intercepted port (OPEN with PROTOCOL_INTERCEPTED, toward the session
+   * that holds the intercept), and what the manager opens toward it (sftp,
+   * DNS queries from the pod). The agent id is the `vif-agent-id` metadata.
+   *
+   * @generated from rpc vif.v1.Agent.AgentMux
+   */
+  agentMux: {
+    methodKind: "bidi_streaming";
+    input: typeof MuxBatchSchema;
+    output: typeof MuxBatchSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_vif_v1_manager, 1);
 
