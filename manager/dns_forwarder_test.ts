@@ -14,7 +14,7 @@ import * as dp from "dns-packet";
 import { assert, assertEquals, assertMatch, assertRejects } from "../tests/_assert.ts";
 import { startManager } from "./_testing.ts";
 import { MuxDialer } from "../mod/daemon/mux_dialer.ts";
-import { DnsForwarder, DnsForwardError, parseServer } from "./dns_forwarder.ts";
+import { DnsForwarder, DnsForwardError, parseServer } from "../mod/kube/dns_forwarder.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;

@@ -52,7 +52,11 @@ export {
 export { parseListen } from "../mod/rpc/serve.ts";
 export { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "./cluster_info.ts";
 export { ManagerSetupError, type ManagerSetupErrorOptions } from "./errors.ts";
-export { DnsForwarder, type DnsForwarderOptions, DnsForwardError } from "./dns_forwarder.ts";
+export {
+  DnsForwarder,
+  type DnsForwarderOptions,
+  DnsForwardError,
+} from "../mod/kube/dns_forwarder.ts";
 export { DestinationPolicy, type DestinationPolicyOptions, type Verdict } from "./policy.ts";
 export { type Session, type SessionClient, SessionTable } from "./sessions.ts";
 export { ManagerStats } from "./stats.ts";

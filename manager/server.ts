@@ -34,7 +34,7 @@ import {
 import { VERSION } from "../mod/version.ts";
 import { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "./cluster_info.ts";
 import { type Discovery, type DiscoveryOptions, startDiscovery } from "./discovery.ts";
-import { DnsForwarder, DnsForwardError } from "./dns_forwarder.ts";
+import { DnsForwarder, DnsForwardError } from "../mod/kube/dns_forwarder.ts";
 import { ManagerSetupError } from "./errors.ts";
 import {
   bindProblem,
@@ -47,7 +47,7 @@ import {
 } from "../mod/rpc/serve.ts";
 import { commandPinger, findPingProgram } from "./ping.ts";
 import { DestinationPolicy, hostPort } from "./policy.ts";
-import { clusterDomainFromSearch, parseResolvConf, type ResolvConf } from "./resolv_conf.ts";
+import { clusterDomainFromSearch, parseResolvConf, type ResolvConf } from "../mod/net/resolv_conf.ts";
 import { type Session, SessionTable, shortId } from "./sessions.ts";
 import { ManagerStats } from "./stats.ts";
 import {

@@ -108,7 +108,25 @@ export interface AgentConfig {
   container: string;
   /** The ports it takes. */
   ports: AgentPortConfig[];
+  /**
+   * The app container's volume mounts; the agent's container has each at
+   * {@linkcode APP_MOUNT_PREFIX} + `mountPath`.
+   */
+  mounts: AgentMountConfig[];
 }
+
+/** A volume mount of the app container. */
+export interface AgentMountConfig {
+  /** The volume's name. */
+  name: string;
+  /** Where the app has it: an absolute path. */
+  mountPath: string;
+  /** Whether the app may not write it. */
+  readOnly: boolean;
+}
+
+/** The most mounts one agent reports. */
+export const MAX_AGENT_MOUNTS = 64;
 
 /** The most ports one agent takes. */
 export const MAX_AGENT_PORTS = 64;
@@ -148,6 +166,7 @@ export class AgentConfigError extends Error {
  *   workload: { kind: "Deployment", name: "web" },
  *   container: "web",
  *   ports: [{ name: "http", containerPort: 80, agentPort: 9900, takeover: "name" }],
+ *   mounts: [{ name: "config", mountPath: "/etc/web", readOnly: true }],
  * }));
  * if (config.ports[0]?.agentPort !== 9900) throw new Error("round trip");
  * ```
@@ -224,12 +243,38 @@ export function parseAgentConfig(text: string): AgentConfig {
     }
     return { ...(name !== undefined ? { name } : {}), containerPort, agentPort, takeover };
   });
+  const rawMounts = root.mounts ?? [];
+  if (!Array.isArray(rawMounts)) throw new AgentConfigError("mounts is not a list");
+  if (rawMounts.length > MAX_AGENT_MOUNTS) {
+    throw new AgentConfigError(`mounts has ${rawMounts.length} entries, over ${MAX_AGENT_MOUNTS}`);
+  }
+  const mounts = rawMounts.map((entry, i): AgentMountConfig => {
+    const where = `mounts[${i}]`;
+    const m = object(entry, where);
+    const name = string(m.name, `${where}.name`);
+    if (!DNS_LABEL.test(name)) {
+      throw new AgentConfigError(`${where}.name "${name}" is not a volume name`);
+    }
+    const mountPath = string(m.mountPath, `${where}.mountPath`);
+    if (
+      !mountPath.startsWith("/") || mountPath.length > 1024 ||
+      mountPath.split("/").some((part) => part === ".." || part === ".") ||
+      /[\0\n]/.test(mountPath)
+    ) {
+      throw new AgentConfigError(`${where}.mountPath "${mountPath}" is not a clean absolute path`);
+    }
+    if (typeof m.readOnly !== "boolean") {
+      throw new AgentConfigError(`${where}.readOnly is not true or false`);
+    }
+    return { name, mountPath, readOnly: m.readOnly };
+  });
   return {
     version: 1,
     manager: { host, port: port(manager.port, "manager.port"), serverName, caPem },
     workload: { kind, name: workloadName },
     container,
     ports,
+    mounts,
   };
 }
 

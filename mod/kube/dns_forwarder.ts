@@ -18,7 +18,7 @@
 import { Buffer } from "node:buffer";
 import dgram from "node:dgram";
 import net from "node:net";
-import { parseAddress } from "../mod/net/address.ts";
+import { parseAddress } from "../net/address.ts";
 
 /** Options of {@linkcode DnsForwarder}. */
 export interface DnsForwarderOptions {

@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/_assert.ts";
+import { assertEquals } from "../../tests/_assert.ts";
 import { clusterDomainFromSearch, parseResolvConf } from "./resolv_conf.ts";
 
 Deno.test("parseResolvConf() reads a kubelet-written resolv.conf", () => {
