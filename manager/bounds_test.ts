@@ -30,7 +30,7 @@ import {
   type TestClient,
   type TestManager,
   testTls,
-} from "./_testing.ts";
+} from "../tests/_manager.ts";
 
 /** A raw Mux call: frames written by hand, frames received kept. */
 class RawMux {

@@ -12,7 +12,7 @@ import { Buffer } from "node:buffer";
 import dgram from "node:dgram";
 import * as dp from "dns-packet";
 import { assert, assertEquals, assertMatch, assertRejects } from "../tests/_assert.ts";
-import { startManager } from "./_testing.ts";
+import { startManager } from "../tests/_manager.ts";
 import { MuxDialer } from "../mod/daemon/mux_dialer.ts";
 import { DnsForwarder, DnsForwardError, parseServer } from "../mod/kube/dns_forwarder.ts";
 

@@ -24,7 +24,7 @@ import {
 } from "../mod/rpc/mux.ts";
 import { MAX_CHUNK, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
 import { assert, assertEquals, assertMatch } from "../tests/_assert.ts";
-import { call, startManager, type TestManager } from "./_testing.ts";
+import { call, startManager, type TestManager } from "../tests/_manager.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -10,7 +10,7 @@ import grpc from "@grpc/grpc-js";
 import type { ArriveResponse, ClusterInfo, VersionInfo } from "../mod/rpc/service.ts";
 import { VERSION } from "../mod/version.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "../tests/_assert.ts";
-import { call, makeClient, ref, startManager, StreamReader } from "./_testing.ts";
+import { call, makeClient, ref, startManager, StreamReader } from "../tests/_manager.ts";
 import { serve } from "./server.ts";
 import { RECEIVE_WINDOW } from "../mod/rpc/serve.ts";
 import { ManagerSetupError } from "./errors.ts";

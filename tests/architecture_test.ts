@@ -5,6 +5,12 @@
  * - `mod/net/` is pure: no `Deno.*`, no FFI, no `node:` module, no npm package
  *   but `dns-packet`, directly or through anything it imports.
  * - `manager/` reaches nothing in `mod/tun/` and no FFI code, directly or not.
+ * - `agent/` and `manager/` reach neither each other nor `mod/daemon/` nor
+ *   `mod/tun/`, directly or through what they import.
+ * - Production code (`main.ts`, `mod/`, `manager/`, `agent/`) imports nothing
+ *   under `tests/`, and no module in those folders is there only for tests:
+ *   a harness or a fake that only tests import (or run by path) lives under
+ *   `tests/`.
  * - Only `mod/tun/mod.ts` looks at `Deno.build.os`.
  * - `Deno.dlopen` is never called at module top level.
  * - `main.ts` only hands off to `mod/cli/mod.ts`.
@@ -62,6 +68,11 @@ function isTestOrBench(path: string): boolean {
   return /_(?:test|bench)\.(?:ts|tsx|mts|js|mjs)$/.test(path);
 }
 
+/** Test code: a test or bench file anywhere, or anything under `tests/` (harnesses, fakes). */
+function isTestCode(path: string): boolean {
+  return isTestOrBench(path) || path.startsWith("tests/");
+}
+
 async function productionFiles(dir: string): Promise<string[]> {
   return (await sourceFiles(dir)).filter((path) => !isTestOrBench(path));
 }
@@ -113,15 +124,45 @@ function blank(source: string, options: { strings: boolean }): string {
   return out;
 }
 
-/** The import and export specifiers of a module, static and dynamic. */
-function importSpecifiers(source: string): string[] {
-  const code = blank(source, { strings: false });
-  const patterns = [
+/** A specifier and the 1-based line it is on. */
+interface Located {
+  specifier: string;
+  line: number;
+}
+
+/** Every match of `patterns` in `code` (capture group 1), with its line. */
+function locate(code: string, patterns: RegExp[]): Located[] {
+  const lineAt = (index: number) => code.slice(0, index).split("\n").length;
+  return patterns.flatMap((pattern) =>
+    [...code.matchAll(pattern)].map((m) => ({
+      specifier: m[1]!,
+      line: lineAt(m.index! + m[0].lastIndexOf(m[1]!)),
+    }))
+  ).sort((a, b) => a.line - b.line);
+}
+
+/** The import and export specifiers of a module, static and dynamic, with their lines. */
+function imports(source: string): Located[] {
+  return locate(blank(source, { strings: false }), [
     /\b(?:import|export)\b[^;"'`]*?\bfrom\s*["']([^"']+)["']/g,
     /\bimport\s*["']([^"']+)["']/g,
     /\bimport\s*\(\s*["'`]([^"'`]+)["'`]\s*[,)]/g,
-  ];
-  return patterns.flatMap((pattern) => [...code.matchAll(pattern)].map((m) => m[1]!));
+  ]);
+}
+
+/** The import and export specifiers of a module, static and dynamic. */
+function importSpecifiers(source: string): string[] {
+  return imports(source).map((i) => i.specifier);
+}
+
+/**
+ * Modules a module names by path to run them apart (`new URL("./probe.ts",
+ * import.meta.url)` given to a child `deno`), which an import scan misses.
+ */
+function pathReferences(source: string): Located[] {
+  return locate(blank(source, { strings: false }), [
+    /\bnew\s+URL\s*\(\s*["'`](\.{1,2}\/[^"'`]+\.(?:ts|tsx|mts|js|mjs))["'`]\s*,\s*import\.meta\.url\s*\)/g,
+  ]);
 }
 
 /** The 1-based line numbers of `source` whose code (comments removed) matches `pattern`. */
@@ -326,6 +367,112 @@ Deno.test("architecture: manager imports nothing from mod/tun and no FFI code", 
   assertEquals(problems, []);
 });
 
+/** Folders of production code, besides `main.ts`; missing ones pass. */
+const PRODUCTION_DIRS = ["mod", "manager", "agent"];
+/** Every folder whose modules may use a production module. */
+const USER_DIRS = [...PRODUCTION_DIRS, "tests", "scripts"];
+
+/**
+ * Test-only modules still in a production folder, each with where it goes.
+ * The guard fails when one of them is used by production code again or is
+ * gone, so that the list only shrinks.
+ */
+const HARNESSES_TO_MOVE: Record<string, string> = {
+  "mod/net/_prng.ts": "tests/_prng.ts (mod/net/packet_test.ts and tests/fuzz/ import it)",
+};
+
+async function productionFilesOf(dirs: string[]): Promise<string[]> {
+  return (await Promise.all(dirs.map(productionFiles))).flat();
+}
+
+Deno.test("architecture: production code imports nothing under tests/", async () => {
+  const files = ["main.ts", ...await productionFilesOf(PRODUCTION_DIRS)];
+  const problems: string[] = [];
+  for (const path of files) {
+    const source = await read(path);
+    for (const { specifier, line } of [...imports(source), ...pathReferences(source)]) {
+      if (resolveLocal(path, specifier)?.startsWith("tests/")) {
+        problems.push(`${path}:${line}: imports "${specifier}", which is under tests/`);
+      }
+    }
+  }
+  assertEquals(problems, []);
+});
+
+Deno.test("architecture: no module in mod/, manager/ or agent/ is there only for tests", async () => {
+  // Who imports (or runs by path) each local module.
+  const users = new Map<string, string[]>();
+  for (const path of ["main.ts", ...(await Promise.all(USER_DIRS.map(sourceFiles))).flat()]) {
+    const source = await read(path);
+    for (const { specifier, line } of [...imports(source), ...pathReferences(source)]) {
+      const target = resolveLocal(path, specifier);
+      if (target === undefined || target === path) continue;
+      users.set(target, [...users.get(target) ?? [], `${path}:${line}`]);
+    }
+  }
+  const problems: string[] = [];
+  const files = await productionFilesOf(PRODUCTION_DIRS);
+  for (const path of files) {
+    // Fixtures in a testdata/ folder are data for the tests beside them, not code.
+    if (/(?:^|\/)testdata\//.test(path)) continue;
+    const by = users.get(path) ?? [];
+    const testOnly = by.length > 0 && by.every((at) => isTestCode(at.replace(/:\d+$/, "")));
+    if (Object.hasOwn(HARNESSES_TO_MOVE, path)) {
+      if (!testOnly) {
+        problems.push(
+          `${path}: not test-only any more (used by ${by.join(", ") || "nothing"}); ` +
+            "take it off HARNESSES_TO_MOVE",
+        );
+      }
+    } else if (testOnly) {
+      problems.push(
+        `${path}: only tests use it (${by.join(", ")}); a harness or fake belongs under tests/`,
+      );
+    }
+  }
+  for (const path of Object.keys(HARNESSES_TO_MOVE)) {
+    if (!files.includes(path)) problems.push(`${path}: gone; take it off HARNESSES_TO_MOVE`);
+  }
+  assertEquals(problems, []);
+});
+
+/**
+ * What each role's production code may not reach. Their tests may: a test of
+ * the manager can drive the daemon's end of a tunnel against it.
+ */
+const ROLE_FENCES = [
+  { role: "manager", forbidden: ["agent/", "mod/daemon/", "mod/tun/"] },
+  { role: "agent", forbidden: ["manager/", "mod/daemon/", "mod/tun/"] },
+];
+
+Deno.test("architecture: agent and manager reach neither each other nor mod/daemon nor mod/tun", async () => {
+  const problems: string[] = [];
+  for (const { role, forbidden } of ROLE_FENCES) {
+    const fenced = (path: string | undefined) => forbidden.find((f) => path?.startsWith(f));
+    const files = await productionFiles(role);
+    for (const path of files) {
+      for (const { specifier, line } of imports(await read(path))) {
+        const into = fenced(resolveLocal(path, specifier));
+        if (into) problems.push(`${path}:${line}: imports "${specifier}", which is in ${into}`);
+      }
+    }
+    if (files.length === 0) continue;
+    const { modules, chain } = await reachable(files);
+    for (const [specifier, module] of modules) {
+      const path = chain(specifier);
+      const steps = path.split(" → ");
+      const into = fenced(localPath(specifier));
+      if (module.error !== undefined) problems.push(`${path}: ${module.error}`);
+      // Once per way in: a direct import is reported above with its line, and
+      // what the fenced module imports in its own folder adds nothing.
+      else if (into && steps.length > 2 && fenced(steps.at(-2)) !== into) {
+        problems.push(`${path}: reaches ${into}`);
+      }
+    }
+  }
+  assertEquals(problems, []);
+});
+
 Deno.test("architecture: the daemon loads @kubernetes/client-node only on demand (an import())", async () => {
   // About 90 MB of resident memory: the CLI resolves the kubeconfig, and the
   // daemon's discovery and port-forward use mod/kube/api.ts and websocket.ts.
@@ -432,6 +579,28 @@ Deno.test("architecture scanner: reads static, type, side-effect and dynamic imp
   assertEquals(npmName("npm:/@leichtgewicht/ip-codec@2.0.5"), "@leichtgewicht/ip-codec");
   assertEquals(npmName("dns-packet"), "dns-packet");
   assertEquals(resolveLocal("manager/mod.ts", "../mod/tun/mod.ts"), "mod/tun/mod.ts");
+});
+
+Deno.test("architecture scanner: gives the line of each import, and finds modules run by path", () => {
+  const source = [
+    "/**",
+    ' * import { a } from "./in-a-comment.ts";',
+    " */",
+    'import { b } from "./b.ts";',
+    "import {",
+    "  c,",
+    '} from "../c.ts";',
+    'const probe = new URL("./_probe.ts", import.meta.url).pathname;',
+    '// const old = new URL("./_old.ts", import.meta.url);',
+    'const asset = new URL("./data.json", import.meta.url);',
+  ].join("\n");
+  assertEquals(imports(source), [
+    { specifier: "./b.ts", line: 4 },
+    { specifier: "../c.ts", line: 7 },
+  ]);
+  assertEquals(pathReferences(source), [{ specifier: "./_probe.ts", line: 8 }]);
+  assert(isTestCode("tests/_manager.ts") && isTestCode("mod/tun/linux_test.ts"));
+  assert(!isTestCode("mod/tun/channel.ts"));
 });
 
 Deno.test("architecture scanner: tells a top-level Deno.dlopen from one in a function", () => {

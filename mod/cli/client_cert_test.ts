@@ -1,10 +1,11 @@
 import { X509Certificate } from "node:crypto";
 import { assert, assertEquals, assertMatch } from "../../tests/_assert.ts";
-import { type FakeApiServer, startFakeApiServer } from "../kube/_fake_apiserver.ts";
+import { type TestCluster, withCluster as withApiServer } from "../../tests/_apiserver.ts";
 import { main, memoryIo } from "./mod.ts";
 
 const CLIENT_CA = "/api/v1/namespaces/vif-system/secrets/traffic-manager-client-ca";
 const CONFIGMAP = "/api/v1/namespaces/vif-system/configmaps/traffic-manager-ca";
+const SERVICE = "/api/v1/namespaces/vif-system/services/traffic-manager";
 
 async function run(args: string[], env: Record<string, string> = {}) {
   const io = memoryIo(env);
@@ -12,19 +13,16 @@ async function run(args: string[], env: Record<string, string> = {}) {
   return { code, out: io.out, err: io.err };
 }
 
-/** Runs `fn` with a fake API server, a kubeconfig for it and a directory for the files. */
-async function withCluster(
-  fn: (fake: FakeApiServer, env: Record<string, string>, dir: string) => Promise<void>,
-) {
-  const fake = await startFakeApiServer();
-  const dir = await Deno.makeTempDir({ prefix: "vif-cli-client-cert-" });
-  try {
+/** Runs `fn` with the simulated API server, a kubeconfig for it and a directory for the files. */
+function withCluster(
+  fn: (fake: TestCluster, env: Record<string, string>, dir: string) => Promise<void>,
+): Promise<void> {
+  return withApiServer(async (fake) => {
+    const dir = `${fake.dir}/files`;
+    await Deno.mkdir(dir);
     await Deno.writeTextFile(`${dir}/kubeconfig`, fake.kubeconfig());
     await fn(fake, { KUBECONFIG: `${dir}/kubeconfig`, HOME: dir }, dir);
-  } finally {
-    await fake.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 }
 
 Deno.test("vif client-cert writes a certificate from the client CA, its key (0600) and the manager's CA", async () => {
@@ -37,7 +35,7 @@ Deno.test("vif client-cert writes a certificate from the client CA, its key (060
     );
     assertEquals([code, err], [0, ""]);
     const cert = new X509Certificate(await Deno.readTextFile(`${out}/client.crt`));
-    const clientCa = new X509Certificate(atob(fake.store.get(CLIENT_CA)!.data["ca.crt"]));
+    const clientCa = new X509Certificate(atob(fake.get(CLIENT_CA)!.data["ca.crt"]));
     assertEquals(cert.subject, "CN=ci-bench");
     assert(cert.checkIssued(clientCa) && cert.verify(clientCa.publicKey), "not from the client CA");
     const days = (new Date(cert.validTo).getTime() - Date.now()) / 86_400_000;
@@ -45,17 +43,19 @@ Deno.test("vif client-cert writes a certificate from the client CA, its key (060
     assertEquals((await Deno.stat(`${out}/client.key`)).mode! & 0o777, 0o600);
     assertEquals(
       await Deno.readTextFile(`${out}/ca.crt`),
-      fake.store.get(CONFIGMAP)!.data["ca.crt"],
+      fake.get(CONFIGMAP)!.data["ca.crt"],
     );
     const lines = text.trimEnd().split("\n");
     assertMatch(lines[0]!, /^Issued a client certificate for "ci-bench", valid until \d{4}-/);
     assertEquals(lines.at(-2), "Connect with:");
+    const clusterIP = fake.get(SERVICE)!.spec.clusterIP;
+    assertMatch(clusterIP, /^198\.19\./);
     assertEquals(
       lines.at(-1),
-      `  vif connect --manager-address 198.18.128.10:8443 --manager-ca ${out}/ca.crt ` +
+      `  vif connect --manager-address ${clusterIP}:8443 --manager-ca ${out}/ca.crt ` +
         `--client-cert ${out}/client.crt --client-key ${out}/client.key`,
     );
-    assertMatch(text, /198\.18\.128\.10 is the Service's ClusterIP/);
+    assert(text.includes(`${clusterIP} is the Service's ClusterIP`), text);
   });
 });
 
@@ -101,7 +101,7 @@ Deno.test("vif client-cert without a direct listener says to install it, in two 
 Deno.test("vif client-cert for someone who may not read the client CA names the Secret", async () => {
   await withCluster(async (fake, env, dir) => {
     await run(["install", "--direct"], env);
-    fake.forbid("get", "secrets");
+    fake.revoke("get", "secrets");
     const { code, err } = await run(["client-cert", "dev", "--out", dir], env);
     assertEquals(code, 1);
     assertMatch(

@@ -1,6 +1,6 @@
 import { loadAllYaml } from "@kubernetes/client-node";
 import { assert, assertEquals, assertMatch } from "../../tests/_assert.ts";
-import { type FakeApiServer, startFakeApiServer } from "../kube/_fake_apiserver.ts";
+import { type TestCluster, withCluster as withApiServer } from "../../tests/_apiserver.ts";
 import { main, memoryIo } from "./mod.ts";
 
 async function run(args: string[], env: Record<string, string> = {}) {
@@ -9,19 +9,14 @@ async function run(args: string[], env: Record<string, string> = {}) {
   return { code, out: io.out, err: io.err };
 }
 
-/** Runs `fn` with a fake API server and a temporary kubeconfig for it (never ~/.kube). */
-async function withCluster(
-  fn: (fake: FakeApiServer, env: Record<string, string>) => Promise<void>,
-) {
-  const fake = await startFakeApiServer();
-  const dir = await Deno.makeTempDir({ prefix: "vif-cli-install-" });
-  try {
-    await Deno.writeTextFile(`${dir}/kubeconfig`, fake.kubeconfig());
-    await fn(fake, { KUBECONFIG: `${dir}/kubeconfig`, HOME: dir });
-  } finally {
-    await fake.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+/** Runs `fn` with the simulated API server and a temporary kubeconfig for it (never ~/.kube). */
+function withCluster(
+  fn: (fake: TestCluster, env: Record<string, string>) => Promise<void>,
+): Promise<void> {
+  return withApiServer(async (fake) => {
+    await Deno.writeTextFile(`${fake.dir}/kubeconfig`, fake.kubeconfig());
+    await fn(fake, { KUBECONFIG: `${fake.dir}/kubeconfig`, HOME: fake.dir });
+  });
 }
 
 Deno.test("vif install --dry-run -o yaml prints a YAML stream of the objects", async () => {
@@ -159,7 +154,7 @@ Deno.test("vif install prints what it did, kubectl's way, and how to connect", a
       'Users: nobody is granted the role vif-user in "vif-system" yet; grant it with ' +
         '"vif install --grant-user NAME" or "--grant-group NAME" (cluster admins need no grant)',
     );
-    assertEquals(lines[11], 'Run "vif connect --context fake" to connect to the cluster.');
+    assertEquals(lines[11], 'Run "vif connect --context sim" to connect to the cluster.');
     const again = await run(["install"], env);
     assert(again.out.includes("deployment.apps/traffic-manager unchanged\n"), again.out);
     assertMatch(again.out, /TLS: kept the certificate/);
@@ -171,7 +166,7 @@ Deno.test("vif install -o json reports each object and the certificate", async (
     const { code, out } = await run(["install", "-o", "json", "-n", "dev"], env);
     assertEquals(code, 0);
     const result = JSON.parse(out);
-    assertEquals(result.context, "fake");
+    assertEquals(result.context, "sim");
     assertEquals(result.namespace, "dev");
     assertEquals(result.applied.length, 9);
     assertEquals(result.tls.action, "created");
@@ -180,14 +175,14 @@ Deno.test("vif install -o json reports each object and the certificate", async (
 
 Deno.test("vif install names the context in the connect line of another namespace", async () => {
   await withCluster(async (_fake, env) => {
-    const { out } = await run(["install", "--context", "fake", "--namespace", "vif-dev"], env);
-    assertMatch(out, /Run "vif connect --context fake --manager-namespace vif-dev" to connect/);
+    const { out } = await run(["install", "--context", "sim", "--namespace", "vif-dev"], env);
+    assertMatch(out, /Run "vif connect --context sim --manager-namespace vif-dev" to connect/);
   });
 });
 
 Deno.test("vif install fails in two lines when the cluster forbids it", async () => {
   await withCluster(async (fake, env) => {
-    fake.forbid("create", "clusterrolebindings");
+    fake.revoke("create", "clusterrolebindings");
     const { code, err } = await run(["install"], env);
     assertEquals(code, 1);
     assertEquals(
@@ -218,7 +213,7 @@ Deno.test("vif install without a kubeconfig says to set KUBECONFIG or pass --kub
 });
 
 Deno.test("vif uninstall deletes in kubectl's words, then says so", async () => {
-  await withCluster(async (_fake, env) => {
+  await withCluster(async (fake, env) => {
     await run(["install"], env);
     const { code, out } = await run(["uninstall"], env);
     assertEquals(code, 0);
@@ -234,8 +229,10 @@ Deno.test("vif uninstall deletes in kubectl's words, then says so", async () => 
       'clusterrolebinding.rbac.authorization.k8s.io "vif-traffic-manager" deleted',
       'clusterrole.rbac.authorization.k8s.io "vif-traffic-manager" deleted',
       'namespace "vif-system" deleted',
-      'The traffic-manager is uninstalled from context "fake".',
+      'The traffic-manager is uninstalled from context "sim".',
     ]);
+    // The namespace terminates (its content goes with it) before it is gone.
+    await fake.gone("/api/v1/namespaces/vif-system");
     const again = await run(["uninstall", "-o", "json"], env);
     const result = JSON.parse(again.out);
     assertEquals(
@@ -280,15 +277,15 @@ Deno.test("vif install --direct --grant-user says who may connect and how to iss
       again.out,
       /\nDirect: off \(the client CA in secret "traffic-manager-client-ca" is kept; /,
     );
-    assert(fake.store.has("/api/v1/namespaces/vif-system/secrets/traffic-manager-client-ca"));
+    assert(fake.get("/api/v1/namespaces/vif-system/secrets/traffic-manager-client-ca"));
   });
 });
 
 Deno.test("vif install upgrades an install by an older vif and says so", async () => {
   await withCluster(async (fake, env) => {
     await run(["install"], env);
-    fake.store.delete("/api/v1/namespaces/vif-system/configmaps/traffic-manager-ca");
-    fake.store.delete("/apis/rbac.authorization.k8s.io/v1/namespaces/vif-system/roles/vif-user");
+    fake.delete("/api/v1/namespaces/vif-system/configmaps/traffic-manager-ca");
+    fake.delete("/apis/rbac.authorization.k8s.io/v1/namespaces/vif-system/roles/vif-user");
     const { code, out } = await run(["install"], env);
     assertEquals(code, 0);
     assert(out.includes("configmap/traffic-manager-ca created\n"), out);

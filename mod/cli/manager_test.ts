@@ -9,7 +9,7 @@ import { main, memoryIo } from "./mod.ts";
 import { serveAlias } from "./manager.ts";
 import type { VersionInfo } from "../rpc/service.ts";
 import { assert, assertEquals, assertMatch } from "../../tests/_assert.ts";
-import { call, makeClient, testTls } from "../../manager/_testing.ts";
+import { call, makeClient, testTls } from "../../tests/_manager.ts";
 
 const ROOT = new URL("../..", import.meta.url);
 

@@ -1,5 +1,5 @@
 import { assertEquals, assertMatch, assertThrows } from "../../tests/_assert.ts";
-import { kubeconfigYaml } from "./_fake_apiserver.ts";
+import { kubeconfigYaml } from "../../tests/_kubeconfig.ts";
 import { loadKubeConfig } from "./client.ts";
 import { KubeError } from "./errors.ts";
 
@@ -118,11 +118,7 @@ Deno.test("loadKubeConfig() merges a KUBECONFIG list as kubectl does: the first 
     // second sets the current context and defines "dev" again.
     await Deno.writeTextFile(
       `${dir}/a`,
-      kubeconfigYaml("https://127.0.0.1:1111", undefined, "t").replace(
-        "current-context: fake\n",
-        "",
-      )
-        .replaceAll("fake", "dev-cluster"),
+      kubeconfigYaml("https://127.0.0.1:1111", { token: "t", name: "dev-cluster", current: false }),
     );
     await Deno.writeTextFile(`${dir}/b`, twoContexts("prod"));
     const loaded = loadKubeConfig({

@@ -1,6 +1,7 @@
 import { KubeConfig } from "@kubernetes/client-node";
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
-import { type FakeApiServer, kubeconfigYaml, startFakeApiServer } from "./_fake_apiserver.ts";
+import { type TestCluster, withCluster, type WithClusterOptions } from "../../tests/_apiserver.ts";
+import { kubeconfigYaml } from "../../tests/_kubeconfig.ts";
 import { KubeError } from "./errors.ts";
 import { contains, install, reusableClientCa, reusableTls, uninstall } from "./install.ts";
 import { managerManifests, TLS_KEYS } from "./manifests.ts";
@@ -29,19 +30,18 @@ const ORDER = [NS, SA, ROLE, BINDING, SECRET, CONFIGMAP, USER_ROLE, DEPLOYMENT, 
 const READS = [SECRET, CONFIGMAP, CLIENT_CA, USER_BINDING].map((path) => `GET ${path}`);
 const parent = (path: string) => path.slice(0, path.lastIndexOf("/"));
 
-function kubeConfigFor(fake: FakeApiServer, options: { token?: string; withCa?: boolean } = {}) {
+function kubeConfigFor(fake: TestCluster, options: { token?: string; withCa?: boolean } = {}) {
   const kc = new KubeConfig();
   kc.loadFromString(fake.kubeconfig(options));
   return kc;
 }
 
-async function withFake(fn: (fake: FakeApiServer, kc: KubeConfig) => Promise<void>) {
-  const fake = await startFakeApiServer();
-  try {
-    await fn(fake, kubeConfigFor(fake));
-  } finally {
-    await fake.close();
-  }
+/** Runs `fn` against the simulated API server, as a user whom RBAC allows everything. */
+function withFake(
+  fn: (fake: TestCluster, kc: KubeConfig) => Promise<void>,
+  options: WithClusterOptions = {},
+): Promise<void> {
+  return withCluster((fake) => fn(fake, kubeConfigFor(fake)), options);
 }
 
 let sharedTls: Promise<ManagerTls> | undefined;
@@ -50,8 +50,8 @@ function tls(): Promise<ManagerTls> {
   return sharedTls;
 }
 
-function secretTls(fake: FakeApiServer): ManagerTls {
-  const data = fake.store.get(SECRET)!.data as Record<string, string>;
+function secretTls(fake: TestCluster): ManagerTls {
+  const data = fake.get(SECRET)!.data as Record<string, string>;
   return {
     caPem: atob(data["ca.crt"]!),
     certPem: atob(data["tls.crt"]!),
@@ -81,7 +81,7 @@ Deno.test("install() creates every object in order: GET 404 then POST", async ()
       ...ORDER.flatMap((path) => [`GET ${path}`, `POST ${parent(path)}`]),
     ]);
     // Users read the CA from the ConfigMap: the same CA the Secret's certificate chains to.
-    assertEquals(fake.store.get(CONFIGMAP)!.data, { "ca.crt": secretTls(fake).caPem });
+    assertEquals(fake.get(CONFIGMAP)!.data, { "ca.crt": secretTls(fake).caPem });
     // What went over the wire is exactly the manifests: the client's serializer dropped nothing.
     const expected = managerManifests({ tls: secretTls(fake) });
     const posted = fake.requests.filter((r) => r.method === "POST").map((r) => r.body);
@@ -105,8 +105,13 @@ Deno.test("install() a second time changes nothing and keeps the certificate", a
 Deno.test("install() with another image PUTs the Deployment on the server's resourceVersion", async () => {
   await withFake(async (fake, kc) => {
     await install(kc, { tls: await tls() });
-    const resourceVersion = fake.store.get(DEPLOYMENT)!.metadata.resourceVersion;
-    fake.store.get(DEPLOYMENT)!.metadata.annotations["deployment.kubernetes.io/revision"] = "1";
+    fake.modify(DEPLOYMENT, (d) => {
+      d.metadata.annotations = {
+        ...d.metadata.annotations,
+        "deployment.kubernetes.io/revision": "1",
+      };
+    });
+    const resourceVersion = fake.get(DEPLOYMENT)!.metadata.resourceVersion;
     fake.requests.length = 0;
     const result = await install(kc, { image: "registry.example/vif:dev" });
     assertEquals(
@@ -131,7 +136,9 @@ Deno.test("install() reads again and retries when someone else wrote in between 
     fake.onRequest = (request) => {
       if (request.method === "PUT" && !raced) {
         raced = true; // Another writer got there first: the PUT's resourceVersion is stale.
-        fake.store.get(DEPLOYMENT)!.metadata.resourceVersion = "999";
+        fake.modify(DEPLOYMENT, (d) => {
+          d.metadata.annotations = { ...d.metadata.annotations, "example.com/writer": "other" };
+        });
       }
     };
     fake.requests.length = 0;
@@ -146,17 +153,27 @@ Deno.test("install() reads again and retries when someone else wrote in between 
       `GET ${DEPLOYMENT}`,
       `PUT ${DEPLOYMENT}`,
     ]);
+    assertEquals(
+      fake.requests.filter((r) => r.path === DEPLOYMENT && r.method === "PUT").map((r) => r.code),
+      [409, 200],
+    );
   });
 });
 
 Deno.test("install() keeps the Service's ClusterIP when it PUTs the Service", async () => {
   await withFake(async (fake, kc) => {
     await install(kc, { tls: await tls() });
-    fake.store.get(SERVICE)!.spec.ports[0].name = "old";
+    const clusterIP = fake.get(SERVICE)!.spec.clusterIP;
+    fake.modify(SERVICE, (s) => void (s.spec.ports[0].name = "old"));
+    fake.requests.length = 0;
     const result = await install(kc);
     assertEquals(result.applied.at(-1), { name: "service/traffic-manager", action: "configured" });
-    assertEquals(fake.store.get(SERVICE)!.spec.clusterIP, "198.18.128.10");
-    assertEquals(fake.store.get(SERVICE)!.spec.ports[0].name, "grpc");
+    // The PUT carries the allocated address: servers before Kubernetes 1.20 answer 422 to one
+    // without it, later ones fill it in.
+    const put = fake.requests.find((r) => r.method === "PUT" && r.path === SERVICE)!;
+    assertEquals([put.body!.spec.clusterIP, put.body!.spec.clusterIPs], [clusterIP, [clusterIP]]);
+    assertEquals(fake.get(SERVICE)!.spec.clusterIP, clusterIP);
+    assertEquals(fake.get(SERVICE)!.spec.ports[0].name, "grpc");
   });
 });
 
@@ -176,7 +193,7 @@ Deno.test("install() --rotate-tls makes a new CA and rolls the Deployment", asyn
       "configmap/traffic-manager-ca",
       "deployment.apps/traffic-manager",
     ]);
-    assertEquals(fake.store.get(CONFIGMAP)!.data["ca.crt"], after.caPem);
+    assertEquals(fake.get(CONFIGMAP)!.data["ca.crt"], after.caPem);
   });
 });
 
@@ -193,27 +210,33 @@ Deno.test("install() replaces a certificate that expires soon, and says why", as
 
 Deno.test("install() leaves an existing namespace alone, and uninstall() keeps it", async () => {
   await withFake(async (fake, kc) => {
-    fake.store.set(NS, {
+    fake.store.create({
       apiVersion: "v1",
       kind: "Namespace",
-      metadata: { name: "vif-system", resourceVersion: "1", labels: { team: "infra" } },
+      metadata: { name: "vif-system", labels: { team: "infra" } },
       status: { phase: "Active" },
     });
+    const before = fake.objects();
     const result = await install(kc, { tls: await tls() });
     assertEquals(result.applied[0], { name: "namespace/vif-system", action: "unchanged" });
-    assertEquals(fake.store.get(NS)!.metadata.labels, { team: "infra" });
+    assertEquals(fake.get(NS)!.metadata.labels, {
+      team: "infra",
+      "kubernetes.io/metadata.name": "vif-system",
+    });
     const removed = await uninstall(kc);
     assertEquals(removed.at(-1), {
       name: "namespace/vif-system",
       action: "kept",
       reason: "vif did not create it",
     });
-    assertEquals([...fake.store.keys()], [NS]);
+    assertEquals(fake.objects(), before);
+    assertEquals(fake.get(NS)!.status.phase, "Active");
   });
 });
 
 Deno.test("uninstall() deletes everything in order, and tolerates what is gone", async () => {
   await withFake(async (fake, kc) => {
+    const before = fake.objects();
     await install(kc, { tls: await tls(), direct: true, grantUsers: ["dev"] });
     fake.requests.length = 0;
     const removed = await uninstall(kc);
@@ -244,7 +267,14 @@ Deno.test("uninstall() deletes everything in order, and tolerates what is gone",
       `GET ${NS}`,
       `DELETE ${NS}`,
     ]);
-    assertEquals(fake.store.size, 0);
+    // What is left is the namespace on its way out, with what the server itself put in it.
+    assertEquals(
+      fake.objects().filter((line) => !before.includes(line)),
+      ["namespaces vif-system", "serviceaccounts vif-system/default"],
+    );
+    assertEquals(fake.get(NS)!.status.phase, "Terminating");
+    await fake.gone(NS);
+    assertEquals(fake.objects(), before);
     const again = await uninstall(kc);
     assertEquals(again.map((r) => r.action), Array(11).fill("not found"));
   });
@@ -252,21 +282,17 @@ Deno.test("uninstall() deletes everything in order, and tolerates what is gone",
 
 Deno.test("uninstall() does not delete a namespace that is already being deleted", async () => {
   await withFake(async (fake, kc) => {
-    fake.store.set(NS, {
+    fake.store.create({
       apiVersion: "v1",
       kind: "Namespace",
-      metadata: {
-        name: "vif-system",
-        resourceVersion: "5",
-        labels: { "app.kubernetes.io/managed-by": "vif" },
-        deletionTimestamp: "2030-01-01T00:00:00Z",
-      },
-      status: { phase: "Terminating" },
+      metadata: { name: "vif-system", labels: { "app.kubernetes.io/managed-by": "vif" } },
     });
+    fake.store.delete({ resource: "namespaces", name: "vif-system" });
+    assertEquals(fake.get(NS)!.status.phase, "Terminating");
     const removed = await uninstall(kc);
     assertEquals(removed.at(-1), { name: "namespace/vif-system", action: "deleting" });
     assert(!fake.log().includes(`DELETE ${NS}`), fake.log().join("\n"));
-  });
+  }, { namespaceDeletionDelayMs: 60_000 });
 });
 
 Deno.test("install() in another namespace names its cluster role after it", async () => {
@@ -277,9 +303,7 @@ Deno.test("install() in another namespace names its cluster role after it", asyn
       "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager-dev",
     );
     assertEquals(
-      fake.store.get(
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/vif-traffic-manager-dev",
-      )!
+      fake.get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/vif-traffic-manager-dev")!
         .subjects,
       [{ kind: "ServiceAccount", name: "traffic-manager", namespace: "dev" }],
     );
@@ -288,7 +312,7 @@ Deno.test("install() in another namespace names its cluster role after it", asyn
 
 Deno.test("install() explains a 403 with who was refused what, and who can do it", async () => {
   await withFake(async (fake, kc) => {
-    fake.forbid("create", "clusterroles");
+    fake.revoke("create", "clusterroles");
     const error = await assertRejects(() => install(kc), KubeError) as KubeError;
     assertEquals(error.message, 'user "alice" is not allowed to create clusterroles');
     assertMatch(error.hint, /^Ask a cluster admin to run "vif install"/);
@@ -298,7 +322,7 @@ Deno.test("install() explains a 403 with who was refused what, and who can do it
 
 Deno.test("uninstall() explains a 403 on a namespaced object", async () => {
   await withFake(async (fake, kc) => {
-    fake.forbid("delete", "deployments");
+    fake.revoke("delete", "deployments");
     const error = await assertRejects(() => uninstall(kc), KubeError) as KubeError;
     assertEquals(
       error.message,
@@ -316,7 +340,7 @@ Deno.test("install() explains a 401: the credentials were refused", async () => 
     ) as KubeError;
     assertEquals(
       error.message,
-      `the API server at ${fake.url} refused the credentials of context "fake"`,
+      `the API server at ${fake.url} refused the credentials of context "sim"`,
     );
     assertMatch(error.hint, /Log in to the cluster again/);
   });
@@ -326,16 +350,11 @@ Deno.test("install() explains a namespace that is being deleted", async () => {
   await withFake(async (fake, kc) => {
     await install(kc, { tls: await tls() });
     await uninstall(kc);
-    fake.store.set(NS, {
-      apiVersion: "v1",
-      kind: "Namespace",
-      metadata: { name: "vif-system", resourceVersion: "5", labels: {} },
-      status: { phase: "Terminating" },
-    });
+    assertEquals(fake.get(NS)!.status.phase, "Terminating");
     const error = await assertRejects(() => install(kc), KubeError) as KubeError;
     assertEquals(error.message, 'namespace "vif-system" is being deleted');
     assertMatch(error.hint, /^Wait until "kubectl get namespace vif-system" finds nothing/);
-  });
+  }, { namespaceDeletionDelayMs: 60_000 });
 });
 
 Deno.test("install() explains an untrusted API server certificate", async () => {
@@ -358,13 +377,13 @@ Deno.test("install() explains a refused connection", async () => {
   const port = listener.addr.port;
   listener.close();
   const kc = new KubeConfig();
-  kc.loadFromString(kubeconfigYaml(`https://127.0.0.1:${port}`, undefined, "t"));
+  kc.loadFromString(kubeconfigYaml(`https://127.0.0.1:${port}`, { token: "t" }));
   const error = await assertRejects(() => install(kc), KubeError) as KubeError;
   assertEquals(
     error.message,
     `cannot reach the API server at https://127.0.0.1:${port}: connection refused`,
   );
-  assertMatch(error.hint, /context "fake" points at it/);
+  assertMatch(error.hint, /context "sim" points at it/);
 });
 
 Deno.test("install() gives up on a server that does not answer", async () => {
@@ -384,7 +403,9 @@ Deno.test("install() gives up on a server that does not answer", async () => {
   });
   try {
     const kc = new KubeConfig();
-    kc.loadFromString(kubeconfigYaml(`https://127.0.0.1:${server.addr.port}`, ca.certPem, "t"));
+    kc.loadFromString(
+      kubeconfigYaml(`https://127.0.0.1:${server.addr.port}`, { token: "t", caPem: ca.certPem }),
+    );
     const error = await assertRejects(
       () => install(kc, { timeoutMs: 100 }),
       KubeError,
@@ -433,14 +454,16 @@ Deno.test("reusableTls() says why material cannot be reused", async () => {
 });
 
 /** Makes the store look like an install by an older vif: no ConfigMap, no Role, a TCP probe. */
-function makeOldLayout(fake: FakeApiServer): void {
-  fake.store.delete(CONFIGMAP);
-  fake.store.delete(USER_ROLE);
-  const container = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0];
-  container.args = ["--serve", "--tls-dir", "/var/run/secrets/vif/tls"];
-  container.ports = [{ name: "grpc", containerPort: 8081, protocol: "TCP" }];
-  container.readinessProbe = { tcpSocket: { port: 8081 }, periodSeconds: 5 };
-  delete container.livenessProbe;
+function makeOldLayout(fake: TestCluster): void {
+  fake.delete(CONFIGMAP);
+  fake.delete(USER_ROLE);
+  fake.modify(DEPLOYMENT, (d) => {
+    const container = d.spec.template.spec.containers[0];
+    container.args = ["--serve", "--tls-dir", "/var/run/secrets/vif/tls"];
+    container.ports = [{ name: "grpc", containerPort: 8081, protocol: "TCP" }];
+    container.readinessProbe = { tcpSocket: { port: 8081 }, periodSeconds: 5 };
+    delete container.livenessProbe;
+  });
 }
 
 Deno.test("install() upgrades an older install: keeps the certificate, publishes the CA, adds the Role", async () => {
@@ -461,8 +484,8 @@ Deno.test("install() upgrades an older install: keeps the certificate, publishes
         "deployment.apps/traffic-manager configured",
       ],
     );
-    assertEquals(fake.store.get(CONFIGMAP)!.data["ca.crt"], before.caPem);
-    const container = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0];
+    assertEquals(fake.get(CONFIGMAP)!.data["ca.crt"], before.caPem);
+    const container = fake.get(DEPLOYMENT)!.spec.template.spec.containers[0];
     assertEquals(container.readinessProbe.tcpSocket, undefined);
     assertEquals(container.readinessProbe.httpGet, { path: "/readyz", port: "health" });
     assertEquals(container.livenessProbe.httpGet, { path: "/livez", port: "health" });
@@ -483,17 +506,15 @@ Deno.test("install() grants users and groups the Role vif-user, and never revoke
       kind,
       name,
     });
-    assertEquals(fake.store.get(USER_BINDING)!.subjects, [subject("User", "dev")]);
-    assertEquals(fake.store.get(USER_BINDING)!.roleRef, {
+    assertEquals(fake.get(USER_BINDING)!.subjects, [subject("User", "dev")]);
+    assertEquals(fake.get(USER_BINDING)!.roleRef, {
       apiGroup: "rbac.authorization.k8s.io",
       kind: "Role",
       name: "vif-user",
     });
     // Someone binds a service account by hand; a later grant keeps it.
-    fake.store.get(USER_BINDING)!.subjects.push({
-      kind: "ServiceAccount",
-      name: "ci",
-      namespace: "build",
+    fake.modify(USER_BINDING, (b) => {
+      b.subjects.push({ kind: "ServiceAccount", name: "ci", namespace: "build" });
     });
     const second = await install(kc, { grantGroups: ["devs"], grantUsers: ["dev"] });
     assertEquals(
@@ -505,12 +526,12 @@ Deno.test("install() grants users and groups the Role vif-user, and never revoke
       { kind: "ServiceAccount", name: "ci", namespace: "build" },
       subject("Group", "devs"),
     ];
-    assertEquals(fake.store.get(USER_BINDING)!.subjects, all);
+    assertEquals(fake.get(USER_BINDING)!.subjects, all);
     assertEquals(second.userSubjects, all);
     // An install that grants nobody leaves everyone bound.
     const third = await install(kc);
     assertEquals(third.applied.find((a) => a.name.startsWith("rolebinding"))?.action, "unchanged");
-    assertEquals(fake.store.get(USER_BINDING)!.subjects, all);
+    assertEquals(fake.get(USER_BINDING)!.subjects, all);
   });
 });
 
@@ -525,7 +546,7 @@ Deno.test("install() checks the also-proxy subnets and granted names before any 
     assertEquals(fake.requests, []);
     const result = await install(kc, { tls: await tls(), allowAlsoProxy: ["198.18.64.7/24"] });
     assertEquals(result.allowAlsoProxy, ["198.18.64.0/24"]);
-    const args = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0].args;
+    const args = fake.get(DEPLOYMENT)!.spec.template.spec.containers[0].args;
     assertEquals(args.slice(-2), ["--allow-also-proxy", "198.18.64.0/24"]);
   });
 });
@@ -534,13 +555,13 @@ Deno.test("install() --direct makes a client CA once, keeps it, and turns the li
   await withFake(async (fake, kc) => {
     const first = await install(kc, { tls: await tls(), direct: true });
     assertEquals(first.clientCa?.action, "created");
-    const stored = fake.store.get(CLIENT_CA)!;
+    const stored = fake.get(CLIENT_CA)!;
     assertEquals(Object.keys(stored.data).sort(), ["ca.crt", "ca.key"]);
     const caPem = atob(stored.data["ca.crt"]);
     // The manager trusts it through its own Secret; the key stays in the client CA's.
-    assertEquals(atob(fake.store.get(SECRET)!.data["client-ca.crt"]), caPem);
+    assertEquals(atob(fake.get(SECRET)!.data["client-ca.crt"]), caPem);
     assertEquals(
-      fake.store.get(SERVICE)!.spec.ports.map((p: { name: string }) => p.name),
+      fake.get(SERVICE)!.spec.ports.map((p: { name: string }) => p.name),
       ["grpc", "direct"],
     );
     const again = await install(kc, { direct: true });
@@ -554,18 +575,18 @@ Deno.test("install() --direct makes a client CA once, keeps it, and turns the li
       off.applied.filter((a) => a.action !== "unchanged").map((a) => a.name),
       ["secret/traffic-manager-tls", "deployment.apps/traffic-manager", "service/traffic-manager"],
     );
-    assertEquals(Object.keys(fake.store.get(SECRET)!.data).sort(), [
+    assertEquals(Object.keys(fake.get(SECRET)!.data).sort(), [
       "ca.crt",
       "tls.crt",
       "tls.key",
     ]);
-    assertEquals(atob(fake.store.get(CLIENT_CA)!.data["ca.crt"]), caPem);
-    const args = fake.store.get(DEPLOYMENT)!.spec.template.spec.containers[0].args;
+    assertEquals(atob(fake.get(CLIENT_CA)!.data["ca.crt"]), caPem);
+    const args = fake.get(DEPLOYMENT)!.spec.template.spec.containers[0].args;
     assert(!args.includes("--direct-listen"), args.join(" "));
 
     const on = await install(kc, { direct: true });
     assertEquals(on.clientCa?.action, "kept");
-    assertEquals(atob(fake.store.get(SECRET)!.data["client-ca.crt"]), caPem);
+    assertEquals(atob(fake.get(SECRET)!.data["client-ca.crt"]), caPem);
   });
 });
 
@@ -576,7 +597,7 @@ Deno.test("install() --direct replaces a client CA that expires soon, and says w
     const result = await install(kc, { direct: true });
     assertEquals(result.clientCa?.action, "replaced");
     assertMatch(result.clientCa?.reason ?? "", /^the client CA expires on \d{4}-\d\d-\d\d$/);
-    assert(atob(fake.store.get(CLIENT_CA)!.data["ca.crt"]) !== old.certPem, "kept");
+    assert(atob(fake.get(CLIENT_CA)!.data["ca.crt"]) !== old.certPem, "kept");
   });
 });
 

@@ -1,9 +1,9 @@
 /**
  * A fake Kubernetes API server for the simulated cluster: HTTPS with bearer
  * tokens (audience-bound service-account tokens and TokenReview included),
- * discovery, REST with list/watch, and `pods/portforward` over WebSocket as
- * the kubelet serves it; plus the {@linkcode Store} that in-process
- * controllers read and write.
+ * discovery, REST with list/watch, `pods/portforward` over WebSocket as the
+ * kubelet serves it, and audit events of every request; plus the
+ * {@linkcode Store} that in-process controllers read and write.
  *
  * @module
  */
@@ -32,6 +32,14 @@ export {
   type WriteOptions,
 } from "./store.ts";
 export { ApiError, type Status, type StatusDetails } from "./status.ts";
+export {
+  type AuditEvent,
+  type AuditLevel,
+  type AuditObjectRef,
+  type AuditOptions,
+  type AuditResponseStatus,
+  type AuditStage,
+} from "./audit.ts";
 export { findResource, type ResourceInfo, RESOURCES } from "./resources.ts";
 export {
   API_AUDIENCE,

@@ -8,8 +8,9 @@
  * resources of {@linkcode RESOURCES}, `status` and `scale` subresources,
  * the reviews (`TokenReview`, `SubjectAccessReview`,
  * `SelfSubjectAccessReview`, `SelfSubjectReview`) and `TokenRequest`
- * (`serviceaccounts/NAME/token`), server-side Table printing, and
- * `pods/portforward` over WebSocket as the kubelet serves it.
+ * (`serviceaccounts/NAME/token`), server-side Table printing,
+ * `pods/portforward` over WebSocket as the kubelet serves it, and audit events
+ * of every request (`audit.ts`).
  *
  * ```
  *   kubectl / python / vif ──HTTPS (h2 or http/1.1), Bearer token──► startApiServer()
@@ -64,6 +65,12 @@ import {
 } from "./portforward.ts";
 import { labelSelectorText } from "./selectors.ts";
 import { startTlsFront, type TlsFront } from "./_tls_front.ts";
+import {
+  type AuditObjectRef,
+  type AuditOptions,
+  type AuditResponseStatus,
+  RequestAudit,
+} from "./audit.ts";
 import {
   API_AUDIENCE,
   authenticateToken,
@@ -177,6 +184,8 @@ export interface ApiServerOptions {
   rootCaPem?: string;
   /** Interval of BOOKMARK events for watches with `allowWatchBookmarks=true`. Default 10 s. */
   bookmarkIntervalMs?: number;
+  /** Audit events of every request, to a sink (see `audit.ts`). Default: none. */
+  audit?: AuditOptions;
 }
 
 /** A running API server. */
@@ -223,6 +232,15 @@ function respond(code: number, body: unknown): Response {
 
 function statusResponse(status: Status): Response {
   return respond(status.code, status);
+}
+
+/** Names the request's audit ID in the `Audit-Id` header, where the response lets headers change. */
+function setAuditId(response: Response, auditID: string): void {
+  try {
+    response.headers.set("audit-id", auditID);
+  } catch {
+    // An upgrade's headers are fixed; its audit events still carry the ID.
+  }
 }
 
 function mediaType(req: Request): string {
@@ -332,6 +350,42 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const watches = new Set<() => void>();
   const forwards = new Set<PortForwardHandle>();
   let serverAddress = "";
+  const audits = new WeakMap<Request, RequestAudit>();
+
+  /** The JSON body, kept for the request's audit events. */
+  async function readBody(req: Request): Promise<unknown> {
+    const body = await readJson(req);
+    const audit = audits.get(req);
+    if (audit) audit.requestObject = body;
+    return body;
+  }
+
+  /** The verb and object an audit event names; for a path that is no resource, the method. */
+  function auditTarget(
+    parts: string[],
+    req: Request,
+    url: URL,
+  ): { verb: string; objectRef?: AuditObjectRef; longRunning: boolean } {
+    let ri: RequestInfo;
+    try {
+      ri = parseResourcePath(parts, req, new URL(url));
+    } catch {
+      return { verb: req.method.toLowerCase(), longRunning: false };
+    }
+    const name = ri.name || ri.authzName;
+    return {
+      verb: ri.verb,
+      objectRef: {
+        resource: ri.info.resource,
+        ...(ri.namespace ? { namespace: ri.namespace } : {}),
+        ...(name ? { name } : {}),
+        ...(ri.info.group ? { apiGroup: ri.info.group } : {}),
+        apiVersion: ri.info.version,
+        ...(ri.subresource ? { subresource: ri.subresource } : {}),
+      },
+      longRunning: ri.verb === "watch" || ri.subresource === "portforward",
+    };
+  }
 
   function authenticate(req: Request): User {
     const header = req.headers.get("authorization") ?? "";
@@ -985,7 +1039,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
       case "watch":
         return watch(req, url, ri, completed);
       case "create": {
-        const body = await readJson(req);
+        const body = await readBody(req);
         if (info.kind === "SelfSubjectReview") {
           // `kubectl auth whoami`: who the request's credentials are.
           return respond(201, {
@@ -1031,7 +1085,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
         return respond(201, store.createIn(info, o, { dryRun: dryRun(url) }));
       }
       case "update": {
-        const body = await readJson(req);
+        const body = await readBody(req);
         if (ri.subresource === "scale") {
           const replicas = isObject(body) && isObject(body.spec) ? body.spec.replicas : undefined;
           const d = current(ri);
@@ -1059,7 +1113,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
         return respond(200, store.updateIn(info, merged(ri, now, o), { dryRun: dryRun(url) }));
       }
       case "patch": {
-        const patch = await readJson(req);
+        const patch = await readBody(req);
         const now = current(ri);
         if (ri.subresource === "scale") {
           const scaled = applyPatch(req, toScale(now), patch) as Record<string, unknown>;
@@ -1077,7 +1131,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
         return respond(200, store.updateIn(info, merged(ri, now, o), { dryRun: dryRun(url) }));
       }
       case "delete": {
-        const body = await readJson(req);
+        const body = await readBody(req);
         const b = isObject(body) ? body : {};
         const policy = (b.propagationPolicy ?? url.searchParams.get("propagationPolicy") ??
           (b.orphanDependents === true ? "Orphan" : undefined)) as
@@ -1130,15 +1184,43 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
 
   async function handler(req: Request, info: Deno.ServeHandlerInfo): Promise<Response> {
     const url = new URL(req.url);
+    const parts = url.pathname.split("/").filter((p) => p !== "");
     let code = 0;
     let who = "-";
+    let audit: RequestAudit | undefined;
+    let longRunning = false;
+    if (options.audit) {
+      const target = auditTarget(parts, req, url);
+      longRunning = target.longRunning;
+      const userAgent = req.headers.get("user-agent");
+      audit = new RequestAudit(options.audit, {
+        requestURI: url.pathname + url.search,
+        verb: target.verb,
+        ...(target.objectRef ? { objectRef: target.objectRef } : {}),
+        ...(userAgent ? { userAgent } : {}),
+      }, log);
+      audits.set(req, audit);
+    }
+    let authenticated = false;
     try {
       const user = authenticate(req);
+      authenticated = true;
       who = user.name;
-      const parts = url.pathname.split("/").filter((p) => p !== "");
+      audit?.received({ username: user.name, groups: user.groups });
       const response = discovery(parts, req) ??
         await resource(req, url, parts, user, info.completed);
       code = response.status;
+      if (audit) {
+        setAuditId(response, audit.auditID);
+        const status: AuditResponseStatus = { metadata: {}, code };
+        if ((longRunning && code < 300) || code === 101) {
+          // A watch or a WebSocket: started now, complete when the stream ends.
+          audit.started(status);
+          info.completed.finally(() => audit.completed(status)).catch(() => {});
+        } else {
+          audit.completed(status);
+        }
+      }
       return response;
     } catch (error) {
       const status = error instanceof ApiError
@@ -1148,7 +1230,30 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
         log(`apiserver: internal error: ${(error as Error)?.stack ?? error}`);
       }
       code = status.code;
-      return statusResponse(status);
+      const response = statusResponse(status);
+      if (audit) {
+        setAuditId(response, audit.auditID);
+        if (authenticated) {
+          audit.completed({
+            metadata: {},
+            status: "Failure",
+            ...(status.message !== undefined ? { message: status.message } : {}),
+            ...(status.reason !== undefined ? { reason: status.reason } : {}),
+            code: status.code,
+          });
+        } else {
+          // Audited once, when its 401 is written, with the methods tried (getAuthMethods).
+          const bearer = /^bearer\s+\S/i.test((req.headers.get("authorization") ?? "").trim());
+          audit.started({
+            metadata: {},
+            message: bearer
+              ? "Authentication failed, attempted: bearer"
+              : "Authentication failed, no credentials provided",
+            code: status.code,
+          });
+        }
+      }
+      return response;
     } finally {
       log(`apiserver: ${who} ${req.method} ${url.pathname}${url.search} ${code}`);
     }

@@ -23,8 +23,8 @@ import {
   type VersionInfo,
   VersionRequestSchema,
 } from "../mod/rpc/service.ts";
-import { makeTestTls, type TestTls } from "../tests/_tls.ts";
-import { type ManagerHandle, serve, type ServeOptions } from "./server.ts";
+import { makeTestTls, type TestTls } from "./_tls.ts";
+import { type ManagerHandle, serve, type ServeOptions } from "../manager/server.ts";
 
 /** The generated client, as the tests call it. */
 export interface TestClient extends grpc.Client {

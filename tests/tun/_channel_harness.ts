@@ -13,8 +13,8 @@ import {
   type TunHarness,
   withTimeout,
 } from "./_tun_suite.ts";
-import type { ChannelTun } from "./channel.ts";
-import type { TunDevice } from "./tun.ts";
+import type { ChannelTun } from "../../mod/tun/channel.ts";
+import type { TunDevice } from "../../mod/tun/tun.ts";
 
 /**
  * The host's side of a ChannelTun: the test plays the kernel. `unwrap` finds

@@ -15,7 +15,7 @@
  * Ignored unless root with `ip` and `/dev/net/tun`.
  */
 
-import { canMakeNetns, withNetns } from "../../tests/_netns.ts";
+import { canMakeNetns, withNetns } from "../_netns.ts";
 
 const PROBE = new URL("./_linux_probe.ts", import.meta.url).pathname;
 const CHILD_TIMEOUT_MS = 120_000;

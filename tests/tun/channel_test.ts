@@ -1,7 +1,7 @@
-import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
+import { assert, assertEquals, assertRejects } from "../_assert.ts";
 import { channelHarness } from "./_channel_harness.ts";
 import { PLAN, runTunSuite } from "./_tun_suite.ts";
-import { ChannelTun } from "./channel.ts";
+import { ChannelTun } from "../../mod/tun/channel.ts";
 
 runTunSuite(
   "ChannelTun",

@@ -1,7 +1,7 @@
 /**
  * The Linux TUN device's tests, run by `linux_test.ts` as a child
  * `deno test` inside a network namespace it made (this file is not named
- * `*_test.ts`, so `deno test mod/tun/` does not run it in the root namespace).
+ * `*_test.ts`, so `deno test tests/` does not run it in the root namespace).
  * It refuses to run anywhere but the namespace named in `VIF_TUN_PROBE_NETNS`.
  *
  * ```
@@ -19,7 +19,7 @@
  */
 
 import dgram from "node:dgram";
-import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
+import { assert, assertEquals, assertRejects } from "../_assert.ts";
 import {
   assertIncludes,
   buildUdp,
@@ -29,9 +29,9 @@ import {
   runTunSuite,
   type TunHarness,
 } from "./_tun_suite.ts";
-import { SystemError } from "./errors.ts";
-import { listRoutes, openTun } from "./mod.ts";
-import type { Prefix, TunDevice } from "./tun.ts";
+import { SystemError } from "../../mod/tun/errors.ts";
+import { listRoutes, openTun } from "../../mod/tun/mod.ts";
+import type { Prefix, TunDevice } from "../../mod/tun/tun.ts";
 
 const NETNS = Deno.env.get("VIF_TUN_PROBE_NETNS");
 const inside = NETNS !== undefined && run(["ip", "netns", "identify"]).stdout === NETNS;

@@ -1,9 +1,9 @@
-import { assert, assertEquals } from "../../tests/_assert.ts";
-import { ChannelTun } from "./channel.ts";
+import { assert, assertEquals } from "../_assert.ts";
+import { ChannelTun } from "../../mod/tun/channel.ts";
 import { channelHarness } from "./_channel_harness.ts";
 import { assertIncludes, buildUdp, PLAN, runTunSuite } from "./_tun_suite.ts";
-import { LINKTYPE_RAW, pcapFileHeader, pcapRecord, PcapTun } from "./pcap.ts";
-import type { TunDevice } from "./tun.ts";
+import { LINKTYPE_RAW, pcapFileHeader, pcapRecord, PcapTun } from "../../mod/tun/pcap.ts";
+import type { TunDevice } from "../../mod/tun/tun.ts";
 
 function memorySink() {
   const chunks: Uint8Array[] = [];

@@ -6,15 +6,16 @@
  * would, receives what the device delivers, and reads back the configuration.
  *
  * Also small packet builders and parsers for those tests (IPv4, IPv6, UDP,
- * ICMP echo with correct checksums), kept here so the tests depend on nothing
- * outside `mod/tun/`.
+ * ICMP echo with correct checksums), written out here rather than taken from
+ * the router's packet code in `mod/net/`, so that a bug there cannot hide one
+ * in a device.
  *
  * @module
  */
 
-import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
-import { formatIp, parseIp } from "./_ip.ts";
-import { DEFAULT_MTU, type Prefix, type TunDevice } from "./tun.ts";
+import { assert, assertEquals, assertRejects } from "../_assert.ts";
+import { formatAddress, parseAddress } from "../../mod/net/address.ts";
+import { DEFAULT_MTU, type Prefix, type TunDevice } from "../../mod/tun/tun.ts";
 
 /** The configuration of a device as the host reports it. */
 export interface HostView {
@@ -347,8 +348,8 @@ function pseudoSum(packet: Uint8Array, protocol: number, upperStart: number): nu
  * @returns the packet
  */
 export function buildUdp(from: Endpoint, to: Endpoint, payload: Uint8Array): Uint8Array {
-  const src = parseIp(from.address)!;
-  const dst = parseIp(to.address)!;
+  const src = parseAddress(from.address)!;
+  const dst = parseAddress(to.address)!;
   const v6 = src.length === 16;
   const header = v6 ? 40 : 20;
   const packet = new Uint8Array(header + 8 + payload.length);
@@ -410,8 +411,8 @@ function ipHeader(
 
 function addresses(packet: Uint8Array, v6: boolean): { src: string; dst: string } {
   return v6
-    ? { src: formatIp(packet.subarray(8, 24)), dst: formatIp(packet.subarray(24, 40)) }
-    : { src: formatIp(packet.subarray(12, 16)), dst: formatIp(packet.subarray(16, 20)) };
+    ? { src: formatAddress(packet.subarray(8, 24)), dst: formatAddress(packet.subarray(24, 40)) }
+    : { src: formatAddress(packet.subarray(12, 16)), dst: formatAddress(packet.subarray(16, 20)) };
 }
 
 /**
@@ -490,8 +491,8 @@ export function buildEchoRequest4(src: string, dst: string, id: number): Uint8Ar
   view.setUint16(2, packet.length);
   packet[8] = 64;
   packet[9] = 1;
-  packet.set(parseIp(src)!, 12);
-  packet.set(parseIp(dst)!, 16);
+  packet.set(parseAddress(src)!, 12);
+  packet.set(parseAddress(dst)!, 16);
   view.setUint16(10, finish(sum16(packet, 0, 20)));
   packet[20] = 8;
   view.setUint16(24, id);
