@@ -11,7 +11,7 @@
 
 import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
-import { checkTls } from "../../manager/tls.ts";
+import { checkTls } from "../../mod/rpc/tls.ts";
 import { reusableTls } from "../../mod/kube/install.ts";
 import {
   createCertificateAuthority,

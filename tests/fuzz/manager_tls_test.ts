@@ -1,5 +1,5 @@
 /**
- * Fuzzes the manager's reading of its TLS directory (`manager/tls.ts`:
+ * Fuzzes the manager's reading of its TLS directory (`mod/rpc/tls.ts`:
  * `readTlsDir`, `checkTls`, `readClientCa`) with the files a mounted Secret
  * could hold: real PEMs from `mod/kube/x509.ts`, their text changed, the DER
  * inside them changed and wrapped again, and the certificate's TBS changed
@@ -11,7 +11,7 @@
  */
 
 import { ManagerSetupError } from "../../manager/errors.ts";
-import { checkTls, readClientCa, readTlsDir } from "../../manager/tls.ts";
+import { checkTls, readClientCa, readTlsDir } from "../../mod/rpc/tls.ts";
 import {
   createCertificateAuthority,
   createManagerTls,
