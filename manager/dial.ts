@@ -17,6 +17,7 @@ import type { Admission, Holding } from "./limits.ts";
 import type { Pinger } from "./ping.ts";
 import { type DestinationPolicy, hostPort, type TunnelProtocol } from "./policy.ts";
 import type { Session, SessionTable } from "./sessions.ts";
+import type { InterceptContext } from "./intercepts.ts";
 import type { ManagerStats } from "./stats.ts";
 
 export { UDP_BUFFER_LIMIT };
@@ -46,6 +47,8 @@ export interface FlowContext {
    * when there is none or it did not answer.
    */
   resolveDns(query: Uint8Array): Promise<Uint8Array>;
+  /** Intercepts: sftp streams and DNS through agents. Absent: no intercepts. */
+  intercepts?: InterceptContext;
 }
 
 /** The longest dial timeout a client may ask for. */

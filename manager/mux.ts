@@ -27,7 +27,7 @@ import {
   MuxRefusal,
 } from "../mod/rpc/mux_end.ts";
 import type { TcpFlow, TcpSink } from "../mod/rpc/mux_tcp.ts";
-import type { OpenFrame } from "../mod/rpc/mux.ts";
+import { MuxProtocol, type OpenFrame } from "../mod/rpc/mux.ts";
 import { DialResult_Code, MUX_SESSION_HEADER } from "../mod/rpc/service.ts";
 import {
   admit,
@@ -43,6 +43,7 @@ import {
   unknownSession,
 } from "./dial.ts";
 import type { Session } from "./sessions.ts";
+import { acceptSftp, resolveForSession } from "./intercepts.ts";
 
 /** A server-side `Mux` call. */
 export type MuxCall = ServerDuplexStream<Uint8Array, Uint8Array>;
@@ -81,8 +82,17 @@ export function handleMux(call: MuxCall, context: FlowContext): void {
     peer: `session ${session.shortId}`,
     stats: context.stats.mux,
     log: (_level, line) => context.log?.(`manager: ${line}`),
-    accept: (open, signal) => accept(context, session, open, signal),
-    resolve: (query) => resolve(context, session, query),
+    accept: (open, signal) =>
+      open.protocol === MuxProtocol.Sftp && context.intercepts !== undefined
+        ? acceptSftp(context.intercepts, session, open, signal)
+        : accept(context, session, open, signal),
+    resolve: (query) =>
+      context.intercepts === undefined ? resolve(context, session, query) : resolveForSession(
+        context.intercepts,
+        session,
+        query,
+        (q) => resolve(context, session, q),
+      ),
     finish: (reason) => {
       if (reason !== undefined) {
         call.emit("error", { code: status.INVALID_ARGUMENT, details: reason });
@@ -90,11 +100,13 @@ export function handleMux(call: MuxCall, context: FlowContext): void {
     },
     onEnd: () => {
       session.muxCalls--;
+      session.muxEnds.delete(end);
       unregister();
       context.open.delete(handle);
     },
   });
   unregister = session.onEnd((_end, reason) => end.end(reason), "stream");
+  session.muxEnds.add(end);
   context.open.add(handle);
   // The client ended the call or went away: its flows go with it.
   // The client ended its side: the call ends here too, its flows with it.

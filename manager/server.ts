@@ -17,6 +17,7 @@ import {
 } from "@grpc/grpc-js";
 import { Cidr, parseAddress } from "../mod/net/address.ts";
 import {
+  AgentService,
   type ArriveRequest,
   ArriveResponseSchema,
   type ClusterInfo,
@@ -24,6 +25,7 @@ import {
   DEFAULT_MANAGER_NAMESPACE,
   DEFAULT_MANAGER_PORT,
   DepartResponseSchema,
+  FEATURE_INTERCEPT,
   FEATURE_MUX,
   managerServerName,
   ManagerService,
@@ -33,7 +35,21 @@ import {
 } from "../mod/rpc/service.ts";
 import { VERSION } from "../mod/version.ts";
 import { ClusterInfoSource, type ClusterInfoValue, toClusterInfoMessage } from "./cluster_info.ts";
-import { type Discovery, type DiscoveryOptions, startDiscovery } from "./discovery.ts";
+import {
+  type Discovery,
+  type DiscoveryOptions,
+  managerKubeAccess,
+  startDiscovery,
+} from "./discovery.ts";
+import { type AgentAuthenticator, kubeAgentAuthenticator } from "./agent_auth.ts";
+import { AgentRegistry } from "./agents.ts";
+import {
+  agentImplementation,
+  type ClaimReader,
+  type InterceptContext,
+  interceptMethods,
+  kubeClaimReader,
+} from "./intercepts.ts";
 import { DnsForwarder, DnsForwardError } from "../mod/kube/dns_forwarder.ts";
 import { ManagerSetupError } from "./errors.ts";
 import {
@@ -47,7 +63,11 @@ import {
 } from "../mod/rpc/serve.ts";
 import { commandPinger, findPingProgram } from "./ping.ts";
 import { DestinationPolicy, hostPort } from "./policy.ts";
-import { clusterDomainFromSearch, parseResolvConf, type ResolvConf } from "../mod/net/resolv_conf.ts";
+import {
+  clusterDomainFromSearch,
+  parseResolvConf,
+  type ResolvConf,
+} from "../mod/net/resolv_conf.ts";
 import { type Session, SessionTable, shortId } from "./sessions.ts";
 import { ManagerStats } from "./stats.ts";
 import {
@@ -93,6 +113,18 @@ export interface ServeOptions {
   clientCaPath?: string;
   /** Where the HTTP health listener (`/livez`, `/readyz`) listens, `HOST:PORT`. Off when absent. */
   healthListen?: string;
+  /**
+   * Where the agent listener listens (`HOST:PORT`, on the pod network): the
+   * traffic-agents' `Agent` service, TLS with the manager's certificate,
+   * each call authenticated by the agent's projected token. Off when absent.
+   */
+  agentListen?: string;
+  /**
+   * How agents are checked and intercept claims read. Default: with the
+   * Kubernetes access of {@linkcode ServeOptions.discovery} (TokenReview, the
+   * pods and workloads); without it, intercepts are off.
+   */
+  agents?: { auth: AgentAuthenticator; claims: ClaimReader };
   /** Subnets a session may add with `also_proxy` (`--allow-also-proxy`). Default none. */
   allowAlsoProxy?: readonly string[];
   /** The ClusterIPs of the manager's own Service, never dialed (also learned through discovery). */
@@ -171,6 +203,10 @@ export interface ManagerHandle {
   readonly addresses: readonly string[];
   /** The direct (mutual TLS) listener's address, when it runs. */
   readonly directAddress: string | undefined;
+  /** The agent listener's address, when it runs. */
+  readonly agentAddress: string | undefined;
+  /** The agents and intercepts. */
+  readonly agents: AgentRegistry;
   /** The health listener, when it runs. */
   readonly health: Health | undefined;
   /** What every session holds against the limits, and the limits. */
@@ -229,6 +265,9 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   const healthAt = options.healthListen === undefined
     ? undefined
     : parseListen(options.healthListen, "--health-listen");
+  const agentAt = options.agentListen === undefined
+    ? undefined
+    : parseListen(options.agentListen, "--agent-listen");
   const podSubnets = parseSubnets(options.podSubnets ?? [], "pod", "--pod-cidr");
   const serviceSubnets = parseSubnets(options.serviceSubnets ?? [], "service", "--service-cidr");
   const allowAlsoProxy = parseSubnets(
@@ -338,6 +377,32 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     ...(options.now ? { now: options.now } : {}),
   });
 
+  let agentChecks = options.agents;
+  if (agentChecks === undefined && options.discovery !== undefined) {
+    const access = managerKubeAccess(options.discovery);
+    agentChecks = {
+      auth: kubeAgentAuthenticator(access.kubeConfig),
+      claims: kubeClaimReader(access.kubeConfig),
+    };
+  }
+  const registry = new AgentRegistry({
+    ttlMs: durations.sessionTtlMs,
+    log,
+    ...(options.now ? { now: options.now } : {}),
+  });
+  const open = new Set<{ abort(reason: string): void }>();
+  const intercepts: InterceptContext | undefined = agentChecks === undefined ? undefined : {
+    sessions,
+    registry,
+    auth: agentChecks.auth,
+    claims: agentChecks.claims,
+    admission,
+    stats,
+    heartbeatIntervalMs: durations.heartbeatIntervalMs,
+    log,
+    open,
+  };
+
   const ownAddresses = ownAddressesOf(podIp);
   const makePolicy = (info: Readonly<ClusterInfoValue>) =>
     new DestinationPolicy({
@@ -367,7 +432,8 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
       dialTimeoutMs: durations.dialTimeoutMs,
       udpIdleTimeoutMs: durations.udpIdleTimeoutMs,
       ping: commandPinger(pingProgram),
-      open: new Set(),
+      open,
+      ...(intercepts ? { intercepts } : {}),
       resolveDns: (query) => {
         const forwarder = state.forwarder;
         if (forwarder === undefined) {
@@ -405,6 +471,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
   };
   const addresses: string[] = [];
   let directAddress: string | undefined;
+  let agentAddress: string | undefined;
   let port = 0;
   try {
     // One server per listener kind, so that a call's listener is its server's.
@@ -424,6 +491,18 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
         if (explicitListen || i === 0) throw error;
         log(`manager: not listening on ${at.text}: ${(error as ManagerSetupError).message}`);
       }
+    }
+    if (agentAt !== undefined && intercepts !== undefined) {
+      const server = grpcServer();
+      server.addService(AgentService, agentImplementation(intercepts));
+      servers.push(server);
+      const bound = await bindServer(server, agentAt, credentials);
+      agentAddress = hostPort(agentAt.host, bound);
+    } else if (agentAt !== undefined) {
+      log(
+        "manager: warning: no agent listener: checking agents needs Kubernetes access " +
+          "(--kubeconfig or running in a pod)",
+      );
     }
     if (direct !== undefined && directCreds !== undefined) {
       const server = newServer(state);
@@ -464,7 +543,10 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
 
   const sweepIntervalMs = options.sweepIntervalMs ?? 1000;
   const sweeper = sweepIntervalMs > 0
-    ? setInterval(() => sessions.sweep(), sweepIntervalMs)
+    ? setInterval(() => {
+      sessions.sweep();
+      registry.sweep();
+    }, sweepIntervalMs)
     : undefined;
 
   if (discovery !== undefined) {
@@ -487,6 +569,9 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     log(`manager: serving direct clients on ${directAddress} (mutual TLS: a client certificate)`);
   }
   if (health !== undefined) log(`manager: health on http://${health.address} (/livez, /readyz)`);
+  if (agentAddress !== undefined) {
+    log(`manager: serving traffic-agents on ${agentAddress} (TLS; their projected tokens)`);
+  }
   if (allowAlsoProxy.length > 0) {
     log(`manager: sessions may also proxy within ${allowAlsoProxy.join(" ")}`);
   }
@@ -512,7 +597,9 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
     port,
     addresses,
     directAddress,
+    agentAddress,
     health,
+    agents: registry,
     admission,
     clusterInfo,
     discovery,
@@ -526,6 +613,7 @@ export async function serve(options: ServeOptions): Promise<ManagerHandle> {
         await discovery?.close();
         unsubscribe();
         const count = sessions.endAll("the traffic-manager is stopping");
+        registry.close("the traffic-manager is stopping");
         for (const call of [...state.flows.open]) {
           call.abort("the traffic-manager is stopping");
         }
@@ -682,7 +770,7 @@ function implementation(state: ServerState): UntypedServiceImplementation {
           clusterInfo: toClusterInfoMessage(clusterInfo.current),
           heartbeatIntervalMs: state.heartbeatIntervalMs,
           sessionTtlMs: sessions.ttlMs,
-          features: [FEATURE_MUX],
+          features: state.flows.intercepts ? [FEATURE_MUX, FEATURE_INTERCEPT] : [FEATURE_MUX],
         }),
       );
     },
@@ -718,6 +806,15 @@ function implementation(state: ServerState): UntypedServiceImplementation {
     mux(call: MuxCall) {
       handleMux(call, state.flows);
     },
+
+    ...(state.flows.intercepts ? interceptMethods(state.flows.intercepts) : {
+      createIntercept(_call: unknown, callback: sendUnaryData<unknown>) {
+        callback({
+          code: status.UNIMPLEMENTED,
+          details: "this traffic-manager has no Kubernetes access: it serves no intercepts",
+        });
+      },
+    }),
   };
 }
 

@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { MuxEnd } from "../mod/rpc/mux_end.ts";
 import type { Cidr } from "../mod/net/address.ts";
 import { Usage } from "./limits.ts";
 
@@ -49,6 +50,8 @@ export class Session {
   watches = 0;
   /** Its open `Mux` calls. */
   muxCalls = 0;
+  /** The ends of its open `Mux` calls: where reverse flows (intercepts) are opened. */
+  readonly muxEnds = new Set<MuxEnd>();
   #lastSeen: number;
   #closers = new Map<SessionCloser, "tunnel" | "stream">();
   #ended = false;

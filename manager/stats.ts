@@ -25,6 +25,10 @@ export class ManagerStats {
   dnsAnswered = 0;
   /** DNS queries that failed (no answer in time, upstream error). */
   dnsFailed = 0;
+  /** Connections agents took on intercepted ports and sent on to sessions. */
+  interceptedConnections = 0;
+  /** DNS queries of intercepting sessions answered by an agent (the pod's resolver). */
+  dnsByAgents = 0;
   #toDestination = 0;
   #toDestinationPeak = 0;
 

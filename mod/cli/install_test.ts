@@ -35,6 +35,7 @@ Deno.test("vif install --dry-run -o yaml prints a YAML stream of the objects", a
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
+    "ClusterRoleBinding",
     "Secret",
     "ConfigMap",
     "Role",
@@ -68,6 +69,7 @@ Deno.test("vif install --dry-run with --direct, --grant-user and --allow-also-pr
     "ServiceAccount/traffic-manager",
     "ClusterRole/vif-traffic-manager",
     "ClusterRoleBinding/vif-traffic-manager",
+    "ClusterRoleBinding/vif-traffic-manager-auth-delegator",
     "Secret/traffic-manager-tls",
     "Secret/traffic-manager-client-ca",
     "ConfigMap/traffic-manager-ca",
@@ -76,11 +78,11 @@ Deno.test("vif install --dry-run with --direct, --grant-user and --allow-also-pr
     "Deployment/traffic-manager",
     "Service/traffic-manager",
   ]);
-  assertEquals(objects[8].subjects, [
+  assertEquals(objects[9].subjects, [
     { apiGroup: "rbac.authorization.k8s.io", kind: "User", name: "dev" },
     { apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "devs" },
   ]);
-  assertEquals(objects[9].spec.template.spec.containers[0].args.slice(3), [
+  assertEquals(objects[10].spec.template.spec.containers[0].args.slice(3), [
     "--direct-listen",
     "0.0.0.0:8443",
     "--allow-also-proxy",
@@ -115,7 +117,7 @@ Deno.test("vif install --dry-run -o json prints a v1 List, with the image asked 
   ]);
   assertEquals(code, 0);
   const list = JSON.parse(out);
-  assertEquals([list.apiVersion, list.kind, list.items.length], ["v1", "List", 9]);
+  assertEquals([list.apiVersion, list.kind, list.items.length], ["v1", "List", 10]);
   const deployment = list.items.find((o: { kind: string }) => o.kind === "Deployment");
   assertEquals(deployment.spec.template.spec.containers[0].image, "example/vif:x");
 });
@@ -134,11 +136,12 @@ Deno.test("vif install prints what it did, kubectl's way, and how to connect", a
     const first = await run(["install"], env);
     assertEquals([first.code, first.err], [0, ""]);
     const lines = first.out.trimEnd().split("\n");
-    assertEquals(lines.slice(0, 9), [
+    assertEquals(lines.slice(0, 10), [
       "namespace/vif-system created",
       "serviceaccount/traffic-manager created",
       "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager created",
       "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager created",
+      "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager-auth-delegator created",
       "secret/traffic-manager-tls created",
       "configmap/traffic-manager-ca created",
       "role.rbac.authorization.k8s.io/vif-user created",
@@ -146,15 +149,15 @@ Deno.test("vif install prints what it did, kubectl's way, and how to connect", a
       "service/traffic-manager created",
     ]);
     assertMatch(
-      lines[9]!,
+      lines[10]!,
       /^TLS: made a CA and a certificate for traffic-manager\.vif-system, valid until \d{4}-/,
     );
     assertEquals(
-      lines[10],
+      lines[11],
       'Users: nobody is granted the role vif-user in "vif-system" yet; grant it with ' +
         '"vif install --grant-user NAME" or "--grant-group NAME" (cluster admins need no grant)',
     );
-    assertEquals(lines[11], 'Run "vif connect --context sim" to connect to the cluster.');
+    assertEquals(lines[12], 'Run "vif connect --context sim" to connect to the cluster.');
     const again = await run(["install"], env);
     assert(again.out.includes("deployment.apps/traffic-manager unchanged\n"), again.out);
     assertMatch(again.out, /TLS: kept the certificate/);
@@ -168,7 +171,7 @@ Deno.test("vif install -o json reports each object and the certificate", async (
     const result = JSON.parse(out);
     assertEquals(result.context, "sim");
     assertEquals(result.namespace, "dev");
-    assertEquals(result.applied.length, 9);
+    assertEquals(result.applied.length, 10);
     assertEquals(result.tls.action, "created");
   });
 });
@@ -226,6 +229,7 @@ Deno.test("vif uninstall deletes in kubectl's words, then says so", async () => 
       'rolebinding.rbac.authorization.k8s.io "vif-user" not found',
       'role.rbac.authorization.k8s.io "vif-user" deleted',
       'serviceaccount "traffic-manager" deleted',
+      'clusterrolebinding.rbac.authorization.k8s.io "vif-traffic-manager-auth-delegator" deleted',
       'clusterrolebinding.rbac.authorization.k8s.io "vif-traffic-manager" deleted',
       'clusterrole.rbac.authorization.k8s.io "vif-traffic-manager" deleted',
       'namespace "vif-system" deleted',
@@ -237,7 +241,7 @@ Deno.test("vif uninstall deletes in kubectl's words, then says so", async () => 
     const result = JSON.parse(again.out);
     assertEquals(
       result.deleted.map((d: { action: string }) => d.action),
-      Array(11).fill("not found"),
+      Array(12).fill("not found"),
     );
   });
 });

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { DEFAULT_AGENT_LISTENER_PORT } from "../kube/agent_config.ts";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import {
   DEFAULT_HEALTH_PORT,
@@ -27,6 +28,7 @@ interface ManagerFlags {
   directListen?: string;
   clientCa?: string;
   healthListen: string | false;
+  agentListen: string | false;
   allowAlsoProxy?: string[];
   serviceIp?: string[];
   managerNamespace?: string;
@@ -58,6 +60,8 @@ Listeners:
   --direct-listen   clients that dial the manager (benchmarks, a LoadBalancer):
                     mutual TLS, a certificate signed by the client CA required
   --health-listen   plain HTTP /livez and /readyz for the kubelet's probes
+  --agent-listen    the traffic-agents of intercepted pods (TLS; each checked with a
+                    TokenReview of its projected token): with Kubernetes access only
 
 Environment (used when the flag is absent):
   POD_IP                        the manager pod's IP (--pod-ip)
@@ -145,6 +149,12 @@ export function registerManager(program: Command, context: CliContext): void {
       `0.0.0.0:${DEFAULT_HEALTH_PORT}`,
     )
     .option("--no-health-listen", "no health listener")
+    .option(
+      "--agent-listen <host:port>",
+      "the traffic-agents' listener, when the manager has Kubernetes access",
+      `0.0.0.0:${DEFAULT_AGENT_LISTENER_PORT}`,
+    )
+    .option("--no-agent-listen", "no agent listener (no intercepts)")
     .option(
       "--allow-also-proxy <cidr>",
       "a subnet sessions may add with --also-proxy (repeatable; default: $VIF_ALLOW_ALSO_PROXY, else none)",
@@ -252,6 +262,7 @@ export function registerManager(program: Command, context: CliContext): void {
           ...(flags.directListen ? { directListen: flags.directListen } : {}),
           ...(flags.clientCa ? { clientCaPath: flags.clientCa } : {}),
           ...(flags.healthListen !== false ? { healthListen: flags.healthListen } : {}),
+          ...(flags.agentListen !== false && discover ? { agentListen: flags.agentListen } : {}),
           allowAlsoProxy: flags.allowAlsoProxy ?? fromEnv("VIF_ALLOW_ALSO_PROXY") ?? [],
           serviceIps,
           limits,

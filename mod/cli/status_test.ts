@@ -90,6 +90,18 @@ Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and count
         dialFailures: 1,
         packetsDropped: 1,
       },
+      intercepts: [{
+        id: "default/web:80",
+        namespace: "default",
+        workload: "web",
+        port: 80,
+        local: "127.0.0.1:8080",
+        holder: "alice@laptop",
+        mountPoint: null,
+        pods: ["web-5d8f-abcde"],
+        connections: 3,
+        variables: 12,
+      }],
     },
   };
   assertEquals(schemaProblems(doc), []);

@@ -23,7 +23,7 @@ import { type DnsWatchdog, startDnsWatchdog } from "./dns_watchdog.ts";
 import type { SelfCommand } from "./self.ts";
 import { ConnectError, type Log, Session } from "./session.ts";
 import type { PortForwardProxy } from "../kube/portforward.ts";
-import type { ApiAccess } from "../kube/api.ts";
+import { type ApiAccess, kubeApi } from "../kube/api.ts";
 
 /** The DNS address inside the VIF block (DESIGN.md §3). */
 export const DNS_ADDRESS = "240.0.0.2";
@@ -53,6 +53,10 @@ export interface ConnectionOptions {
   progress?: (step: string) => void;
   /** Hosts never to route into the TUN, besides the manager and API server. */
   protectedHosts?: string[];
+  /** The user the daemon serves: intercept mounts run as them. */
+  user?: { uid: number; gid: number };
+  /** Told when the intercepts or their mounts change. */
+  onInterceptsChanged?: () => void;
 }
 
 /** The connection part of `vif status --output json` (docs/daemon.md). */
@@ -98,6 +102,20 @@ export interface ConnectionStatus {
     dialFailures: number;
     packetsDropped: number;
   };
+  /** The session's intercepts (without the environment's values: they may be secrets). */
+  intercepts: Array<{
+    id: string;
+    namespace: string;
+    workload: string;
+    port: number;
+    local: string;
+    holder: string;
+    mountPoint: string | null;
+    pods: string[];
+    connections: number;
+    /** How many variables the app container's environment has. */
+    variables: number;
+  }>;
 }
 
 interface KubeSide {
@@ -203,6 +221,11 @@ export class Connection {
         allowConflicting: params.allowConflicting,
         log: options.log,
         onStep: progress,
+        ...(options.user ? { user: options.user } : {}),
+        ...(options.onInterceptsChanged
+          ? { onInterceptsChanged: options.onInterceptsChanged }
+          : {}),
+        kube: () => kube ? kubeApi(kube.access) : undefined,
         onClusterInfo: async (info, s) => {
           const first = !sessionDns(s);
           try {
@@ -409,6 +432,18 @@ export class Connection {
         dialFailures: sum(router?.dialFailures),
         packetsDropped: sum(router?.dropped),
       },
+      intercepts: s.intercepts.list().map((i) => ({
+        id: i.id,
+        namespace: i.namespace,
+        workload: i.workload,
+        port: i.containerPort,
+        local: i.local,
+        holder: i.holder,
+        mountPoint: i.mountPoint,
+        pods: i.agents.map((a) => a.pod),
+        connections: i.connections,
+        variables: Object.keys(i.environment).length,
+      })),
     };
   }
 

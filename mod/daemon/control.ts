@@ -19,6 +19,7 @@
  */
 
 import type { ApiAccess } from "../kube/api.ts";
+import type { InterceptParams, InterceptStatus } from "./intercepts.ts";
 
 /** The protocol's version, in `version`'s result; bumped on incompatible change. */
 export const PROTOCOL_VERSION = 1;
@@ -45,6 +46,31 @@ export interface ControlMethods {
   loglevel: { params: { level: LogLevel }; result: { previous: LogLevel; level: LogLevel } };
   /** The daemon's log files, newest first. */
   logs: { params: Record<string, never>; result: { files: string[] } };
+  /** Intercept a port of a workload (progress lines while the agents arrive). */
+  intercept: { params: InterceptParams; result: InterceptStatus };
+  /** End the intercepts of an id or workload. */
+  leave: { params: { id: string }; result: { ended: string[] } };
+  /** The agents and intercepts the manager knows of. */
+  agents: { params: { namespace: string }; result: AgentsResult };
+}
+
+/** What `agents` answers. */
+export interface AgentsResult {
+  agents: Array<{
+    pod: string;
+    namespace: string;
+    ip: string;
+    workload: string;
+    ports: Array<{ name: string; port: number }>;
+    version: string;
+  }>;
+  intercepts: Array<{
+    id: string;
+    namespace: string;
+    workload: string;
+    port: number;
+    holder: string;
+  }>;
 }
 
 /** A method's name. */

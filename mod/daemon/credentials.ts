@@ -131,8 +131,14 @@ export function credentialsHelper(options: CredentialsHelperOptions): Credential
   };
 }
 
-/** `setpriv` to become `user`, with its supplementary groups when the system knows its name. */
-async function setprivPrefix(user: { uid: number; gid: number }): Promise<string[]> {
+/**
+ * `setpriv` to become `user`, with its supplementary groups when the system
+ * knows its name.
+ *
+ * @param user the uid and gid
+ * @returns the words to put before a command
+ */
+export async function setprivPrefix(user: { uid: number; gid: number }): Promise<string[]> {
   const known = await new Deno.Command("getent", {
     args: ["passwd", String(user.uid)],
     stdin: "null",

@@ -41,6 +41,7 @@ import { credentialsHelper } from "./credentials.ts";
 import { LogFile } from "./log_file.ts";
 import { self as selfOf, type SelfCommand } from "./self.ts";
 import { keepRunningOnErrors, type Log } from "./session.ts";
+import type { InterceptParams } from "./intercepts.ts";
 import { daemonAlive, type DaemonState, LOG_NAME, readDaemonState, STATE_FILE } from "./state.ts";
 import { secureStateDir, writeOwnFile } from "./state_dir.ts";
 
@@ -289,6 +290,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
           log("info", `connect: ${step}`);
           progress(step);
         },
+        ...(owner.uid !== 0 ? { user: owner } : {}),
+        onInterceptsChanged: () => {
+          state.mounts = connection?.session.intercepts.mountPoints ?? [];
+          saveState();
+        },
       });
       connection = c;
       const s = c.status();
@@ -313,6 +319,16 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     } finally {
       connecting = null;
     }
+  };
+
+  const connected = (): Connection => {
+    if (connection === null) {
+      throw Object.assign(new Error("vif is not connected"), {
+        hint: "Run `vif connect --context NAME` first.",
+        code: "not-connected",
+      });
+    }
+    return connection;
   };
 
   const handle = async (
@@ -355,6 +371,49 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       }
       case "logs":
         return { files: logFile.files() };
+      case "intercept":
+        return await connected().session.intercepts.create(
+          checkInterceptParams(params),
+          progress,
+        );
+      case "leave": {
+        const id = (params as { id?: unknown })?.id;
+        if (typeof id !== "string" || id === "") {
+          throw Object.assign(new Error("leave needs the intercept's id or workload"), {
+            hint: "Run `vif leave NAME`.",
+            code: "bad-request",
+          });
+        }
+        const ended = await connected().session.intercepts.leave(id);
+        if (ended.length === 0) {
+          throw Object.assign(new Error(`no intercept of "${id}"`), {
+            hint: "See the intercepts with `vif status`.",
+            code: "not-intercepted",
+          });
+        }
+        return { ended: ended.map((e) => e.id) };
+      }
+      case "agents": {
+        const ns = (params as { namespace?: unknown })?.namespace;
+        const list = await connected().session.intercepts.agents(typeof ns === "string" ? ns : "");
+        return {
+          agents: list.agents.map((a) => ({
+            pod: a.podName,
+            namespace: a.namespace,
+            ip: a.podIp,
+            workload: `${a.workloadKind}/${a.workloadName}`,
+            ports: a.ports.map((p) => ({ name: p.name, port: p.containerPort })),
+            version: a.version,
+          })),
+          intercepts: list.intercepts.map((i) => ({
+            id: i.id,
+            namespace: i.namespace,
+            workload: i.workloadName,
+            port: i.containerPort,
+            holder: i.holder,
+          })),
+        };
+      }
       default:
         throw Object.assign(new Error(`unknown method "${method}"`), {
           hint: "See docs/daemon.md for the methods.",
@@ -452,4 +511,45 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   log("info", "daemon: stopped");
   logFile.close();
   return 0;
+}
+
+/** Checks `intercept`'s parameters: they come from a client of the control socket. */
+function checkInterceptParams(params: unknown): InterceptParams {
+  const p = (params ?? {}) as Record<string, unknown>;
+  const bad = (what: string) =>
+    Object.assign(new Error(`intercept: ${what}`), {
+      hint: "Run `vif intercept NAME --port LOCAL` (see vif intercept --help).",
+      code: "bad-request",
+    });
+  const name = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+  if (typeof p.namespace !== "string" || !name.test(p.namespace)) throw bad("a namespace");
+  if (typeof p.workloadName !== "string" || !name.test(p.workloadName)) throw bad("a workload");
+  if (!["Deployment", "StatefulSet", "ReplicaSet"].includes(String(p.workloadKind))) {
+    throw bad("a workload kind");
+  }
+  const port = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v > 0 && v < 65536;
+  if (!port(p.containerPort)) throw bad("a container port");
+  if (!port(p.localPort)) throw bad("a local port");
+  if (typeof p.localHost !== "string" || !/^[0-9a-fA-F:.]{2,45}$|^localhost$/.test(p.localHost)) {
+    throw bad("a local address");
+  }
+  if (
+    p.mountPoint !== undefined &&
+    (typeof p.mountPoint !== "string" || !p.mountPoint.startsWith("/"))
+  ) {
+    throw bad("an absolute mount point");
+  }
+  const timeoutMs = typeof p.timeoutMs === "number" && p.timeoutMs > 0
+    ? Math.min(p.timeoutMs, 600_000)
+    : undefined;
+  return {
+    namespace: p.namespace,
+    workloadKind: p.workloadKind as InterceptParams["workloadKind"],
+    workloadName: p.workloadName,
+    containerPort: p.containerPort as number,
+    localHost: p.localHost,
+    localPort: p.localPort as number,
+    ...(typeof p.mountPoint === "string" ? { mountPoint: p.mountPoint } : {}),
+    ...(timeoutMs ? { timeoutMs } : {}),
+  };
 }

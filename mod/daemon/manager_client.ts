@@ -9,10 +9,12 @@
 import { Buffer } from "node:buffer";
 import grpc from "@grpc/grpc-js";
 import {
+  type AgentList,
   type ArriveResponse,
   CHANNEL_OPTIONS,
   type ClusterInfo,
   create,
+  type InterceptInfo,
   managerServerName,
   ManagerService,
   type VersionInfo,
@@ -29,6 +31,24 @@ export interface ManagerClient extends grpc.Client {
   ): void;
   remain(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<unknown>): void;
   depart(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback<unknown>): void;
+  createIntercept(
+    req: unknown,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: Callback<InterceptInfo>,
+  ): void;
+  removeIntercept(
+    req: unknown,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: Callback<unknown>,
+  ): void;
+  listAgents(
+    req: unknown,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: Callback<AgentList>,
+  ): void;
   watchClusterInfo(req: unknown): grpc.ClientReadableStream<ClusterInfo>;
   mux(metadata: grpc.Metadata): grpc.ClientDuplexStream<Uint8Array, Uint8Array>;
 }
@@ -82,7 +102,14 @@ export function createManagerClient(options: ManagerClientOptions): ManagerClien
  */
 export function unary<T>(
   client: ManagerClient,
-  method: "version" | "arrive" | "remain" | "depart",
+  method:
+    | "version"
+    | "arrive"
+    | "remain"
+    | "depart"
+    | "createIntercept"
+    | "removeIntercept"
+    | "listAgents",
   request: unknown,
   timeoutMs: number,
 ): Promise<T> {

@@ -26,7 +26,14 @@ import type {
   PingRequest,
 } from "../net/dialer.ts";
 import { FLOW_WINDOW, MuxProtocol, type OpenFrame } from "../rpc/mux.ts";
-import { MuxEnd, type MuxEndStats, muxEndStats, MuxRefusal, type Opened } from "../rpc/mux_end.ts";
+import {
+  type Accepted,
+  MuxEnd,
+  type MuxEndStats,
+  muxEndStats,
+  MuxRefusal,
+  type Opened,
+} from "../rpc/mux_end.ts";
 import { AppStream } from "../rpc/mux_socket.ts";
 import { DialResult_Code, MUX_SESSION_HEADER } from "../rpc/service.ts";
 
@@ -50,6 +57,17 @@ export interface MuxDialerOptions {
   onNoSession?: () => void;
   /** The window given to the manager per TCP flow (default {@linkcode FLOW_WINDOW}). */
   window?: number;
+  /**
+   * Serves what the manager opens toward the daemon: the connections of the
+   * session's intercepts. Absent: every such OPEN is refused.
+   */
+  accept?(open: OpenFrame, signal: AbortSignal): Promise<Accepted>;
+  /**
+   * Whether a call must stay open even with no flow of the daemon's (the
+   * session intercepts: the manager opens flows on it). When it is lost, it
+   * is opened again after a second.
+   */
+  keepOpen?(): boolean;
 }
 
 /** The dialer's counters. */
@@ -144,6 +162,7 @@ export class MuxDialer implements Dialer {
       peer: "the traffic-manager",
       stats: this.#calls,
       ...(log ? { log } : {}),
+      ...(this.#opts.accept ? { accept: this.#opts.accept } : {}),
       finish: (reason) => {
         // Ended from here: the manager resets what is left; cancel so no
         // stream is left half-open on a manager that does not answer.
@@ -152,6 +171,7 @@ export class MuxDialer implements Dialer {
       },
       onEnd: (reason) => {
         if (end.flows > 0) log?.("debug", `mux: ${reason}; ${end.flows} flows reset`);
+        this.#reopenLater();
       },
     });
     // grpc-js emits "error" on every call that ends badly, cancelled ones too.
@@ -165,6 +185,49 @@ export class MuxDialer implements Dialer {
     this.#end = end;
     this.#session = session;
     return end;
+  }
+
+  #reopen: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+
+  /** A lost call that intercepts need is opened again, a second later. */
+  #reopenLater(): void {
+    if (this.#closed || this.#reopen !== undefined || !this.#opts.keepOpen?.()) return;
+    this.#reopen = setTimeout(() => {
+      this.#reopen = undefined;
+      if (!this.#closed && this.#opts.keepOpen?.() && this.#opts.sessionId() !== "") this.#call();
+    }, 1000);
+  }
+
+  /**
+   * Makes sure the session's call is open, so that the manager can open
+   * flows on it (an intercept begins).
+   */
+  open(): void {
+    if (!this.#closed) this.#call();
+  }
+
+  /**
+   * Opens a TCP flow that is not a dial (an sftp stream to an intercepted
+   * pod's agent): the OPEN as given.
+   *
+   * @param open the OPEN's fields (its window is set here)
+   * @returns the stream, or the manager's refusal
+   */
+  async openStream(open: OpenFrame): Promise<DialResult<ByteStream & AppStream>> {
+    const stats = this.stats;
+    let stream: AppStream | undefined;
+    const opened = await this.#call().openTcp(
+      { ...open, window: this.#opts.window ?? FLOW_WINDOW },
+      (flow) => {
+        stats.tcpOpen++;
+        return stream = new AppStream(flow);
+      },
+      { onEnd: () => stats.tcpOpen-- },
+    );
+    if (opened.ok) return { ok: true, value: stream! };
+    this.stats.dialFailures++;
+    return { ok: false, reason: dialFailure(opened.code), message: opened.message };
   }
 
   /** When each destination the manager refused was last logged, for {@linkcode MuxDialer.#refused}. */
@@ -194,6 +257,9 @@ export class MuxDialer implements Dialer {
 
   /** Ends the call and resets its flows (the session is closing). */
   close(): void {
+    this.#closed = true;
+    clearTimeout(this.#reopen);
+    this.#reopen = undefined;
     this.#end?.end("vif is disconnecting");
     this.#end = null;
   }

@@ -18,6 +18,8 @@ import {
 } from "../rpc/service.ts";
 import { create, createManagerClient, grpc, type ManagerClient, unary } from "./manager_client.ts";
 import { MuxDialer } from "./mux_dialer.ts";
+import { Intercepts } from "./intercepts.ts";
+import type { KubeApi } from "../kube/api.ts";
 import type { Dialer } from "../net/dialer.ts";
 import { type Stack, startStack } from "./stack.ts";
 import { listRoutes } from "../tun/mod.ts";
@@ -63,6 +65,17 @@ export interface SessionOptions {
   allowConflicting?: string[];
   /** Told of each step of connecting (`routing subnets`, `creating the TUN`), for progress. */
   onStep?: (step: string) => void;
+  /** The user the daemon serves: intercept mounts (sshfs) run as them. */
+  user?: { uid: number; gid: number };
+  /** Told when the intercepts or their mounts change (the daemon's state file records mounts). */
+  onInterceptsChanged?: () => void;
+  /** The Kubernetes API with the user's credentials (intercept claims); absent for a direct manager. */
+  kube?: () => KubeApi | undefined;
+}
+
+/** Who the session is for, as the manager and the workloads' claims show it. */
+function userName(): string {
+  return Deno.env.get("SUDO_USER") ?? Deno.env.get("USER") ?? "unknown";
 }
 
 /** A subnet routed into the TUN, and why. */
@@ -184,6 +197,8 @@ export class Session {
   readonly options: SessionOptions;
   /** Opens the router's flows, all on the session's one Mux call. */
   readonly dialer: Dialer;
+  /** The session's intercepts. */
+  readonly intercepts: Intercepts;
   #mux: MuxDialer;
   readonly startedAt = Date.now();
   #log: Log;
@@ -216,8 +231,20 @@ export class Session {
       sessionId: () => this.#sessionId,
       log: this.#log,
       onNoSession: () => this.#rearrive(),
+      accept: (open) => this.intercepts.accept(open),
+      keepOpen: () => this.intercepts.active,
     });
     this.dialer = this.#mux;
+    this.intercepts = new Intercepts({
+      client: this.client,
+      dialer: this.#mux,
+      sessionId: () => this.#sessionId,
+      log: this.#log,
+      ...(options.user ? { user: options.user } : {}),
+      ...(options.onInterceptsChanged ? { changed: options.onInterceptsChanged } : {}),
+      ...(options.kube ? { kube: options.kube } : {}),
+      holder: `${userName()}@${Deno.hostname()}`,
+    });
   }
 
   /**
@@ -309,7 +336,7 @@ export class Session {
         "arrive",
         create(ArriveRequestSchema, {
           client: {
-            name: Deno.env.get("SUDO_USER") ?? Deno.env.get("USER") ?? "unknown",
+            name: userName(),
             hostname: Deno.hostname(),
             version: VERSION,
             namespace: this.options.namespace ?? "default",
@@ -593,6 +620,7 @@ export class Session {
       this.#sessionId = a.sessionId;
       this.#watch?.cancel();
       this.#watchInfo();
+      return this.intercepts.renew();
     }).catch((e) => this.#log("warn", `session: cannot arrive again: ${e.message}`))
       .finally(() => this.#rearriving = false);
   }
@@ -606,6 +634,9 @@ export class Session {
     this.#closing ??= (async () => {
       clearInterval(this.#heartbeat);
       this.#watch?.cancel();
+      await this.intercepts.leaveAll("vif is disconnecting").catch((e) =>
+        this.#log("warn", `session: ending the intercepts failed: ${e}`)
+      );
       for (const fn of this.#cleanups.reverse()) {
         try {
           await fn();

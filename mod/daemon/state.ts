@@ -26,6 +26,11 @@ export interface DaemonState {
   routes: string[];
   /** How DNS was pointed at vif, while connected. */
   dns: "resolved" | "resolv.conf" | null;
+  /**
+   * The intercepts' volume mounts (sshfs, FUSE) and their user, while they
+   * are mounted: `vif quit --force` unmounts them after a crash.
+   */
+  mounts?: string[];
 }
 
 /**

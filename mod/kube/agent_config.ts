@@ -66,7 +66,64 @@ export const AGENT_ANNOTATION = {
   original: "vif.dev/original-template",
   /** The vif version that injected the agent. */
   agent: "vif.dev/agent",
+  /**
+   * The intercepts claimed on the workload, as JSON
+   * ({@linkcode InterceptClaims}): written by `vif intercept` with the
+   * user's credentials, read by the manager before it sends a port's
+   * connections to a session.
+   */
+  intercepts: "vif.dev/intercepts",
 } as const;
+
+/** One claim of {@linkcode AGENT_ANNOTATION.intercepts}. */
+export interface InterceptClaim {
+  /** The claiming session's id, as the hex SHA-256 of the id (the id itself is a secret). */
+  session: string;
+  /** Who, for people reading the workload (`alice@laptop`). */
+  holder: string;
+  /** When, RFC 3339. */
+  since: string;
+}
+
+/** The claims on a workload, by container port (as text). */
+export type InterceptClaims = Record<string, InterceptClaim>;
+
+/** The most claims a workload's annotation holds. */
+export const MAX_INTERCEPT_CLAIMS = 64;
+
+/**
+ * Reads a workload's claims; anything malformed is dropped, not trusted.
+ *
+ * @param text the annotation's value (absent: none)
+ * @returns the well-formed claims
+ */
+export function parseInterceptClaims(text: string | undefined): InterceptClaims {
+  const claims: InterceptClaims = {};
+  if (text === undefined || text.length > 64 * 1024) return claims;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return claims;
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return claims;
+  for (const [port, value] of Object.entries(raw).slice(0, MAX_INTERCEPT_CLAIMS)) {
+    const n = Number(port);
+    if (!/^[1-9][0-9]{0,4}$/.test(port) || n > 65535) continue;
+    const v = value as Record<string, unknown>;
+    if (
+      typeof v !== "object" || v === null || typeof v.session !== "string" ||
+      !/^[0-9a-f]{64}$/.test(v.session) || typeof v.holder !== "string" ||
+      typeof v.since !== "string"
+    ) continue;
+    claims[port] = {
+      session: v.session,
+      holder: v.holder.slice(0, 256),
+      since: v.since.slice(0, 64),
+    };
+  }
+  return claims;
+}
 
 /** How the agent takes a port of the app container. */
 export type PortTakeover =

@@ -78,6 +78,19 @@ export interface KubeApi {
    * @throws {KubeApiError} for an error status or no answer
    */
   post<T>(path: string, body: unknown): Promise<T>;
+  /**
+   * PUTs a whole object (its `metadata.resourceVersion` guards against a
+   * change made since it was read: 409 Conflict).
+   *
+   * @throws {KubeApiError} for an error status or no answer
+   */
+  put?<T>(path: string, body: unknown): Promise<T>;
+  /**
+   * PATCHes an object with a JSON merge patch (RFC 7386).
+   *
+   * @throws {KubeApiError} for an error status or no answer
+   */
+  patch?<T>(path: string, body: unknown): Promise<T>;
 }
 
 /** Options of {@linkcode kubeApi}. */
@@ -106,13 +119,18 @@ export function kubeApi(access: ApiAccess, options: KubeApiOptions = {}): KubeAp
     throw new TypeError(`Cannot use API server "${access.server}": not an http(s) URL`);
   }
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const request = <T>(method: string, path: string, body?: unknown): Promise<T> => {
+  const request = <T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    contentType = "application/json",
+  ): Promise<T> => {
     const url = new URL(base.pathname.replace(/\/$/, "") + path, base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = {
       Accept: "application/json",
       ...access.headers,
-      ...(payload ? { "Content-Type": "application/json" } : {}),
+      ...(payload ? { "Content-Type": contentType } : {}),
     };
     return new Promise<T>((resolve, reject) => {
       const req = requestTo(access, url, { method, headers, timeout: timeoutMs }, (res) => {
@@ -148,6 +166,8 @@ export function kubeApi(access: ApiAccess, options: KubeApiOptions = {}): KubeAp
     server: access.server,
     get: (path) => request("GET", path),
     post: (path, body) => request("POST", path, body),
+    put: (path, body) => request("PUT", path, body),
+    patch: (path, body) => request("PATCH", path, body, "application/merge-patch+json"),
   };
 }
 

@@ -365,6 +365,7 @@ async function uninstallWith(
     ref("rbac.authorization.k8s.io/v1", "RoleBinding", USER_ROLE_NAME),
     ref("rbac.authorization.k8s.io/v1", "Role", USER_ROLE_NAME),
     ref("v1", "ServiceAccount", MANAGER_NAME),
+    ref("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", `${role}-auth-delegator`, false),
     ref("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", role, false),
     ref("rbac.authorization.k8s.io/v1", "ClusterRole", role, false),
   ];

@@ -18,6 +18,7 @@ const SECRET = `${NS}/secrets/traffic-manager-tls`;
 const SA = `${NS}/serviceaccounts/traffic-manager`;
 const ROLE = "/apis/rbac.authorization.k8s.io/v1/clusterroles/vif-traffic-manager";
 const BINDING = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/vif-traffic-manager";
+const DELEGATOR = `${BINDING}-auth-delegator`;
 const DEPLOYMENT = "/apis/apps/v1/namespaces/vif-system/deployments/traffic-manager";
 const SERVICE = `${NS}/services/traffic-manager`;
 const CLIENT_CA = `${NS}/secrets/traffic-manager-client-ca`;
@@ -25,7 +26,18 @@ const CONFIGMAP = `${NS}/configmaps/traffic-manager-ca`;
 const USER_ROLE = "/apis/rbac.authorization.k8s.io/v1/namespaces/vif-system/roles/vif-user";
 const USER_BINDING =
   "/apis/rbac.authorization.k8s.io/v1/namespaces/vif-system/rolebindings/vif-user";
-const ORDER = [NS, SA, ROLE, BINDING, SECRET, CONFIGMAP, USER_ROLE, DEPLOYMENT, SERVICE];
+const ORDER = [
+  NS,
+  SA,
+  ROLE,
+  BINDING,
+  DELEGATOR,
+  SECRET,
+  CONFIGMAP,
+  USER_ROLE,
+  DEPLOYMENT,
+  SERVICE,
+];
 /** What install() reads before it applies anything. */
 const READS = [SECRET, CONFIGMAP, CLIENT_CA, USER_BINDING].map((path) => `GET ${path}`);
 const parent = (path: string) => path.slice(0, path.lastIndexOf("/"));
@@ -67,6 +79,7 @@ Deno.test("install() creates every object in order: GET 404 then POST", async ()
       "serviceaccount/traffic-manager created",
       "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager created",
       "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager created",
+      "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager-auth-delegator created",
       "secret/traffic-manager-tls created",
       "configmap/traffic-manager-ca created",
       "role.rbac.authorization.k8s.io/vif-user created",
@@ -249,6 +262,7 @@ Deno.test("uninstall() deletes everything in order, and tolerates what is gone",
       "rolebinding.rbac.authorization.k8s.io/vif-user deleted",
       "role.rbac.authorization.k8s.io/vif-user deleted",
       "serviceaccount/traffic-manager deleted",
+      "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager-auth-delegator deleted",
       "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager deleted",
       "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager deleted",
       "namespace/vif-system deleted",
@@ -262,6 +276,7 @@ Deno.test("uninstall() deletes everything in order, and tolerates what is gone",
       `DELETE ${USER_BINDING}`,
       `DELETE ${USER_ROLE}`,
       `DELETE ${SA}`,
+      `DELETE ${DELEGATOR}`,
       `DELETE ${BINDING}`,
       `DELETE ${ROLE}`,
       `GET ${NS}`,
@@ -276,7 +291,7 @@ Deno.test("uninstall() deletes everything in order, and tolerates what is gone",
     await fake.gone(NS);
     assertEquals(fake.objects(), before);
     const again = await uninstall(kc);
-    assertEquals(again.map((r) => r.action), Array(11).fill("not found"));
+    assertEquals(again.map((r) => r.action), Array(12).fill("not found"));
   });
 });
 
@@ -562,7 +577,7 @@ Deno.test("install() --direct makes a client CA once, keeps it, and turns the li
     assertEquals(atob(fake.get(SECRET)!.data["client-ca.crt"]), caPem);
     assertEquals(
       fake.get(SERVICE)!.spec.ports.map((p: { name: string }) => p.name),
-      ["grpc", "direct"],
+      ["grpc", "agent", "direct"],
     );
     const again = await install(kc, { direct: true });
     assertEquals(again.clientCa?.action, "kept");

@@ -30,6 +30,7 @@
  * @module
  */
 
+import { DEFAULT_AGENT_LISTENER_PORT } from "./agent_config.ts";
 import type {
   RbacV1Subject,
   V1ClusterRole,
@@ -91,6 +92,8 @@ export const GRPC_PORT_NAME = "grpc";
 export const HEALTH_PORT_NAME = "health";
 /** The name of the manager's direct (mutual TLS) port, in the container and the Service. */
 export const DIRECT_PORT_NAME = "direct";
+/** The name of the manager's agent port (the traffic-agents'), in the container and the Service. */
+export const AGENT_PORT_NAME = "agent";
 /** The RBAC API group, as subjects and role references name it. */
 export const RBAC_GROUP = "rbac.authorization.k8s.io";
 /** The image repository of vif; the tag is the version. */
@@ -267,6 +270,13 @@ export function managerRules(): NonNullable<V1ClusterRole["rules"]> {
     },
     { apiGroups: [""], resources: ["services"], verbs: ["create", "delete"] },
     { apiGroups: ["networking.k8s.io"], resources: ["servicecidrs"], verbs: ["list", "watch"] },
+    // Intercepts: an agent's pod and workload, and the claims users wrote on
+    // the workload, are read to check who may take what; never written.
+    {
+      apiGroups: ["apps"],
+      resources: ["deployments", "replicasets", "statefulsets"],
+      verbs: ["get"],
+    },
   ];
 }
 
@@ -478,6 +488,15 @@ export function managerManifests(options: ManagerManifestOptions): ManagerObject
       subjects: [{ kind: "ServiceAccount", name: MANAGER_NAME, namespace }],
     },
     {
+      // TokenReview, to check the agents' projected tokens (the built-in role
+      // grants that and SubjectAccessReview, nothing else).
+      apiVersion: RBAC_API_VERSION,
+      kind: "ClusterRoleBinding",
+      metadata: meta(`${roleName}-auth-delegator`, false),
+      roleRef: { apiGroup: RBAC_GROUP, kind: "ClusterRole", name: "system:auth-delegator" },
+      subjects: [{ kind: "ServiceAccount", name: MANAGER_NAME, namespace }],
+    },
+    {
       apiVersion: "v1",
       kind: "Secret",
       metadata: meta(TLS_SECRET_NAME),
@@ -555,6 +574,12 @@ export function managerManifests(options: ManagerManifestOptions): ManagerObject
             name: GRPC_PORT_NAME,
             port: DEFAULT_MANAGER_PORT,
             targetPort: GRPC_PORT_NAME,
+            protocol: "TCP",
+          },
+          {
+            name: AGENT_PORT_NAME,
+            port: DEFAULT_AGENT_LISTENER_PORT,
+            targetPort: AGENT_PORT_NAME,
             protocol: "TCP",
           },
           ...(clientCa
@@ -635,6 +660,7 @@ function managerPodSpec(
         // Informational: it listens on 127.0.0.1 and ::1 in the pod only.
         { name: GRPC_PORT_NAME, containerPort: DEFAULT_MANAGER_PORT, protocol: "TCP" },
         { name: HEALTH_PORT_NAME, containerPort: DEFAULT_HEALTH_PORT, protocol: "TCP" },
+        { name: AGENT_PORT_NAME, containerPort: DEFAULT_AGENT_LISTENER_PORT, protocol: "TCP" },
         ...(options.direct
           ? [{ name: DIRECT_PORT_NAME, containerPort: DEFAULT_DIRECT_PORT, protocol: "TCP" }]
           : []),

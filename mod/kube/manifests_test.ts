@@ -31,6 +31,7 @@ Deno.test("managerManifests() lists the objects in apply order with their names"
     "serviceaccount/traffic-manager",
     "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager",
     "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager",
+    "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager-auth-delegator",
     "secret/traffic-manager-tls",
     "configmap/traffic-manager-ca",
     "role.rbac.authorization.k8s.io/vif-user",
@@ -47,6 +48,7 @@ Deno.test("managerManifests() lists the objects in apply order with their names"
     "serviceaccount/traffic-manager",
     "clusterrole.rbac.authorization.k8s.io/vif-traffic-manager",
     "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager",
+    "clusterrolebinding.rbac.authorization.k8s.io/vif-traffic-manager-auth-delegator",
     "secret/traffic-manager-tls",
     "secret/traffic-manager-client-ca",
     "configmap/traffic-manager-ca",
@@ -74,16 +76,24 @@ Deno.test("managerManifests() grants exactly what the manager needs", () => {
     },
     { apiGroups: [""], resources: ["services"], verbs: ["create", "delete"] },
     { apiGroups: ["networking.k8s.io"], resources: ["servicecidrs"], verbs: ["list", "watch"] },
+    // Intercepts: read, never write, the workloads and their claims.
+    {
+      apiGroups: ["apps"],
+      resources: ["deployments", "replicasets", "statefulsets"],
+      verbs: ["get"],
+    },
   ]);
-  const binding = byKind(objects, "ClusterRoleBinding");
-  assertEquals(binding.roleRef, {
-    apiGroup: "rbac.authorization.k8s.io",
-    kind: "ClusterRole",
-    name: "vif-traffic-manager",
-  });
-  assertEquals(binding.subjects, [
-    { kind: "ServiceAccount", name: "traffic-manager", namespace: "vif-system" },
+  const bindings: Any[] = objects.filter((o) => o.kind === "ClusterRoleBinding");
+  assertEquals(bindings.map((b) => b.roleRef), [
+    { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "vif-traffic-manager" },
+    // TokenReview, for the agents' tokens.
+    { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "system:auth-delegator" },
   ]);
+  for (const binding of bindings) {
+    assertEquals(binding.subjects, [
+      { kind: "ServiceAccount", name: "traffic-manager", namespace: "vif-system" },
+    ]);
+  }
 });
 
 Deno.test("managerManifests() lets users find, port-forward to and trust the manager, and read no Secret", () => {
@@ -183,6 +193,7 @@ Deno.test("managerManifests() runs the manager locked down, with the Secret as i
   assertEquals(container.ports, [
     { name: "grpc", containerPort: 8081, protocol: "TCP" },
     { name: "health", containerPort: 8082, protocol: "TCP" },
+    { name: "agent", containerPort: 8083, protocol: "TCP" },
   ]);
   // The kubelet probes the pod IP: the health port, not the loopback-only client port.
   assertEquals(container.readinessProbe, {
@@ -246,6 +257,7 @@ Deno.test("managerManifests() with a client CA serves mutual TLS on port 8443 na
   const service = byKind(objects, "Service");
   assertEquals(service.spec.ports, [
     { name: "grpc", port: 8081, targetPort: "grpc", protocol: "TCP" },
+    { name: "agent", port: 8083, targetPort: "agent", protocol: "TCP" },
     { name: "direct", port: 8443, targetPort: "direct", protocol: "TCP" },
   ]);
   // A new client CA restarts the manager, which reads what it trusts when it starts.
@@ -306,7 +318,10 @@ Deno.test("managerManifests() names port 8081 grpc in a ClusterIP Service, for d
   assertEquals(service.spec, {
     type: "ClusterIP",
     selector: managerSelector(),
-    ports: [{ name: "grpc", port: 8081, targetPort: "grpc", protocol: "TCP" }],
+    ports: [
+      { name: "grpc", port: 8081, targetPort: "grpc", protocol: "TCP" },
+      { name: "agent", port: 8083, targetPort: "agent", protocol: "TCP" },
+    ],
   });
 });
 

@@ -81,6 +81,22 @@ const CONNECTION: Shape = {
         ].map((k) => [k, N]),
       ),
     },
+    intercepts: {
+      array: {
+        object: {
+          id: S,
+          namespace: S,
+          workload: S,
+          port: N,
+          local: S,
+          holder: S,
+          mountPoint: nullable(S),
+          pods: { array: S },
+          connections: N,
+          variables: N,
+        },
+      },
+    },
   },
 };
 
