@@ -25,6 +25,7 @@ import { registerQuit } from "./quit.ts";
 import { registerStatus } from "./status.ts";
 import { registerHelp } from "./help.ts";
 import { registerInstall } from "./install.ts";
+import { registerIntercept } from "./intercept.ts";
 import { registerKubeCredentials } from "./kube_credentials.ts";
 import { registerList } from "./list.ts";
 import { registerManager } from "./manager.ts";
@@ -38,6 +39,7 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerInstall,
   registerClientCert,
   registerList,
+  registerIntercept,
   registerManager,
   registerVersion,
   registerDoctor,

@@ -53,6 +53,7 @@ interface UninstallFlags {
   context?: string;
   namespace: string;
   output: "text" | "json";
+  agents?: boolean;
 }
 
 const INSTALL_HELP = `
@@ -115,9 +116,14 @@ config map, the role "vif-user" and its binding, the service account, cluster
 role binding and cluster role, then the namespace if vif created it. What is
 already gone is reported "not found".
 
+With --agents it takes vif's traffic-agent out of every workload that has one
+instead (the template as it was before, from the workload's annotation), and
+leaves the traffic-manager installed.
+
 Examples:
   vif uninstall
-  vif uninstall --context kind-dev --namespace vif-dev`;
+  vif uninstall --context kind-dev --namespace vif-dev
+  vif uninstall --agents`;
 
 /**
  * Adds `vif install` and `vif uninstall` to the program.
@@ -278,10 +284,12 @@ export function registerInstall(program: Command, context: CliContext): void {
         "text",
       ),
     )
+    .option("--agents", "take the traffic-agent out of every workload instead (the manager stays)")
     .addHelpText("after", UNINSTALL_HELP)
     .action(async (flags: UninstallFlags) => {
       const kube = await import("../kube/mod.ts");
       const loaded = loadKubeConfig(kube, flags, context);
+      if (flags.agents) return await uninstallAgents(loaded, flags, context);
       let results: DeletedObject[];
       try {
         results = await kube.uninstall(loaded.kubeConfig, {
@@ -464,4 +472,45 @@ function image(value: string): string {
     throw new InvalidArgumentError('Expected an image reference like "ghcr.io/vif-dev/vif:0.1.0".');
   }
   return value;
+}
+
+/** `vif uninstall --agents`: every workload with vif's agent is put back. */
+async function uninstallAgents(
+  loaded: { kubeConfig: import("@kubernetes/client-node").KubeConfig; context: string },
+  flags: UninstallFlags,
+  context: CliContext,
+): Promise<void> {
+  const { resolveAccess } = await import("../kube/client.ts");
+  const { workloadApi } = await import("../kube/workloads.ts");
+  const { listInjected, removeAgent } = await import("../kube/agent_inject.ts");
+  const out = (line: string) => flags.output === "text" && context.io.stdout(line + "\n");
+  const removed: Array<{ workload: string; action: string; differences: string[] }> = [];
+  try {
+    const api = workloadApi(await resolveAccess(loaded.kubeConfig));
+    for (const found of await listInjected(api)) {
+      const r = await removeAgent(api, found.workload);
+      const name = `${found.workload.kind.toLowerCase()}.apps/${found.workload.name}`;
+      removed.push({
+        workload: `${found.workload.namespace}/${name}`,
+        action: r.action,
+        differences: r.differences,
+      });
+      out(
+        `${name} in ${found.workload.namespace}: ${
+          r.action === "removed"
+            ? "agent removed"
+            : r.action === "cleaned"
+            ? "annotations removed"
+            : "no agent"
+        }${r.changedSince ? ` (changes made since were kept: ${r.differences.join(", ")})` : ""}`,
+      );
+    }
+  } catch (error) {
+    throw asUserError(error);
+  }
+  if (flags.output === "json") {
+    context.io.stdout(JSON.stringify({ context: loaded.context, agents: removed }, null, 2) + "\n");
+  } else if (removed.length === 0) {
+    out(`No workload has vif's agent in context "${loaded.context}".`);
+  }
 }

@@ -10,8 +10,10 @@ import { type Command, Option } from "commander";
 import type { NamespaceListing } from "../kube/list.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError } from "./errors.ts";
+import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 
 interface ListFlags {
+  stateDir?: string;
   kubeconfig?: string;
   context?: string;
   namespace: string;
@@ -65,14 +67,21 @@ export function formatListing(l: NamespaceListing): string[] {
     );
   }
   if (l.workloads.length > 0) {
+    const agents = l.workloads.some((w) => w.agent !== undefined);
+    const agentCell = (w: NamespaceListing["workloads"][number]) =>
+      w.agent === undefined ? "-" : [
+        `vif ${w.agent}`,
+        ...(w.intercepts ?? []).map((i) => `port ${i.port} → ${i.holder}`),
+      ].join(", ");
     out.push(`Workloads:`);
     out.push(
       ...table([
-        ["NAME", "KIND", "READY", "PODS"],
+        ["NAME", "KIND", "READY", ...(agents ? ["AGENT"] : []), "PODS"],
         ...l.workloads.map((w) => [
           w.name,
           w.kind,
           `${w.pods.filter((p) => p.ready).length}/${w.desired}`,
+          ...(agents ? [agentCell(w)] : []),
           w.pods.map((p) => `${p.name} ${p.ip ?? "(no IP)"}`).join(", ") || "-",
         ]),
       ]).map((line) => `  ${line}`),
@@ -97,6 +106,7 @@ export function registerList(program: Command, context: CliContext): void {
     )
     .option("--context <name>", "the kubeconfig context (default: the current context)")
     .option("-n, --namespace <ns>", "the namespace", "default")
+    .option("--state-dir <dir>", STATE_DIR_HELP)
     .addOption(
       new Option("-o, --output <format>", "text or json").choices(["text", "json"]).default("text"),
     )
@@ -115,7 +125,31 @@ export function registerList(program: Command, context: CliContext): void {
       } catch (error) {
         throw asUserError(error);
       }
+      await addIntercepts(listing, stateDirOf(flags.stateDir, context.io.env));
       if (flags.output === "json") context.io.stdout(JSON.stringify(listing, null, 2) + "\n");
       else context.io.stdout(formatListing(listing).join("\n") + "\n");
     });
+}
+
+/**
+ * Adds who intercepts what, when a daemon here is connected to a manager
+ * that knows (best effort: `vif list` works without a connection).
+ */
+async function addIntercepts(listing: NamespaceListing, stateDir: string): Promise<void> {
+  const client = await daemonClient(stateDir).catch(() => null);
+  if (client === null) return;
+  try {
+    const { intercepts } = await client.request("agents", { namespace: listing.namespace });
+    for (const w of listing.workloads) {
+      if (w.agent === undefined) continue;
+      w.intercepts = intercepts.filter((i) => i.workload === w.name).map((i) => ({
+        port: i.port,
+        holder: i.holder,
+      }));
+    }
+  } catch {
+    // Not connected, or an older daemon: the listing stands without them.
+  } finally {
+    client.close();
+  }
 }

@@ -188,6 +188,15 @@ export function formatStatus(s: StatusDocument): string[] {
       bytes(k.bytesFromCluster)
     } back; ${k.packetsDropped} ${k.packetsDropped === 1 ? "packet" : "packets"} dropped`,
   );
+  for (const [n, i] of (c.intercepts ?? []).entries()) {
+    add(
+      n === 0 ? "Intercepts" : "",
+      `${i.namespace}/${i.workload} port ${i.port} → ${i.local} (${i.pods.length} pod${
+        i.pods.length === 1 ? "" : "s"
+      }, ${i.connections} connection${i.connections === 1 ? "" : "s"}` +
+        `${i.mountPoint ? `, volumes on ${i.mountPoint}` : ""})`,
+    );
+  }
   return table(rows);
 }
 

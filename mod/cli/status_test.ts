@@ -117,6 +117,7 @@ Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and count
       "Domains:     cluster.local svc shop",
       "Tunnel:      one gRPC stream for every flow (mux)",
       "Traffic:     2.0 KiB to the cluster, 3.0 MiB back; 1 packet dropped",
+      "Intercepts:  default/web port 80 → 127.0.0.1:8080 (1 pod, 3 connections)",
     ]
   ) assert(lines.includes(want), `no line "${want}" in:\n${lines.join("\n")}`);
   // Every value starts in the same column.

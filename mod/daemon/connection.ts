@@ -235,6 +235,7 @@ export class Connection {
               stateDir: options.stateDir,
               include: params.dnsInclude,
               exclude: params.dnsExclude,
+              extraSearch: s.intercepts.searchPath(),
               log: options.log,
             });
           } catch (error) {

@@ -37,6 +37,11 @@ export interface DnsSetupOptions {
   exclude?: string[];
   /** The resolv.conf to rewrite (default `/etc/resolv.conf`). */
   resolvConfPath?: string;
+  /**
+   * Search domains that come first: the intercepted pods' (their namespace's
+   * names resolve as in the pod). Only cluster domains are taken.
+   */
+  extraSearch?: string[];
   log: Log;
 }
 
@@ -96,24 +101,34 @@ export async function setupDns(
     }
   }
   const clusterDomain = info.clusterDomain || "cluster.local";
+  // The intercepted pods' search domains under the cluster domain come first,
+  // and single-label names resolve in the first pod's namespace, as there.
+  const extra = (options.extraSearch ?? []).filter((d) =>
+    isDnsName(d) && (d === clusterDomain || d.endsWith(`.${clusterDomain}`))
+  );
+  const podNamespace = extra
+    .map((d) => d.slice(0, -(clusterDomain.length + 1)).match(/^([a-z0-9-]+)\.svc$/)?.[1])
+    .find((ns) => ns !== undefined && isNamespaceName(ns));
+  const namespace = podNamespace ?? options.namespace;
   const clusterInfo = {
     clusterDomain,
-    namespace: options.namespace,
+    namespace,
     namespaces: info.namespaces,
     podSubnets: parseSubnets(info.podSubnets),
     serviceSubnets: parseSubnets(info.serviceSubnets),
   };
   const domains = clusterDnsDomains({
     clusterDomain,
-    namespace: options.namespace,
-    namespaces: info.namespaces,
+    namespace,
+    namespaces: [...info.namespaces, options.namespace],
     ...(options.include ? { include: options.include } : {}),
     subnets: [...clusterInfo.podSubnets, ...clusterInfo.serviceSubnets],
   });
   const osConfig = {
     address: options.address,
     interfaceName: session.stack?.device.name ?? "",
-    ...domains,
+    searchDomains: [...new Set([...extra, ...domains.searchDomains])],
+    routingDomains: domains.routingDomains,
   };
   const existing = dnsOf.get(session);
   if (existing) {

@@ -119,7 +119,7 @@ async function resolveHere(params: ConnectParams, context?: string): Promise<Res
 export async function runCommand(
   argv: string[],
   log: (level: "debug" | "info" | "warn", message: string) => void,
-  options: { holdSignals?: boolean } = {},
+  options: { holdSignals?: boolean; env?: Record<string, string> } = {},
 ): Promise<number> {
   const sudoUid = Number(Deno.env.get("SUDO_UID"));
   const sudoGid = Number(Deno.env.get("SUDO_GID"));
@@ -156,6 +156,7 @@ export async function runCommand(
       stdin: "inherit",
       stdout: "inherit",
       stderr: "inherit",
+      ...(options.env ? { env: options.env } : {}),
     }).spawn();
     if (early) child.kill(early);
     const status = await child.status;

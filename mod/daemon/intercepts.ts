@@ -147,6 +147,15 @@ export class Intercepts {
     return [...this.#held.values()].flatMap((h) => h.mount ? [h.mount.point] : []);
   }
 
+  /**
+   * The search domains of the intercepted pods, first seen first: while
+   * intercepting, names resolve on the workstation as in the pod.
+   */
+  searchPath(): string[] {
+    const all = [...this.#held.values()].flatMap((h) => h.info.searchPath);
+    return [...new Set(all.map((d) => d.toLowerCase().replace(/\.$/, "")))].slice(0, 6);
+  }
+
   /** What `vif status` shows. */
   list(): InterceptStatus[] {
     return [...this.#held.values()].map((h) => statusOf(h));

@@ -241,7 +241,10 @@ export class Session {
       sessionId: () => this.#sessionId,
       log: this.#log,
       ...(options.user ? { user: options.user } : {}),
-      ...(options.onInterceptsChanged ? { changed: options.onInterceptsChanged } : {}),
+      changed: () => {
+        options.onInterceptsChanged?.();
+        this.refresh();
+      },
       ...(options.kube ? { kube: options.kube } : {}),
       holder: `${userName()}@${Deno.hostname()}`,
     });
@@ -564,6 +567,14 @@ export class Session {
       this.#log("warn", `session: cluster info watch ended: ${e.details || e.message}; retrying`);
       setTimeout(() => !this.#closing && this.#watchInfo(), 1000);
     });
+  }
+
+  /**
+   * Applies the cluster info again (routes, DNS): something it depends on
+   * changed (an intercept brought its pod's search path).
+   */
+  refresh(): void {
+    if (this.#info !== null && !this.#closing) this.#update(this.#info);
   }
 
   /**

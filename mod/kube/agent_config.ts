@@ -48,6 +48,9 @@ export const AGENT_TOKEN_VOLUME = "vif-agent-token";
 /** Where the agent's container has its token. */
 export const AGENT_TOKEN_DIR = "/var/run/secrets/vif/agent";
 
+/** The token's file in {@linkcode AGENT_TOKEN_DIR}. */
+export const AGENT_TOKEN_FILE = "token";
+
 /** How long the agent's token lives; the kubelet renews it at 80 %. */
 export const AGENT_TOKEN_SECONDS = 3600;
 

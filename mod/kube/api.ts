@@ -91,6 +91,12 @@ export interface KubeApi {
    * @throws {KubeApiError} for an error status or no answer
    */
   patch?<T>(path: string, body: unknown): Promise<T>;
+  /**
+   * DELETEs an object.
+   *
+   * @throws {KubeApiError} for an error status or no answer
+   */
+  delete?<T>(path: string): Promise<T>;
 }
 
 /** Options of {@linkcode kubeApi}. */
@@ -168,6 +174,7 @@ export function kubeApi(access: ApiAccess, options: KubeApiOptions = {}): KubeAp
     post: (path, body) => request("POST", path, body),
     put: (path, body) => request("PUT", path, body),
     patch: (path, body) => request("PATCH", path, body, "application/merge-patch+json"),
+    delete: (path) => request("DELETE", path),
   };
 }
 

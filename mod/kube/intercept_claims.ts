@@ -18,29 +18,15 @@ import {
 } from "./agent_config.ts";
 import { type KubeApi, KubeApiError } from "./api.ts";
 import { KubeError } from "./errors.ts";
+import { type WorkloadKind, workloadPath } from "./workloads.ts";
 
-/** The kinds of workload vif intercepts. */
-export type WorkloadKind = "Deployment" | "StatefulSet" | "ReplicaSet";
+export type { WorkloadKind };
 
 const PLURAL: Record<WorkloadKind, string> = {
   Deployment: "deployments",
   StatefulSet: "statefulsets",
   ReplicaSet: "replicasets",
 };
-
-/**
- * The API path of a workload.
- *
- * @param namespace its namespace
- * @param kind its kind
- * @param name its name
- * @returns `/apis/apps/v1/namespaces/NS/deployments/NAME`
- */
-export function workloadPath(namespace: string, kind: WorkloadKind, name: string): string {
-  return `/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/${PLURAL[kind]}/${
-    encodeURIComponent(name)
-  }`;
-}
 
 interface Workload {
   metadata?: { resourceVersion?: string; annotations?: Record<string, string> };
@@ -92,7 +78,7 @@ async function updateClaims(
   target: { namespace: string; kind: WorkloadKind; name: string },
   change: (claims: InterceptClaims) => boolean,
 ): Promise<void> {
-  const path = workloadPath(target.namespace, target.kind, target.name);
+  const path = workloadPath(target);
   const what = `${target.kind.toLowerCase()}s "${target.name}" in namespace "${target.namespace}"`;
   if (api.patch === undefined) throw new Error("this API client cannot patch");
   for (let attempt = 0;; attempt++) {

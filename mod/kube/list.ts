@@ -8,6 +8,7 @@
 
 import { AppsV1Api, CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import { explainApiError } from "./install.ts";
+import { AGENT_ANNOTATION } from "./agent_config.ts";
 
 /** A service port. */
 export interface ListedPort {
@@ -43,6 +44,10 @@ export interface ListedWorkload {
   /** Wanted replicas (1 for a pod). */
   desired: number;
   pods: ListedPod[];
+  /** The vif version whose traffic-agent the workload carries; absent without one. */
+  agent?: string;
+  /** Its intercepts, when `vif list` could ask a connected daemon. */
+  intercepts?: Array<{ port: number; holder: string }>;
 }
 
 /** What {@linkcode listNamespace} returns: stable, for `--output json`. */
@@ -121,11 +126,13 @@ export async function listNamespace(kc: KubeConfig, namespace: string): Promise<
       (p.metadata?.ownerReferences ?? []).some((r) => r.uid === uid) ||
       (Object.keys(selector).length > 0 && matches(selector, p.metadata?.labels))
     );
+    const agent = d.metadata?.annotations?.[AGENT_ANNOTATION.agent];
     return {
       kind: "Deployment",
       name: d.metadata?.name ?? "",
       desired: d.spec?.replicas ?? 1,
       pods: owned.map(asPod),
+      ...(agent ? { agent } : {}),
     };
   });
   const claimed = new Set(workloads.flatMap((w) => w.pods.map((p) => p.name)));

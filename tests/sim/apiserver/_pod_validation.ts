@@ -3,7 +3,8 @@
  * kube-apiserver's `ValidatePodSpec` that a client notices and that the
  * simulated kubelet relies on: names it turns into file names (containers,
  * volumes, projected paths) are held to the API's rules here, before any
- * kubelet sees them.
+ * kubelet sees them, and so are container ports (a name a Service's
+ * `targetPort` can use, unique in its container; a number in range).
  *
  * @module
  */
@@ -176,9 +177,63 @@ function volumeErrors(v: Obj, field: string): FieldError[] {
   return errors;
 }
 
+/**
+ * What is wrong with a port name, as `IsValidPortName` says it (an IANA
+ * service name): one message per rule broken.
+ *
+ * @param name the name
+ * @returns the messages, empty when valid
+ */
+export function portNameErrors(name: string): string[] {
+  const errors: string[] = [];
+  if (name.length > 15) errors.push("must be no more than 15 characters");
+  if (!/^[-a-z0-9]+$/.test(name)) {
+    errors.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
+  }
+  if (!/[a-z]/.test(name)) errors.push("must contain at least one letter (a-z)");
+  if (name.includes("--")) errors.push("must not contain consecutive hyphens");
+  if (name.startsWith("-") || name.endsWith("-")) {
+    errors.push("must not begin or end with a hyphen");
+  }
+  return errors;
+}
+
+/** A container's `ports`, as `validateContainerPorts` checks them: numbers in range, names valid and distinct. */
+function portErrors(ports: unknown, field: string): FieldError[] {
+  const errors: FieldError[] = [];
+  const names = new Set<string>();
+  list(ports).forEach((p, i) => {
+    const f = `${field}.ports[${i}]`;
+    const name = typeof p.name === "string" ? p.name : "";
+    if (name !== "") {
+      const messages = portNameErrors(name);
+      for (const detail of messages) {
+        errors.push({ type: "FieldValueInvalid", field: `${f}.name`, value: quoted(name), detail });
+      }
+      if (messages.length === 0 && names.has(name)) {
+        errors.push({ type: "FieldValueDuplicate", field: `${f}.name`, value: quoted(name) });
+      }
+      names.add(name);
+    }
+    const port = p.containerPort;
+    if (port === undefined || port === 0) {
+      errors.push({ type: "FieldValueRequired", field: `${f}.containerPort` });
+    } else if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+      errors.push({
+        type: "FieldValueInvalid",
+        field: `${f}.containerPort`,
+        value: String(port),
+        detail: "must be between 1 and 65535, inclusive",
+      });
+    }
+  });
+  return errors;
+}
+
 function containerErrors(c: Obj, field: string, volumes: Set<string>): FieldError[] {
   const errors: FieldError[] = [];
   if (!c.image) errors.push({ type: "FieldValueRequired", field: `${field}.image` });
+  errors.push(...portErrors(c.ports, field));
   list(c.env).forEach((e, i) => {
     const f = `${field}.env[${i}]`;
     if (!isEnvVarName(String(e.name ?? ""))) {
