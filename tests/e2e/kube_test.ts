@@ -310,7 +310,10 @@ Deno.test({
           assertEquals(json.code, 0, json.stderr);
           const l = JSON.parse(json.stdout);
           const svc = l.services.find((s: { name: string }) => s.name === "traffic-manager");
-          assertEquals(svc.ports, [{ name: "grpc", port: 8081, protocol: "TCP" }]);
+          assertEquals(svc.ports, [
+            { name: "grpc", port: 8081, protocol: "TCP" },
+            { name: "agent", port: 8083, protocol: "TCP" },
+          ]);
           assertMatch(svc.clusterIP, /^198\.19\./);
           assertEquals(svc.ready, 1);
           const [w] = l.workloads;
