@@ -16,6 +16,7 @@
  */
 
 import type { RegisterCommand } from "./context.ts";
+import { registerAgent } from "./agent.ts";
 import { registerClientCert } from "./client_cert.ts";
 import { registerConnect } from "./connect.ts";
 import { registerDaemon } from "./daemon.ts";
@@ -46,5 +47,6 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerDaemon,
   registerKubeCredentials,
   registerDnsWatchdog,
+  registerAgent,
   registerHelp,
 ];
