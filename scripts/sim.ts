@@ -8,7 +8,8 @@
  * - `down` stops it; everything it made goes with it. When its process died
  *   without cleaning up, `down` removes what it left.
  * - `status` says whether it runs, and lists nodes, pods and services.
- * - `exec -- CMD [ARGS…]` runs CMD in the workstation namespace `vif-ws` with
+ * - `exec -- CMD [ARGS…]` runs CMD in the workstation namespace `vif-ws` (all
+ *   in one mount namespace, as a workstation's processes are) with
  *   `KUBECONFIG` set, `VIF_STATE_DIR` at `/run/vif-sim/vif` (so the vif
  *   daemon started there keeps its socket, log and state apart from the
  *   machine's), and `vif` and `kubectl` (Debian's) first on `PATH`.
@@ -19,7 +20,7 @@
  * @module
  */
 
-import { DENO, Env, ROOT, run } from "../tests/e2e/_env.ts";
+import { DENO, Env, mountHolder, ROOT, run } from "../tests/e2e/_env.ts";
 import { debianKubectl } from "../tests/sim/apiserver/_testing.ts";
 import { Sim, SIM_CONTEXT, SIM_DEV_CONTEXT, SIM_LIMITED_CONTEXT } from "../tests/sim/sim.ts";
 
@@ -30,6 +31,8 @@ const KUBECONFIG = `${STATE}/kubeconfig`;
 const LOG = `${STATE}/sim.log`;
 const PID = `${STATE}/pid`;
 const READY = `${STATE}/ready`;
+/** The pid of the process holding the workstation's mount namespace (`sim exec` joins it). */
+const WS_MOUNTS = `${STATE}/ws-mounts`;
 const BIN = `${STATE}/bin`;
 /** The state directory of the vif daemon started in the workstation (`VIF_STATE_DIR`). */
 const VIF_STATE = `${STATE}/vif`;
@@ -146,6 +149,7 @@ async function serve(): Promise<void> {
     await env.cleanup();
     await Deno.remove(READY).catch(() => {});
     await Deno.remove(PID).catch(() => {});
+    await Deno.remove(WS_MOUNTS).catch(() => {});
     await Deno.remove(BIN, { recursive: true }).catch(() => {});
     await Deno.remove(KUBECONFIG).catch(() => {});
     console.log("sim: stopped");
@@ -168,6 +172,7 @@ async function serve(): Promise<void> {
       { mode: 0o755 },
     );
     await Deno.symlink(await debianKubectl(), `${BIN}/kubectl`);
+    await Deno.writeTextFile(WS_MOUNTS, `${mountHolder(sim.ws) ?? ""}\n`);
     console.log(`sim: up; API server ${sim.apiUrl}; kubeconfig ${sim.kubeconfig}`);
     await Deno.writeTextFile(READY, "");
   } catch (error) {
@@ -237,8 +242,14 @@ async function exec(cmd: string[]): Promise<number> {
   }
   const pid = readPid();
   if (!pid || !alive(pid)) fail("the simulated cluster is not up", 'Run "deno task sim up" first.');
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", WS, ...cmd],
+  // Every command joins the workstation's one mount namespace, so that what one mounts
+  // (vif intercept --mount) the next sees, as on a laptop.
+  const holder = Number(await Deno.readTextFile(WS_MOUNTS).catch(() => ""));
+  const prefix = Number.isInteger(holder) && holder > 0 && alive(holder)
+    ? ["nsenter", `--target=${holder}`, "--mount", "--net", `--wd=${Deno.cwd()}`, "--"]
+    : ["ip", "netns", "exec", WS];
+  const child = new Deno.Command(prefix[0]!, {
+    args: [...prefix.slice(1), ...cmd],
     env: {
       KUBECONFIG,
       VIF_STATE_DIR: Deno.env.get("VIF_STATE_DIR") ?? VIF_STATE,

@@ -13,6 +13,37 @@ export function suffix(): string {
   return crypto.randomUUID().slice(0, 6);
 }
 
+/**
+ * Namespaces whose commands share one mount namespace: the pid of the process
+ * that holds it (see {@linkcode Env.shareMounts}).
+ */
+const MOUNT_HOLDERS = new Map<string, number>();
+
+/**
+ * The process that holds the mount namespace the commands of `ns` share.
+ *
+ * @param ns the network namespace
+ * @returns its pid, or undefined when `ns` does not share one
+ */
+export function mountHolder(ns: string): number | undefined {
+  return MOUNT_HOLDERS.get(ns);
+}
+
+/**
+ * The words that run a command in network namespace `ns`: `ip netns exec`
+ * (a mount namespace of its own for each command, with the namespace's
+ * `/etc/netns/NAME` files), or, once {@linkcode Env.shareMounts} was asked,
+ * `nsenter` into the one mount namespace every command of `ns` shares.
+ *
+ * @param ns the network namespace
+ * @returns the prefix
+ */
+export function inNetns(ns: string): string[] {
+  const holder = MOUNT_HOLDERS.get(ns);
+  if (holder === undefined) return ["ip", "netns", "exec", ns];
+  return ["nsenter", `--target=${holder}`, "--mount", "--net", `--wd=${Deno.cwd()}`, "--"];
+}
+
 /** The output of a finished command. */
 export interface Output {
   code: number;
@@ -31,7 +62,7 @@ export async function run(
   cmd: string[],
   options: { ns?: string; stdin?: string; env?: Record<string, string> } = {},
 ): Promise<Output> {
-  const argv = options.ns ? ["ip", "netns", "exec", options.ns, ...cmd] : cmd;
+  const argv = options.ns ? [...inNetns(options.ns), ...cmd] : cmd;
   const child = new Deno.Command(argv[0]!, {
     args: argv.slice(1),
     stdin: options.stdin === undefined ? "null" : "piped",
@@ -134,6 +165,42 @@ export class Env {
   }
 
   /**
+   * Makes every later command in `ns` share one mount namespace, as the
+   * processes of a workstation do: what the daemon mounts (an intercept's
+   * volumes) is seen by the commands run after it. The namespace is made by
+   * `ip netns exec` (so it has the namespace's `/etc/netns/NAME` files and
+   * `/sys`) and held by a `sleep` of this test's; it ends, with whatever is
+   * still mounted in it, when the last process in it ends.
+   *
+   * @param ns the network namespace (made already)
+   */
+  async shareMounts(ns: string): Promise<void> {
+    if (MOUNT_HOLDERS.has(ns)) throw new Error(`Mounts of "${ns}" are shared already`);
+    const child = new Deno.Command("ip", {
+      args: ["netns", "exec", ns, "sleep", "infinity"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    this.#undo.push(async () => {
+      MOUNT_HOLDERS.delete(ns);
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+    });
+    // ip netns exec execs sleep in the same process once the namespace is set up.
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const exe = await Deno.readLink(`/proc/${child.pid}/exe`).catch(() => "");
+      if (exe.endsWith("/sleep")) break;
+      if (Date.now() > deadline) throw new Error(`ip netns exec ${ns} sleep did not start`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    MOUNT_HOLDERS.set(ns, child.pid);
+  }
+
+  /**
    * Starts a long-running process (in `ns` when given); it is stopped on cleanup.
    *
    * @param cmd the program and its arguments
@@ -141,7 +208,7 @@ export class Env {
    * @returns the process
    */
   spawn(cmd: string[], options: { ns?: string; env?: Record<string, string> } = {}): Proc {
-    const argv = options.ns ? ["ip", "netns", "exec", options.ns, ...cmd] : cmd;
+    const argv = options.ns ? [...inNetns(options.ns), ...cmd] : cmd;
     const child = new Deno.Command(argv[0]!, {
       args: argv.slice(1),
       stdin: "null",

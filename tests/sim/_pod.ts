@@ -55,6 +55,12 @@ export interface VifRuntime {
    * repository lives under `/tmp`) must not hide it.
    */
   paths: string[];
+  /**
+   * Files of the image that differ from the machine's, mounted read-only
+   * over them (the image's `/etc/passwd` names its `nonroot` user, which
+   * `sftp-server` looks up).
+   */
+  files?: Array<{ path: string; host: string }>;
 }
 
 /** The image repository whose images run this repository's `main.ts`. */
@@ -502,6 +508,7 @@ export class PodWorker {
     let argv: string[];
     let imageEnv: Record<string, string> = {};
     let imagePaths: string[] = [];
+    let imageFiles: Array<{ path: string; host: string }> = [];
     const image = c.image ?? "";
     const words = (list: string[] | undefined) => expandWords(list ?? [], kubeletEnv);
     if (c.command?.[0] === VIF_BINARY || (VIF_IMAGE.test(image) && !c.command)) {
@@ -511,6 +518,7 @@ export class PodWorker {
       argv = [...runtime.cmd, ...command, ...words(c.args)];
       imageEnv = runtime.env;
       imagePaths = runtime.paths;
+      imageFiles = runtime.files ?? [];
     } else if (c.command && c.command.length > 0) {
       argv = [...words(c.command), ...words(c.args)];
     } else {
@@ -520,7 +528,13 @@ export class PodWorker {
       );
     }
 
-    const mounts: ContainerMount[] = [];
+    const mounts: ContainerMount[] = imageFiles.map((f) => ({
+      host: f.host,
+      path: f.path,
+      readOnly: true,
+      file: true,
+      real: f.path,
+    }));
     for (const m of c.volumeMounts ?? []) {
       const volume = (spec.volumes ?? []).find((v) => v.name === m.name);
       const root = this.#volumes.path(m.name);

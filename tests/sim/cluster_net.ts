@@ -342,6 +342,8 @@ export class ClusterNet {
     const env = this.#env;
     await this.#etc(this.ws, { "resolv.conf": `nameserver ${OUTSIDE_DNS_IP}\n` });
     await Promise.all([env.netns(this.lan), env.netns(this.ws), env.netns(this.outside)]);
+    // The workstation's processes see each other's mounts (the daemon's sshfs), as on a laptop.
+    await env.shareMounts(this.ws);
     await ipBatch(this.lan, ["link add br0 type bridge", "link set br0 up"]);
     await this.#lanPort("ws", this.ws, [`${WS_IP}/24`]);
     await this.#lanPort("out", this.outside, [`${OUTSIDE_DNS_IP}/24`, `${OUTSIDE_HOST_IP}/24`]);
@@ -742,6 +744,25 @@ export class ClusterNet {
   endpoints(namespace: string, name: string): EndpointAddress[] {
     const svc = this.#services.get(`${namespace}/${name}`);
     return svc ? computeEndpoints(svc, this.#pods.values()) : [];
+  }
+
+  /**
+   * Adds another workstation on the LAN (a second developer's machine): its
+   * own namespace `<base>-<name>` with `ip`, the outside DNS server in its
+   * resolv.conf, and one mount namespace for its commands, as the first has.
+   * Everything is removed on cleanup.
+   *
+   * @param name a short name (`ws2`)
+   * @param ip its LAN address, in 198.19.200.0/24 and not taken
+   * @returns the namespace's name
+   */
+  async addWorkstation(name: string, ip: string): Promise<string> {
+    const ns = `${this.base}-${name}`;
+    await this.#etc(ns, { "resolv.conf": `nameserver ${OUTSIDE_DNS_IP}\n` });
+    await this.#env.netns(ns);
+    await this.#env.shareMounts(ns);
+    await this.#lanPort(name, ns, [`${ip}/24`]);
+    return ns;
   }
 
   /**

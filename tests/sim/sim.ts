@@ -235,6 +235,7 @@ export class Sim {
     } as KubeObject);
 
     const nobodyRuntimes = new Map<number, Promise<NobodyDeno>>();
+    const imageFiles = imageEtc(`${net.dir}/vif-image`);
     const kubelet = new Kubelet({
       store,
       net,
@@ -252,6 +253,7 @@ export class Sim {
           cmd: vifMainCommand(),
           env: nobody.env,
           paths: [ROOT, DENO.replace(/\/[^/]*$/, ""), nobody.denoDir, nobody.env.HOME!],
+          files: await imageFiles,
         };
       },
       log,
@@ -360,6 +362,25 @@ export class Sim {
     return this.net.exec(this.ws, cmd, {
       env: { ...Deno.env.toObject(), KUBECONFIG: this.kubeconfig, ...options.env },
       ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
+    });
+  }
+
+  /**
+   * Runs a command on another workstation (see {@linkcode ClusterNet.addWorkstation})
+   * with `KUBECONFIG` set.
+   *
+   * @param ns the workstation's namespace
+   * @param cmd the program and its arguments
+   * @param options more environment
+   * @returns its output
+   */
+  execOn(
+    ns: string,
+    cmd: string[],
+    options: { env?: Record<string, string> } = {},
+  ): Promise<Output> {
+    return this.net.exec(ns, cmd, {
+      env: { ...Deno.env.toObject(), KUBECONFIG: this.kubeconfig, ...options.env },
     });
   }
 
@@ -859,4 +880,35 @@ export async function deploySimSamples(
   ]);
   await sim.kubelet.settled();
   return { large };
+}
+
+/**
+ * The users and groups of vif's image (distroless `nonroot`: uid and gid
+ * 65532), as files to mount over the machine's `/etc/passwd` and
+ * `/etc/group` in its containers: the machine's entries, and the image's
+ * where the machine has none.
+ *
+ * @param dir a directory of the simulation's to write them in
+ * @returns the files
+ */
+async function imageEtc(dir: string): Promise<Array<{ path: string; host: string }>> {
+  await Deno.mkdir(dir, { recursive: true });
+  const files: Array<{ path: string; host: string }> = [];
+  for (
+    const [name, entry] of [
+      ["passwd", "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin"],
+      ["group", "nonroot:x:65532:"],
+    ] as const
+  ) {
+    const machine = await Deno.readTextFile(`/etc/${name}`).catch(() => "");
+    const lines = machine.split("\n").filter((l) => l !== "");
+    const has = lines.some((l) => l.split(":")[2] === "65532");
+    const host = `${dir}/${name}`;
+    await Deno.writeTextFile(host, [...lines, ...(has ? [] : [entry])].join("\n") + "\n", {
+      mode: 0o644,
+    });
+    await Deno.chmod(host, 0o644);
+    files.push({ path: `/etc/${name}`, host });
+  }
+  return files;
 }
