@@ -41,7 +41,7 @@ import { credentialsHelper } from "./credentials.ts";
 import { LogFile } from "./log_file.ts";
 import { self as selfOf, type SelfCommand } from "./self.ts";
 import { keepRunningOnErrors, type Log } from "./session.ts";
-import type { InterceptParams } from "./intercepts.ts";
+import { type InterceptParams, isMounted, unmount } from "./intercepts.ts";
 import { daemonAlive, type DaemonState, LOG_NAME, readDaemonState, STATE_FILE } from "./state.ts";
 import { secureStateDir, writeOwnFile } from "./state_dir.ts";
 
@@ -110,6 +110,13 @@ export async function recoverAfterCrash(stateDir: string, log: Log): Promise<str
     throw new Error(`the daemon (pid ${state.pid}) still runs`);
   }
   if (await ResolvConfConfigurator.recover(stateDir, { log })) done.push("resolv.conf restored");
+  // Intercept mounts: their sshfs lost its stream with the daemon; unmount them.
+  for (const point of state?.mounts ?? []) {
+    if (typeof point !== "string" || !point.startsWith("/")) continue;
+    if (await isMounted(point) && await unmount(point, state?.owner)) {
+      done.push(`${point} unmounted`);
+    }
+  }
   if (state?.tun) {
     // Normally gone with the daemon's fd: the delete then fails, and there is nothing to say.
     const del = await new Deno.Command("ip", {

@@ -14,7 +14,7 @@
  */
 
 import grpc from "@grpc/grpc-js";
-import { APP_MOUNT_PREFIX } from "../kube/agent_config.ts";
+import { APP_MOUNT_PREFIX, type InterceptClaim } from "../kube/agent_config.ts";
 import { MuxProtocol, type OpenFrame } from "../rpc/mux.ts";
 import type { Accepted } from "../rpc/mux_end.ts";
 import { AppStream } from "../rpc/mux_socket.ts";
@@ -123,6 +123,8 @@ interface Mount {
   child: Deno.ChildProcess;
   stream: AppStream;
   done: Promise<void>;
+  /** sshfs's last lines on stderr. */
+  said: () => string;
 }
 
 const CONNECT_TIMEOUT_MS = 5000;
@@ -231,11 +233,17 @@ export class Intercepts {
   ): Promise<InterceptStatus> {
     const what = `${params.workloadKind.toLowerCase()}/${params.workloadName}`;
     const deadline = Date.now() + (params.timeoutMs ?? 120_000);
-    await this.#claim(params);
+    const replaced = await this.#claim(params);
     // The Mux call must be open before the manager can send anything on it.
     this.#o.dialer.open();
     let info: InterceptInfo | undefined;
     let said = "";
+    // Refused (the port is another session's, no agent came): the claim comes off again, and
+    // the claim it replaced goes back, so the holder's stays on the workload.
+    const unclaim = () =>
+      this.#release(params, replaced).catch((e) =>
+        this.#o.log("info", `intercept of ${what}: its claim stays on the workload: ${e}`)
+      );
     while (info === undefined) {
       try {
         info = await unary<InterceptInfo>(
@@ -258,6 +266,7 @@ export class Intercepts {
           await new Promise((r) => setTimeout(r, 500));
           continue;
         }
+        await unclaim();
         throw interceptError(e, what, params);
       }
     }
@@ -270,8 +279,10 @@ export class Intercepts {
     );
     if (params.mountPoint !== undefined) {
       try {
-        held.mount = await this.#mount(info, params.mountPoint);
+        const mount = await this.#mount(info, params.mountPoint);
+        held.mount = mount;
         this.#o.changed?.();
+        this.#watchMount(held, mount);
         progress(`volumes of ${info.agents[0]?.podName ?? what} mounted on ${params.mountPoint}`);
       } catch (error) {
         await this.leave(info.id, "the mount failed").catch(() => {});
@@ -350,7 +361,7 @@ export class Intercepts {
   }
 
   /** The session's claim on the workload, written with the user's credentials. */
-  async #claim(params: InterceptParams): Promise<void> {
+  async #claim(params: InterceptParams): Promise<InterceptClaim | undefined> {
     const api = this.#o.kube?.();
     if (api === undefined) {
       throw new InterceptError(
@@ -360,7 +371,7 @@ export class Intercepts {
       );
     }
     try {
-      await claimIntercept(api, target(params), {
+      return await claimIntercept(api, target(params), {
         session: await sha256Hex(this.#o.sessionId()),
         holder: this.#o.holder,
         since: new Date().toISOString(),
@@ -373,10 +384,10 @@ export class Intercepts {
     }
   }
 
-  async #release(params: InterceptParams): Promise<void> {
+  async #release(params: InterceptParams, restore?: InterceptClaim): Promise<void> {
     const api = this.#o.kube?.();
     if (api === undefined) return;
-    await releaseIntercept(api, target(params), await sha256Hex(this.#o.sessionId()));
+    await releaseIntercept(api, target(params), await sha256Hex(this.#o.sessionId()), restore);
   }
 
   /** Ends every intercept (the session is closing). */
@@ -473,6 +484,8 @@ export class Intercepts {
     // sshfs -f mounts, then serves: wait until the mount is there, or sshfs gave up.
     const mounted = await waitForMount(point, child.status, 15_000);
     if (!mounted.ok) {
+      await Promise.race([child.status, new Promise((r) => setTimeout(r, 200))]);
+      const said = lastLines(errors);
       try {
         child.kill("SIGTERM");
       } catch {
@@ -480,8 +493,8 @@ export class Intercepts {
       }
       stream.writable.abort("sshfs failed").catch(() => {});
       throw new InterceptError(
-        `cannot mount the volumes of ${pod.podName} on ${point}: ${
-          mounted.reason || errors.join("").trim() || "sshfs gave up"
+        `cannot mount the volumes of ${pod.podName} on ${point}: ${mounted.reason}${
+          said ? ` (${said})` : ""
         }`,
         "Check that the directory is empty and yours, and that FUSE works (/dev/fuse), " +
           "or leave out --mount.",
@@ -492,7 +505,27 @@ export class Intercepts {
       "info",
       `intercept ${info.id}: volumes mounted on ${point} (sshfs pid ${child.pid})`,
     );
-    return { point, child, stream, done };
+    return { point, child, stream, done, said: () => lastLines(errors) };
+  }
+
+  /**
+   * Says so when sshfs ends on its own (the agent's pod went, the flow was
+   * reset), and takes the dead mount away, so that the state file and
+   * `vif status` do not claim it.
+   */
+  #watchMount(held: Held, mount: Mount): void {
+    mount.child.status.then(async (status) => {
+      if (held.mount !== mount) return; // unmounted on purpose
+      held.mount = null;
+      this.#o.log(
+        "warn",
+        `intercept ${held.info.id}: sshfs ended (exit ${status.code}${
+          mount.said() ? `: ${mount.said()}` : ""
+        }); the volumes on ${mount.point} are gone`,
+      );
+      await unmount(mount.point, this.#o.user);
+      this.#o.changed?.();
+    }).catch(() => {});
   }
 
   async #unmount(held: Held): Promise<void> {
@@ -507,6 +540,11 @@ export class Intercepts {
     }
     await Promise.race([mount.done, new Promise((r) => setTimeout(r, 2000))]);
   }
+}
+
+/** The last lines a program wrote to stderr, on one line. */
+function lastLines(chunks: string[]): string {
+  return chunks.join("").trim().split("\n").slice(-3).join("; ");
 }
 
 /**

@@ -73,9 +73,30 @@ export interface SessionOptions {
   kube?: () => KubeApi | undefined;
 }
 
-/** Who the session is for, as the manager and the workloads' claims show it. */
-function userName(): string {
-  return Deno.env.get("SUDO_USER") ?? Deno.env.get("USER") ?? "unknown";
+/**
+ * Who the session is for, as the manager and the workloads' claims show it:
+ * the name of the user the daemon serves (from /etc/passwd: the daemon's
+ * environment is not theirs), else what the environment says.
+ *
+ * @param uid the user the daemon serves; default the daemon's own
+ * @returns a name
+ */
+export function userName(uid: number | undefined = Deno.uid() ?? undefined): string {
+  if (uid !== undefined) {
+    let passwd = "";
+    try {
+      passwd = Deno.readTextFileSync("/etc/passwd");
+    } catch {
+      // No passwd: the environment's name, or the uid.
+    }
+    for (const line of passwd.split("\n")) {
+      const [name, , id] = line.split(":");
+      if (id === String(uid) && name && /^[a-z_][a-z0-9_.-]{0,31}\$?$/i.test(name)) return name;
+    }
+  }
+  const fromEnv = Deno.env.get("SUDO_USER") ?? Deno.env.get("USER");
+  if (fromEnv && /^[a-z_][a-z0-9_.-]{0,31}\$?$/i.test(fromEnv)) return fromEnv;
+  return uid !== undefined ? `uid ${uid}` : "unknown";
 }
 
 /** A subnet routed into the TUN, and why. */
@@ -246,7 +267,7 @@ export class Session {
         this.refresh();
       },
       ...(options.kube ? { kube: options.kube } : {}),
-      holder: `${userName()}@${Deno.hostname()}`,
+      holder: `${userName(options.user?.uid)}@${Deno.hostname()}`,
     });
   }
 
@@ -339,7 +360,7 @@ export class Session {
         "arrive",
         create(ArriveRequestSchema, {
           client: {
-            name: userName(),
+            name: userName(this.options.user?.uid),
             hostname: Deno.hostname(),
             version: VERSION,
             namespace: this.options.namespace ?? "default",

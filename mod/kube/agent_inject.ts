@@ -646,7 +646,7 @@ function cleanMountPath(path: string): boolean {
     !path.split("/").some((part) => part === "." || part === "..");
 }
 
-/** The app's volume mounts in the agent's container (read-only, under the prefix), and as the configuration lists them. */
+/** The app's volume mounts in the agent's container (under the prefix, read-only where the app's are), and as the configuration lists them. */
 function agentMounts(
   app: V1Container,
   warnings: string[],
@@ -670,7 +670,8 @@ function agentMounts(
     volumeMounts.push({
       name: m.name,
       mountPath: APP_MOUNT_PREFIX + m.mountPath.replace(/\/+$/, ""),
-      readOnly: true,
+      // As the app has it: a file the developer writes through --mount lands where the app sees it.
+      readOnly: m.readOnly ?? false,
       ...(m.subPath !== undefined ? { subPath: m.subPath } : {}),
       ...(m.subPathExpr !== undefined
         ? { subPathExpr: rewriteReferences(m.subPathExpr, () => true) }
@@ -1095,7 +1096,7 @@ export interface InjectResult {
  * @param options the port, the manager, the image
  * @returns what was done
  * @throws {KubeError} for a workload or port that cannot be found, a refused
- *   request (`You may not patch deployments "web" in namespace "default"`,
+ *   request (`you may not patch deployments "web" in namespace "default"`,
  *   and what to do), or conflicts on every attempt
  */
 export async function injectAgent(

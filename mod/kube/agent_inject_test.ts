@@ -244,8 +244,8 @@ Deno.test("planInjection() adds the agent with the app's env, envFrom and mounts
     { secretRef: { name: "web-secret" }, prefix: "VIF_APP_S_" },
   ]);
   assertEquals(agent.volumeMounts, [
-    { name: "config", mountPath: "/vif/app/etc/web", readOnly: true },
-    { name: "cache", mountPath: "/vif/app/var/cache/web", readOnly: true },
+    { name: "config", mountPath: "/vif/app/etc/web", readOnly: false },
+    { name: "cache", mountPath: "/vif/app/var/cache/web", readOnly: false },
     { name: "config", mountPath: "/vif/app/etc/web.conf", readOnly: true, subPath: "web.conf" },
     { name: AGENT_TOKEN_VOLUME, mountPath: AGENT_TOKEN_DIR, readOnly: true },
   ]);
@@ -965,7 +965,7 @@ Deno.test(
           }),
         KubeError,
       );
-      assertEquals(e.message, 'You may not patch deployments "web" in namespace "default"');
+      assertEquals(e.message, 'you may not patch deployments "web" in namespace "default"');
       assertEquals(
         (e as KubeError).hint,
         "Ask a cluster admin for vif's intercept permissions in that namespace; " +
@@ -978,7 +978,7 @@ Deno.test(
           injectAgent(as(DEV_TOKEN), { namespace: "default", name: "web" }, { manager: MANAGER }),
         KubeError,
       );
-      assertEquals(none.message, 'You may not get deployments "web" in namespace "default"');
+      assertEquals(none.message, 'you may not get deployments "web" in namespace "default"');
       assertEquals(stored(store, "Deployment").metadata.annotations, undefined);
     });
   },
@@ -1149,7 +1149,7 @@ Deno.test(
       assertEquals(await listInjected(admin, { namespaces: ["kube-system"] }), []);
       assertEquals((await listInjected(as(VIEWER_TOKEN), { namespaces: ["default"] })).length, 2);
       const e = await assertRejects(() => listInjected(as(VIEWER_TOKEN)), KubeError);
-      assertEquals(e.message, "You may not list deployments in any namespace");
+      assertEquals(e.message, "you may not list deployments in any namespace");
     });
   },
 );

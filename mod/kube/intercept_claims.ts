@@ -40,17 +40,23 @@ interface Workload {
  * @param api the API, with the user's credentials
  * @param target the workload and the container port
  * @param claim the session's claim
+ * @returns the claim it replaced, another session's: to put back (with
+ *   {@linkcode releaseIntercept}) when the manager refuses this one
  * @throws {KubeError} when the user may not change the workload, or it is gone
  */
 export async function claimIntercept(
   api: KubeApi,
   target: { namespace: string; kind: WorkloadKind; name: string; port: number },
   claim: InterceptClaim,
-): Promise<void> {
+): Promise<InterceptClaim | undefined> {
+  let previous: InterceptClaim | undefined;
   await updateClaims(api, target, (claims) => {
+    const before = claims[String(target.port)];
+    previous = before !== undefined && before.session !== claim.session ? before : undefined;
     claims[String(target.port)] = claim;
     return true;
   });
+  return previous;
 }
 
 /**
@@ -59,16 +65,19 @@ export async function claimIntercept(
  * @param api the API, with the user's credentials
  * @param target the workload and the container port
  * @param session the session's claim hash
+ * @param restore the claim to put back in its place (the one it replaced), if any
  * @throws {KubeError} when the user may not change the workload
  */
 export async function releaseIntercept(
   api: KubeApi,
   target: { namespace: string; kind: WorkloadKind; name: string; port: number },
   session: string,
+  restore?: InterceptClaim,
 ): Promise<void> {
   await updateClaims(api, target, (claims) => {
     if (claims[String(target.port)]?.session !== session) return false;
-    delete claims[String(target.port)];
+    if (restore !== undefined) claims[String(target.port)] = restore;
+    else delete claims[String(target.port)];
     return true;
   });
 }
@@ -123,7 +132,7 @@ function kubeError(
   if (!(error instanceof KubeApiError)) return error as Error;
   const resource = PLURAL[target.kind];
   if (error.statusCode === 403) {
-    return new KubeError(`You may not ${verb} ${what}`, {
+    return new KubeError(`you may not ${verb} ${what}`, {
       hint:
         `Ask the cluster admin for that (check: kubectl auth can-i ${verb} ${resource} -n ${target.namespace}).`,
       status: 403,

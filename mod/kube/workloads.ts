@@ -183,7 +183,7 @@ export interface RequestInfo {
 
 /**
  * A failed request as a {@linkcode KubeError} of two lines: what was refused
- * (`You may not patch deployments "web" in namespace "default"`) and what to
+ * (`you may not patch deployments "web" in namespace "default"`) and what to
  * do about it.
  *
  * @param error what the request threw
@@ -199,7 +199,7 @@ export interface RequestInfo {
  * const error = requestFailure(new KubeApiError("HTTP 403: forbidden", 403), {
  *   verb: "patch", resource: "deployments", name: "web", namespace: "default",
  * }, "https://198.19.200.1:6443");
- * if (error.message !== 'You may not patch deployments "web" in namespace "default"') {
+ * if (error.message !== 'you may not patch deployments "web" in namespace "default"') {
  *   throw new Error(error.message);
  * }
  * ```
@@ -233,7 +233,7 @@ export function requestFailure(error: unknown, req: RequestInfo, server: string)
     });
   }
   if (status === 403) {
-    return new KubeError(`You may not ${req.verb} ${what}${where}`, {
+    return new KubeError(`you may not ${req.verb} ${what}${where}`, {
       hint: `Ask a cluster admin for vif's intercept permissions in that namespace; ` +
         `check with "kubectl auth can-i ${req.verb} ${req.resource}${nsFlag}".`,
       cause: error,

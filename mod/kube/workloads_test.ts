@@ -243,7 +243,7 @@ Deno.test("requestFailure() says what was refused and what to do, per status", (
   const req = { verb: "patch", resource: "deployments", name: "web", namespace: "default" };
   const server = "https://198.19.200.1:6443";
   const forbidden = requestFailure(new KubeApiError("HTTP 403: nope", 403), req, server);
-  assertEquals(forbidden.message, 'You may not patch deployments "web" in namespace "default"');
+  assertEquals(forbidden.message, 'you may not patch deployments "web" in namespace "default"');
   assertEquals(
     forbidden.hint,
     "Ask a cluster admin for vif's intercept permissions in that namespace; " +
@@ -253,7 +253,7 @@ Deno.test("requestFailure() says what was refused and what to do, per status", (
     verb: "list",
     resource: "deployments",
   }, server);
-  assertEquals(all.message, "You may not list deployments in any namespace");
+  assertEquals(all.message, "you may not list deployments in any namespace");
   assert(all.hint.endsWith('"kubectl auth can-i list deployments --all-namespaces".'));
   const unreachable = requestFailure(
     new KubeApiError("connect ECONNREFUSED", undefined),
