@@ -1,5 +1,5 @@
 /**
- * `deno task sim up|down|status|exec -- CMD`: the simulated cluster
+ * `deno task sim up|down|status|exec -- CMD|pod-exec POD -- CMD`: the simulated cluster
  * (tests/sim/sim.ts) as a long-running thing to try vif against by hand.
  *
  * - `up` starts it in the background (namespaces `vif-ws`, `vif-node1`, …,
@@ -13,6 +13,12 @@
  *   `KUBECONFIG` set, `VIF_STATE_DIR` at `/run/vif-sim/vif` (so the vif
  *   daemon started there keeps its socket, log and state apart from the
  *   machine's), and `vif` and `kubectl` (Debian's) first on `PATH`.
+ *
+ * - `pod-exec [-n NS] [-c CONTAINER] POD -- CMD [ARGS…]` runs CMD in a pod's
+ *   container (`deployment/NAME` takes its first pod), as `kubectl exec` would:
+ *   its namespaces, user, environment and resolv.conf. The fake API server
+ *   has no `exec`; the running simulation does it for this command, over a
+ *   Unix socket only root can open. Output comes when the command ends.
  *
  * State lives in `/run/vif-sim` (`kubeconfig`, `sim.log`, `pid`, `bin/`, `vif/`); `down` stops a
  * vif daemon still running there, then removes it all.
@@ -31,6 +37,8 @@ const KUBECONFIG = `${STATE}/kubeconfig`;
 const LOG = `${STATE}/sim.log`;
 const PID = `${STATE}/pid`;
 const READY = `${STATE}/ready`;
+/** Where the simulation takes `pod-exec` requests (0600). */
+const EXEC_SOCK = `${STATE}/pod-exec.sock`;
 /** The pid of the process holding the workstation's mount namespace (`sim exec` joins it). */
 const WS_MOUNTS = `${STATE}/ws-mounts`;
 const BIN = `${STATE}/bin`;
@@ -150,6 +158,7 @@ async function serve(): Promise<void> {
     await Deno.remove(READY).catch(() => {});
     await Deno.remove(PID).catch(() => {});
     await Deno.remove(WS_MOUNTS).catch(() => {});
+    await Deno.remove(EXEC_SOCK).catch(() => {});
     await Deno.remove(BIN, { recursive: true }).catch(() => {});
     await Deno.remove(KUBECONFIG).catch(() => {});
     console.log("sim: stopped");
@@ -173,6 +182,7 @@ async function serve(): Promise<void> {
     );
     await Deno.symlink(await debianKubectl(), `${BIN}/kubectl`);
     await Deno.writeTextFile(WS_MOUNTS, `${mountHolder(sim.ws) ?? ""}\n`);
+    servePodExec(sim);
     console.log(`sim: up; API server ${sim.apiUrl}; kubeconfig ${sim.kubeconfig}`);
     await Deno.writeTextFile(READY, "");
   } catch (error) {
@@ -275,6 +285,113 @@ async function exec(cmd: string[]): Promise<number> {
   return code;
 }
 
+/** The request `pod-exec` sends: one line of JSON. */
+interface PodExecRequest {
+  namespace: string;
+  pod: string;
+  container?: string;
+  cmd: string[];
+}
+
+/** The most bytes of a request: a command line, not a file. */
+const MAX_EXEC_REQUEST = 64 * 1024;
+
+/** Serves `pod-exec`: one request per connection, answered with the command's output as JSON. */
+function servePodExec(sim: Sim): void {
+  try {
+    Deno.removeSync(EXEC_SOCK); // a leftover of a killed run
+  } catch { /* none */ }
+  const listener = Deno.listen({ transport: "unix", path: EXEC_SOCK });
+  Deno.chmodSync(EXEC_SOCK, 0o600);
+  (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        try {
+          const text = await readAll(conn, MAX_EXEC_REQUEST);
+          const r = JSON.parse(text) as PodExecRequest;
+          if (
+            typeof r.namespace !== "string" || typeof r.pod !== "string" ||
+            !Array.isArray(r.cmd) || r.cmd.length === 0 ||
+            !r.cmd.every((w) => typeof w === "string")
+          ) throw new Error("a pod-exec request is {namespace, pod, container?, cmd: [...]}");
+          const out = await sim.execInPod(r.namespace, r.pod, r.cmd, {
+            ...(typeof r.container === "string" ? { container: r.container } : {}),
+          });
+          await writeAll(conn, JSON.stringify(out));
+        } catch (error) {
+          await writeAll(conn, JSON.stringify({ code: 1, stdout: "", stderr: `${error}\n` }))
+            .catch(() => {});
+        } finally {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        }
+      })();
+    }
+  })().catch(() => {});
+}
+
+async function readAll(conn: Deno.Conn, max: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const buf = new Uint8Array(16 * 1024);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    size += n;
+    if (size > max) throw new Error(`more than ${max} bytes`);
+    chunks.push(buf.slice(0, n));
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+async function writeAll(conn: Deno.Conn, text: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+async function podExec(args: string[]): Promise<number> {
+  const dash = args.indexOf("--");
+  const before = dash < 0 ? args : args.slice(0, dash);
+  const cmd = dash < 0 ? [] : args.slice(dash + 1);
+  let namespace = "default";
+  let container: string | undefined;
+  let pod: string | undefined;
+  for (let i = 0; i < before.length; i++) {
+    const a = before[i]!;
+    if (a === "-n" || a === "--namespace") namespace = before[++i] ?? "";
+    else if (a === "-c" || a === "--container") container = before[++i];
+    else if (pod === undefined && !a.startsWith("-")) pod = a;
+    else fail(`unexpected "${a}"`, "Use: deno task sim pod-exec [-n NS] [-c CONTAINER] POD -- CMD");
+  }
+  if (!pod || cmd.length === 0) {
+    fail(
+      "a pod and a command are needed",
+      "Use: deno task sim pod-exec [-n NS] [-c CONTAINER] POD -- CMD (POD may be deployment/NAME)",
+    );
+  }
+  const pid = readPid();
+  if (!pid || !alive(pid)) fail("the simulated cluster is not up", 'Run "deno task sim up" first.');
+  const conn = await Deno.connect({ transport: "unix", path: EXEC_SOCK });
+  await writeAll(conn, JSON.stringify({ namespace, pod, container, cmd }));
+  await conn.closeWrite();
+  const out = JSON.parse(await readAll(conn, 64 * 1024 * 1024)) as {
+    code: number;
+    stdout: string;
+    stderr: string;
+  };
+  conn.close();
+  await Deno.stdout.write(new TextEncoder().encode(out.stdout));
+  await Deno.stderr.write(new TextEncoder().encode(out.stderr));
+  return out.code;
+}
+
 const [command, ...rest] = Deno.args;
 switch (command) {
   case "up":
@@ -292,9 +409,12 @@ switch (command) {
   case "exec":
     Deno.exit(await exec(rest[0] === "--" ? rest.slice(1) : rest));
     break;
+  case "pod-exec":
+    Deno.exit(await podExec(rest));
+    break;
   default:
     fail(
       command ? `unknown command "${command}"` : "no command",
-      "Use: deno task sim up | down | status | exec -- CMD [ARGS…]",
+      "Use: deno task sim up | down | status | exec -- CMD [ARGS…] | pod-exec POD -- CMD [ARGS…]",
     );
 }
