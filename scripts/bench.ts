@@ -21,7 +21,10 @@
  * rate with p50/p99. For vif also: DNS query rate (dnsperf) and latency of
  * cached and uncached cluster names, the time from `vif connect` to the first
  * answered request, the daemon's RSS holding 1,000 idle connections, and how
- * many concurrent connections it holds before the first failure.
+ * many concurrent connections it holds before the first failure. And the
+ * intercept: requests from a client pod answered by the pod, by the pod with
+ * the agent passing through, and by the workstation through `vif intercept`;
+ * and the time from `vif intercept` to the first intercepted request.
  *
  * The table goes to stdout; `--json FILE` writes every figure and, for each
  * vif figure, its ratio to `direct`, `openvpn` and `sshuttle` of the same run.
@@ -115,6 +118,32 @@ export interface VifFigures {
   error?: string;
 }
 
+/**
+ * The intercept (`vif intercept`): requests from a client pod to a Service,
+ * answered by its nginx pod, by the same pod with the agent passing through,
+ * and by an nginx on the workstation through the intercept; and how long
+ * from `vif intercept` to the first request the workstation answers.
+ */
+export interface InterceptFigures {
+  /** wrk from the client pod to the Service, the pod answering (no agent). */
+  pod_http_rps: number | null;
+  pod_http_p50_ms: number | null;
+  pod_http_p99_ms: number | null;
+  /** The same with the agent in the pod and no intercept (it passes through to the app). */
+  agent_http_rps: number | null;
+  agent_http_p50_ms: number | null;
+  agent_http_p99_ms: number | null;
+  /** The same through the intercept: agent → manager → daemon → nginx on the workstation. */
+  intercept_http_rps: number | null;
+  intercept_http_p50_ms: number | null;
+  intercept_http_p99_ms: number | null;
+  /** `vif intercept` to the first answer from the workstation, the agent injected and rolled out. */
+  first_request_inject_s: number | null;
+  /** The same with the agent in the pods already. */
+  first_request_agent_s: number | null;
+  error?: string;
+}
+
 /** What `--json` writes. */
 export interface BenchReport {
   schema: 1;
@@ -123,11 +152,12 @@ export interface BenchReport {
   machine: { cpus: number; kernel: string; deno: string; date: string };
   paths: Record<PathName, PathFigures>;
   vif: VifFigures;
+  intercept: InterceptFigures;
   /** For `vif` and `vif-direct`: figure → vif's figure ÷ the other path's. */
   ratios: Record<string, Record<string, Record<string, number | null>>>;
 }
 
-const TESTS = ["tcp", "http", "conn", "udp", "extras"] as const;
+const TESTS = ["tcp", "http", "conn", "udp", "extras", "intercept"] as const;
 type TestName = typeof TESTS[number];
 
 interface Options {
@@ -165,7 +195,7 @@ function parseArgs(args: string[]): Options {
     } else if (a === "-h" || a === "--help") {
       console.log(
         "deno task bench [--quick] [--json FILE] [--paths direct,vif-direct,vif,openvpn,sshuttle]\n" +
-          "                [--tests tcp,http,conn,udp,extras] [--hold]\n\n" +
+          "                [--tests tcp,http,conn,udp,extras,intercept] [--hold]\n\n" +
           "--hold sets up the first of --paths, prints its namespaces, addresses and\n" +
           "process ids as JSON, and keeps it up until Ctrl-C: for profiling by hand.",
       );
@@ -589,6 +619,20 @@ async function main(): Promise<number> {
       max_conns: null,
       max_conns_tried: options.quick ? 2000 : 10_000,
     },
+    intercept: {
+      pod_http_rps: null,
+      pod_http_p50_ms: null,
+      pod_http_p99_ms: null,
+      agent_http_rps: null,
+      agent_http_p50_ms: null,
+      agent_http_p99_ms: null,
+      intercept_http_rps: null,
+      intercept_http_p50_ms: null,
+      intercept_http_p99_ms: null,
+      first_request_inject_s: null,
+      first_request_agent_s: null,
+      error: "not run",
+    },
     ratios: {},
   };
   try {
@@ -843,6 +887,15 @@ async function main(): Promise<number> {
         if (name === "vif" && options.tests.has("extras")) {
           await measureVifExtras(sim, targets, seconds, report, say, `${dir}/state`);
         }
+        if (name === "vif" && options.tests.has("intercept")) {
+          await measureIntercept(sim, seconds, report.intercept, say, `${dir}/state`).catch(
+            (error) => {
+              const message = String((error as Error)?.message ?? error).split("\n")[0]!;
+              say(`intercept: failed: ${message}`);
+              report.intercept.error = message;
+            },
+          );
+        }
       } catch (error) {
         const message = String((error as Error)?.message ?? error).split("\n")[0]!;
         say(`path ${name}: failed: ${message}`);
@@ -958,6 +1011,128 @@ async function measureVifExtras(
   );
 }
 
+/**
+ * Measures `vif intercept` on a Deployment of its own (`ibench`, nginx as
+ * the samples' `web`, so that the other paths' pods stay as they were): wrk
+ * from the client pod to its Service with the pod answering, then with the
+ * agent injected and passing through, then through the intercept to an nginx
+ * on the workstation; and the time from `vif intercept` to the first request
+ * the workstation answers, with the injection and rollout, and again with
+ * the agent there. The first-request times include polling with curl from
+ * the pod (every 50 ms, each a process started in the pod).
+ */
+async function measureIntercept(
+  sim: Sim,
+  seconds: number,
+  f: InterceptFigures,
+  say: (l: string) => void,
+  stateDir: string,
+): Promise<void> {
+  const dir = sim.net.dir;
+  const web = sim.store.get({ resource: "deployments", namespace: "default", name: "web" })!;
+  const template = structuredClone((web.spec as { template: Record<string, unknown> }).template);
+  (template.metadata as { labels: Record<string, string> }).labels = { app: "ibench" };
+  const containers = (template.spec as { containers: Array<{ name: string }> }).containers;
+  containers[0]!.name = "ibench";
+  sim.store.create({
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name: "ibench", namespace: "default", labels: { app: "ibench" } },
+    spec: { replicas: 1, selector: { matchLabels: { app: "ibench" } }, template },
+  } as KubeObject);
+  sim.store.create({
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "ibench", namespace: "default", labels: { app: "ibench" } },
+    spec: {
+      selector: { app: "ibench" },
+      ports: [{ name: "http", port: 80, targetPort: "http", protocol: "TCP" }],
+    },
+  } as KubeObject);
+  await sim.waitReady("default", "app=ibench", 1, 60_000);
+
+  // The developer's program: nginx on the workstation's loopback, as the pod's.
+  const local = `${dir}/ibench-local`;
+  await Deno.mkdir(`${local}/tmp`, { recursive: true });
+  await Deno.writeTextFile(
+    `${local}/nginx.conf`,
+    `user root;
+worker_processes 1;
+daemon off;
+pid ${local}/nginx.pid;
+error_log stderr;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${local}/tmp/body;
+  proxy_temp_path ${local}/tmp/proxy;
+  fastcgi_temp_path ${local}/tmp/fastcgi;
+  uwsgi_temp_path ${local}/tmp/uwsgi;
+  scgi_temp_path ${local}/tmp/scgi;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:8080;
+    location = / { return 200 "workstation $hostname $server_addr\\n"; }
+  }
+}
+`,
+  );
+  const nginx = sim.spawn(["nginx", "-c", `${local}/nginx.conf`, "-e", "stderr"]);
+  try {
+    await waitHttp(sim.ws, "http://127.0.0.1:8080/", 10_000);
+    const url = "http://ibench.default/";
+    const fromPod = (cmd: string[]) => sim.execInPod("default", "deployment/client", cmd);
+    const wrk = async () => {
+      const out = await fromPod(["wrk", "-t2", "-c16", `-d${seconds}s`, "--latency", url]);
+      if (out.code !== 0) throw new Error(`wrk in the client pod: ${out.stderr || out.stdout}`);
+      const r = wrkFigures(out.stdout);
+      return [round(r.rps, 0), round(r.p50, 3), round(r.p99, 3)] as const;
+    };
+    const answeredBy = async () =>
+      (await fromPod(["curl", "-s", "--max-time", "2", url])).stdout.split(" ")[0];
+    const untilAnsweredBy = async (who: string, t0: number) => {
+      const deadline = t0 + 120_000;
+      while ((await answeredBy()) !== who) {
+        if (performance.now() > deadline) throw new Error(`no answer from the ${who} in 120 s`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return round((performance.now() - t0) / 1000, 2);
+    };
+    const vif = async (args: string[]) => {
+      const r = await sim.exec([...VIF, ...args, "--state-dir", stateDir]);
+      if (r.code !== 0) throw new Error(`vif ${args.join(" ")}: ${r.stderr.trim()}`);
+    };
+
+    [f.pod_http_rps, f.pod_http_p50_ms, f.pod_http_p99_ms] = await wrk();
+    say(`intercept: pod ${f.pod_http_rps} req/s, p50 ${f.pod_http_p50_ms} ms`);
+
+    let t0 = performance.now();
+    await vif(["intercept", "ibench", "--port", "8080:http"]);
+    f.first_request_inject_s = await untilAnsweredBy("workstation", t0);
+    [f.intercept_http_rps, f.intercept_http_p50_ms, f.intercept_http_p99_ms] = await wrk();
+    say(
+      `intercept: first request ${f.first_request_inject_s} s after vif intercept (injection ` +
+        `included); ${f.intercept_http_rps} req/s, p50 ${f.intercept_http_p50_ms} ms`,
+    );
+
+    await vif(["leave", "ibench"]);
+    await untilAnsweredBy("pod", performance.now());
+    t0 = performance.now();
+    await vif(["intercept", "ibench", "--port", "8080:http"]);
+    f.first_request_agent_s = await untilAnsweredBy("workstation", t0);
+    await vif(["leave", "ibench"]);
+    await untilAnsweredBy("pod", performance.now());
+    [f.agent_http_rps, f.agent_http_p50_ms, f.agent_http_p99_ms] = await wrk();
+    say(
+      `intercept: first request ${f.first_request_agent_s} s with the agent there; ` +
+        `agent passing through ${f.agent_http_rps} req/s, p50 ${f.agent_http_p50_ms} ms`,
+    );
+    delete f.error;
+  } finally {
+    await nginx.stop();
+  }
+}
+
 /** The pid of the daemon that keeps its state in `stateDir`. */
 async function daemonPid(stateDir: string): Promise<number> {
   return (JSON.parse(await Deno.readTextFile(`${stateDir}/daemon.json`)) as { pid: number }).pid;
@@ -1037,6 +1212,22 @@ export function formatTable(r: BenchReport): string {
       `${cell(v.rss_mb_1000_conns)} MB (${
         cell(v.rss_mb_1000_conns_at_once)
       } MB at once); connections held ${cell(v.max_conns)} of ${v.max_conns_tried}`,
+  );
+  const i = r.intercept;
+  const ratio = (a: number | null, b: number | null) => a !== null && b ? round(a / b, 2) : null;
+  lines.push(
+    "",
+    `intercept: from a client pod, keep-alive req/s (p50 | p99 ms): pod ${cell(i.pod_http_rps)} ` +
+      `(${cell(i.pod_http_p50_ms)} | ${cell(i.pod_http_p99_ms)}), agent passing through ${
+        cell(i.agent_http_rps)
+      } (${cell(i.agent_http_p50_ms)} | ${cell(i.agent_http_p99_ms)}), intercepted to the ` +
+      `workstation ${cell(i.intercept_http_rps)} (${cell(i.intercept_http_p50_ms)} | ${
+        cell(i.intercept_http_p99_ms)
+      }); intercepted ÷ pod ${cell(ratio(i.intercept_http_rps, i.pod_http_rps))}`,
+    `           vif intercept to first request: ${cell(i.first_request_inject_s)} s injecting ` +
+      `the agent, ${cell(i.first_request_agent_s)} s with it there${
+        i.error ? `; not measured: ${i.error}` : ""
+      }`,
   );
   const vd = r.ratios["vif-direct"];
   const vk = r.ratios["vif"];
