@@ -342,7 +342,9 @@ async function intercept(
     );
     out(`  pods: ${status.agents.map((a) => `${a.pod} ${a.ip}`).join(", ")}`);
     out(
-      `  environment: ${Object.keys(env).length} variables` +
+      `  environment: ${Object.keys(env).length} variable${
+        Object.keys(env).length === 1 ? "" : "s"
+      }` +
         `${flags.envFile ? ` in ${flags.envFile}` : ""}${
           flags.envJson ? ` and ${flags.envJson}` : ""
         }`,
