@@ -2,7 +2,8 @@
  * `vif doctor`: checks, one by one, what `vif connect` needs (the TUN device,
  * privileges, the DNS mode, the daemon, the kubeconfig, the API server, the
  * traffic-manager and its version, the cluster's subnets against this
- * machine's routes) and says what to do about each that fails.
+ * machine's routes; and, as a warning only, what `vif intercept --mount` needs)
+ * and says what to do about each that fails.
  *
  * @module
  */
@@ -35,6 +36,42 @@ const MARK = { ok: "ok  ", warn: "warn", fail: "FAIL", skip: "skip" } as const;
 
 function message(error: unknown): string {
   return String((error as Error)?.message ?? error);
+}
+
+/** Whether `vif intercept --mount` can work for this user: sshfs on PATH, /dev/fuse openable. */
+function mountCheck(path: string): Check {
+  const sshfs = path.split(":").some((d) => {
+    try {
+      return Deno.statSync(`${d}/sshfs`).isFile;
+    } catch {
+      return false;
+    }
+  });
+  if (!sshfs) {
+    return {
+      name: "mounts",
+      result: "warn",
+      detail: "sshfs is not installed: vif intercept --mount cannot mount a pod's volumes",
+      fix: "Install sshfs (Debian: apt install sshfs) to use --mount.",
+    };
+  }
+  try {
+    Deno.openSync("/dev/fuse", { read: true, write: true }).close();
+  } catch (error) {
+    const denied = error instanceof Deno.errors.PermissionDenied;
+    return {
+      name: "mounts",
+      result: "warn",
+      detail: denied
+        ? `uid ${Deno.uid()} may not open /dev/fuse: vif intercept --mount will fail`
+        : `no usable /dev/fuse (${message(error)}): vif intercept --mount will fail`,
+      fix: denied
+        ? "Most systems make /dev/fuse mode 0666 (a udev rule); ask for that, or for a group " +
+          "that may open it."
+        : "Load the fuse module (modprobe fuse); in a container, pass /dev/fuse in.",
+    };
+  }
+  return { name: "mounts", result: "ok", detail: "sshfs and /dev/fuse are usable for --mount" };
 }
 
 function hintOf(error: unknown, fallback: string): string {
@@ -88,6 +125,10 @@ async function runChecks(options: DoctorOptions, context: CliContext): Promise<C
       fix: "Check /etc/resolv.conf and systemd-resolved.",
     });
   }
+
+  // What `vif intercept --mount` needs: sshfs, and a /dev/fuse this user may open (fusermount3
+  // opens it as the user). Optional, so a warning at most.
+  add(mountCheck(env("PATH") ?? "/usr/bin:/bin"));
 
   // The daemon.
   const stateDir = stateDirOf(options.stateDir, env);

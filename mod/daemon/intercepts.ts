@@ -496,8 +496,11 @@ export class Intercepts {
         `cannot mount the volumes of ${pod.podName} on ${point}: ${mounted.reason}${
           said ? ` (${said})` : ""
         }`,
-        "Check that the directory is empty and yours, and that FUSE works (/dev/fuse), " +
-          "or leave out --mount.",
+        /\/dev\/fuse: Permission denied/.test(said)
+          ? "/dev/fuse is not yours to open (most systems make it mode 0666); fix that, " +
+            "or leave out --mount. `vif doctor` checks it."
+          : "Check that the directory is empty and yours, and that FUSE works (/dev/fuse), " +
+            "or leave out --mount.",
         "mount-failed",
       );
     }

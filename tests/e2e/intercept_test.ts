@@ -44,19 +44,19 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 `;
 
-/** The app of `default/web` with an environment and volumes: it writes a file, then serves. */
-function patchWeb(sim: Sim): Promise<unknown> {
+/** The app of `web` with an environment and volumes: it writes a file, then serves. */
+function patchWeb(sim: Sim, namespace = "default"): Promise<unknown> {
   const store = sim.store;
   store.create({
     apiVersion: "v1",
     kind: "ConfigMap",
-    metadata: { name: "web-config", namespace: "default" },
+    metadata: { name: "web-config", namespace },
     data: { GREETING: "hello from the config map", "site.conf": "listen 80;\n" },
   } as KubeObject);
   store.create({
     apiVersion: "v1",
     kind: "Secret",
-    metadata: { name: "web-secret", namespace: "default" },
+    metadata: { name: "web-secret", namespace },
     type: "Opaque",
     data: { password: btoa("s3cret-value") },
   } as KubeObject);
@@ -65,7 +65,7 @@ function patchWeb(sim: Sim): Promise<unknown> {
     "deployment",
     "web",
     "-n",
-    "default",
+    namespace,
     "--type",
     "strategic",
     "-p",
@@ -148,8 +148,9 @@ Deno.test({
       const install = await sim.exec([...VIF, "install", "--context", "vif-sim"]);
       assertEquals(install.code, 0, install.stderr);
       await sim.waitReady("vif-system", MANAGER, 1, 90_000);
-      await patchWeb(sim);
+      await Promise.all([patchWeb(sim), patchWeb(sim, "other")]);
       await sim.waitReady("default", "app=web", 1, 60_000);
+      await sim.waitReady("other", "app=web", 1, 60_000);
       const original = webTemplate();
       const connect = await vif(["connect", "--context", "vif-sim"]);
       assertEquals(connect.code, 0, connect.stderr);
@@ -188,6 +189,7 @@ Deno.test({
       });
 
       let interceptSeconds = 0;
+      let apiOriginal = "";
       await t.step(
         "vif intercept web --port 8080:http: injected, rolled out, intercepting",
         async () => {
@@ -302,7 +304,7 @@ Deno.test({
       });
 
       await t.step(
-        "a second session, from another workstation, is refused the port with the holder's name",
+        "a second session, from another workstation, is refused the port with the holder's name; its own intercept mounts the volumes for its user, and vif quit unmounts them",
         async () => {
           const ws2 = await sim.net.addWorkstation("ws2", "198.19.200.3");
           const state2 = `${env.dir}/state2`;
@@ -316,8 +318,21 @@ Deno.test({
               }
             }
           });
+          // This developer is nobody (uid 65534), as `sudo vif connect` from their account makes it:
+          // the daemon serves them, and runs their sshfs as them.
+          const asUser = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"];
           const vif2 = (args: string[]) =>
-            sim.execOn(ws2, [...VIF, args[0]!, "--state-dir", state2, ...args.slice(1)]);
+            sim.execOn(ws2, [...VIF, args[0]!, "--state-dir", state2, ...args.slice(1)], {
+              env: { SUDO_UID: "65534", SUDO_GID: "65534" },
+            });
+          // fusermount3 opens /dev/fuse as the user: mode 0666, as Debian's udev makes it (this
+          // machine has no udev, and 0600), put back as it was afterwards.
+          const fuseMode = (await Deno.stat("/dev/fuse")).mode! & 0o7777;
+          env.defer(() => Deno.chmod("/dev/fuse", fuseMode));
+          await Deno.chmod("/dev/fuse", 0o666);
+          const mount2 = await Deno.makeTempDir({ prefix: "vif-e2e-mnt-" });
+          env.defer(() => Deno.remove(mount2, { recursive: true }).catch(() => {}));
+          await Deno.chown(mount2, 65534, 65534);
           const connect2 = await vif2(["connect", "--context", "vif-sim"]);
           assertEquals(connect2.code, 0, connect2.stderr);
           try {
@@ -334,9 +349,31 @@ Deno.test({
             // The holder's claim is back, and its intercept goes on.
             assertEquals(claims(), before);
             assertMatch((await curl("http://web.default/")).stdout, /^local: /);
+
+            const own = await vif2([
+              "intercept",
+              "web",
+              "-n",
+              "other",
+              "--port",
+              "8080:http",
+              "--mount",
+              mount2,
+            ]);
+            assertEquals(own.code, 0, own.stderr);
+            assertMatch(own.stdout, /^ {2}volumes: mounted on /m);
+            const read = await sim.execOn(ws2, [
+              ...asUser,
+              "sh",
+              "-c",
+              `stat -c %U ${mount2} && cat ${mount2}/config/site.conf ${mount2}/data/from-the-app.txt`,
+            ]);
+            assertEquals(read.stdout, "nobody\nlisten 80;\nthe app wrote this\n", read.stderr);
           } finally {
             assertEquals((await vif2(["quit"])).code, 0);
           }
+          const mounts = await sim.execOn(ws2, ["cat", "/proc/self/mountinfo"]);
+          assert(!mounts.stdout.includes(mount2), "vif quit left the mount");
         },
       );
 
@@ -354,10 +391,10 @@ Deno.test({
             "--",
             "sh",
             "-c",
-            'echo "G=$GREETING R=$VIF_ROOT"; cat "$VIF_ROOT/config/site.conf"; exit 7',
+            'echo "G=$GREETING P=$DB_PASSWORD R=$VIF_ROOT"; cat "$VIF_ROOT/config/site.conf"; exit 7',
           ]);
           assertEquals(r.code, 7, r.stderr);
-          assertMatch(r.stdout, /^G=hello from the config map R=\/\S+$/m);
+          assertMatch(r.stdout, /^G=hello from the config map P=s3cret-value R=\/\S+$/m);
           assertMatch(r.stdout, /^listen 80;$/m);
           assertMatch((await curl("http://web.default/")).stdout, /^pod web-/);
         },
@@ -425,13 +462,30 @@ Deno.test({
           } as KubeObject);
           await sim.waitReady("default", "app=api", 1, 60_000);
           assertEquals((await curl("http://api.default/")).stdout, "api pod\n");
+          apiOriginal = JSON.stringify(
+            (sim.store.get({ resource: "deployments", namespace: "default", name: "api" })!
+              .spec as { template: unknown }).template,
+          );
           const r = await vif(["intercept", "api", "--port", "8080"]);
           assertEquals(r.code, 0, r.stderr);
           assertMatch(r.stdout, /\(container api port 8000\) → 127\.0\.0\.1:8080$/m);
-          assertEquals(
-            (await curl("http://api.default/")).stdout,
-            "local: host=api.default method=GET body=\n",
+          for (let i = 0; i < 100; i++) {
+            const one = await curl("http://api.default/", "-d", `request ${i}`);
+            assertEquals(one.stdout, `local: host=api.default method=POST body=request ${i}\n`);
+          }
+          const many = await Promise.all(
+            Array.from(
+              { length: 50 },
+              (_, i) => curl("http://api.default/", "-d", `together ${i}`),
+            ),
           );
+          for (const [i, one] of many.entries()) {
+            assertEquals(
+              one.stdout,
+              `local: host=api.default method=POST body=together ${i}\n`,
+              one.stderr,
+            );
+          }
           assertEquals((await vif(["leave", "api"])).code, 0);
           assertEquals((await curl("http://api.default/")).stdout, "api pod\n");
         },
@@ -470,6 +524,14 @@ Deno.test({
         assertEquals(r.code, 0, r.stderr);
         assertMatch(r.stdout, /^deployment\.apps\/web in default: agent removed$/m);
         assertEquals(webTemplate(), original);
+        assertMatch(r.stdout, /^deployment\.apps\/api in default: agent removed$/m);
+        assertEquals(
+          JSON.stringify(
+            (sim.store.get({ resource: "deployments", namespace: "default", name: "api" })!
+              .spec as { template: unknown }).template,
+          ),
+          apiOriginal,
+        );
         const annotations =
           (sim.store.get({ resource: "deployments", namespace: "default", name: "web" })!
             .metadata.annotations ?? {}) as Record<string, string>;
