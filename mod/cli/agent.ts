@@ -20,6 +20,7 @@ import {
 } from "../kube/agent_config.ts";
 import type { CliContext } from "./context.ts";
 import { ExitCode, UserError } from "./errors.ts";
+import { lowerFirst, untilSignal } from "./_server.ts";
 
 /** The options of `vif agent`. */
 interface AgentFlags {
@@ -147,23 +148,4 @@ function asUsage(error: unknown, SetupError: new (...args: never[]) => Error): u
     exitCode: ExitCode.Usage,
     cause: error,
   });
-}
-
-/** Resolves with the name of the first of `signals` the process receives. */
-function untilSignal(signals: Deno.Signal[]): Promise<Deno.Signal> {
-  return new Promise((resolve) => {
-    const handlers = signals.map((signal) => {
-      const handler = () => {
-        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-        resolve(signal);
-      };
-      Deno.addSignalListener(signal, handler);
-      return [signal, handler] as const;
-    });
-  });
-}
-
-/** "Cannot listen …" → "cannot listen …", as the CLI's messages start. */
-function lowerFirst(text: string): string {
-  return /^[A-Z][a-z]/.test(text) ? text[0]!.toLowerCase() + text.slice(1) : text;
 }

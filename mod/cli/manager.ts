@@ -20,6 +20,7 @@ import {
 import { DEFAULT_LIMITS, LIMIT_FLAGS, type LimitName, type Limits } from "../../manager/limits.ts";
 import type { CliContext } from "./context.ts";
 import { ExitCode, UserError } from "./errors.ts";
+import { lowerFirst, untilSignal } from "./_server.ts";
 
 /** The options of `vif manager`, as commander parses them. */
 interface ManagerFlags {
@@ -306,20 +307,6 @@ export function registerManager(program: Command, context: CliContext): void {
     });
 }
 
-/** Resolves with the name of the first of `signals` the process receives. */
-function untilSignal(signals: Deno.Signal[]): Promise<Deno.Signal> {
-  return new Promise((resolve) => {
-    const handlers = signals.map((signal) => {
-      const handler = () => {
-        for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-        resolve(signal);
-      };
-      Deno.addSignalListener(signal, handler);
-      return [signal, handler] as const;
-    });
-  });
-}
-
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), ...commaList(value)];
 }
@@ -389,9 +376,4 @@ function duration(text: string): number {
     throw new InvalidArgumentError('Expected a duration like "5000", "5s" or "1m".');
   }
   return value;
-}
-
-/** "Cannot listen …" → "cannot listen …", as the CLI's messages start; "TLS file …" stays. */
-function lowerFirst(text: string): string {
-  return /^[A-Z][a-z]/.test(text) ? text[0]!.toLowerCase() + text.slice(1) : text;
 }

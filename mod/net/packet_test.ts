@@ -11,7 +11,7 @@ import { decodePacket, newPacket, verifyChecksums } from "./packet.ts";
 import { emptyTcpOptions, parseTcpOptions, TcpFlags } from "./tcp.ts";
 import { buildEchoReply, buildTcpReset, buildUdp, buildUnreachable } from "./build.ts";
 import { FIXTURES } from "./testdata/packets.ts";
-import { prng, randomBytes } from "./_prng.ts";
+import { prng, randomBytes } from "../../tests/_prng.ts";
 
 for (const f of FIXTURES) {
   Deno.test(`decodePacket() decodes the captured "${f.name}" packet`, () => {

@@ -33,7 +33,7 @@
  * @module
  */
 
-import { prng } from "../../mod/net/_prng.ts";
+import { prng } from "../_prng.ts";
 import { EscapeCatcher, Watchdog, withDeadline } from "./_guards.ts";
 import { mutate, type Mutator } from "./_mutators.ts";
 

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { randomBytes } from "../../mod/net/_prng.ts";
+import { randomBytes } from "../_prng.ts";
 
 /** A generator of numbers in [0, 1). */
 export type Rand = () => number;

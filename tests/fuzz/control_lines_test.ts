@@ -12,7 +12,7 @@
  */
 
 import { LineSplitter, MAX_LINE } from "../../mod/daemon/control.ts";
-import { prng } from "../../mod/net/_prng.ts";
+import { prng } from "../_prng.ts";
 import { fuzzTest, property } from "./_fuzz.ts";
 import { below, concat } from "./_mutators.ts";
 

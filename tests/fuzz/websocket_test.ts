@@ -14,7 +14,7 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { connectWebSocket } from "../../mod/kube/websocket.ts";
-import { prng } from "../../mod/net/_prng.ts";
+import { prng } from "../_prng.ts";
 import { fuzzTest, property } from "./_fuzz.ts";
 import { below, concat, interestingNumber, type Mutator } from "./_mutators.ts";
 
