@@ -410,16 +410,19 @@ async function spliceTo(
   const ended = () => {
     if (++ends === 2) release();
   };
+  const hold = (bytes: number) => admission.hold(session.usage, bytes);
   const opened = await to.openTcp(open, (flow) => {
     splice.b.attach(flow);
     return splice.b;
-  }, { onEnd: ended });
+  }, { onEnd: ended, hold });
   if (!opened.ok) {
     release();
     return { code: opened.code, message: opened.message };
   }
   if (signal.aborted) {
     opened.value.abort("the connection was given up");
+    // The flow being accepted never comes, so its end is never told: give the count back now.
+    release();
     return { code: DialResult_Code.UNREACHABLE, message: "given up" };
   }
   return {
@@ -428,7 +431,7 @@ async function spliceTo(
       splice.a.attach(flow);
       return splice.a;
     },
-    hold: (bytes) => admission.hold(session.usage, bytes),
+    hold,
     onEnd: ended,
   };
 }

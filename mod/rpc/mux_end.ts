@@ -308,13 +308,13 @@ export class MuxEnd {
    *
    * @param open the OPEN's fields (its window is this end's window for the flow)
    * @param make makes the local socket's side once the peer accepted
-   * @param options the flow's hooks
+   * @param options the flow's hooks: its end, and what counts the bytes its sink holds
    * @returns the flow, or the peer's refusal
    */
   openTcp(
     open: OpenFrame,
     make: (flow: TcpFlow) => import("./mux_tcp.ts").TcpSink,
-    options: { onEnd?(reason: string | undefined): void } = {},
+    options: { onEnd?(reason: string | undefined): void; hold?: TcpFlowOptions["hold"] } = {},
   ): Promise<Opened<TcpFlow>> {
     return this.#open(open, (id, window) => {
       const flow = new TcpFlow(this.#link(id), {
@@ -322,6 +322,7 @@ export class MuxEnd {
         window: open.window,
         credit: window,
         ...(options.onEnd ? { onEnd: options.onEnd } : {}),
+        ...(options.hold ? { hold: options.hold } : {}),
       });
       flow.attach(make(flow));
       this.#entries.set(id, this.#tcpEntry(flow));

@@ -28,14 +28,23 @@ class Side implements TcpSink {
   #through = false;
   /** A reset went through the splice. */
   #reset = false;
+  /** Why, for a flow that attaches after it. */
+  #resetReason = "";
 
   /**
-   * The flow has come: what waited for it goes on.
+   * The flow has come: what waited for it goes on. When the other flow was
+   * reset before this one came, this one is reset too, once the end that
+   * attaches it has given it its sink.
    *
    * @param flow the flow this side is the sink of
    */
   attach(flow: TcpFlow): void {
     this.flow = flow;
+    if (this.#reset) {
+      const reason = this.#resetReason;
+      queueMicrotask(() => flow.abort(reason));
+      return;
+    }
     this.pump();
     this.other.pump();
   }
@@ -62,6 +71,7 @@ class Side implements TcpSink {
   reset(reason: string): void {
     if (this.#reset) return;
     this.#reset = this.other.#reset = true;
+    this.#resetReason = this.other.#resetReason = reason;
     this.#queue.length = 0;
     this.other.#queue.length = 0;
     this.other.flow?.abort(reason);
