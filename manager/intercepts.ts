@@ -502,12 +502,17 @@ export async function resolveForSession(
       .agentsOf(intercept.namespace, intercept.workloadKind, intercept.workloadName)
       .find((a) => a.end !== undefined && a.end.over === undefined);
     if (agent?.end === undefined) continue;
+    // Within the session's DNS limit, as the cluster's DNS server's queries are.
+    const refused = context.admission.take("dns", session.usage);
+    if (refused !== undefined) throw new Error(`refused: ${refused}`);
     try {
       const answer = await agent.end.resolve(query, AGENT_DNS_TIMEOUT_MS);
       context.stats.dnsByAgents++;
       return answer;
     } catch {
       break; // The cluster's DNS server answers instead.
+    } finally {
+      context.admission.give("dns", session.usage);
     }
   }
   return await fallback(query);
