@@ -30,7 +30,7 @@ import {
 } from "../rpc/service.ts";
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
-import { asUserError, UserError } from "./errors.ts";
+import { asUserError, ExitCode, UserError } from "./errors.ts";
 
 /** The options of `vif install`, as commander parses them. */
 interface InstallFlags {
@@ -45,6 +45,8 @@ interface InstallFlags {
   allowAlsoProxy: string[];
   dryRun?: boolean;
   output?: "text" | "yaml" | "json";
+  wait: boolean;
+  timeout: number;
 }
 
 /** The options of `vif uninstall`, as commander parses them. */
@@ -175,6 +177,18 @@ export function registerInstall(program: Command, context: CliContext): void {
       ),
     )
     .option("--dry-run", "print the objects instead of applying them (YAML unless -o json)")
+    .option(
+      "--wait [bool]",
+      "wait until the traffic-manager is ready (--wait=false: return once the objects are applied)",
+      waitFlag,
+      true,
+    )
+    .option(
+      "--timeout <duration>",
+      'how long to wait for the traffic-manager ("90s", "5m"; default 5m)',
+      timeoutFlag,
+      300,
+    )
     .addOption(
       new Option("-o, --output <format>", "output format (with --dry-run: yaml or json)").choices([
         "text",
@@ -236,6 +250,9 @@ export function registerInstall(program: Command, context: CliContext): void {
         });
       } catch (error) {
         throw asUserError(error);
+      }
+      if (flags.wait) {
+        await waitForManager(loaded.kubeConfig, namespace, flags.timeout, context, output);
       }
       const summary = { context: loaded.context, server: loaded.server, ...result };
       if (output === "json") {
@@ -332,6 +349,71 @@ function loadKubeConfig(
   } catch (error) {
     throw asUserError(error);
   }
+}
+
+/**
+ * Waits until the traffic-manager's Deployment has rolled out and its pod is
+ * ready, so that the `vif connect` printed next works at once; progress on
+ * stderr while it waits (text output only), and an error naming the pod's
+ * state (an image pull, a crash loop, the scheduler) when it does not come.
+ */
+async function waitForManager(
+  kubeConfig: import("@kubernetes/client-node").KubeConfig,
+  namespace: string,
+  timeoutSeconds: number,
+  context: CliContext,
+  output: string,
+): Promise<void> {
+  const [{ resolveAccess }, { workloadApi }, { waitForAgents }, { MANAGER_NAME }] = await Promise
+    .all([
+      import("../kube/client.ts"),
+      import("../kube/workloads.ts"),
+      import("../kube/agent_inject.ts"),
+      import("../kube/manifests.ts"),
+    ]);
+  const progress = output === "text"
+    ? (line: string) => context.io.stderr(`  ${line}\n`)
+    : undefined;
+  progress?.("waiting for the traffic-manager to be ready");
+  try {
+    await waitForAgents(
+      workloadApi(await resolveAccess(kubeConfig)),
+      { kind: "Deployment", namespace, name: MANAGER_NAME },
+      {
+        timeoutMs: timeoutSeconds * 1000,
+        rolloutOnly: true,
+        intervalMs: 500,
+        ...(progress ? { onProgress: progress } : {}),
+      },
+    );
+  } catch (error) {
+    const e = asUserError(error) as Error & { hint?: string };
+    throw new UserError(`installed, but ${e.message}`, {
+      hint: `${e.hint ?? ""} "vif install --wait=false" returns without waiting.`.trim(),
+      cause: error,
+    });
+  }
+}
+
+function waitFlag(value: string): boolean {
+  if (value === "true" || value === "") return true;
+  if (value === "false") return false;
+  throw new UserError(`bad --wait "${value}"`, {
+    hint: "Use --wait (or --wait=true) or --wait=false.",
+    exitCode: ExitCode.Usage,
+  });
+}
+
+function timeoutFlag(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(s|m)?$/.exec(value.trim());
+  const n = m ? Number(m[1]) * (m[2] === "m" ? 60 : 1) : NaN;
+  if (!(n > 0 && n <= 3600)) {
+    throw new UserError(`bad --timeout "${value}"`, {
+      hint: 'Give seconds or minutes, up to an hour: "90s", "5m", "120".',
+      exitCode: ExitCode.Usage,
+    });
+  }
+  return n;
 }
 
 /** `vif connect --context C`, with `--manager-namespace` when it is not the default. */

@@ -3,9 +3,15 @@ import { assert, assertEquals, assertMatch } from "../../tests/_assert.ts";
 import { type TestCluster, withCluster as withApiServer } from "../../tests/_apiserver.ts";
 import { main, memoryIo } from "./mod.ts";
 
+/**
+ * Runs the CLI. `install` does not wait for the manager's pod here (the API
+ * server has no kubelet behind it) unless the test asks with `--wait`.
+ */
 async function run(args: string[], env: Record<string, string> = {}) {
   const io = memoryIo(env);
-  const code = await main(args, { io });
+  const noWait = args[0] === "install" && !args.some((a) => a.startsWith("--wait")) &&
+    !args.includes("--dry-run") && !args.includes("--help");
+  const code = await main(noWait ? [...args, "--wait=false"] : args, { io });
   return { code, out: io.out, err: io.err };
 }
 
@@ -162,6 +168,30 @@ Deno.test("vif install prints what it did, kubectl's way, and how to connect", a
     assert(again.out.includes("deployment.apps/traffic-manager unchanged\n"), again.out);
     assertMatch(again.out, /TLS: kept the certificate/);
   });
+});
+
+Deno.test("vif install waits for the traffic-manager, and says what holds it up when it does not come", async () => {
+  await withCluster(async (_fake, env) => {
+    const r = await run(["install", "--wait", "--timeout", "1s"], env);
+    assertEquals(r.code, 1, r.out);
+    assertMatch(r.err, /^ {2}waiting for the traffic-manager to be ready\n/);
+    assertMatch(
+      r.err,
+      /^vif: installed, but 0 of 1 pods of deployment "traffic-manager" in namespace "vif-system" are ready after 1 s: .*\n.*--wait=false" returns without waiting\.$/m,
+    );
+    // The objects are there: a second install with --wait=false finds them.
+    const again = await run(["install"], env);
+    assert(again.out.includes("deployment.apps/traffic-manager unchanged\n"), again.out);
+  });
+});
+
+Deno.test("vif install refuses a bad --wait or --timeout", async () => {
+  const wait = await run(["install", "--wait=maybe"]);
+  assertEquals(wait.code, 2);
+  assertMatch(wait.err, /^vif: bad --wait "maybe"\nUse --wait/);
+  const timeout = await run(["install", "--timeout", "forever"]);
+  assertEquals(timeout.code, 2);
+  assertMatch(timeout.err, /^vif: bad --timeout "forever"\nGive seconds or minutes/);
 });
 
 Deno.test("vif install -o json reports each object and the certificate", async () => {

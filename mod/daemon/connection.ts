@@ -35,6 +35,8 @@ export const PORT_FORWARD_SOCKET = "portforward.sock";
 export interface ConnectionOptions {
   /** Where the original resolv.conf and the port-forward's socket are kept. */
   stateDir: string;
+  /** How long to wait for a traffic-manager whose pod is starting, in ms. Default 120 s. */
+  managerWaitMs?: number;
   /**
    * Resolves the kubeconfig when the request carries no credentials, and
    * again when the API server refuses them (they expired). The daemon's
@@ -465,6 +467,42 @@ export class Connection {
   }
 }
 
+/** How long `vif connect` waits for a traffic-manager whose pod is starting (just installed). */
+const MANAGER_WAIT_MS = 120_000;
+
+/**
+ * Finds the manager, waiting while its pod is only starting (`vif install`
+ * a moment ago, an image being pulled), with the pod's state as progress;
+ * any other failure, or the time running out, is thrown as it is.
+ *
+ * @param discover one look for the manager
+ * @param progress progress lines
+ * @param waitMs how long to wait for a starting pod
+ * @returns what the look found
+ */
+export async function waitForManager<T>(
+  discover: () => Promise<T>,
+  progress: (step: string) => void,
+  waitMs: number,
+): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  let said = "";
+  for (;;) {
+    try {
+      return await discover();
+    } catch (error) {
+      const starting = (error as { starting?: unknown })?.starting === true;
+      if (!starting || Date.now() >= deadline) throw error;
+      const line = `waiting for the traffic-manager: ${
+        (error as Error).message.replace(/^the traffic-manager in namespace "[^"]*" /, "")
+      }`;
+      if (line !== said) progress(line);
+      said = line;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 /**
  * The Kubernetes side: kubeconfig, API server, manager discovery, port-forward.
  */
@@ -483,7 +521,11 @@ async function openKube(
   const { context, access } = params.resolved ?? await options.credentials(params);
   progress(`contacting the API server at ${access.server} (context "${context}")`);
   await reachApiServer(access.server);
-  const manager = await discoverManager(kubeApi(access), params.managerNamespace);
+  const manager = await waitForManager(
+    () => discoverManager(kubeApi(access), params.managerNamespace),
+    progress,
+    options.managerWaitMs ?? MANAGER_WAIT_MS,
+  );
   if (manager.version && compareVersions(manager.version, MIN_MANAGER_VERSION) < 0) {
     throw new ConnectError(
       `the traffic-manager in "${manager.namespace}" is version ${manager.version}, older than ${MIN_MANAGER_VERSION}, the oldest this vif ${VERSION} works with`,

@@ -71,6 +71,7 @@ import {
   POD_ENV,
 } from "./agent_config.ts";
 import { KubeError } from "./errors.ts";
+import { podProblem } from "./pod_problem.ts";
 import {
   CA_CONFIGMAP_KEY,
   CA_CONFIGMAP_NAME,
@@ -1447,6 +1448,12 @@ export interface WaitOptions {
   onProgress?: (line: string) => void;
   /** Wait for pods without the agent instead (after {@linkcode removeAgent}). */
   absent?: boolean;
+  /**
+   * Wait for the rollout only: every wanted pod of the current template
+   * ready, no agent asked for (the traffic-manager's own Deployment, after
+   * `vif install`).
+   */
+  rolloutOnly?: boolean;
   /** Time between two looks, in ms. Default 1000. */
   intervalMs?: number;
   /** Waits `ms` (tests give a fake). Default: a timer. */
@@ -1502,7 +1509,8 @@ export async function waitForAgents(
   const now = options.now ?? Date.now;
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const interval = Math.max(10, options.intervalMs ?? 1000);
-  const want = !options.absent;
+  const mode: WaitMode = options.rolloutOnly ? "ready" : options.absent ? "absent" : "agent";
+  const want = mode === "agent";
   const deadline = now() + Math.max(0, options.timeoutMs);
   const said = new Set<string>();
   const say = (line: string) => {
@@ -1530,9 +1538,9 @@ export async function waitForAgents(
     if (view.observed && ready.length >= view.desired && view.stale.length === 0) {
       return { pods: ready.map((p) => p.metadata.name!), replicas: view.desired };
     }
-    if (view.blocked) throw stuck(ref, view, want, `: ${view.blocked}`);
+    if (view.blocked) throw stuck(ref, view, mode, `: ${view.blocked}`);
     const left = deadline - now();
-    if (left <= 0) throw stuck(ref, view, want, ` after ${Math.round(options.timeoutMs / 1000)} s`);
+    if (left <= 0) throw stuck(ref, view, mode, ` after ${Math.round(options.timeoutMs / 1000)} s`);
     await sleep(Math.min(interval, left));
   }
 }
@@ -1612,136 +1620,18 @@ function agentReady(p: Pod): boolean {
   return (p.status?.containerStatuses ?? []).some((s) => s.name === AGENT_CONTAINER && s.ready);
 }
 
-/** A pod's trouble: what to print, and what to do. */
-export interface PodProblem {
-  /** `container "vif-agent" cannot pull image "…": ImagePullBackOff`. */
-  text: string;
-  /** What to do. */
-  hint: string;
-}
-
-/**
- * Why a pod is not ready, from its status: not scheduled (with the
- * scheduler's reason), an init container that failed or waits, a container
- * that cannot pull its image, crashes (with the last exit), waits for another
- * reason, or runs without being ready. Pure.
- *
- * @param pod the pod
- * @returns the trouble, or undefined when the pod is ready or has none to tell
- *
- * @example
- * ```ts
- * import { podProblem } from "./agent_inject.ts";
- *
- * const problem = podProblem({
- *   metadata: { name: "web-1", namespace: "default" },
- *   spec: { containers: [{ name: "vif-agent", image: "ghcr.io/vif-dev/vif:0.1.0" }] },
- *   status: { phase: "Pending", containerStatuses: [{
- *     name: "vif-agent", image: "ghcr.io/vif-dev/vif:0.1.0", imageID: "", ready: false, restartCount: 0,
- *     state: { waiting: { reason: "ImagePullBackOff", message: "Back-off pulling image" } },
- *   }] },
- * });
- * if (!problem?.text.includes("ImagePullBackOff")) throw new Error(problem?.text);
- * ```
- */
-export function podProblem(pod: V1Pod): PodProblem | undefined {
-  const name = pod.metadata?.name ?? "";
-  const ns = pod.metadata?.namespace ?? "";
-  const describePod = `See "kubectl describe pod ${name} -n ${ns}".`;
-  const status = pod.status;
-  if (!status) return undefined;
-  const scheduled = status.conditions?.find((c) => c.type === "PodScheduled");
-  if (scheduled?.status === "False") {
-    return {
-      text: `Pending: ${scheduled.reason ?? "not scheduled"}${
-        scheduled.message ? `: ${scheduled.message}` : ""
-      }`,
-      hint: "The cluster has no room for the pod with the agent: free resources or add a node. " +
-        describePod,
-    };
-  }
-  const images = new Map<string, string>();
-  for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
-    if (c.image) images.set(c.name, c.image);
-  }
-  const look = (
-    s: NonNullable<NonNullable<V1Pod["status"]>["containerStatuses"]>[number],
-    init: boolean,
-  ) => {
-    const what = `${init ? "init container" : "container"} "${s.name}"`;
-    const waiting = s.state?.waiting;
-    const terminated = s.state?.terminated;
-    const lastExit = s.lastState?.terminated;
-    const image = images.get(s.name) ?? s.image;
-    if (
-      waiting?.reason === "ImagePullBackOff" || waiting?.reason === "ErrImagePull" ||
-      waiting?.reason === "InvalidImageName"
-    ) {
-      return {
-        text: `${what} cannot pull image "${image}": ${waiting.reason}${
-          waiting.message ? `: ${waiting.message}` : ""
-        }`,
-        hint:
-          `Check that the cluster can pull "${image}" (a private registry needs an imagePullSecret). ` +
-          describePod,
-      };
-    }
-    if (
-      waiting?.reason === "CrashLoopBackOff" || (init && terminated && terminated.exitCode !== 0)
-    ) {
-      const exit = terminated ?? lastExit;
-      const how = exit
-        ? `exit code ${exit.exitCode}${exit.reason ? ` (${exit.reason})` : ""}${
-          exit.message ? `: ${exit.message.trim().split("\n").at(-1)}` : ""
-        }`
-        : "no exit recorded";
-      return {
-        text: init
-          ? `${what} failed: ${how}${waiting?.reason ? `, ${waiting.reason}` : ""}`
-          : `${what} keeps crashing (CrashLoopBackOff): last ${how}`,
-        hint: `See why with "kubectl logs ${name} -n ${ns} -c ${s.name} --previous".`,
-      };
-    }
-    if (
-      waiting?.reason && waiting.reason !== "PodInitializing" &&
-      waiting.reason !== "ContainerCreating"
-    ) {
-      return {
-        text: `${what} is waiting: ${waiting.reason}${
-          waiting.message ? `: ${waiting.message}` : ""
-        }`,
-        hint: describePod,
-      };
-    }
-    if (!init && s.state?.running && !s.ready) {
-      return { text: `${what} is running but not ready`, hint: describePod };
-    }
-    return undefined;
-  };
-  // A container that waits or failed tells more than one that runs unready.
-  const found = [
-    ...(status.initContainerStatuses ?? []).map((s) => look(s, true)),
-    ...(status.containerStatuses ?? []).map((s) => look(s, false)),
-  ].filter((p) => p !== undefined);
-  const telling = found.find((p) => !p.text.endsWith("is running but not ready"));
-  if (telling ?? found[0]) return telling ?? found[0];
-  if (status.phase === "Failed") {
-    return {
-      text: `Failed${status.reason ? `: ${status.reason}` : ""}${
-        status.message ? `: ${status.message}` : ""
-      }`,
-      hint: describePod,
-    };
-  }
-  return undefined;
-}
+/** What a wait waits for: the agent in every pod, its absence, or a plain rollout. */
+type WaitMode = "agent" | "absent" | "ready";
 
 /** The error when a rollout does not finish: the workload, the count, and the first pod's trouble. */
-function stuck(ref: WorkloadRef, view: RolloutView, want: boolean, when: string): KubeError {
+function stuck(ref: WorkloadRef, view: RolloutView, mode: WaitMode, when: string): KubeError {
+  const want = mode === "agent";
   const ready = view.fresh.filter((p) => podReady(p) && (!want || agentReady(p))).length;
-  const head = want
+  const head = mode === "agent"
     ? `the agent is ready in ${ready} of ${view.desired} pods of ${describe(ref)}`
-    : `${describe(ref)} still has pods with the agent (${ready} of ${view.desired} without)`;
+    : mode === "absent"
+    ? `${describe(ref)} still has pods with the agent (${ready} of ${view.desired} without)`
+    : `${ready} of ${view.desired} pods of ${describe(ref)} are ready`;
   const troubled = view.fresh.map((p) => ({ p, problem: podProblem(p) })).find((x) => x.problem);
   if (troubled?.problem) {
     return new KubeError(

@@ -60,7 +60,6 @@ import {
   listInjected,
   managerForAgents,
   planInjection,
-  podProblem,
   removeAgent,
   renamedPortName,
   sameJson,
@@ -68,6 +67,7 @@ import {
 } from "./agent_inject.ts";
 import { KubeError } from "./errors.ts";
 import { defaultImage } from "./manifests.ts";
+import { podProblem } from "./pod_problem.ts";
 import {
   type PodTemplate,
   type Workload,

@@ -22,7 +22,9 @@ import {
   DEFAULT_MANAGER_NAMESPACE,
   DEFAULT_MANAGER_PORT,
 } from "../rpc/service.ts";
+import type { V1Pod } from "@kubernetes/client-node";
 import type { KubeApi } from "./api.ts";
+import { podProblem } from "./pod_problem.ts";
 import { readCaBundle } from "./ca_bundle.ts";
 import {
   CA_CONFIGMAP_KEY,
@@ -53,14 +55,20 @@ export class DiscoveryError extends Error {
   /** What to do about it. */
   readonly hint: string;
   /**
+   * The manager is there but its pod is not ready yet (starting, pulling its
+   * image): worth waiting for, unlike the other failures.
+   */
+  readonly starting: boolean;
+  /**
    * @param message what happened
    * @param hint what to do
-   * @param options the cause
+   * @param options the cause, and whether the manager is only starting
    */
-  constructor(message: string, hint: string, options?: ErrorOptions) {
+  constructor(message: string, hint: string, options?: ErrorOptions & { starting?: boolean }) {
     super(message, options);
     this.name = "DiscoveryError";
     this.hint = hint;
+    this.starting = options?.starting ?? false;
   }
 }
 
@@ -393,11 +401,18 @@ export async function discoverManager(api: KubeApi, namespace: string): Promise<
   }
   const pod = pods.items.find(isReady);
   if (!pod?.metadata?.name || !pod.status?.podIP) {
+    const live = pods.items.filter((p) => !p.metadata?.deletionTimestamp);
+    // What holds the first pod up (an image pull, a crash loop, the scheduler), as kubectl describes it.
+    const problem = live.map((p) => podProblem(p as V1Pod)).find((x) => x !== undefined);
     throw new DiscoveryError(
-      `the traffic-manager in namespace "${namespace}" has no ready pod (${pods.items.length} found)`,
-      `Check it with: kubectl -n ${namespace} get pods -l ${
-        labelSelector || "app=traffic-manager"
+      `the traffic-manager in namespace "${namespace}" has no ready pod (${pods.items.length} found)${
+        problem ? `: ${problem.text}` : live.length > 0 ? ": starting" : ""
       }`,
+      problem?.hint ??
+        `Check it with: kubectl -n ${namespace} get pods -l ${
+          labelSelector || "app=traffic-manager"
+        }`,
+      { starting: live.length > 0 },
     );
   }
   const target = svcPort?.targetPort;
