@@ -85,6 +85,8 @@ Deno.test({
         const r = await sim.exec(["sh", "-c", command], { env: environment });
         outputs.push(`$ ${command}\n${r.stdout}${r.stderr}`);
         assertEquals(r.code, 0, outputs.join(""));
+        // Install returns once the manager is ready, so connect can follow at once.
+        if (command.startsWith("vif install")) assertMatch(r.stderr, /^ {2}rolling out 1\/1$/m);
         if (command.startsWith("curl ")) assertMatch(r.stdout, /^pod web-\S+ 198\.18\./);
         if (command === "vif status") assertMatch(r.stdout, /^Connected:\s+yes/m);
       }
