@@ -39,7 +39,7 @@ interface ConnectOptions {
   clientCert?: string;
   clientKey?: string;
   managerNamespace: string;
-  namespace: string;
+  namespace?: string;
   stateDir?: string;
   alsoProxy: string[];
   neverProxy: string[];
@@ -140,7 +140,10 @@ export function registerConnect(program: Command, context: CliContext): void {
       "the manager's namespace; its certificate names traffic-manager.<ns>",
       DEFAULT_MANAGER_NAMESPACE,
     )
-    .option("-n, --namespace <ns>", "the namespace short names resolve in", "default")
+    .option(
+      "-n, --namespace <ns>",
+      "the namespace short names resolve in (default: the context's, else default)",
+    )
     .option(
       "--also-proxy <cidr>",
       "send this subnet to the cluster too, though outside its subnets (repeatable)",
@@ -222,7 +225,7 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
   const absolute = (p: string) => p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
   const params: ConnectParams = {
     managerNamespace: options.managerNamespace,
-    namespace: options.namespace,
+    namespace: options.namespace ?? "default",
     alsoProxy: options.alsoProxy,
     neverProxy: options.neverProxy,
     allowConflicting: options.allowConflictingSubnets,
@@ -251,6 +254,8 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
         context: loaded.context,
         access: await resolveAccess(loaded.kubeConfig),
       };
+      // As kubectl: no -n means the context's namespace.
+      if (options.namespace === undefined) params.namespace = loaded.namespace;
     } catch (error) {
       throw asUserError(error);
     }

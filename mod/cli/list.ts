@@ -16,7 +16,7 @@ interface ListFlags {
   stateDir?: string;
   kubeconfig?: string;
   context?: string;
-  namespace: string;
+  namespace?: string;
   output: "text" | "json";
 }
 
@@ -105,7 +105,7 @@ export function registerList(program: Command, context: CliContext): void {
       "the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)",
     )
     .option("--context <name>", "the kubeconfig context (default: the current context)")
-    .option("-n, --namespace <ns>", "the namespace", "default")
+    .option("-n, --namespace <ns>", "the namespace (default: the context's, else default)")
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .addOption(
       new Option("-o, --output <format>", "text or json").choices(["text", "json"]).default("text"),
@@ -121,7 +121,7 @@ export function registerList(program: Command, context: CliContext): void {
           ...(flags.context !== undefined ? { context: flags.context } : {}),
           env: context.io.env,
         });
-        listing = await listNamespace(loaded.kubeConfig, flags.namespace);
+        listing = await listNamespace(loaded.kubeConfig, flags.namespace ?? loaded.namespace);
       } catch (error) {
         throw asUserError(error);
       }

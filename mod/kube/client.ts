@@ -42,6 +42,8 @@ export interface LoadedKubeConfig {
   context: string;
   /** The API server's URL. */
   server: string;
+  /** The context's namespace, as kubectl uses it when no -n is given; `default` when it names none. */
+  namespace: string;
   /** The files it was read from, in order. */
   files: string[];
 }
@@ -105,8 +107,14 @@ export function loadKubeConfig(options: LoadKubeConfigOptions = {}): LoadedKubeC
 
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromOptions({ ...merged, currentContext: context.name });
-  return { kubeConfig, context: context.name, server: cluster.server, files };
+  const namespace = context.namespace && DNS_LABEL.test(context.namespace)
+    ? context.namespace
+    : "default";
+  return { kubeConfig, context: context.name, server: cluster.server, namespace, files };
 }
+
+/** A namespace name (RFC 1123 label); a context's namespace that is not one is not used. */
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 interface ParsedKubeconfig {
   clusters: Cluster[];

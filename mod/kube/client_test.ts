@@ -62,6 +62,29 @@ Deno.test("loadKubeConfig() reads --kubeconfig and uses its current context", as
   });
 });
 
+Deno.test("loadKubeConfig() gives the context's namespace, as kubectl uses it without -n", async () => {
+  await inTempHome(async (dir) => {
+    const text = twoContexts().replace(
+      "    cluster: prod-cluster\n",
+      "    cluster: prod-cluster\n    namespace: shop\n",
+    ).replace(
+      "    cluster: dev-cluster\n",
+      "    cluster: dev-cluster\n    namespace: Not_A_Namespace\n",
+    );
+    await Deno.writeTextFile(`${dir}/config`, text);
+    const prod = loadKubeConfig({ kubeconfig: `${dir}/config`, context: "prod", env: envOf({}) });
+    assertEquals(prod.namespace, "shop");
+    // A namespace that is not a namespace name is not used: "default", as with none.
+    const dev = loadKubeConfig({ kubeconfig: `${dir}/config`, env: envOf({}) });
+    assertEquals(dev.namespace, "default");
+    await Deno.writeTextFile(`${dir}/config`, twoContexts());
+    assertEquals(
+      loadKubeConfig({ kubeconfig: `${dir}/config`, env: envOf({}) }).namespace,
+      "default",
+    );
+  });
+});
+
 Deno.test("loadKubeConfig() --context picks another context", async () => {
   await inTempHome(async (dir) => {
     await Deno.writeTextFile(`${dir}/config`, twoContexts());
