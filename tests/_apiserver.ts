@@ -178,8 +178,16 @@ function rulesWithout(revoked: Set<string>): PolicyRule[] {
     }
     rules.push({ apiGroups: [group], resources: whole, verbs: ["*"] });
   }
+  // Impersonation (kubectl --as): users and groups are no stored resource.
+  const impersonable = IMPERSONABLE.filter((r) => !revoked.has(`impersonate ${r}`));
+  if (impersonable.length > 0) {
+    rules.push({ apiGroups: [""], resources: impersonable, verbs: ["impersonate"] });
+  }
   return rules;
 }
+
+/** What `impersonate` applies to besides stored resources (`--as`, `--as-group`). */
+const IMPERSONABLE = ["users", "groups"];
 
 /**
  * Runs `fn` with a simulated API server on 127.0.0.1, then closes it and
@@ -271,7 +279,11 @@ export async function withCluster(
         ).sort();
       },
       revoke(verb, resource) {
-        if (!RESOURCES.some((r) => r.resource === resource && r.verbs.includes(verb))) {
+        const impersonation = verb === "impersonate" && IMPERSONABLE.includes(resource);
+        if (
+          !impersonation &&
+          !RESOURCES.some((r) => r.resource === resource && r.verbs.includes(verb))
+        ) {
           throw new RangeError(
             `Cannot revoke "${verb}" on "${resource}": no such resource or verb`,
           );

@@ -144,7 +144,7 @@ Deno.test("main() reports unknown flags in two lines and exits 2", async () => {
 });
 
 Deno.test("main() reports bad values and stray arguments in two lines and exits 2", async () => {
-  for (const args of [["version", "-o", "yaml"], ["version", "extra"], ["version", "-o"]]) {
+  for (const args of [["version", "-o", "xml"], ["version", "extra"], ["version", "-o"]]) {
     const { code, out, err } = await runMain(args);
     assertEquals(code, 2, args.join(" "));
     assertEquals(out, "");

@@ -16,11 +16,10 @@ import { join } from "node:path";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, UserError } from "./errors.ts";
+import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";
 
 /** The options of `vif client-cert`, as commander parses them. */
-interface ClientCertFlags {
-  kubeconfig?: string;
-  context?: string;
+interface ClientCertFlags extends KubeFlags {
   managerNamespace: string;
   out: string;
   days: number;
@@ -55,18 +54,14 @@ Examples:
  * @param context The run's shared state.
  */
 export function registerClientCert(program: Command, context: CliContext): void {
-  program
+  const command = program
     .command("client-cert")
     .description("issue a client certificate for the manager's direct listener (admins)")
-    .argument("<name>", "who the certificate is for (its common name)", commonName)
+    .argument("<name>", "who the certificate is for (its common name)", commonName);
+  addKubeFlags(command)
     .option("--out <dir>", "the directory to write client.crt, client.key and ca.crt in", ".")
     .option("--days <n>", "how many days it is valid", days, 365)
     .option("--force", "overwrite client.crt, client.key and ca.crt if they exist")
-    .option(
-      "--kubeconfig <file>",
-      "the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)",
-    )
-    .option("--context <name>", "the kubeconfig context (default: the current context)")
     .option(
       "--manager-namespace <ns>",
       "the traffic-manager's namespace",
@@ -95,11 +90,7 @@ export function registerClientCert(program: Command, context: CliContext): void 
       const namespace = flags.managerNamespace;
       let listener;
       try {
-        const loaded = loadKubeConfig({
-          ...(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
-          ...(flags.context !== undefined ? { context: flags.context } : {}),
-          env: context.io.env,
-        });
+        const loaded = loadKubeConfig(kubeLoadOptions(flags, context.io.env));
         listener = await discoverDirectListener(
           kubeApi(await resolveAccess(loaded.kubeConfig)),
           namespace,

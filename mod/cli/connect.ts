@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type Command, InvalidArgumentError, Option } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { Cidr } from "../net/address.ts";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
 import {
@@ -20,6 +20,9 @@ import {
 import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, ExitCode, UserError } from "./errors.ts";
+import { asOption, requestTimeoutOption } from "./kube_flags.ts";
+import { type ProgressLine, progressLine } from "./terminal.ts";
+import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
 import {
   daemonClient,
   quitDaemon,
@@ -38,6 +41,8 @@ interface ConnectOptions {
   managerCa?: string;
   clientCert?: string;
   clientKey?: string;
+  as?: string;
+  requestTimeout?: number;
   managerNamespace: string;
   namespace?: string;
   stateDir?: string;
@@ -49,7 +54,7 @@ interface ConnectOptions {
   grace: number;
   foreground?: boolean;
   quiet?: boolean;
-  output: "text" | "json";
+  output: OutputFormat;
 }
 
 /** Commander's parser for a repeatable CIDR flag: checks it and collects it. */
@@ -125,6 +130,8 @@ export function registerConnect(program: Command, context: CliContext): void {
       "--kubeconfig <file>",
       "the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)",
     )
+    .addOption(asOption())
+    .addOption(requestTimeoutOption())
     .option(
       "--manager-address <host:port>",
       "reach the manager's gRPC port directly, not through the API server",
@@ -183,8 +190,7 @@ export function registerConnect(program: Command, context: CliContext): void {
     .option("--foreground", "hold the connection in this process until Ctrl-C (containers, CI)")
     .option("-q, --quiet", "print nothing but errors")
     .addOption(
-      new Option("-o, --output <format>", "text, or json (the status once connected)")
-        .choices(["text", "json"]).default("text"),
+      outputOption("the status once connected"),
     )
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .addHelpText("after", EXAMPLES)
@@ -237,6 +243,8 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
   const identity = await clientIdentity(options);
   if (options.context) params.context = options.context;
   if (options.kubeconfig) params.kubeconfig = absolute(options.kubeconfig);
+  if (options.as !== undefined) params.as = options.as;
+  if (options.requestTimeout !== undefined) params.requestTimeoutMs = options.requestTimeout;
   const list = env("KUBECONFIG");
   if (list) params.kubeconfigEnv = list.split(":").filter((p) => p).map(absolute).join(":");
   const home = env("HOME");
@@ -381,25 +389,10 @@ async function clientIdentity(
 
 /**
  * Shows progress: on a terminal one line redrawn in place, else one plain
- * line per step; nothing with `--quiet` or `--output json`.
+ * line per step; nothing with `--quiet` or `--output json|yaml`.
  */
-function progressPrinter(options: ConnectOptions, context: CliContext) {
-  const quiet = options.quiet || options.output === "json";
-  const tty = context.io.isTerminal?.() ?? false;
-  let drawn = false;
-  return {
-    step(line: string) {
-      if (quiet) return;
-      if (tty) {
-        context.io.stderr(`\r\x1b[2K… ${line}`);
-        drawn = true;
-      } else context.io.stdout(line + "\n");
-    },
-    done() {
-      if (drawn) context.io.stderr("\r\x1b[2K");
-      drawn = false;
-    },
-  };
+function progressPrinter(options: ConnectOptions, context: CliContext): ProgressLine {
+  return progressLine(context.io, options.quiet || options.output !== "text");
 }
 
 async function connectForeground(
@@ -471,7 +464,7 @@ async function connectThroughDaemon(
     }
     progress.done();
     const out = (text: string) => !options.quiet && context.io.stdout(text);
-    if (options.output === "json") context.io.stdout(JSON.stringify(status, null, 2) + "\n");
+    if (options.output !== "text") context.io.stdout(formatStructured(status, options.output));
     else if (status.connection) {
       const lines = connectedSummary(status.connection);
       if (status.alreadyConnected) {

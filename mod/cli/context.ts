@@ -14,6 +14,11 @@ export interface CliContext {
   /** Whether `--debug` or `VIF_DEBUG=1` asked for stack traces and detail. */
   readonly debug: boolean;
   /**
+   * Whether output for people may be coloured (stdout a terminal, no
+   * `NO_COLOR`, no `--no-color`; see `terminal.ts`). Absent: no colour.
+   */
+  readonly color?: boolean;
+  /**
    * The exit code `main()` returns when parsing and the action end
    * without throwing; an action that wants a non-zero code without an error
    * message sets it. Failures throw a `UserError` instead.

@@ -13,6 +13,9 @@ import { VERSION } from "../version.ts";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
 import type { CliContext } from "./context.ts";
 import { STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";
+import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
+import { palette } from "./terminal.ts";
 
 /** One check's outcome. */
 interface Check {
@@ -24,12 +27,10 @@ interface Check {
   fix?: string;
 }
 
-interface DoctorOptions {
-  context?: string;
-  kubeconfig?: string;
+interface DoctorOptions extends KubeFlags {
   managerNamespace: string;
   stateDir?: string;
-  output: "text" | "json";
+  output: OutputFormat;
 }
 
 const MARK = { ok: "ok  ", warn: "warn", fail: "FAIL", skip: "skip" } as const;
@@ -161,11 +162,7 @@ async function runChecks(options: DoctorOptions, context: CliContext): Promise<C
   const kube = await import("../kube/mod.ts");
   let loaded;
   try {
-    loaded = kube.loadKubeConfig({
-      ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
-      ...(options.context ? { context: options.context } : {}),
-      env,
-    });
+    loaded = kube.loadKubeConfig(kubeLoadOptions(options, env));
     add({
       name: "kubeconfig",
       result: "ok",
@@ -315,27 +312,32 @@ Exit codes: 0 every check passed (warnings allowed), 1 a check failed.`;
  * @param context the run's shared state
  */
 export function registerDoctor(program: Command, context: CliContext): void {
-  program
+  const doctor = program
     .command("doctor")
-    .description("check what vif connect needs, and say what to do about each problem")
-    .option("--context <name>", "the kubeconfig context to check (default: the current one)")
-    .option(
-      "--kubeconfig <file>",
-      "the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)",
-    )
+    .description("check what vif connect needs, and say what to do about each problem");
+  addKubeFlags(doctor)
     .option("--manager-namespace <ns>", "the manager's namespace", DEFAULT_MANAGER_NAMESPACE)
     .option("--state-dir <dir>", STATE_DIR_HELP)
-    .option("-o, --output <format>", "text or json", "text")
+    .addOption(outputOption())
     .addHelpText("after", EXAMPLES)
     .action(async (options: DoctorOptions) => {
       const checks = await runChecks(options, context);
-      if (options.output === "json") {
-        context.io.stdout(JSON.stringify({ checks }, null, 2) + "\n");
+      if (options.output !== "text") {
+        context.io.stdout(formatStructured({ checks }, options.output));
       } else {
+        const p = palette(context.color ?? false);
+        const mark = {
+          ok: p.green(MARK.ok),
+          warn: p.yellow(MARK.warn),
+          fail: p.red(p.bold(MARK.fail)),
+          skip: p.dim(MARK.skip),
+        };
         const width = Math.max(...checks.map((c) => c.name.length));
         for (const c of checks) {
-          context.io.stdout(`${MARK[c.result]}  ${c.name.padEnd(width)}  ${c.detail}\n`);
-          if (c.fix && c.result !== "ok") context.io.stdout(`${" ".repeat(width + 8)}→ ${c.fix}\n`);
+          context.io.stdout(`${mark[c.result]}  ${c.name.padEnd(width)}  ${c.detail}\n`);
+          if (c.fix && c.result !== "ok") {
+            context.io.stdout(`${" ".repeat(width + 8)}${p.bold("→")} ${c.fix}\n`);
+          }
         }
       }
       context.exitCode = checks.some((c) => c.result === "fail") ? 1 : 0;

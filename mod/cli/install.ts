@@ -31,32 +31,41 @@ import {
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, ExitCode, UserError } from "./errors.ts";
+import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";
+import {
+  formatStructured,
+  formatStructuredList,
+  type OutputFormat,
+  outputOption,
+} from "./output.ts";
 
 /** The options of `vif install`, as commander parses them. */
-interface InstallFlags {
-  kubeconfig?: string;
-  context?: string;
-  namespace: string;
+interface InstallFlags extends KubeFlags {
+  managerNamespace: string;
+  namespace?: string;
   image?: string;
   rotateTls?: boolean;
   direct?: boolean;
   grantUser: string[];
   grantGroup: string[];
   allowAlsoProxy: string[];
-  dryRun?: boolean;
-  output?: "text" | "yaml" | "json";
+  dryRun?: DryRun;
+  output?: OutputFormat;
   wait: boolean;
   timeout: number;
 }
 
 /** The options of `vif uninstall`, as commander parses them. */
-interface UninstallFlags {
-  kubeconfig?: string;
-  context?: string;
-  namespace: string;
-  output: "text" | "json";
+interface UninstallFlags extends KubeFlags {
+  managerNamespace: string;
+  namespace?: string;
+  output: OutputFormat;
   agents?: boolean;
+  dryRun?: DryRun;
 }
+
+/** `--dry-run` as kubectl takes it: `client` only (and the bare flag, which means it). */
+type DryRun = "client";
 
 const INSTALL_HELP = `
 It applies, in order: the namespace, the service account "traffic-manager", the
@@ -100,14 +109,14 @@ Examples:
   vif install --grant-group developers
 
   # Another context, another namespace, a locally built image
-  vif install --context kind-dev --namespace vif-dev --image localhost:5000/vif:dev
+  vif install --context kind-dev --manager-namespace vif-dev --image localhost:5000/vif:dev
 
   # The direct listener too, and a database subnet next to the cluster
   vif install --direct --allow-also-proxy 198.18.64.0/24
 
   # Print the objects instead, for review or for "kubectl apply -f -"
-  vif install --dry-run -o yaml
-  vif install --dry-run -o json | jq '.items[].kind'
+  vif install --dry-run=client -o yaml
+  vif install --dry-run=client -o json | jq '.items[].kind'
 
   # Make a new CA and certificate (clients must connect again)
   vif install --rotate-tls`;
@@ -120,12 +129,16 @@ already gone is reported "not found".
 
 With --agents it takes vif's traffic-agent out of every workload that has one
 instead (the template as it was before, from the workload's annotation), and
-leaves the traffic-manager installed.
+leaves the traffic-manager installed; -n limits that to one namespace.
+
+--dry-run=client lists what it would delete (or, with --agents, the workloads
+that have the agent) and changes nothing.
 
 Examples:
   vif uninstall
-  vif uninstall --context kind-dev --namespace vif-dev
-  vif uninstall --agents`;
+  vif uninstall --context kind-dev --manager-namespace vif-dev
+  vif uninstall --agents -n shop
+  vif uninstall --dry-run=client`;
 
 /**
  * Adds `vif install` and `vif uninstall` to the program.
@@ -136,15 +149,12 @@ Examples:
 export function registerInstall(program: Command, context: CliContext): void {
   const out = (line: string) => context.io.stdout(line + "\n");
 
-  program
+  const install = program
     .command("install")
-    .description("install the traffic-manager in the cluster (or print it with --dry-run)")
-    .option(
-      "--kubeconfig <file>",
-      "the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)",
-    )
-    .option("--context <name>", "the kubeconfig context (default: the current context)")
-    .addOption(namespaceOption())
+    .description("install the traffic-manager in the cluster (or print it with --dry-run)");
+  addKubeFlags(install)
+    .addOption(managerNamespaceOption())
+    .addOption(userNamespaceRefused())
     .option(
       "--image <image>",
       `the manager's container image (default: ghcr.io/vif-dev/vif:${VERSION})`,
@@ -176,7 +186,7 @@ export function registerInstall(program: Command, context: CliContext): void {
         collectCidr,
       ),
     )
-    .option("--dry-run", "print the objects instead of applying them (YAML unless -o json)")
+    .addOption(dryRunOption("print the objects instead of applying them (YAML unless -o json)"))
     .option(
       "--wait [bool]",
       "wait until the traffic-manager is ready (--wait=false: return once the objects are applied)",
@@ -190,16 +200,13 @@ export function registerInstall(program: Command, context: CliContext): void {
       300,
     )
     .addOption(
-      new Option("-o, --output <format>", "output format (with --dry-run: yaml or json)").choices([
-        "text",
-        "yaml",
-        "json",
-      ]),
+      new Option("-o, --output <format>", "text, json or yaml (with --dry-run: yaml or json)")
+        .choices(["text", "json", "yaml"]),
     )
     .addHelpText("after", INSTALL_HELP)
     .action(async (flags: InstallFlags) => {
       const kube = await import("../kube/mod.ts");
-      const namespace = flags.namespace;
+      const namespace = flags.managerNamespace;
       if (flags.dryRun) {
         if (flags.output === "text") {
           throw new UserError("--dry-run prints YAML or JSON, not text", {
@@ -218,15 +225,13 @@ export function registerInstall(program: Command, context: CliContext): void {
           ...(flags.image ? { image: flags.image } : {}),
         });
         if (flags.output === "json") {
-          context.io.stdout(
-            JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }, null, 2) + "\n",
-          );
+          context.io.stdout(formatStructuredList(objects, "json"));
         } else {
           context.io.stdout(
             `# vif ${VERSION}: the traffic-manager in namespace "${namespace}", with a new CA and certificate${
               clientCa ? " and a new client CA" : ""
             }.\n` +
-              "# Apply with: kubectl apply -f -\n" + kube.toYamlStream(objects),
+              "# Apply with: kubectl apply -f -\n" + formatStructuredList(objects, "yaml"),
           );
         }
         return;
@@ -255,10 +260,8 @@ export function registerInstall(program: Command, context: CliContext): void {
         await waitForManager(loaded.kubeConfig, namespace, flags.timeout, context, output);
       }
       const summary = { context: loaded.context, server: loaded.server, ...result };
-      if (output === "json") {
-        context.io.stdout(JSON.stringify(summary, null, 2) + "\n");
-      } else if (output === "yaml") {
-        context.io.stdout(kube.toYaml(summary));
+      if (output !== "text") {
+        context.io.stdout(formatStructured(summary, output));
       } else {
         out(tlsLine(result.tls, namespace));
         if (result.clientCa) out(directLine(result.clientCa, namespace));
@@ -287,30 +290,35 @@ export function registerInstall(program: Command, context: CliContext): void {
       }
     });
 
-  program
+  const uninstall = program
     .command("uninstall")
-    .description("remove the traffic-manager from the cluster")
+    .description("remove the traffic-manager from the cluster");
+  addKubeFlags(uninstall)
+    .addOption(managerNamespaceOption())
     .option(
-      "--kubeconfig <file>",
-      "the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)",
+      "-n, --namespace <ns>",
+      "with --agents: only this namespace's workloads (default: every namespace)",
+      namespaceName,
     )
-    .option("--context <name>", "the kubeconfig context (default: the current context)")
-    .addOption(namespaceOption())
-    .addOption(
-      new Option("-o, --output <format>", "output format").choices(["text", "json"]).default(
-        "text",
-      ),
-    )
+    .addOption(outputOption())
     .option("--agents", "take the traffic-agent out of every workload instead (the manager stays)")
+    .addOption(dryRunOption("say what would be deleted, and delete nothing"))
     .addHelpText("after", UNINSTALL_HELP)
     .action(async (flags: UninstallFlags) => {
+      if (flags.namespace !== undefined && !flags.agents) {
+        throw new UserError("uninstall -n only goes with --agents", {
+          hint: "The traffic-manager's namespace is --manager-namespace.",
+          exitCode: ExitCode.Usage,
+        });
+      }
       const kube = await import("../kube/mod.ts");
       const loaded = loadKubeConfig(kube, flags, context);
       if (flags.agents) return await uninstallAgents(loaded, flags, context);
+      if (flags.dryRun) return uninstallDryRun(kube, loaded.context, flags, context);
       let results: DeletedObject[];
       try {
         results = await kube.uninstall(loaded.kubeConfig, {
-          namespace: flags.namespace,
+          namespace: flags.managerNamespace,
           ...(flags.output === "text"
             ? { onDeleted: (step: DeletedObject) => out(deletedLine(step)) }
             : {}),
@@ -318,34 +326,67 @@ export function registerInstall(program: Command, context: CliContext): void {
       } catch (error) {
         throw asUserError(error);
       }
-      if (flags.output === "json") {
-        context.io.stdout(
-          JSON.stringify(
-            { context: loaded.context, namespace: flags.namespace, deleted: results },
-            null,
-            2,
-          ) +
-            "\n",
-        );
+      if (flags.output !== "text") {
+        context.io.stdout(formatStructured(
+          { context: loaded.context, namespace: flags.managerNamespace, deleted: results },
+          flags.output,
+        ));
       } else {
         out(`The traffic-manager is uninstalled from context "${loaded.context}".`);
       }
     });
 }
 
+/**
+ * `vif uninstall --dry-run=client`: the objects `uninstall` deletes, from the
+ * manifests this version installs, without asking the API server, as
+ * kubectl's client dry run does.
+ */
+function uninstallDryRun(
+  kube: Kube,
+  kubeContext: string,
+  flags: UninstallFlags,
+  context: CliContext,
+): void {
+  const objects = kube.uninstallTargets(flags.managerNamespace);
+  if (flags.output !== "text") {
+    context.io.stdout(formatStructured(
+      {
+        context: kubeContext,
+        namespace: flags.managerNamespace,
+        dryRun: "client",
+        deleted: objects.map((o) => ({ ...o, action: "deleted (dry run)" })),
+      },
+      flags.output,
+    ));
+    return;
+  }
+  for (const o of objects) context.io.stdout(`${o.name} deleted (dry run)\n`);
+}
+
+/** `--dry-run[=client]`: kubectl's spelling; `server` and `none` are refused with a hint. */
+function dryRunOption(description: string): Option {
+  return new Option("--dry-run [strategy]", `${description}; only "client"`)
+    .argParser((value: string): DryRun => {
+      if (value === "client" || value === "true") return "client";
+      throw new InvalidArgumentError(
+        value === "server"
+          ? "vif has no server-side dry run; use --dry-run=client."
+          : 'Only "client" is supported: --dry-run or --dry-run=client.',
+      );
+    })
+    .preset("client");
+}
+
 type Kube = typeof import("../kube/mod.ts");
 
 function loadKubeConfig(
   kube: Kube,
-  flags: { kubeconfig?: string; context?: string },
+  flags: KubeFlags,
   context: CliContext,
 ) {
   try {
-    return kube.loadKubeConfig({
-      ...(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
-      ...(flags.context !== undefined ? { context: flags.context } : {}),
-      env: context.io.env,
-    });
+    return kube.loadKubeConfig(kubeLoadOptions(flags, context.io.env));
   } catch (error) {
     throw asUserError(error);
   }
@@ -492,10 +533,24 @@ function repeatable(
   return new Option(flags, description).argParser(collect).default([], "none");
 }
 
-function namespaceOption(): Option {
-  return new Option("-n, --namespace <ns>", "the traffic-manager's namespace")
+function managerNamespaceOption(): Option {
+  return new Option("--manager-namespace <ns>", "the traffic-manager's namespace")
     .default(DEFAULT_MANAGER_NAMESPACE)
     .argParser(namespaceName);
+}
+
+/**
+ * `-n` on install names the user's namespace everywhere else in vif; the
+ * manager's is `--manager-namespace`. Hidden, and refused with that hint,
+ * so kubectl's and helm's muscle memory gets an answer, not a manager in the
+ * wrong namespace.
+ */
+function userNamespaceRefused(): Option {
+  return new Option("-n, --namespace <ns>").hideHelp().argParser((): never => {
+    throw new InvalidArgumentError(
+      "In vif, -n is your namespace; name the traffic-manager's with --manager-namespace.",
+    );
+  });
 }
 
 /**
@@ -569,9 +624,19 @@ async function uninstallAgents(
   const removed: Array<{ workload: string; action: string; differences: string[] }> = [];
   try {
     const api = workloadApi(await resolveAccess(loaded.kubeConfig));
-    for (const found of await listInjected(api)) {
-      const r = await removeAgent(api, found.workload);
+    const scope = flags.namespace !== undefined ? { namespaces: [flags.namespace] } : {};
+    for (const found of await listInjected(api, scope)) {
       const name = `${found.workload.kind.toLowerCase()}.apps/${found.workload.name}`;
+      if (flags.dryRun) {
+        removed.push({
+          workload: `${found.workload.namespace}/${name}`,
+          action: "would remove",
+          differences: [],
+        });
+        out(`${name} in ${found.workload.namespace}: agent removed (dry run)`);
+        continue;
+      }
+      const r = await removeAgent(api, found.workload);
       removed.push({
         workload: `${found.workload.namespace}/${name}`,
         action: r.action,
@@ -590,9 +655,13 @@ async function uninstallAgents(
   } catch (error) {
     throw asUserError(error);
   }
-  if (flags.output === "json") {
-    context.io.stdout(JSON.stringify({ context: loaded.context, agents: removed }, null, 2) + "\n");
+  if (flags.output !== "text") {
+    context.io.stdout(formatStructured(
+      { context: loaded.context, ...(flags.dryRun ? { dryRun: "client" } : {}), agents: removed },
+      flags.output,
+    ));
   } else if (removed.length === 0) {
-    out(`No workload has vif's agent in context "${loaded.context}".`);
+    const where = flags.namespace !== undefined ? `namespace "${flags.namespace}" of ` : "";
+    out(`No workload has vif's agent in ${where}context "${loaded.context}".`);
   }
 }

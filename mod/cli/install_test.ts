@@ -26,7 +26,14 @@ function withCluster(
 }
 
 Deno.test("vif install --dry-run -o yaml prints a YAML stream of the objects", async () => {
-  const { code, out, err } = await run(["install", "--dry-run", "-o", "yaml", "-n", "dev"]);
+  const { code, out, err } = await run([
+    "install",
+    "--dry-run",
+    "-o",
+    "yaml",
+    "--manager-namespace",
+    "dev",
+  ]);
   assertEquals([code, err], [0, ""]);
   assertMatch(
     out,
@@ -132,7 +139,7 @@ Deno.test("vif install --dry-run refuses -o text, and a bad namespace is a usage
   const text = await run(["install", "--dry-run", "-o", "text"]);
   assertEquals(text.code, 2);
   assertMatch(text.err, /^vif: --dry-run prints YAML or JSON, not text\n/);
-  const bad = await run(["install", "--dry-run", "-n", "Not_A_Namespace"]);
+  const bad = await run(["install", "--dry-run", "--manager-namespace", "Not_A_Namespace"]);
   assertEquals(bad.code, 2);
   assertMatch(bad.err, /is invalid\nA namespace is up to 63/);
 });
@@ -196,7 +203,7 @@ Deno.test("vif install refuses a bad --wait or --timeout", async () => {
 
 Deno.test("vif install -o json reports each object and the certificate", async () => {
   await withCluster(async (_fake, env) => {
-    const { code, out } = await run(["install", "-o", "json", "-n", "dev"], env);
+    const { code, out } = await run(["install", "-o", "json", "--manager-namespace", "dev"], env);
     assertEquals(code, 0);
     const result = JSON.parse(out);
     assertEquals(result.context, "sim");
@@ -208,7 +215,10 @@ Deno.test("vif install -o json reports each object and the certificate", async (
 
 Deno.test("vif install names the context in the connect line of another namespace", async () => {
   await withCluster(async (_fake, env) => {
-    const { out } = await run(["install", "--context", "sim", "--namespace", "vif-dev"], env);
+    const { out } = await run(
+      ["install", "--context", "sim", "--manager-namespace", "vif-dev"],
+      env,
+    );
     assertMatch(out, /Run "vif connect --context sim --manager-namespace vif-dev" to connect/);
   });
 });

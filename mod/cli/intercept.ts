@@ -19,13 +19,15 @@ import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
 import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 import { asUserError, ExitCode, UserError } from "./errors.ts";
+import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";
+import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
 
 /** The syntaxes `--env-syntax` writes. */
 export const ENV_SYNTAXES = ["sh", "docker", "compose", "json"] as const;
 /** One of {@linkcode ENV_SYNTAXES}. */
 export type EnvSyntax = typeof ENV_SYNTAXES[number];
 
-interface InterceptFlags {
+interface InterceptFlags extends KubeFlags {
   namespace?: string;
   port: string;
   address: string;
@@ -34,11 +36,9 @@ interface InterceptFlags {
   envJson?: string;
   mount: string;
   timeout: number;
-  kubeconfig?: string;
-  context?: string;
   managerNamespace?: string;
   stateDir?: string;
-  output: "text" | "json";
+  output: OutputFormat;
 }
 
 const EXAMPLES = `
@@ -146,7 +146,7 @@ export function formatEnv(
  * @param context the run's shared state
  */
 export function registerIntercept(program: Command, context: CliContext): void {
-  program
+  const interceptCmd = program
     .command("intercept")
     .description("send the cluster's connections to a workload's port to this machine")
     .argument("<name>", "the workload (Deployment, StatefulSet or ReplicaSet; kind/NAME to choose)")
@@ -171,41 +171,34 @@ export function registerIntercept(program: Command, context: CliContext): void {
       "mount the app container's volumes there (true: a new temporary directory)",
       "false",
     )
-    .option("--timeout <seconds>", "how long to wait for the agents", (v) => seconds(v), 120)
-    .option("--kubeconfig <file>", "the kubeconfig (default: $KUBECONFIG, else ~/.kube/config)")
-    .option("--context <name>", "the kubeconfig context (default: the connected one)")
+    .option("--timeout <seconds>", "how long to wait for the agents", (v) => seconds(v), 120);
+  addKubeFlags(interceptCmd, "the connected one")
     .option(
       "--manager-namespace <ns>",
       "the traffic-manager's namespace (default: the connected one)",
     )
     .option("--state-dir <dir>", STATE_DIR_HELP)
-    .addOption(
-      new Option("-o, --output <format>", "text, or json (the intercept)").choices(["text", "json"])
-        .default("text"),
-    )
+    .addOption(outputOption("the intercept"))
     .addHelpText("after", EXAMPLES)
     .action(async (name: string, command: string[], flags: InterceptFlags) => {
       context.exitCode = await intercept(name, command, flags, context);
     });
 
-  program
+  const leave = program
     .command("leave")
     .description("stop intercepting a workload; the agent stays unless --remove-agent")
     .argument("<name>", "the workload")
     .option("-n, --namespace <ns>", "its namespace (default: the connected one)")
     .option("--remove-agent", "also put the workload back as it was before vif's agent")
-    .option("--timeout <seconds>", "how long to wait for the rollout", (v) => seconds(v), 120)
-    .option("--kubeconfig <file>", "the kubeconfig (default: $KUBECONFIG, else ~/.kube/config)")
-    .option("--context <name>", "the kubeconfig context (default: the connected one)")
+    .option("--timeout <seconds>", "how long to wait for the rollout", (v) => seconds(v), 120);
+  addKubeFlags(leave, "the connected one")
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .action(async (
       name: string,
-      flags: {
+      flags: KubeFlags & {
         namespace?: string;
         removeAgent?: boolean;
         timeout: number;
-        kubeconfig?: string;
-        context?: string;
         stateDir?: string;
       },
     ) => {
@@ -225,11 +218,7 @@ export function registerIntercept(program: Command, context: CliContext): void {
           if (!flags.removeAgent) throw asUserError(error);
         }
         if (flags.removeAgent) {
-          const api = await userApi(
-            flags.kubeconfig,
-            flags.context ?? c.context ?? undefined,
-            context,
-          );
+          const api = await userApi(flags, c.context, context);
           const { findWorkload } = await import("../kube/workloads.ts");
           const { removeAgent, waitForAgents } = await import("../kube/agent_inject.ts");
           try {
@@ -282,7 +271,7 @@ async function intercept(
       });
     }
     const namespace = flags.namespace ?? c.namespace;
-    const api = await userApi(flags.kubeconfig, flags.context ?? c.context ?? undefined, context);
+    const api = await userApi(flags, c.context, context);
     const { managerForAgents, injectAgent, waitForAgents } = await import(
       "../kube/agent_inject.ts"
     );
@@ -330,10 +319,10 @@ async function intercept(
     const env = status.environment;
     if (flags.envFile) await writeEnv(flags.envFile, env, flags.envSyntax, progress);
     if (flags.envJson) await writeEnv(flags.envJson, env, "json", progress);
-    if (flags.output === "json") {
+    if (flags.output !== "text") {
       const { environment: _secret, ...shown } = status;
       context.io.stdout(
-        JSON.stringify({ ...shown, variables: Object.keys(env).length }, null, 2) + "\n",
+        formatStructured({ ...shown, variables: Object.keys(env).length }, flags.output),
       );
     }
     out(
@@ -423,19 +412,22 @@ async function writeEnv(
   }
 }
 
+/** The workload API as the user, in the flags' context, else the connected one. */
 async function userApi(
-  kubeconfig: string | undefined,
-  kubeContext: string | undefined,
+  flags: KubeFlags,
+  connected: string | null | undefined,
   context: CliContext,
 ) {
   const { loadKubeConfig, resolveAccess } = await import("../kube/client.ts");
   const { workloadApi } = await import("../kube/workloads.ts");
+  const kubeContext = flags.context ?? connected ?? undefined;
   try {
-    const loaded = loadKubeConfig({
-      ...(kubeconfig ? { kubeconfig } : {}),
-      ...(kubeContext ? { context: kubeContext } : {}),
-      env: context.io.env,
-    });
+    const loaded = loadKubeConfig(
+      kubeLoadOptions(
+        { ...flags, ...(kubeContext ? { context: kubeContext } : {}) },
+        context.io.env,
+      ),
+    );
     return workloadApi(await resolveAccess(loaded.kubeConfig));
   } catch (error) {
     throw asUserError(error);

@@ -15,6 +15,10 @@ export interface CliIo {
   env(name: string): string | undefined;
   /** Whether stderr is a terminal (progress is then drawn in place); false when absent. */
   isTerminal?(): boolean;
+  /** Whether stdout is a terminal (output may then be coloured); false when absent. */
+  stdoutIsTerminal?(): boolean;
+  /** The terminal's width in columns; undefined when not a terminal or unknown. */
+  columns?(): number | undefined;
 }
 
 /**
@@ -28,6 +32,14 @@ export function denoIo(): CliIo {
     stdout: (text) => writeAll(Deno.stdout, text),
     stderr: (text) => writeAll(Deno.stderr, text),
     isTerminal: () => Deno.stderr.isTerminal(),
+    stdoutIsTerminal: () => Deno.stdout.isTerminal(),
+    columns() {
+      try {
+        return Deno.consoleSize().columns || undefined;
+      } catch {
+        return undefined; // Neither stdin nor stdout nor stderr is a terminal.
+      }
+    },
     env(name) {
       try {
         return Deno.env.get(name);

@@ -13,6 +13,7 @@
 import type { Command } from "commander";
 import type { CliContext } from "./context.ts";
 import { asUserError } from "./errors.ts";
+import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";
 
 /**
  * Adds `vif kube-credentials` (hidden) to the program.
@@ -21,22 +22,14 @@ import { asUserError } from "./errors.ts";
  * @param context the run's shared state
  */
 export function registerKubeCredentials(program: Command, context: CliContext): void {
-  program
+  const command = program
     .command("kube-credentials", { hidden: true })
-    .description("print a kubeconfig context's API access as JSON (the daemon runs it as you)")
-    .option(
-      "--kubeconfig <file>",
-      "the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)",
-    )
-    .option("--context <name>", "the context (default: the current one)")
-    .action(async (options: { kubeconfig?: string; context?: string }) => {
+    .description("print a kubeconfig context's API access as JSON (the daemon runs it as you)");
+  addKubeFlags(command)
+    .action(async (options: KubeFlags) => {
       const { loadKubeConfig, resolveAccess } = await import("../kube/client.ts");
       try {
-        const loaded = loadKubeConfig({
-          ...(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {}),
-          ...(options.context ? { context: options.context } : {}),
-          env: context.io.env,
-        });
+        const loaded = loadKubeConfig(kubeLoadOptions(options, context.io.env));
         const access = await resolveAccess(loaded.kubeConfig);
         context.io.stdout(JSON.stringify({ context: loaded.context, access }) + "\n");
       } catch (error) {

@@ -6,23 +6,23 @@
  * @module
  */
 
-import { type Command, Option } from "commander";
+import type { Command } from "commander";
 import type { NamespaceListing } from "../kube/list.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError } from "./errors.ts";
 import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";
+import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
 
-interface ListFlags {
+interface ListFlags extends KubeFlags {
   stateDir?: string;
-  kubeconfig?: string;
-  context?: string;
   namespace?: string;
-  output: "text" | "json";
+  output: OutputFormat;
 }
 
 const EXAMPLES = `
 Examples:
-  vif list                       # the default namespace of the current context
+  vif list                       # the current context's namespace
   vif list -n shop --context dev
   vif list -o json | jq -r '.services[].clusterIP'
 
@@ -97,36 +97,26 @@ export function formatListing(l: NamespaceListing): string[] {
  * @param context the run's shared state
  */
 export function registerList(program: Command, context: CliContext): void {
-  program
+  const list = program
     .command("list")
-    .description("list a namespace's services and workloads, with their addresses")
-    .option(
-      "--kubeconfig <file>",
-      "the kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)",
-    )
-    .option("--context <name>", "the kubeconfig context (default: the current context)")
+    .description("list a namespace's services and workloads, with their addresses");
+  addKubeFlags(list)
     .option("-n, --namespace <ns>", "the namespace (default: the context's, else default)")
     .option("--state-dir <dir>", STATE_DIR_HELP)
-    .addOption(
-      new Option("-o, --output <format>", "text or json").choices(["text", "json"]).default("text"),
-    )
+    .addOption(outputOption())
     .addHelpText("after", EXAMPLES)
     .action(async (flags: ListFlags) => {
       const kube = await import("../kube/mod.ts");
       const { listNamespace } = await import("../kube/list.ts");
       let listing: NamespaceListing;
       try {
-        const loaded = kube.loadKubeConfig({
-          ...(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
-          ...(flags.context !== undefined ? { context: flags.context } : {}),
-          env: context.io.env,
-        });
+        const loaded = kube.loadKubeConfig(kubeLoadOptions(flags, context.io.env));
         listing = await listNamespace(loaded.kubeConfig, flags.namespace ?? loaded.namespace);
       } catch (error) {
         throw asUserError(error);
       }
       await addIntercepts(listing, stateDirOf(flags.stateDir, context.io.env));
-      if (flags.output === "json") context.io.stdout(JSON.stringify(listing, null, 2) + "\n");
+      if (flags.output !== "text") context.io.stdout(formatStructured(listing, flags.output));
       else context.io.stdout(formatListing(listing).join("\n") + "\n");
     });
 }

@@ -24,6 +24,7 @@ import { VERSION } from "../version.ts";
 import { COMMANDS } from "./commands.ts";
 import type { CliContext } from "./context.ts";
 import { debugRequested, ExitCode, reportError } from "./errors.ts";
+import { colorWanted } from "./terminal.ts";
 import { type CliIo, denoIo } from "./io.ts";
 import { serveAlias } from "./manager.ts";
 import { unknownCommand, usageError } from "./_usage.ts";
@@ -48,7 +49,8 @@ Exit codes:
   2  usage error: unknown command, unknown flag or bad value
 
 Environment:
-  VIF_DEBUG=1  print stack traces with errors, like --debug`;
+  VIF_DEBUG=1  print stack traces with errors, like --debug
+  NO_COLOR=1   no colour, like --no-color`;
 
 /**
  * Runs `vif` with the given arguments.
@@ -67,7 +69,12 @@ Environment:
  */
 export async function main(args: readonly string[], options: MainOptions = {}): Promise<number> {
   const io = options.io ?? denoIo();
-  const context: CliContext = { io, debug: debugRequested(args, io.env), exitCode: ExitCode.Ok };
+  const context: CliContext = {
+    io,
+    debug: debugRequested(args, io.env),
+    color: colorWanted(args, io),
+    exitCode: ExitCode.Ok,
+  };
   try {
     await createProgram(context).parseAsync(serveAlias(args), { from: "user" });
     return context.exitCode;
@@ -93,6 +100,7 @@ function createProgram(context: CliContext): Command {
     .version(`vif ${VERSION}`, "-V, --version", "print the version of vif")
     .helpOption("-h, --help", "show help")
     .option("--debug", "print stack traces with errors (or set VIF_DEBUG=1)")
+    .option("--no-color", "never colour the output (or set NO_COLOR; only terminals get colour)")
     // Root flags that start a role: the traffic-manager's `--serve` (DESIGN.md
     // §1) is followed by the manager's own flags, so main() rewrites it to the
     // `manager` command before parsing (serveAlias); it is only listed here.

@@ -4,10 +4,11 @@
  * @module
  */
 
-import { type Command, Option } from "commander";
+import type { Command } from "commander";
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
 import { STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
+import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
 
 /** What `vif version --output json` prints. */
 export interface VersionInfo {
@@ -82,11 +83,7 @@ export function registerVersion(program: Command, context: CliContext): void {
   program
     .command("version")
     .description("print the versions of vif, its daemon and the traffic-manager it is connected to")
-    .addOption(
-      new Option("-o, --output <format>", "output format").choices(["text", "json"]).default(
-        "text",
-      ),
-    )
+    .addOption(outputOption())
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .addHelpText(
       "after",
@@ -94,15 +91,15 @@ export function registerVersion(program: Command, context: CliContext): void {
         "A daemon or manager of another version than this client is a warning on stderr,\n" +
         "with the command that fixes it; the exit code stays 0.",
     )
-    .action(async (options: { output: "text" | "json"; stateDir?: string }) => {
+    .action(async (options: { output: OutputFormat; stateDir?: string }) => {
       const info = versionInfo();
       const { fetchStatus } = await import("./status.ts");
       const status = await fetchStatus(stateDirOf(options.stateDir, context.io.env))
         .catch(() => null);
       const daemon = status?.daemon.running ? status.daemon.version : null;
       const manager = status?.connection?.manager.version || null;
-      if (options.output === "json") {
-        context.io.stdout(JSON.stringify({ ...info, daemon, manager }, null, 2) + "\n");
+      if (options.output !== "text") {
+        context.io.stdout(formatStructured({ ...info, daemon, manager }, options.output));
       } else {
         context.io.stdout(
           formatVersion(info) +

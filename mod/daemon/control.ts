@@ -107,6 +107,10 @@ export interface ConnectParams {
   path?: string;
   /** The context; the kubeconfig's current one when absent. */
   context?: string;
+  /** `--as`: the user the API server is asked to act as (impersonation). */
+  as?: string;
+  /** `--request-timeout` in ms (0: no limit); each request's own default when absent. */
+  requestTimeoutMs?: number;
   /** `host:port` of the manager's gRPC port, instead of the API server. */
   managerAddress?: string;
   /** PEM of the CA for `managerAddress`. */
@@ -159,11 +163,15 @@ export const DEFAULT_GRACE_SECONDS = 30;
 export function kubeconfigSource(params: ConnectParams): {
   kubeconfig?: string;
   context?: string;
+  as?: string;
+  requestTimeoutMs?: number;
   env: (name: string) => string | undefined;
 } {
   return {
     ...(params.kubeconfig ? { kubeconfig: params.kubeconfig } : {}),
     ...(params.context ? { context: params.context } : {}),
+    ...(params.as ? { as: params.as } : {}),
+    ...(params.requestTimeoutMs !== undefined ? { requestTimeoutMs: params.requestTimeoutMs } : {}),
     env: (name) =>
       name === "KUBECONFIG" ? params.kubeconfigEnv : name === "HOME" ? params.home : undefined,
   };

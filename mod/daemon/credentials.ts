@@ -77,6 +77,10 @@ export function credentialsHelper(options: CredentialsHelperOptions): Credential
       "kube-credentials",
       ...(params.kubeconfig ? ["--kubeconfig", params.kubeconfig] : []),
       ...(name ? ["--context", name] : []),
+      ...(params.as ? ["--as", params.as] : []),
+      ...(params.requestTimeoutMs !== undefined
+        ? ["--request-timeout", `${params.requestTimeoutMs}ms`]
+        : []),
     ];
     // This process's start-up environment is for this user only: the user's
     // own HOME leads a checkout's `deno` to the user's own cache.
@@ -259,5 +263,11 @@ export function parseResolved(text: string): ResolvedContext {
     access[key] = v;
   }
   if (a.insecure === true) access.insecure = true;
+  if (a.timeoutMs !== undefined) {
+    if (typeof a.timeoutMs !== "number" || !(a.timeoutMs >= 0 && a.timeoutMs <= 86_400_000)) {
+      throw new TypeError('"timeoutMs" is not a time-out');
+    }
+    access.timeoutMs = a.timeoutMs;
+  }
   return { context: value.context, access };
 }

@@ -153,6 +153,7 @@ function sameParams(a: ConnectParams, b: ConnectParams): boolean {
     JSON.stringify([
       p.kubeconfig ?? p.kubeconfigEnv ?? "",
       p.context ?? "",
+      p.as ?? "",
       p.managerAddress ?? "",
       p.managerNamespace,
       p.namespace,

@@ -36,6 +36,11 @@ export interface ApiAccess {
   serverName?: string;
   /** Headers every request carries (`Authorization`, `Impersonate-User`, …). */
   headers: Record<string, string>;
+  /**
+   * How long one request may take, in ms, when the call names no time-out of
+   * its own (`--request-timeout`; 0: no limit). Default 10 s.
+   */
+  timeoutMs?: number;
 }
 
 /** A request the API server answered with an error status, or could not be made. */
@@ -101,7 +106,7 @@ export interface KubeApi {
 
 /** Options of {@linkcode kubeApi}. */
 export interface KubeApiOptions {
-  /** How long one request may take, in ms (default 10 s). */
+  /** How long one request may take, in ms (default: the access's, else 10 s; 0: no limit). */
   timeoutMs?: number;
 }
 
@@ -124,7 +129,7 @@ export function kubeApi(access: ApiAccess, options: KubeApiOptions = {}): KubeAp
   if (base.protocol !== "https:" && base.protocol !== "http:") {
     throw new TypeError(`Cannot use API server "${access.server}": not an http(s) URL`);
   }
-  const timeoutMs = options.timeoutMs ?? 10_000;
+  const timeoutMs = options.timeoutMs ?? access.timeoutMs ?? 10_000;
   const request = <T>(
     method: string,
     path: string,

@@ -32,6 +32,17 @@ export interface LoadKubeConfigOptions {
   context?: string;
   /** Reads an environment variable (`KUBECONFIG`, `HOME`). Default: the process's environment. */
   env?: (name: string) => string | undefined;
+  /**
+   * `--as`: act as this user (the `Impersonate-User` header); the
+   * kubeconfig's user must be allowed to `impersonate` it. Replaces the
+   * user's own `as`, as kubectl's flag does.
+   */
+  as?: string;
+  /**
+   * `--request-timeout`: how long one API request may take, in ms; `0` is no
+   * limit. Absent: each caller's own default.
+   */
+  requestTimeoutMs?: number;
 }
 
 /** A kubeconfig ready for API calls. */
@@ -46,6 +57,10 @@ export interface LoadedKubeConfig {
   namespace: string;
   /** The files it was read from, in order. */
   files: string[];
+  /** The user it acts as (`--as`, else the kubeconfig user's `as`), if any. */
+  as?: string;
+  /** {@linkcode LoadKubeConfigOptions.requestTimeoutMs}, when given. */
+  requestTimeoutMs?: number;
 }
 
 /**
@@ -105,13 +120,57 @@ export function loadKubeConfig(options: LoadKubeConfigOptions = {}): LoadedKubeC
     );
   }
 
+  if (options.as !== undefined) checkImpersonation(options.as);
+  const users = options.as === undefined
+    ? merged.users
+    : merged.users.map((u) => u.name === context.user ? { ...u, impersonateUser: options.as } : u);
   const kubeConfig = new KubeConfig();
-  kubeConfig.loadFromOptions({ ...merged, currentContext: context.name });
+  kubeConfig.loadFromOptions({ ...merged, users, currentContext: context.name });
+  if (options.requestTimeoutMs !== undefined) limitRequests(kubeConfig, options.requestTimeoutMs);
   const namespace = context.namespace && DNS_LABEL.test(context.namespace)
     ? context.namespace
     : "default";
-  return { kubeConfig, context: context.name, server: cluster.server, namespace, files };
+  const as = options.as ?? users.find((u) => u.name === context.user)?.impersonateUser ?? undefined;
+  return {
+    kubeConfig,
+    context: context.name,
+    server: cluster.server,
+    namespace,
+    files,
+    ...(as ? { as } : {}),
+    ...(options.requestTimeoutMs !== undefined
+      ? { requestTimeoutMs: options.requestTimeoutMs }
+      : {}),
+  };
 }
+
+/** A user name for `Impersonate-User`: a header value, so one line of printable text. */
+function checkImpersonation(name: string): void {
+  // deno-lint-ignore no-control-regex
+  if (name === "" || name.length > 512 || /[\x00-\x1f\x7f]/.test(name)) {
+    throw new KubeError(`cannot act as "${name.slice(0, 64)}": not a user name`, {
+      hint: 'Give --as the name the API server knows the user by, e.g. "--as alice@example.com".',
+    });
+  }
+}
+
+/**
+ * Gives every request client-node makes with this kubeconfig a deadline, as
+ * kubectl's `--request-timeout` does (`0`: none). Requests made through
+ * {@linkcode resolveAccess}'s access carry it as `timeoutMs`.
+ */
+function limitRequests(kubeConfig: KubeConfig, timeoutMs: number): void {
+  if (timeoutMs <= 0) return;
+  const apply = kubeConfig.applySecurityAuthentication.bind(kubeConfig);
+  kubeConfig.applySecurityAuthentication = async (context) => {
+    await apply(context);
+    context.setSignal(AbortSignal.timeout(timeoutMs));
+  };
+  REQUEST_TIMEOUTS.set(kubeConfig, timeoutMs);
+}
+
+/** The `--request-timeout` of each kubeconfig loaded with one. */
+const REQUEST_TIMEOUTS = new WeakMap<KubeConfig, number>();
 
 /** A namespace name (RFC 1123 label); a context's namespace that is not one is not used. */
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -283,5 +342,7 @@ export async function resolveAccess(kubeConfig: KubeConfig): Promise<ApiAccess> 
   if (key) access.keyPem = key;
   if (opts.rejectUnauthorized === false) access.insecure = true;
   if (opts.servername) access.serverName = opts.servername;
+  const timeoutMs = REQUEST_TIMEOUTS.get(kubeConfig);
+  if (timeoutMs !== undefined) access.timeoutMs = timeoutMs;
   return access;
 }

@@ -345,18 +345,37 @@ export async function uninstall(
   }
 }
 
-async function uninstallWith(
-  api: ResourceApi,
-  namespace: string,
-  onDeleted: (step: DeletedObject) => void,
-): Promise<DeletedObject[]> {
-  const role = clusterRoleName(namespace);
-  const ref = (apiVersion: string, kind: string, name: string, namespaced = true): KubeObject => ({
+/**
+ * What {@linkcode uninstall} deletes, in its order, for a dry run: the
+ * objects by kubectl's name, then the namespace, which it deletes only when
+ * vif created it.
+ *
+ * @param namespace The manager's namespace.
+ * @returns The objects' names.
+ */
+export function uninstallTargets(namespace: string): Array<{ name: string; reason?: string }> {
+  return [
+    ...uninstallObjects(namespace).map((o) => ({ name: displayName(o) })),
+    {
+      name: displayName(objectRef(namespace)("v1", "Namespace", namespace, false)),
+      reason: "only if vif created it",
+    },
+  ];
+}
+
+function objectRef(namespace: string) {
+  return (apiVersion: string, kind: string, name: string, namespaced = true): KubeObject => ({
     apiVersion,
     kind,
     metadata: { name, ...(namespaced ? { namespace } : {}) },
   });
-  const objects = [
+}
+
+/** The objects of an install, in the order uninstall deletes them (the namespace apart). */
+function uninstallObjects(namespace: string): KubeObject[] {
+  const role = clusterRoleName(namespace);
+  const ref = objectRef(namespace);
+  return [
     ref("apps/v1", "Deployment", MANAGER_NAME),
     ref("v1", "Service", MANAGER_NAME),
     ref("v1", "Secret", TLS_SECRET_NAME),
@@ -369,6 +388,14 @@ async function uninstallWith(
     ref("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", role, false),
     ref("rbac.authorization.k8s.io/v1", "ClusterRole", role, false),
   ];
+}
+
+async function uninstallWith(
+  api: ResourceApi,
+  namespace: string,
+  onDeleted: (step: DeletedObject) => void,
+): Promise<DeletedObject[]> {
+  const objects = uninstallObjects(namespace);
   const results: DeletedObject[] = [];
   const report = (step: DeletedObject) => {
     results.push(step);
@@ -378,7 +405,7 @@ async function uninstallWith(
     const found = await api.remove(object);
     report({ name: displayName(object), action: found ? "deleted" : "not found" });
   }
-  const namespaceRef = ref("v1", "Namespace", namespace, false);
+  const namespaceRef = objectRef(namespace)("v1", "Namespace", namespace, false);
   const existing = await api.read(namespaceRef);
   const terminating = existing !== undefined &&
     ((existing as V1Namespace).status?.phase === "Terminating" ||
@@ -849,6 +876,21 @@ export function explainApiError(error: unknown, req: ApiRequestInfo): KubeError 
         cause: error,
         status: code,
       });
+    }
+    const impersonating =
+      /^(users|groups) "([^"]*)" is forbidden: User "([^"]*)" cannot impersonate/
+        .exec(detail);
+    if (code === 403 && impersonating) {
+      const [, kind, name, user] = impersonating;
+      return new KubeError(
+        `user "${user}" may not act as the ${kind === "users" ? "user" : "group"} "${name}"`,
+        {
+          hint: `Leave out --as, or ask a cluster admin to grant you impersonate on ${kind} ` +
+            `(kubectl auth can-i impersonate ${kind}/${name}).`,
+          cause: error,
+          status: code,
+        },
+      );
     }
     if (code === 403) {
       const user = /User "([^"]*)"/.exec(detail)?.[1];

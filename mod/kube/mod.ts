@@ -2,20 +2,21 @@
  * Kubernetes for vif: loading a kubeconfig and picking a context
  * (`client.ts`), the traffic-manager's objects (`manifests.ts`), installing
  * and uninstalling them (`install.ts`), the manager's certificates and the
- * direct listener's client certificates, made in-process (`x509.ts`), and
- * YAML output (`yaml.ts`). Failures are {@linkcode KubeError}s with a hint.
+ * direct listener's client certificates, made in-process (`x509.ts`).
+ * Failures are {@linkcode KubeError}s with a hint; YAML output is the CLI's
+ * (`mod/cli/output.ts`).
  * Finding the manager (`discovery.ts`) and port-forwarding to it
  * (`portforward.ts`) are imported on their own by those that need them, as
  * are what the roles that run in pods share: the service account's access
  * (`in_cluster.ts`) and list+watch (`informer.ts`).
  *
- * @example Print what `vif install` would apply
+ * @example The objects `vif install` applies
  * ```ts
- * import { createManagerTls, managerManifests, toYamlStream } from "./mod.ts";
+ * import { createManagerTls, managerManifests } from "./mod.ts";
  *
  * const tls = await createManagerTls("vif-system");
- * const yaml = toYamlStream(managerManifests({ tls }));
- * if (!yaml.startsWith("apiVersion: v1\nkind: Namespace\n")) throw new Error(yaml);
+ * const objects = managerManifests({ tls });
+ * if (objects[0]?.kind !== "Namespace") throw new Error(JSON.stringify(objects[0]));
  * ```
  *
  * @module
@@ -45,6 +46,7 @@ export {
   type TlsOutcome,
   uninstall,
   type UninstallOptions,
+  uninstallTargets,
 } from "./install.ts";
 export {
   alsoProxyCidrs,
@@ -103,4 +105,3 @@ export {
   type ServerCertificateOptions,
   type ValidityOptions,
 } from "./x509.ts";
-export { toYaml, toYamlStream } from "./yaml.ts";

@@ -393,7 +393,48 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
     if (!m) throw unauthorized();
     const r = authenticateToken(options.tokens, store, m[1]!, { apiAudiences });
     if (!r.authenticated) throw unauthorized();
-    return { name: r.user.username, groups: r.user.groups, limited: r.limited };
+    const user = { name: r.user.username, groups: r.user.groups, limited: r.limited };
+    return impersonated(req, user) ?? user;
+  }
+
+  /**
+   * `Impersonate-User` (and `Impersonate-Group`), as the API server's
+   * impersonation filter: the authenticated user needs `impersonate` on
+   * `users` (and `groups`) of those names, and the request then is the
+   * impersonated user's, in `system:authenticated` and the groups asked for.
+   */
+  function impersonated(req: Request, user: User): User | undefined {
+    const name = req.headers.get("impersonate-user");
+    const groups = (req.headers.get("impersonate-group") ?? "").split(",").map((g) => g.trim())
+      .filter((g) => g !== "");
+    if (name === null) {
+      if (groups.length > 0) {
+        throw badRequest("requested [Impersonate-Group] without impersonating a user");
+      }
+      return undefined;
+    }
+    const check = (resource: string, n: string) => {
+      const a = {
+        verb: "impersonate",
+        group: "",
+        resource,
+        subresource: "",
+        namespace: "",
+        name: n,
+      };
+      if (!decide(user, a).allowed) {
+        throw forbiddenByRbac({
+          user: user.name,
+          verb: "impersonate",
+          group: "",
+          resource,
+          name: n,
+        });
+      }
+    };
+    check("users", name);
+    for (const g of groups) check("groups", g);
+    return { name, groups: [...new Set([...groups, "system:authenticated"])], limited: false };
   }
 
   function decide(
