@@ -36,18 +36,30 @@ export function registerDaemon(program: Command, context: CliContext): void {
         .default("info"),
     )
     .option("--log-stderr", "copy the log to stderr too")
+    .option("--detach", "start it in a session of its own, with no terminal, and return")
     .action(async (
       options: {
         stateDir?: string;
         owner?: { uid: number; gid: number };
         logLevel: LogLevel;
         logStderr?: boolean;
+        detach?: boolean;
       },
     ) => {
       if (Deno.uid() !== 0) {
         throw new UserError(`the daemon must run as root (this is uid ${Deno.uid()})`, {
           hint: "Let `vif connect` start it (it uses sudo), or run it with sudo.",
         });
+      }
+      if (options.detach) {
+        const { detachDaemon } = await import("./daemon_client.ts");
+        await detachDaemon({
+          stateDir: stateDirOf(options.stateDir, context.io.env),
+          owner: options.owner ?? { uid: 0, gid: 0 },
+          level: options.logLevel,
+          env: context.io.env,
+        });
+        return;
       }
       const [{ runDaemon }, { self }] = await Promise.all([
         import("../daemon/daemon.ts"),

@@ -56,6 +56,66 @@ export async function daemonClient(stateDir: string): Promise<ControlClient | nu
   }
 }
 
+function isTerminal(file: { isTerminal(): boolean }): boolean {
+  try {
+    return file.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/** Options of {@linkcode detachDaemon}. */
+export interface DetachDaemonOptions {
+  /** The state directory. */
+  stateDir: string;
+  /** The user it serves. */
+  owner: { uid: number; gid: number };
+  /** Its starting log level. */
+  level: string;
+  /** This process's environment. */
+  env: CliIo["env"];
+}
+
+/**
+ * `vif daemon --detach`: starts the daemon in a session of its own
+ * (`setsid`), holding none of this process's files (a pipe held open would
+ * keep whoever reads `vif connect`'s output waiting), and returns once it is
+ * started; `vif connect` then waits for its socket.
+ *
+ * @param options where and for whom
+ * @throws {UserError} when setsid is missing or the start fails
+ */
+export async function detachDaemon(options: DetachDaemonOptions): Promise<void> {
+  const setsid = which("setsid", options.env);
+  if (!setsid) {
+    throw new UserError("cannot start the vif daemon: setsid (util-linux) is not installed", {
+      hint: "Install util-linux, or run `vif connect --foreground`.",
+    });
+  }
+  const daemon = [
+    ...selfCommand(),
+    "daemon",
+    "--state-dir",
+    options.stateDir,
+    "--owner",
+    `${options.owner.uid}:${options.owner.gid}`,
+    "--log-level",
+    options.level,
+  ];
+  const argv = [setsid, "-f", "sh", "-c", 'exec "$@" </dev/null >/dev/null 2>&1', "vif", ...daemon];
+  const status = await new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn().status;
+  if (!status.success) {
+    throw new UserError(`cannot start the vif daemon: setsid exited with ${status.code}`, {
+      hint: `Run \`sudo vif daemon --state-dir ${options.stateDir}\` to see why.`,
+    });
+  }
+}
+
 function which(name: string, env: CliIo["env"]): string | undefined {
   for (const dir of (env("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
     try {
@@ -78,8 +138,14 @@ export interface StartDaemonOptions {
 }
 
 /**
- * Starts the daemon in its own session (`setsid`), through `sudo` when this
- * process is not root, and waits for its socket to answer.
+ * Starts the daemon (`vif daemon --detach`, which puts it in a session of its
+ * own), through `sudo` when this process is not root, and waits for its
+ * socket to answer.
+ *
+ * Through sudo the command is always `vif daemon --detach --state-dir …
+ * --owner …`, so a sudoers rule can allow exactly that without a password
+ * (README, "Without a password"). Without a terminal to ask a password on,
+ * sudo is run with `-n`, and its refusal says what to do instead of hanging.
  *
  * @param options state directory and where to read the environment
  * @returns a client connected to it
@@ -100,24 +166,17 @@ export async function startDaemon(options: StartDaemonOptions): Promise<ControlC
     if (!(error instanceof StateDirError)) throw error;
     throw new UserError(error.message, { hint: error.hint, cause: error });
   }
-  const setsid = which("setsid", io.env);
-  if (!setsid) {
-    throw new UserError("cannot start the vif daemon: setsid (util-linux) is not installed", {
-      hint: "Install util-linux, or run `vif connect --foreground`.",
-    });
-  }
-  const daemon = [
+  let argv = [
     ...selfCommand(),
     "daemon",
+    "--detach",
     "--state-dir",
     stateDir,
     "--owner",
     `${ownerUid}:${ownerGid}`,
     ...(options.debug ? ["--log-level", "debug"] : []),
   ];
-  // The daemon keeps none of this terminal's files: a pipe held open would
-  // keep whoever reads this command's output waiting for it.
-  let argv = [setsid, "-f", "sh", "-c", 'exec "$@" </dev/null >/dev/null 2>&1', "vif", ...daemon];
+  const interactive = uid === 0 || isTerminal(Deno.stdin);
   if (uid !== 0) {
     const sudo = which("sudo", io.env);
     if (!sudo) {
@@ -130,28 +189,52 @@ export async function startDaemon(options: StartDaemonOptions): Promise<ControlC
       );
     }
     io.stderr("vif: starting the daemon as root (sudo)\n");
-    argv = [sudo, "--preserve-env=KUBECONFIG,HOME,VIF_DEBUG", "--", ...argv];
+    // No environment is kept: a sudoers rule needs no SETENV, and root's Deno
+    // (from source) keeps to root's own cache, not the user's HOME.
+    argv = [sudo, ...(interactive ? [] : ["-n"]), "--", ...argv];
   }
-  let status: Deno.CommandStatus;
+  let result: { success: boolean; code: number; stderr: string };
   try {
-    status = await new Deno.Command(argv[0]!, {
+    const child = new Deno.Command(argv[0]!, {
       args: argv.slice(1),
-      stdin: "inherit",
+      stdin: interactive ? "inherit" : "null",
       stdout: "null",
-      stderr: "inherit",
-    }).spawn().status;
+      // Without a terminal sudo's refusal is read here, to be explained.
+      stderr: interactive ? "inherit" : "piped",
+    }).spawn();
+    const out = await child.output();
+    result = {
+      success: out.success,
+      code: out.code,
+      stderr: interactive ? "" : new TextDecoder().decode(out.stderr.subarray(0, 4096)),
+    };
   } catch (error) {
     throw new UserError(`cannot start the vif daemon: ${(error as Error).message}`, {
       hint: "Run `vif connect --foreground` to connect without the daemon.",
       cause: error,
     });
   }
-  if (!status.success) {
-    throw new UserError(`cannot start the vif daemon: "${argv[0]}" exited with ${status.code}`, {
-      hint: uid !== 0
-        ? "sudo refused or failed; run `vif connect` as root, or check your sudo rights."
-        : "Run `vif daemon --state-dir " + stateDir + "` to see why.",
-    });
+  if (!result.success) {
+    if (uid !== 0 && /password is required|terminal is required/i.test(result.stderr)) {
+      throw new UserError(
+        "sudo needs your password to start vif's daemon, and there is no terminal to ask for it",
+        {
+          hint: "Run `sudo -v` in this terminal first, run vif connect from a terminal, or allow " +
+            'it without a password (README: "Without a password").',
+        },
+      );
+    }
+    const said = result.stderr.trim().split("\n").at(-1) ?? "";
+    throw new UserError(
+      `cannot start the vif daemon: "${argv[0]}" exited with ${result.code}${
+        said ? `: ${said}` : ""
+      }`,
+      {
+        hint: uid !== 0
+          ? "sudo refused or failed; run `vif connect` as root, or check your sudo rights."
+          : "Run `vif daemon --state-dir " + stateDir + "` to see why.",
+      },
+    );
   }
   const deadline = Date.now() + (options.timeoutMs ?? 20_000);
   while (Date.now() < deadline) {
