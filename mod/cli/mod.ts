@@ -25,7 +25,7 @@ import { COMMANDS } from "./commands.ts";
 import type { CliContext } from "./context.ts";
 import { debugRequested, ExitCode, reportError } from "./errors.ts";
 import { colorWanted } from "./terminal.ts";
-import { type CliIo, denoIo } from "./io.ts";
+import { type CliIo, denoIo, memoryIo } from "./io.ts";
 import { serveAlias } from "./manager.ts";
 import { unknownCommand, usageError } from "./_usage.ts";
 
@@ -83,6 +83,44 @@ export async function main(args: readonly string[], options: MainOptions = {}): 
     if (error instanceof CommanderError && error.exitCode === 0) return ExitCode.Ok;
     return reportError(error, io.stderr, { debug: context.debug });
   }
+}
+
+/** What {@linkcode parseOnly} found: the command, its arguments and options. */
+export interface ParsedCommand {
+  /** The command's path below `vif` (`["install"]`); empty for `vif` alone. */
+  command: string[];
+  /** Its positional arguments, as the action would get them. */
+  args: unknown[];
+  /** Its options, after defaults and parsers. */
+  options: Record<string, unknown>;
+}
+
+/**
+ * Parses a command line as {@linkcode main} does, flags, choices and value
+ * parsers included, without running anything: every action is replaced by
+ * one that records what it would have been given. Tests use it to check
+ * that documented command lines are valid.
+ *
+ * @param args The arguments after the program name.
+ * @returns What would run.
+ * @throws {UserError} A usage error, as `main` would report it.
+ */
+export async function parseOnly(args: readonly string[]): Promise<ParsedCommand> {
+  const context: CliContext = { io: memoryIo(), debug: false, exitCode: ExitCode.Ok };
+  const program = createProgram(context);
+  let parsed: ParsedCommand | undefined;
+  forEachCommand(program, (command) => {
+    command.action((...values: unknown[]) => {
+      const path: string[] = [];
+      for (let c: Command | null = command; c && c !== program; c = c.parent) {
+        path.unshift(c.name());
+      }
+      parsed = { command: path, args: values.slice(0, -2), options: command.opts() };
+    });
+  });
+  await program.parseAsync(serveAlias(args), { from: "user" });
+  if (!parsed) throw new Error(`Nothing would run for "${args.join(" ")}"`);
+  return parsed;
 }
 
 /**

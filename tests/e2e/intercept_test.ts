@@ -41,7 +41,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(out)
     do_GET = do_POST = answer
     def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+http.server.ThreadingHTTPServer((host, int(sys.argv[1])), H).serve_forever()
 `;
 
 /** The app of `web` with an environment and volumes: it writes a file, then serves. */
@@ -422,7 +423,15 @@ Deno.test({
             "only-in-other to resolve",
           );
           assertMatch(await must(["getent", "hosts", "only-in-other"], { ns: ws }), /^198\.19\./);
-          assertEquals((await vif(["leave", "web", "-n", "other"])).code, 0);
+          // --remove-agent: the workload in "other" goes back to its template before vif.
+          const left = await vif(["leave", "web", "-n", "other", "--remove-agent"]);
+          assertEquals(left.code, 0, left.stderr);
+          const containers =
+            (sim.store.get({ resource: "deployments", namespace: "other", name: "web" })!
+              .spec as { template: { spec: { containers: Array<{ name: string }> } } }).template
+              .spec
+              .containers.map((c) => c.name);
+          assertEquals(containers, ["web"]);
         },
       );
 
@@ -466,9 +475,18 @@ Deno.test({
             (sim.store.get({ resource: "deployments", namespace: "default", name: "api" })!
               .spec as { template: unknown }).template,
           );
-          const r = await vif(["intercept", "api", "--port", "8080"]);
+          // To another local address: a second server, on 127.0.0.2 (--address).
+          const second = sim.spawn(["python3", "-c", LOCAL_SERVER, "8080", "127.0.0.2"]);
+          env.defer(() => second.stop());
+          await waitUntil(
+            () =>
+              run(["curl", "-s", "http://127.0.0.2:8080/"], { ns: ws }).then((r) => r.code === 0),
+            10_000,
+            "the server on 127.0.0.2",
+          );
+          const r = await vif(["intercept", "api", "--port", "8080", "--address", "127.0.0.2"]);
           assertEquals(r.code, 0, r.stderr);
-          assertMatch(r.stdout, /\(container api port 8000\) → 127\.0\.0\.1:8080$/m);
+          assertMatch(r.stdout, /\(container api port 8000\) → 127\.0\.0\.2:8080$/m);
           for (let i = 0; i < 100; i++) {
             const one = await curl("http://api.default/", "-d", `request ${i}`);
             assertEquals(one.stdout, `local: host=api.default method=POST body=request ${i}\n`);
