@@ -492,6 +492,36 @@ Deno.test("architecture: the daemon loads @kubernetes/client-node only on demand
   assertEquals(problems, []);
 });
 
+/** The X.509 library and the Reflect polyfill it needs: only `vif install` and `vif client-cert` load them. */
+const X509_PACKAGES = new Set(["@peculiar/x509", "reflect-metadata"]);
+
+Deno.test("architecture: the daemon, connect, the manager and the agent load no X.509 library", async () => {
+  // mod/kube/x509.ts makes certificates and is reached by an import() only;
+  // everyone else passes PEM texts on (mod/kube/pem.ts). What a role loads
+  // with an import() is a root here too: the daemon's discovery.ts, the
+  // manager and the agent behind main.ts, and mod/kube/mod.ts, which
+  // `vif list` and `vif doctor` load.
+  const roots = [
+    "main.ts",
+    "mod/kube/mod.ts",
+    "mod/daemon/daemon.ts",
+    "mod/daemon/connection.ts",
+    "mod/kube/discovery.ts",
+    "mod/kube/portforward.ts",
+    "mod/cli/connect.ts",
+    ...await productionFiles("manager"),
+    ...await productionFiles("agent"),
+  ];
+  const { modules, chain } = await reachable(roots, true);
+  const problems: string[] = [];
+  for (const [specifier, module] of modules) {
+    if (module.kind === "npm" && X509_PACKAGES.has(npmName(module.npmPackage ?? specifier))) {
+      problems.push(chain(specifier));
+    }
+  }
+  assertEquals(problems, []);
+});
+
 Deno.test("architecture: only mod/tun/mod.ts looks at Deno.build.os", async () => {
   const files = ["main.ts", ...await productionFiles("mod"), ...await productionFiles("manager")];
   const problems: string[] = [];

@@ -214,8 +214,9 @@ export function registerInstall(program: Command, context: CliContext): void {
             exitCode: 2,
           });
         }
-        const tls = await kube.createManagerTls(namespace);
-        const clientCa = flags.direct ? await kube.createClientCa(namespace) : undefined;
+        const x509 = await import("../kube/x509.ts");
+        const tls = await x509.createManagerTls(namespace);
+        const clientCa = flags.direct ? await x509.createClientCa(namespace) : undefined;
         const objects = kube.managerManifests({
           namespace,
           tls,

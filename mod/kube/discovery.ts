@@ -36,7 +36,7 @@ import {
   MANAGER_NAME,
   USER_ROLE_NAME,
 } from "./manifests.ts";
-import type { PemKeyPair } from "./x509.ts";
+import type { PemKeyPair } from "./pem.ts";
 
 /** What the client needs to reach the manager. */
 export interface ManagerLocation {

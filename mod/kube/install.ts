@@ -86,7 +86,7 @@ import {
   USER_ROLE_NAME,
   type UserSubject,
 } from "./manifests.ts";
-import { createClientCa, createManagerTls, type ManagerTls, type PemKeyPair } from "./x509.ts";
+import type { ManagerTls, PemKeyPair } from "./pem.ts";
 
 /** What applying one object did, in kubectl's words. */
 export type ApplyAction = "created" | "configured" | "unchanged";
@@ -252,7 +252,8 @@ async function installWith(
     tls = reuse.tls;
     outcome = { action: "kept", notAfter: reuse.notAfter };
   } else {
-    tls = options.tls ?? await createManagerTls(namespace, { now });
+    // x509.ts (and @peculiar/x509 with it) loads only when a certificate is made.
+    tls = options.tls ?? await (await import("./x509.ts")).createManagerTls(namespace, { now });
     outcome = {
       action: existingSecret === undefined ? "created" : options.rotateTls ? "rotated" : "replaced",
       ...("reason" in reuse && existingSecret !== undefined ? { reason: reuse.reason } : {}),
@@ -263,12 +264,13 @@ async function installWith(
   let clientCa: PemKeyPair | undefined;
   let clientCaOutcome: ClientCaOutcome | undefined;
   if (options.direct) {
-    const reuseCa = reusableClientCa(existingClientCa, now);
+    const reuseCa = await usableClientCa(existingClientCa, now);
     if ("ca" in reuseCa) {
       clientCa = reuseCa.ca;
       clientCaOutcome = { action: "kept", notAfter: reuseCa.notAfter };
     } else {
-      clientCa = options.clientCa ?? await createClientCa(namespace, { now });
+      clientCa = options.clientCa ??
+        await (await import("./x509.ts")).createClientCa(namespace, { now });
       clientCaOutcome = {
         action: existingClientCa === undefined ? "created" : "replaced",
         ...(existingClientCa !== undefined ? { reason: reuseCa.reason } : {}),
@@ -538,6 +540,30 @@ export function reusableClientCa(
   } catch (error) {
     return { reason: `the client CA or its key does not parse: ${firstLine(error)}` };
   }
+}
+
+/**
+ * {@linkcode reusableClientCa}, and then whether vif can sign with the CA it
+ * keeps (`loadCertificateAuthority` in `x509.ts`, which loads the X.509
+ * library, so only when there is a CA to keep): what `vif install --direct`
+ * keeps.
+ *
+ * @param secret The Secret as read, or `undefined` when there is none.
+ * @param now The time to check validity at.
+ * @returns The CA's PEM texts and its expiry, or why it cannot be used.
+ */
+export async function usableClientCa(
+  secret: V1Secret | undefined,
+  now: Date,
+): Promise<{ ca: PemKeyPair; notAfter: Date } | { reason: string }> {
+  const verdict = reusableClientCa(secret, now);
+  if (!("ca" in verdict)) return verdict;
+  try {
+    await (await import("./x509.ts")).loadCertificateAuthority(verdict.ca);
+  } catch (error) {
+    return { reason: `vif cannot sign with the client CA: ${firstLine(error)}` };
+  }
+  return verdict;
 }
 
 // --- applying one object ------------------------------------------------------

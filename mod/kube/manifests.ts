@@ -54,7 +54,7 @@ import {
   DEFAULT_MANAGER_PORT,
 } from "../rpc/service.ts";
 import { VERSION } from "../version.ts";
-import type { ManagerTls, PemKeyPair } from "./x509.ts";
+import type { ManagerTls, PemKeyPair } from "./pem.ts";
 
 /** The name of the manager's Deployment, Service and ServiceAccount. */
 export const MANAGER_NAME = "traffic-manager";

@@ -1,18 +1,20 @@
 /**
  * Kubernetes for vif: loading a kubeconfig and picking a context
  * (`client.ts`), the traffic-manager's objects (`manifests.ts`), installing
- * and uninstalling them (`install.ts`), the manager's certificates and the
- * direct listener's client certificates, made in-process (`x509.ts`).
- * Failures are {@linkcode KubeError}s with a hint; YAML output is the CLI's
- * (`mod/cli/output.ts`).
+ * and uninstalling them (`install.ts`), and the PEM texts of their
+ * certificates (`pem.ts`). Failures are {@linkcode KubeError}s with a hint;
+ * YAML output is the CLI's (`mod/cli/output.ts`).
  * Finding the manager (`discovery.ts`) and port-forwarding to it
  * (`portforward.ts`) are imported on their own by those that need them, as
- * are what the roles that run in pods share: the service account's access
- * (`in_cluster.ts`) and list+watch (`informer.ts`).
+ * are making the manager's certificates and the direct listener's client
+ * certificates (`x509.ts`, which loads an X.509 library), and what the roles
+ * that run in pods share: the service account's access (`in_cluster.ts`) and
+ * list+watch (`informer.ts`).
  *
  * @example The objects `vif install` applies
  * ```ts
- * import { createManagerTls, managerManifests } from "./mod.ts";
+ * import { managerManifests } from "./mod.ts";
+ * import { createManagerTls } from "./x509.ts";
  *
  * const tls = await createManagerTls("vif-system");
  * const objects = managerManifests({ tls });
@@ -84,24 +86,12 @@ export {
   userRules,
   type UserSubject,
 } from "./manifests.ts";
-export {
-  type CertificateAuthority,
-  type CertificateAuthorityOptions,
-  createCertificateAuthority,
-  createClientCa,
-  createManagerTls,
-  DEFAULT_CLIENT_VALID_DAYS,
-  DEFAULT_VALID_DAYS,
-  issueClientCertificate,
-  type IssuedCertificate,
-  issueServerCertificate,
-  loadCertificateAuthority,
-  managerDnsNames,
-  type ManagerTls,
-  type ManagerTlsOptions,
-  p1363ToDer,
-  pem,
-  type PemKeyPair,
-  type ServerCertificateOptions,
-  type ValidityOptions,
+export type {
+  CertificateAuthority,
+  CertificateAuthorityOptions,
+  IssuedCertificate,
+  ManagerTlsOptions,
+  ServerCertificateOptions,
+  ValidityOptions,
 } from "./x509.ts";
+export { type ManagerTls, pem, type PemKeyPair } from "./pem.ts";

@@ -1,11 +1,17 @@
 /**
- * Certificates for the traffic-manager, made in-process with WebCrypto (ECDSA
- * P-256, SHA-256) and the DER encoder in `_asn1.ts`: no `openssl`, no npm
- * package. {@linkcode createManagerTls} makes what `vif install` puts in the
+ * Certificates for the traffic-manager and its direct listener, made
+ * in-process with `@peculiar/x509` over WebCrypto (ECDSA P-256, SHA-256): no
+ * `openssl`. {@linkcode createManagerTls} makes what `vif install` puts in the
  * manager's TLS Secret: a fresh CA, and a server certificate signed by it for
  * `traffic-manager.<namespace>` (and its `.svc` and `.svc.<cluster domain>`
  * forms). The CA's private key is not kept: the Secret holds `ca.crt` only,
  * and a new pair is made when the certificate must change.
+ * {@linkcode createClientCa} and {@linkcode issueClientCertificate} make the
+ * direct listener's client CA and the certificates an admin hands out.
+ *
+ * Only `vif install` and `vif client-cert` import this module (with
+ * `import()`), so only they load the library; the PEM texts everyone else
+ * passes on are typed in `pem.ts`, which loads nothing.
  *
  * Time is passed in (`now`), so validity is testable without a clock.
  *
@@ -20,46 +26,33 @@
  * @module
  */
 
+// tsyringe, which @peculiar/x509 uses inside, needs the Reflect metadata API
+// before it loads.
+import "reflect-metadata";
 import {
-  ascii,
-  bitString,
-  boolean,
-  concat,
-  explicit,
-  implicitPrimitive,
-  integer,
-  namedBits,
-  octetString,
-  oid,
-  sequence,
-  set,
-  unsignedInteger,
-  utf8String,
-  x509Time,
-} from "./_asn1.ts";
+  AuthorityKeyIdentifierExtension,
+  BasicConstraintsExtension,
+  ExtendedKeyUsage,
+  ExtendedKeyUsageExtension,
+  type Extension,
+  type JsonGeneralName,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  Name,
+  PemConverter,
+  PublicKey,
+  SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
+  X509CertificateGenerator,
+} from "@peculiar/x509";
 import { createPrivateKey, X509Certificate } from "node:crypto";
+import { isIP } from "node:net";
+import { type ManagerTls, pem, type PemKeyPair } from "./pem.ts";
 
-/** Object identifiers used here (RFC 5280 4.2.1, RFC 5758 3.2, RFC 5480). */
-const OID = {
-  commonName: "2.5.4.3",
-  organization: "2.5.4.10",
-  ecdsaWithSha256: "1.2.840.10045.4.3.2",
-  subjectKeyIdentifier: "2.5.29.14",
-  keyUsage: "2.5.29.15",
-  subjectAltName: "2.5.29.17",
-  basicConstraints: "2.5.29.19",
-  authorityKeyIdentifier: "2.5.29.35",
-  extKeyUsage: "2.5.29.37",
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-  clientAuth: "1.3.6.1.5.5.7.3.2",
-} as const;
+export { type ManagerTls, pem, type PemKeyPair } from "./pem.ts";
 
-/** KeyUsage bits (RFC 5280 4.2.1.3). */
-const KeyUsage = {
-  digitalSignature: 0,
-  keyCertSign: 5,
-  cRLSign: 6,
-} as const;
+/** Object identifiers of the subject's attributes (RFC 5280 4.1.2.4). */
+const OID = { commonName: "2.5.4.3", organization: "2.5.4.10" } as const;
 
 const ALGORITHM: EcKeyGenParams = { name: "ECDSA", namedCurve: "P-256" };
 const SIGN: EcdsaParams = { name: "ECDSA", hash: "SHA-256" };
@@ -75,14 +68,6 @@ export const DEFAULT_CLIENT_VALID_DAYS = 365;
 
 /** RFC 5280 appendix A: `ub-common-name INTEGER ::= 64`. */
 const MAX_COMMON_NAME = 64;
-
-/** A certificate and its private key, as PEM texts (what a Secret stores). */
-export interface PemKeyPair {
-  /** The certificate (PEM, `CERTIFICATE`). */
-  certPem: string;
-  /** Its private key (PEM, PKCS #8 `PRIVATE KEY`). */
-  keyPem: string;
-}
 
 /** A certificate and its private key. */
 export interface IssuedCertificate extends PemKeyPair {
@@ -124,16 +109,6 @@ export interface ServerCertificateOptions extends ValidityOptions {
   ipAddresses?: readonly string[];
   /** The subject's common name. Default: the first DNS name, else the first IP address. */
   commonName?: string;
-}
-
-/** The PEM texts of a `kubernetes.io/tls` Secret with its CA. */
-export interface ManagerTls {
-  /** The CA certificate that clients trust (`ca.crt`). */
-  caPem: string;
-  /** The manager's certificate (`tls.crt`). */
-  certPem: string;
-  /** The manager's private key (`tls.key`). */
-  keyPem: string;
 }
 
 /** Options of {@linkcode createManagerTls}. */
@@ -230,15 +205,9 @@ export async function createCertificateAuthority(
   options: CertificateAuthorityOptions = {},
 ): Promise<CertificateAuthority> {
   const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
-  const subject = distinguishedName(commonName, options.organization);
   const keyId = await keyIdentifier(keys.publicKey);
   const { notBefore, notAfter } = validity(options);
-  const extensions = [
-    extension(OID.basicConstraints, true, sequence(boolean(true), integer(0))),
-    extension(OID.keyUsage, true, namedBits([KeyUsage.keyCertSign, KeyUsage.cRLSign])),
-    extension(OID.subjectKeyIdentifier, false, octetString(keyId)),
-    extension(OID.authorityKeyIdentifier, false, sequence(implicitPrimitive(0, keyId))),
-  ];
+  const subject = distinguishedName(commonName, options.organization);
   const certDer = await signCertificate({
     issuer: subject,
     subject,
@@ -246,7 +215,12 @@ export async function createCertificateAuthority(
     notAfter,
     publicKey: keys.publicKey,
     signingKey: keys.privateKey,
-    extensions,
+    extensions: [
+      new BasicConstraintsExtension(true, 0, true),
+      new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+      new SubjectKeyIdentifierExtension(hex(keyId)),
+      new AuthorityKeyIdentifierExtension(hex(keyId)),
+    ],
   });
   return {
     certDer,
@@ -254,7 +228,7 @@ export async function createCertificateAuthority(
     keyPem: pem("PRIVATE KEY", await exportPkcs8(keys.privateKey)),
     notAfter,
     privateKey: keys.privateKey,
-    subject,
+    subject: new Uint8Array(subject.toArrayBuffer()),
     keyId,
   };
 }
@@ -269,7 +243,7 @@ export async function createCertificateAuthority(
  * @param ca The CA that signs it.
  * @param options The names, and validity.
  * @returns The certificate and its key.
- * @throws {RangeError} When no name is given, or an IP address does not parse.
+ * @throws {RangeError} When no name is given, a DNS name is not ASCII, or an IP address does not parse.
  *
  * @example
  * ```ts
@@ -289,16 +263,15 @@ export async function issueServerCertificate(
   if (commonName === undefined) {
     throw new RangeError("Cannot issue a server certificate: no DNS name or IP address given");
   }
-  // RFC 5280 4.2.1.6: dNSName [2] IA5String, iPAddress [7] OCTET STRING.
-  const names = [
-    ...options.dnsNames.map((name) => implicitPrimitive(2, ascii(name))),
-    ...ipAddresses.map((ip) => implicitPrimitive(7, ipBytes(ip))),
+  const names: JsonGeneralName[] = [
+    ...options.dnsNames.map((name) => ({ type: "dns" as const, value: dnsName(name) })),
+    ...ipAddresses.map((ip) => ({ type: "ip" as const, value: ipAddress(ip) })),
   ];
   return await issueLeaf(ca, {
     ...options,
     commonName,
-    extKeyUsage: OID.serverAuth,
-    extra: [extension(OID.subjectAltName, false, sequence(...names))],
+    extKeyUsage: ExtendedKeyUsage.serverAuth,
+    extra: [new SubjectAlternativeNameExtension(names, false)],
   });
 }
 
@@ -374,7 +347,7 @@ export async function issueClientCertificate(
     ...options,
     validDays: options.validDays ?? DEFAULT_CLIENT_VALID_DAYS,
     commonName,
-    extKeyUsage: OID.clientAuth,
+    extKeyUsage: ExtendedKeyUsage.clientAuth,
     extra: [],
   });
 }
@@ -384,10 +357,17 @@ export async function issueClientCertificate(
  * sign again: the key must be a P-256 PKCS #8 key, the certificate a CA
  * certificate whose public key is the key's.
  *
+ * The certificate is read with node:crypto, the parser that
+ * `reusableClientCa` in `install.ts` keeps or replaces the Secret by, so that
+ * the two agree on which CA is usable; on top of that, the CA's subject must
+ * be a Name the library writes back byte for byte, for it is the issuer of
+ * what the CA signs.
+ *
  * @param pair The CA's certificate and private key.
  * @returns The CA, ready to sign.
  * @throws {SyntaxError} When the certificate or the key does not parse.
- * @throws {TypeError} When the certificate is not a CA's, or the key is not its key or not P-256.
+ * @throws {TypeError} When the certificate is not a CA's, the key is not its key or not P-256,
+ *   or its subject is not a Name in DER.
  *
  * @example
  * ```ts
@@ -401,22 +381,22 @@ export async function issueClientCertificate(
 export async function loadCertificateAuthority(pair: PemKeyPair): Promise<CertificateAuthority> {
   let cert: X509Certificate;
   let certDer: Uint8Array;
+  let subject: Uint8Array;
   let privateKey: CryptoKey;
   try {
     cert = new X509Certificate(pair.certPem);
     // The certificate alone: X509Certificate takes a block with bytes after it.
     certDer = firstDerValue(new Uint8Array(cert.raw));
+    subject = subjectOf(certDer);
   } catch (cause) {
     throw new SyntaxError("Cannot read the CA certificate: it is not a PEM certificate", { cause });
   }
+  let pkcs8: Uint8Array<ArrayBuffer>;
   try {
-    privateKey = await crypto.subtle.importKey(
-      "pkcs8",
-      fromPem(pair.keyPem, "PRIVATE KEY") as Uint8Array<ArrayBuffer>,
-      ALGORITHM,
-      false,
-      ["sign"],
-    );
+    const block = PemConverter.decodeWithHeaders(pair.keyPem).find((b) => b.type === "PRIVATE KEY");
+    if (block === undefined) throw new SyntaxError("Cannot read PEM: no PRIVATE KEY block");
+    pkcs8 = new Uint8Array(block.rawData);
+    privateKey = await crypto.subtle.importKey("pkcs8", pkcs8, ALGORITHM, false, ["sign"]);
   } catch (cause) {
     throw new SyntaxError("Cannot read the CA key: it is not a PKCS #8 P-256 private key", {
       cause,
@@ -425,7 +405,8 @@ export async function loadCertificateAuthority(pair: PemKeyPair): Promise<Certif
   if (!cert.ca) throw new TypeError("Cannot sign with the certificate: it is not a CA's");
   let belongs: boolean;
   try {
-    belongs = cert.checkPrivateKey(createPrivateKey(pair.keyPem));
+    // The very key WebCrypto signs with, not the first block node:crypto would pick.
+    belongs = cert.checkPrivateKey(createPrivateKey({ key: pkcs8, format: "der", type: "pkcs8" }));
   } catch (cause) {
     // WebCrypto read it, node:crypto may not (an encoding it does not support).
     throw new SyntaxError("Cannot read the CA key: it is not a PKCS #8 P-256 private key", {
@@ -435,95 +416,39 @@ export async function loadCertificateAuthority(pair: PemKeyPair): Promise<Certif
   if (!belongs) {
     throw new TypeError("Cannot sign with the CA: the key does not belong to the certificate");
   }
-  const spki = new Uint8Array(cert.publicKey.export({ type: "spki", format: "der" }));
-  const publicKey = await crypto.subtle.importKey(
-    "spki",
-    spki as Uint8Array<ArrayBuffer>,
-    ALGORITHM,
-    true,
-    ["verify"],
-  );
+  if (!reencodes(subject)) {
+    throw new TypeError("Cannot sign with the CA: its subject name is not in DER");
+  }
+  const spki = cert.publicKey.export({ type: "spki", format: "der" });
   return {
     certDer,
     certPem: pem("CERTIFICATE", certDer),
     keyPem: pair.keyPem,
     notAfter: new Date(cert.validTo),
     privateKey,
-    subject: subjectOf(certDer),
-    keyId: await keyIdentifier(publicKey),
+    subject,
+    keyId: await keyIdentifier(new PublicKey(new Uint8Array(spki))),
   };
-}
-
-/**
- * Wraps DER in PEM armour: base64 in lines of 64 characters (RFC 7468).
- *
- * @param label The label, e.g. `CERTIFICATE`.
- * @param der The bytes.
- * @returns The PEM text, ending in a newline.
- *
- * @example
- * ```ts
- * import { pem } from "./x509.ts";
- *
- * const text = pem("TEST", new Uint8Array([1, 2, 3]));
- * if (text !== "-----BEGIN TEST-----\nAQID\n-----END TEST-----\n") throw new Error(text);
- * ```
- */
-export function pem(label: string, der: Uint8Array): string {
-  const base64 = toBase64(der);
-  const lines = base64.match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join("\n")}${
-    lines.length > 0 ? "\n" : ""
-  }-----END ${label}-----\n`;
-}
-
-/**
- * Converts an ECDSA signature from the IEEE P1363 form WebCrypto returns
- * (`r || s`, each the size of the curve) to the DER form X.509 wants:
- * `Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }` (RFC 5480 / RFC 3279 2.2.3).
- *
- * @param signature `r || s`.
- * @returns The DER SEQUENCE.
- * @throws {RangeError} When the length is odd.
- *
- * @example
- * ```ts
- * import { p1363ToDer } from "./x509.ts";
- *
- * const der = p1363ToDer(new Uint8Array([0x80, 0x01]));
- * // r = 0x80 needs a leading zero to stay positive.
- * if (der.join() !== [0x30, 7, 2, 2, 0, 0x80, 2, 1, 1].join()) throw new Error(der.join());
- * ```
- */
-export function p1363ToDer(signature: Uint8Array): Uint8Array {
-  if (signature.length === 0 || signature.length % 2 !== 0) {
-    throw new RangeError(`Cannot convert ECDSA signature: odd length ${signature.length}`);
-  }
-  const half = signature.length / 2;
-  return sequence(
-    unsignedInteger(signature.subarray(0, half)),
-    unsignedInteger(signature.subarray(half)),
-  );
 }
 
 // --- the certificate ----------------------------------------------------------
 
 interface CertificateFields {
-  issuer: Uint8Array;
-  subject: Uint8Array;
+  issuer: Name;
+  subject: Name;
   notBefore: Date;
   notAfter: Date;
   publicKey: CryptoKey;
   signingKey: CryptoKey;
-  extensions: Uint8Array[];
+  extensions: Extension[];
 }
 
 interface LeafOptions extends ValidityOptions {
   commonName: string;
   /** The one extended key usage: a leaf serves or is a client, never both. */
-  extKeyUsage: string;
+  extKeyUsage: ExtendedKeyUsage;
   /** More extensions (a subjectAltName). */
-  extra: Uint8Array[];
+  extra: Extension[];
 }
 
 /** Makes an end-entity certificate with a new P-256 key, signed by `ca`, never outliving it. */
@@ -532,26 +457,23 @@ async function issueLeaf(
   options: LeafOptions,
 ): Promise<IssuedCertificate> {
   const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
-  const keyId = await keyIdentifier(keys.publicKey);
   const period = validity(options);
   const notAfter = period.notAfter > ca.notAfter ? ca.notAfter : period.notAfter;
-  const extensions = [
-    // CA:FALSE is the DEFAULT, which DER leaves out: an empty SEQUENCE.
-    extension(OID.basicConstraints, true, sequence()),
-    extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature])),
-    extension(OID.extKeyUsage, false, sequence(oid(options.extKeyUsage))),
-    ...options.extra,
-    extension(OID.subjectKeyIdentifier, false, octetString(keyId)),
-    extension(OID.authorityKeyIdentifier, false, sequence(implicitPrimitive(0, ca.keyId))),
-  ];
   const certDer = await signCertificate({
-    issuer: ca.subject,
+    issuer: new Name(ca.subject.slice()),
     subject: distinguishedName(options.commonName),
     notBefore: period.notBefore,
     notAfter,
     publicKey: keys.publicKey,
     signingKey: ca.privateKey,
-    extensions,
+    extensions: [
+      new BasicConstraintsExtension(false, undefined, true),
+      new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true),
+      new ExtendedKeyUsageExtension([options.extKeyUsage], false),
+      ...options.extra,
+      new SubjectKeyIdentifierExtension(hex(await keyIdentifier(keys.publicKey))),
+      new AuthorityKeyIdentifierExtension(hex(ca.keyId)),
+    ],
   });
   return {
     certDer,
@@ -561,10 +483,116 @@ async function issueLeaf(
   };
 }
 
+/** Builds the certificate (RFC 5280 4.1) and signs it with ecdsa-with-SHA256. */
+async function signCertificate(fields: CertificateFields): Promise<Uint8Array> {
+  const cert = await X509CertificateGenerator.create({
+    serialNumber: hex(serialNumber()),
+    signingAlgorithm: SIGN,
+    ...fields,
+  });
+  return new Uint8Array(cert.rawData);
+}
+
+/**
+ * A serial number: 16 random octets, positive and never zero (RFC 5280
+ * 4.1.2.2). Made here rather than by the library, whose random serial loses
+ * its leading zero octets: this one always encodes in 16 octets.
+ */
+function serialNumber(): Uint8Array {
+  const serial = crypto.getRandomValues(new Uint8Array(16));
+  serial[0] = (serial[0]! & 0x7f) | 0x40;
+  return serial;
+}
+
+/**
+ * A Name with a common name and, optionally, an organization (RFC 5280
+ * 4.1.2.4), as UTF8String. Given as attribute objects, never as a string, so
+ * that the library parses nothing in the name (a `,`, `+`, `\` or leading `#`).
+ */
+function distinguishedName(commonName: string, organization?: string): Name {
+  const rdn = (type: string, value: string) => ({ [type]: [{ utf8String: value }] });
+  return new Name(
+    organization === undefined
+      ? [rdn(OID.commonName, commonName)]
+      : [rdn(OID.organization, organization), rdn(OID.commonName, commonName)],
+  );
+}
+
+/** The key identifier: SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2, method 1). */
+async function keyIdentifier(publicKey: CryptoKey | PublicKey): Promise<Uint8Array> {
+  const key = publicKey instanceof PublicKey ? publicKey : await PublicKey.create(publicKey);
+  return new Uint8Array(await key.getKeyIdentifier("SHA-1"));
+}
+
+function validity(options: ValidityOptions): { notBefore: Date; notAfter: Date } {
+  const now = (options.now ?? new Date()).getTime();
+  const days = options.validDays ?? DEFAULT_VALID_DAYS;
+  if (!(days > 0)) throw new RangeError(`Cannot make a certificate valid for ${days} days`);
+  // Whole seconds: that is all the encoding keeps.
+  const second = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);
+  return { notBefore: second(now - BACKDATE_MS), notAfter: second(now + days * DAY_MS) };
+}
+
+async function exportPkcs8(key: CryptoKey): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.exportKey("pkcs8", key));
+}
+
+/**
+ * A DNS name as a dNSName holds it: IA5String (RFC 5280 4.2.1.6).
+ *
+ * @throws {RangeError} When it is not ASCII.
+ */
+function dnsName(name: string): string {
+  // deno-lint-ignore no-control-regex
+  if (!/^[\x00-\x7f]*$/.test(name)) {
+    throw new RangeError(`Cannot put DNS name "${name}" in a certificate: not ASCII`);
+  }
+  return name;
+}
+
+/**
+ * An IPv4 or IPv6 address as the library takes it for an iPAddress. Checked
+ * here, because the library reads what it cannot parse as something else
+ * (`1g::1` as `1::1`, `::ffff:1.2.3.4` as `::ffff:1`): plain IPv4 dotted
+ * quads, and IPv6 in hexadecimal groups only.
+ *
+ * @throws {RangeError} When it is neither.
+ */
+function ipAddress(ip: string): string {
+  const family = isIP(ip);
+  if (family === 0 || (family === 6 && !/^[0-9a-fA-F:]+$/.test(ip))) {
+    throw new RangeError(`Cannot put IP address "${ip}" in a certificate: not IPv4 or IPv6`);
+  }
+  return ip;
+}
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Whether the library writes `name` back as the same bytes. What a CA signs
+ * names it as its issuer with the name parsed and encoded again, and a
+ * verifier may compare names byte for byte: a name not in DER (a long-form
+ * length where a short one fits, a string that is not valid UTF-8) would
+ * come back changed.
+ */
+function reencodes(name: Uint8Array): boolean {
+  let again: Uint8Array;
+  try {
+    again = new Uint8Array(new Name(name.slice()).toArrayBuffer());
+  } catch {
+    return false;
+  }
+  return again.length === name.length && again.every((byte, i) => byte === name[i]);
+}
+
 /**
  * The subject Name of a DER certificate, encoded as it is there (RFC 5280
  * 4.1: `TBSCertificate ::= SEQUENCE { [0] version, serialNumber, signature,
- * issuer, validity, subject, … }`), to be the issuer of what it signs.
+ * issuer, validity, subject, … }`). Neither node:crypto nor the library hands
+ * back a name's bytes as written, and the issuer of what a CA signs must be
+ * its subject byte for byte.
  *
  * @throws {SyntaxError} When the DER is not shaped like a certificate.
  */
@@ -592,8 +620,7 @@ function firstDerValue(bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * The values one after another in `bytes[from, to)`: each one's tag, where
- * its header starts, and where its contents start and end.
+ * The values one after another in `bytes[from, to)`.
  *
  * @throws {SyntaxError} When a length runs past `to` or uses the indefinite form.
  */
@@ -635,108 +662,4 @@ function derValue(bytes: Uint8Array, at: number, to: number): DerValue {
   const end = at + length;
   if (!(end <= to)) throw new SyntaxError("Cannot read DER: a value runs past its parent");
   return { tag, headerStart, start: at, end };
-}
-
-/** The DER inside a PEM block with `label`. */
-function fromPem(text: string, label: string): Uint8Array {
-  const match = new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`)
-    .exec(text);
-  if (!match) throw new SyntaxError(`Cannot read PEM: no ${label} block`);
-  return Uint8Array.from(atob(match[1]!.replace(/\s+/g, "")), (c) => c.charCodeAt(0));
-}
-
-/** Builds the TBSCertificate (RFC 5280 4.1) and signs it with ecdsa-with-SHA256. */
-async function signCertificate(fields: CertificateFields): Promise<Uint8Array> {
-  const algorithm = sequence(oid(OID.ecdsaWithSha256)); // Parameters absent: RFC 5758 3.2.
-  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", fields.publicKey));
-  const tbs = sequence(
-    explicit(0, integer(2)), // v3
-    unsignedInteger(serialNumber()),
-    algorithm,
-    fields.issuer,
-    sequence(x509Time(fields.notBefore), x509Time(fields.notAfter)),
-    fields.subject,
-    spki,
-    explicit(3, sequence(...fields.extensions)),
-  );
-  const signature = new Uint8Array(
-    await crypto.subtle.sign(SIGN, fields.signingKey, tbs as Uint8Array<ArrayBuffer>),
-  );
-  return sequence(tbs, algorithm, bitString(p1363ToDer(signature)));
-}
-
-/** A serial number: 16 random octets, positive and never zero (RFC 5280 4.1.2.2). */
-function serialNumber(): Uint8Array {
-  const serial = crypto.getRandomValues(new Uint8Array(16));
-  serial[0] = (serial[0]! & 0x7f) | 0x40; // Positive, and 16 octets long once encoded.
-  return serial;
-}
-
-/** `Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }`. */
-function extension(id: string, critical: boolean, value: Uint8Array): Uint8Array {
-  return critical
-    ? sequence(oid(id), boolean(true), octetString(value))
-    : sequence(oid(id), octetString(value));
-}
-
-/** A Name with a common name and, optionally, an organization (RFC 5280 4.1.2.4). */
-function distinguishedName(commonName: string, organization?: string): Uint8Array {
-  const rdn = (type: string, value: string) => set(sequence(oid(type), utf8String(value)));
-  return organization === undefined
-    ? sequence(rdn(OID.commonName, commonName))
-    : sequence(rdn(OID.organization, organization), rdn(OID.commonName, commonName));
-}
-
-/** The key identifier: SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2, method 1). */
-async function keyIdentifier(publicKey: CryptoKey): Promise<Uint8Array> {
-  const raw = await crypto.subtle.exportKey("raw", publicKey);
-  return new Uint8Array(await crypto.subtle.digest("SHA-1", raw));
-}
-
-function validity(options: ValidityOptions): { notBefore: Date; notAfter: Date } {
-  const now = (options.now ?? new Date()).getTime();
-  const days = options.validDays ?? DEFAULT_VALID_DAYS;
-  if (!(days > 0)) throw new RangeError(`Cannot make a certificate valid for ${days} days`);
-  // Whole seconds: that is all the encoding keeps.
-  const second = (ms: number) => new Date(Math.floor(ms / 1000) * 1000);
-  return { notBefore: second(now - BACKDATE_MS), notAfter: second(now + days * DAY_MS) };
-}
-
-async function exportPkcs8(key: CryptoKey): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.exportKey("pkcs8", key));
-}
-
-/**
- * The octets of an IPv4 or IPv6 address.
- *
- * @throws {RangeError} When it is neither.
- */
-function ipBytes(ip: string): Uint8Array {
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
-  if (v4) {
-    const octets = v4.slice(1).map(Number);
-    if (octets.every((n) => n <= 255)) return new Uint8Array(octets);
-  } else if (ip.includes(":") && /^[0-9a-fA-F:]+$/.test(ip)) {
-    const [head = "", tail, extra] = ip.split("::");
-    const groups = (text: string | undefined) => text ? text.split(":") : [];
-    const left = groups(head), right = groups(tail);
-    const missing = 8 - left.length - right.length;
-    const ok = extra === undefined && (tail === undefined ? missing === 0 : missing > 0);
-    const all = [...left, ...new Array<string>(Math.max(missing, 0)).fill("0"), ...right];
-    if (ok && all.every((g) => /^[0-9a-fA-F]{1,4}$/.test(g))) {
-      return concat(...all.map((g) => {
-        const n = parseInt(g, 16);
-        return new Uint8Array([n >> 8, n & 0xff]);
-      }));
-    }
-  }
-  throw new RangeError(`Cannot put IP address "${ip}" in a certificate: not IPv4 or IPv6`);
-}
-
-function toBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
 }

@@ -1,6 +1,6 @@
 import grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, sign, X509Certificate } from "node:crypto";
 import tls from "node:tls";
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/_assert.ts";
 import {
@@ -23,7 +23,6 @@ import {
   loadCertificateAuthority,
   managerDnsNames,
   type ManagerTls,
-  p1363ToDer,
   pem,
 } from "./x509.ts";
 
@@ -74,22 +73,6 @@ Deno.test("managerDnsNames() lists the short, .svc and cluster-domain names", ()
   assertEquals(managerDnsNames("vif-system")[0], managerServerName("vif-system"));
 });
 
-Deno.test("p1363ToDer() makes a SEQUENCE of two minimal positive INTEGERs", () => {
-  const r = new Uint8Array(32).fill(0xff), s = new Uint8Array(32);
-  s[31] = 1;
-  const der = p1363ToDer(new Uint8Array([...r, ...s]));
-  assertEquals([...der.subarray(0, 5)], [0x30, 2 + 33 + 3, 0x02, 33, 0x00]);
-  assertEquals([...der.subarray(-3)], [0x02, 1, 1]);
-});
-
-Deno.test("pem() wraps base64 at 64 characters", () => {
-  const text = pem("CERTIFICATE", new Uint8Array(100));
-  const lines = text.trimEnd().split("\n");
-  assertEquals(lines[0], "-----BEGIN CERTIFICATE-----");
-  assertEquals(lines[1]!.length, 64);
-  assertEquals(lines.at(-1), "-----END CERTIFICATE-----");
-});
-
 Deno.test("createManagerTls() makes a CA and a certificate node:crypto reads and verifies", async () => {
   const tls = await createManagerTls("shop", { now: NOW, validDays: 30 });
   const ca = new X509Certificate(tls.caPem);
@@ -136,10 +119,52 @@ Deno.test("issueServerCertificate() never outlives its CA and carries IP address
 });
 
 Deno.test("certificates after 2049 use GeneralizedTime and still parse", async () => {
-  const tls = await createManagerTls("vif-system", { now: new Date("2049-12-01T00:00:00Z") });
+  const now = new Date("2049-12-01T00:00:00Z");
+  const tls = await createManagerTls("vif-system", { now });
   const cert = new X509Certificate(tls.certPem);
   assertEquals(new Date(cert.validTo).toISOString(), "2059-11-29T00:00:00.000Z");
   assert(cert.verify(new X509Certificate(tls.caPem).publicKey), "not verified");
+  if (!OPENSSL) return;
+  // RFC 5280 4.1.2.5.2: GeneralizedTime in whole seconds, which -x509_strict checks.
+  const at = String(now.getTime() / 1000 + 86_400);
+  const verify = await openssl(
+    { "ca.pem": tls.caPem, "server.pem": tls.certPem },
+    ["verify", "-x509_strict", "-attime", at, "-CAfile", "ca.pem", "server.pem"],
+  );
+  assert(verify.ok, verify.out);
+  const text = await openssl({ "server.pem": tls.certPem }, ["asn1parse", "-in", "server.pem"]);
+  assertMatch(text.out, /GENERALIZEDTIME\s+:20591129000000Z\n/);
+});
+
+Deno.test("issueServerCertificate() refuses addresses the library would misread and non-ASCII names", async () => {
+  const ca = await createCertificateAuthority("strict CA");
+  for (const ip of ["1g::1", "::ffff:198.18.0.1", "fe80::1%eth0", "01.2.3.4", "198.18.0.256"]) {
+    await assertRejects(
+      () => issueServerCertificate(ca, { dnsNames: ["x"], ipAddresses: [ip] }),
+      RangeError,
+      `"${ip}"`,
+    );
+  }
+  await assertRejects(
+    () => issueServerCertificate(ca, { dnsNames: ["bücher.example"] }),
+    RangeError,
+    "not ASCII",
+  );
+});
+
+Deno.test("createCertificateAuthority() gives each certificate a random 16-octet serial number", async () => {
+  const serials = new Set<string>();
+  for (let i = 0; i < 8; i++) {
+    const ca = await createCertificateAuthority("serial CA");
+    const serial = new X509Certificate(ca.certPem).serialNumber;
+    assertEquals(serial.length, 32, serial);
+    assert(
+      Number.parseInt(serial.slice(0, 2), 16) >= 0x40,
+      `not 16 octets once encoded: ${serial}`,
+    );
+    serials.add(serial);
+  }
+  assertEquals(serials.size, 8);
 });
 
 Deno.test({
@@ -433,6 +458,21 @@ Deno.test("issueClientCertificate() refuses an empty, over-long or control-chara
   await issueClientCertificate(ca, "é".repeat(64)); // 64 characters, more octets: fine.
 });
 
+Deno.test("issueClientCertificate() writes the common name as given, as a UTF8String", async () => {
+  const ca = await clientCa();
+  // What a DN string parser would take apart: commas, plus, equals, a leading #, a backslash.
+  for (const name of ["#41", 'dev, O=admin+CN=x \\"q"', "é"]) {
+    const client = await issueClientCertificate(ca, name);
+    const utf8 = new TextEncoder().encode(name);
+    const encoded = [0x0c, utf8.length, ...utf8];
+    assert(
+      Buffer.from(client.certDer).includes(Buffer.from(encoded)),
+      `no UTF8String ${JSON.stringify(name)} in the certificate`,
+    );
+    assertEquals(new X509Certificate(client.certPem).subject.split("\n").length, 1);
+  }
+});
+
 Deno.test("loadCertificateAuthority() reads a client CA back so that it signs again", async () => {
   const made = await clientCa();
   const ca = await loadCertificateAuthority({ certPem: made.certPem, keyPem: made.keyPem });
@@ -462,6 +502,73 @@ Deno.test("loadCertificateAuthority() reads a client CA back so that it signs ag
   await assertRejects(
     () => loadCertificateAuthority({ certPem: made.certPem, keyPem: "junk" }),
     SyntaxError,
+  );
+});
+
+/** A DER value's header: its tag and its length, in the shortest form. */
+function header(tag: number, length: number): number[] {
+  if (length < 0x80) return [tag, length];
+  return length < 0x100 ? [tag, 0x81, length] : [tag, 0x82, length >> 8, length & 0xff];
+}
+
+/** The values one after another in `der[from, to)`: where each starts, its header's size, and where it ends. */
+function children(der: Uint8Array, from: number, to: number) {
+  const out = [];
+  for (let at = from; at < to;) {
+    const first = der[at + 1]!;
+    const octets = first & 0x80 ? first & 0x7f : 0;
+    let length = octets ? 0 : first;
+    for (let i = 0; i < octets; i++) length = length * 256 + der[at + 2 + i]!;
+    const size = 2 + octets;
+    out.push({ at, size, end: at + size + length });
+    at += size + length;
+  }
+  return out;
+}
+
+/**
+ * `ca`'s certificate with its subject's length in the long form where the
+ * short one fits (BER, not DER), signed again by its own key.
+ */
+function withBerSubject(ca: CertificateAuthority): string {
+  const der = ca.certDer;
+  const [certificate] = children(der, 0, der.length);
+  const [tbs, algorithm] = children(der, certificate!.size, certificate!.end);
+  const fields = children(der, tbs!.at + tbs!.size, tbs!.end);
+  const subject = fields[5]!; // version, serial, signature, issuer, validity, subject
+  const length = subject.end - subject.at - subject.size;
+  assert(subject.size === 2 && length < 0x80, "expected a short-form subject");
+  const body = [
+    ...der.subarray(tbs!.at + tbs!.size, subject.at),
+    0x30,
+    0x81,
+    length,
+    ...der.subarray(subject.at + 2, tbs!.end),
+  ];
+  const newTbs = new Uint8Array([...header(0x30, body.length), ...body]);
+  const signature = sign("sha256", newTbs, {
+    key: createPrivateKey(ca.keyPem),
+    dsaEncoding: "der",
+  });
+  const rest = [
+    ...newTbs,
+    ...der.subarray(algorithm!.at, algorithm!.end),
+    ...header(0x03, signature.length + 1),
+    0,
+    ...signature,
+  ];
+  return pem("CERTIFICATE", new Uint8Array([...header(0x30, rest.length), ...rest]));
+}
+
+Deno.test("loadCertificateAuthority() refuses a CA whose subject is not DER, which it could not name byte for byte", async () => {
+  const made = await createClientCa("ber");
+  const certPem = withBerSubject(made);
+  const cert = new X509Certificate(certPem);
+  assert(cert.verify(cert.publicKey), "node:crypto should read the BER subject and verify it");
+  await assertRejects(
+    () => loadCertificateAuthority({ certPem, keyPem: made.keyPem }),
+    TypeError,
+    "not in DER",
   );
 });
 

@@ -10,7 +10,7 @@
 
 import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
-import { reusableClientCa } from "../../mod/kube/install.ts";
+import { reusableClientCa, usableClientCa } from "../../mod/kube/install.ts";
 import {
   createCertificateAuthority,
   createClientCa,
@@ -77,9 +77,10 @@ async function check(now: Date, input: Uint8Array): Promise<void> {
   const data: Record<string, string> = {};
   if (cert!.length > 0) data["ca.crt"] = b64(cert!);
   if (key!.length > 0) data["ca.key"] = b64(key!);
-  let verdict: ReturnType<typeof reusableClientCa>;
+  let verdict: Awaited<ReturnType<typeof usableClientCa>>;
   try {
-    verdict = reusableClientCa({ data }, now);
+    reusableClientCa({ data }, now);
+    verdict = await usableClientCa({ data }, now);
   } catch (error) {
     property(
       false,
@@ -93,7 +94,7 @@ async function check(now: Date, input: Uint8Array): Promise<void> {
   property(!Number.isNaN(verdict.notAfter.getTime()), "reusableClientCa() kept an invalid expiry");
   property(
     loaded !== undefined,
-    `reusableClientCa() kept a CA that loadCertificateAuthority() cannot load: ${
+    `usableClientCa() kept a CA that loadCertificateAuthority() cannot load: ${
       (loadError as Error)?.message
     }`,
   );
