@@ -18,6 +18,7 @@
 import type { RegisterCommand } from "./context.ts";
 import { registerAgent } from "./agent.ts";
 import { registerClientCert } from "./client_cert.ts";
+import { registerConfig } from "./config.ts";
 import { registerConnect } from "./connect.ts";
 import { registerDaemon } from "./daemon.ts";
 import { registerDnsWatchdog } from "./dns_watchdog.ts";
@@ -48,5 +49,6 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerKubeCredentials,
   registerDnsWatchdog,
   registerAgent,
+  registerConfig,
   registerHelp,
 ];

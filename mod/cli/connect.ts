@@ -8,15 +8,8 @@
  * @module
  */
 
-import { type Command, InvalidArgumentError } from "commander";
-import { Cidr } from "../net/address.ts";
-import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
-import {
-  type ConnectParams,
-  type ControlClient,
-  DEFAULT_GRACE_SECONDS,
-  kubeconfigSource,
-} from "../daemon/control.ts";
+import type { Command } from "commander";
+import { type ConnectParams, type ControlClient, kubeconfigSource } from "../daemon/control.ts";
 import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, ExitCode, UserError } from "./errors.ts";
@@ -32,6 +25,17 @@ import {
 } from "./daemon_client.ts";
 import { connectedSummary } from "./status.ts";
 import { readCaBundle } from "../kube/ca_bundle.ts";
+import {
+  addSettingOptions,
+  type ConfigFile,
+  configLocation,
+  configOption,
+  type ConnectSettings,
+  readConfigFile,
+  resolveSettings,
+  sectionContext,
+  typedSettings,
+} from "./config.ts";
 
 /** The options of `vif connect`. */
 interface ConnectOptions {
@@ -43,46 +47,11 @@ interface ConnectOptions {
   clientKey?: string;
   as?: string;
   requestTimeout?: number;
-  managerNamespace: string;
-  namespace?: string;
+  config?: string;
   stateDir?: string;
-  alsoProxy: string[];
-  neverProxy: string[];
-  allowConflictingSubnets: string[];
-  dnsInclude: string[];
-  dnsExclude: string[];
-  grace: number;
   foreground?: boolean;
   quiet?: boolean;
   output: OutputFormat;
-}
-
-/** Commander's parser for a repeatable CIDR flag: checks it and collects it. */
-function collectCidr(value: string, previous: string[]): string[] {
-  try {
-    return [...previous, Cidr.parse(value).toString()];
-  } catch {
-    throw new InvalidArgumentError(
-      `"${value}" is not a subnet; give it as ADDRESS/PREFIX, e.g. 198.18.5.0/24.`,
-    );
-  }
-}
-
-/** Commander's parser for a repeatable DNS suffix. */
-function collectSuffix(value: string, previous: string[]): string[] {
-  const clean = value.trim().replace(/^\.+|\.+$/g, "").toLowerCase();
-  if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(clean)) {
-    throw new InvalidArgumentError(`"${value}" is not a DNS suffix; give it as e.g. corp.example.`);
-  }
-  return [...previous, clean];
-}
-
-function parseGrace(value: string): number {
-  const n = Number(value.replace(/s$/, ""));
-  if (!Number.isFinite(n) || n < 1 || n > 3600) {
-    throw new InvalidArgumentError(`"${value}" is not a number of seconds from 1 to 3600.`);
-  }
-  return n;
 }
 
 const EXAMPLES = `
@@ -110,6 +79,10 @@ Examples:
   # In a container or CI job: hold the connection in this process
   vif connect --foreground --context dev
 
+The settings from --manager-namespace to --grace may be kept in a config file
+(~/.config/vif/config.yaml), for every context or per context; a flag beats the
+file, and a list flag replaces the file's list. "vif config view" shows them.
+
 Exit codes: 0 connected (or the command's own code after --), 1 failed (the
 message says why and what to do), 2 bad flags, 127 the command cannot be run.`;
 
@@ -120,7 +93,7 @@ message says why and what to do), 2 bad flags, 127 the command cannot be run.`;
  * @param context the run's shared state
  */
 export function registerConnect(program: Command, context: CliContext): void {
-  program
+  const connect = program
     .command("connect")
     .description(
       "connect this machine to the cluster's network (in the background, via the daemon)",
@@ -142,51 +115,8 @@ export function registerConnect(program: Command, context: CliContext): void {
       "with --manager-address: the client certificate (PEM) for the manager's direct listener",
     )
     .option("--client-key <file>", "with --client-cert: its private key (PEM)")
-    .option(
-      "--manager-namespace <ns>",
-      "the manager's namespace; its certificate names traffic-manager.<ns>",
-      DEFAULT_MANAGER_NAMESPACE,
-    )
-    .option(
-      "-n, --namespace <ns>",
-      "the namespace short names resolve in (default: the context's, else default)",
-    )
-    .option(
-      "--also-proxy <cidr>",
-      "send this subnet to the cluster too, though outside its subnets (repeatable)",
-      collectCidr,
-      [],
-    )
-    .option(
-      "--never-proxy <cidr>",
-      "keep this subnet out of the TUN, on the route it had (repeatable)",
-      collectCidr,
-      [],
-    )
-    .option(
-      "--allow-conflicting-subnets <cidr>",
-      "route this part of the cluster's subnets even over an existing route (repeatable)",
-      collectCidr,
-      [],
-    )
-    .option(
-      "--dns-include <suffix>",
-      "resolve names under this suffix in the cluster too (repeatable)",
-      collectSuffix,
-      [],
-    )
-    .option(
-      "--dns-exclude <suffix>",
-      "never resolve names under this suffix in the cluster (repeatable)",
-      collectSuffix,
-      [],
-    )
-    .option(
-      "--grace <seconds>",
-      "how long the manager may be unreachable before vif disconnects",
-      parseGrace,
-      DEFAULT_GRACE_SECONDS,
-    )
+    .addOption(configOption());
+  addSettingOptions(connect)
     .option("--foreground", "hold the connection in this process until Ctrl-C (containers, CI)")
     .option("-q, --quiet", "print nothing but errors")
     .addOption(
@@ -195,10 +125,15 @@ export function registerConnect(program: Command, context: CliContext): void {
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .addHelpText("after", EXAMPLES)
     .argument("[command...]", "a command to run while connected (after --); its exit code is vif's")
-    .action(async (command: string[], options: ConnectOptions) => {
+    .action(async (command: string[], options: ConnectOptions, self: Command) => {
       const stateDir = stateDirOf(options.stateDir, context.io.env);
+      // Before any daemon starts: a wrong config file is the user's to fix first.
+      const config = {
+        file: await readConfigFile(configLocation(options.config, context.io.env)),
+        typed: typedSettings(self),
+      };
       if (options.foreground) {
-        const params = await connectParams(options, context);
+        const params = await connectParams(options, config, context);
         context.exitCode = await connectForeground(params, command, stateDir, options, context);
         return;
       }
@@ -210,7 +145,7 @@ export function registerConnect(program: Command, context: CliContext): void {
         : null;
       let params: ConnectParams;
       try {
-        params = await connectParams(options, context);
+        params = await connectParams(options, config, context);
       } catch (error) {
         const d = await early;
         if (d && !(d instanceof Error)) {
@@ -225,20 +160,40 @@ export function registerConnect(program: Command, context: CliContext): void {
     });
 }
 
-/** Checks the flags and gathers what the daemon needs to connect. */
-async function connectParams(options: ConnectOptions, context: CliContext): Promise<ConnectParams> {
+/** The config file and the settings typed on the command line. */
+interface ConnectConfig {
+  file: ConfigFile | undefined;
+  typed: Partial<ConnectSettings>;
+}
+
+/** The settings as the daemon takes them; the namespace falls back to the kubeconfig's. */
+function settingParams(settings: ConnectSettings, kubeNamespace = "default") {
+  return {
+    managerNamespace: settings.managerNamespace,
+    namespace: settings.namespace ?? kubeNamespace,
+    alsoProxy: settings.alsoProxy,
+    neverProxy: settings.neverProxy,
+    allowConflicting: settings.allowConflictingSubnets,
+    dnsInclude: settings.dnsInclude,
+    dnsExclude: settings.dnsExclude,
+    graceSeconds: settings.grace,
+  };
+}
+
+/**
+ * Checks the flags and gathers what the daemon needs to connect. A setting
+ * not typed comes from the config file's section for the context in use,
+ * else its top level, else vif's default (see config.ts).
+ */
+async function connectParams(
+  options: ConnectOptions,
+  config: ConnectConfig,
+  context: CliContext,
+): Promise<ConnectParams> {
   const env = context.io.env;
   const absolute = (p: string) => p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
-  const params: ConnectParams = {
-    managerNamespace: options.managerNamespace,
-    namespace: options.namespace ?? "default",
-    alsoProxy: options.alsoProxy,
-    neverProxy: options.neverProxy,
-    allowConflicting: options.allowConflictingSubnets,
-    dnsInclude: options.dnsInclude,
-    dnsExclude: options.dnsExclude,
-    graceSeconds: options.grace,
-  };
+  // The flags alone until the context, and so the file's section, is known.
+  const params: ConnectParams = settingParams(resolveSettings(config.typed).values);
   // Checked first: they are wrong whichever way the connection goes.
   const identity = await clientIdentity(options);
   if (options.context) params.context = options.context;
@@ -262,8 +217,12 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
         context: loaded.context,
         access: await resolveAccess(loaded.kubeConfig),
       };
-      // As kubectl: no -n means the context's namespace.
-      if (options.namespace === undefined) params.namespace = loaded.namespace;
+      const settings = resolveSettings(config.typed, {
+        file: config.file,
+        context: loaded.context,
+      });
+      // As kubectl: no -n (nor a namespace in the file) means the context's namespace.
+      Object.assign(params, settingParams(settings.values, loaded.namespace));
     } catch (error) {
       throw asUserError(error);
     }
@@ -302,6 +261,15 @@ async function connectParams(options: ConnectOptions, context: CliContext): Prom
       },
     );
   }
+  const section = await sectionContext(config.file, {
+    context: options.context,
+    kubeconfig: params.kubeconfig,
+    env,
+  });
+  Object.assign(
+    params,
+    settingParams(resolveSettings(config.typed, { file: config.file, context: section }).values),
+  );
   params.managerAddress = options.managerAddress;
   params.managerCaPem = caPem;
   if (identity) {

@@ -8,6 +8,7 @@
 
 import type { Command } from "commander";
 import type { NamespaceListing } from "../kube/list.ts";
+import { configOption, configuredNamespace } from "./config.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError } from "./errors.ts";
 import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
@@ -17,6 +18,7 @@ import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
 interface ListFlags extends KubeFlags {
   stateDir?: string;
   namespace?: string;
+  config?: string;
   output: OutputFormat;
 }
 
@@ -101,7 +103,11 @@ export function registerList(program: Command, context: CliContext): void {
     .command("list")
     .description("list a namespace's services and workloads, with their addresses");
   addKubeFlags(list)
-    .option("-n, --namespace <ns>", "the namespace (default: the context's, else default)")
+    .option(
+      "-n, --namespace <ns>",
+      "the namespace (default: the config file's for the context, else the context's, else default)",
+    )
+    .addOption(configOption())
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .addOption(outputOption())
     .addHelpText("after", EXAMPLES)
@@ -111,7 +117,14 @@ export function registerList(program: Command, context: CliContext): void {
       let listing: NamespaceListing;
       try {
         const loaded = kube.loadKubeConfig(kubeLoadOptions(flags, context.io.env));
-        listing = await listNamespace(loaded.kubeConfig, flags.namespace ?? loaded.namespace);
+        // As vif connect: -n, else the config file's namespace, else the context's.
+        const namespace = flags.namespace ??
+          await configuredNamespace(loaded.context, {
+            config: flags.config,
+            env: context.io.env,
+          }) ??
+          loaded.namespace;
+        listing = await listNamespace(loaded.kubeConfig, namespace);
       } catch (error) {
         throw asUserError(error);
       }
