@@ -31,6 +31,8 @@ PACKAGES=(
   sshfs         # vif intercept --mount: sshfs -o slave on the workstation (fuse3 with it)
   openssh-sftp-server # the traffic-agent's sftp-server, which sshfs speaks to over the tunnel
   sudo          # vif connect as an ordinary user starts the daemon through sudo (tests/e2e/sudo_test.ts)
+  zsh           # vif completion zsh, run by mod/cli/completion_test.ts
+  fish          # vif completion fish, run by mod/cli/completion_test.ts
   # Debian's kubectl (kubernetes-client) is not listed: where google-cloud-cli
   # owns /usr/bin/kubectl the install fails on the file conflict, so
   # tests/sim/apiserver/install_kubectl.sh unpacks the .deb into .tools/.

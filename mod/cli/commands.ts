@@ -25,6 +25,7 @@ import { registerDnsWatchdog } from "./dns_watchdog.ts";
 import { registerDoctor } from "./doctor.ts";
 import { registerQuit } from "./quit.ts";
 import { registerStatus } from "./status.ts";
+import { registerCompletion } from "./completion.ts";
 import { registerHelp } from "./help.ts";
 import { registerInstall } from "./install.ts";
 import { registerIntercept } from "./intercept.ts";
@@ -50,5 +51,6 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerDnsWatchdog,
   registerAgent,
   registerConfig,
+  registerCompletion,
   registerHelp,
 ];
