@@ -20,6 +20,7 @@
  */
 
 import { type Cluster, type Context, KubeConfig, type User } from "@kubernetes/client-node";
+import { load as loadYaml } from "js-yaml";
 import { delimiter, dirname, resolve } from "node:path";
 import type { ApiAccess } from "./api.ts";
 import { KubeError } from "./errors.ts";
@@ -121,9 +122,11 @@ export function loadKubeConfig(options: LoadKubeConfigOptions = {}): LoadedKubeC
   }
 
   if (options.as !== undefined) checkImpersonation(options.as);
-  const users = options.as === undefined
-    ? merged.users
-    : merged.users.map((u) => u.name === context.user ? { ...u, impersonateUser: options.as } : u);
+  const users = merged.users.map((u) => {
+    if (u.name !== context.user) return u;
+    const chosen = readTokenFile(u);
+    return options.as === undefined ? chosen : { ...chosen, impersonateUser: options.as };
+  });
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromOptions({ ...merged, users, currentContext: context.name });
   if (options.requestTimeoutMs !== undefined) limitRequests(kubeConfig, options.requestTimeoutMs);
@@ -247,10 +250,59 @@ function readKubeconfig(path: string): ParsedKubeconfig {
   config.makePathsAbsolute(dirname(path));
   return {
     clusters: config.clusters,
-    users: config.users,
+    users: withTokenFiles(config.users, text, dirname(path)),
     contexts: config.contexts,
     currentContext: config.currentContext ?? "",
   };
+}
+
+/**
+ * kubectl's `tokenFile` (client-go reads it; client-node looks for
+ * `token-file` instead, so a user with only `tokenFile` would send no token):
+ * read here, relative to the kubeconfig's directory, trimmed as client-go
+ * trims it. `token` wins when both are set, as in client-go.
+ */
+function withTokenFiles(users: User[], text: string, dir: string): User[] {
+  let raw: unknown;
+  try {
+    raw = loadYaml(text);
+  } catch {
+    return users; // client-node parsed it; nothing more to find.
+  }
+  const listed = (raw as { users?: unknown })?.users;
+  if (!Array.isArray(listed)) return users;
+  const files = new Map<string, string>();
+  for (const entry of listed) {
+    const name = (entry as { name?: unknown })?.name;
+    const file = (entry as { user?: { tokenFile?: unknown } })?.user?.tokenFile;
+    if (typeof name === "string" && typeof file === "string" && file !== "") files.set(name, file);
+  }
+  if (files.size === 0) return users;
+  return users.map((u) => {
+    const file = files.get(u.name);
+    return file === undefined || u.token ? u : { ...u, [TOKEN_FILE]: resolve(dir, file) };
+  });
+}
+
+/** Where a user's `tokenFile` is, until the context that uses it is chosen. */
+const TOKEN_FILE = Symbol("tokenFile");
+
+/** The chosen user's `tokenFile` read (only that user's: another's missing file is no error). */
+function readTokenFile(user: User): User {
+  const path = (user as User & { [TOKEN_FILE]?: string })[TOKEN_FILE];
+  if (path === undefined) return user;
+  let token: string;
+  try {
+    const bytes = Deno.readFileSync(path);
+    if (bytes.length > 64 * 1024) throw new Error("larger than 64 KiB");
+    token = new TextDecoder().decode(bytes).trim();
+  } catch (cause) {
+    throw new KubeError(
+      `user "${user.name}"'s token file "${path}" cannot be read: ${errorText(cause)}`,
+      { hint: "Check the file (the kubeconfig's tokenFile), or log in again.", cause },
+    );
+  }
+  return { ...user, token };
 }
 
 /**

@@ -228,3 +228,47 @@ Deno.test("loadKubeConfig() reports a context whose cluster or user is missing",
     );
   });
 });
+
+Deno.test("loadKubeConfig() reads kubectl's tokenFile, relative to the kubeconfig, trimmed", async () => {
+  await inTempHome(async (dir) => {
+    await Deno.mkdir(`${dir}/kube`);
+    await Deno.writeTextFile(`${dir}/kube/token`, "file-token-123\n");
+    const yaml = `apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:6443
+users:
+- name: from-file
+  user:
+    tokenFile: token
+- name: both
+  user:
+    token: inline
+    tokenFile: token
+contexts:
+- name: a
+  context: {cluster: c, user: from-file}
+- name: b
+  context: {cluster: c, user: both}
+current-context: a
+`;
+    await Deno.writeTextFile(`${dir}/kube/config`, yaml);
+    const { resolveAccess } = await import("./client.ts");
+    const a = loadKubeConfig({ kubeconfig: `${dir}/kube/config` });
+    assertEquals(
+      (await resolveAccess(a.kubeConfig)).headers.Authorization,
+      "Bearer file-token-123",
+    );
+    const b = loadKubeConfig({ kubeconfig: `${dir}/kube/config`, context: "b" });
+    assertEquals((await resolveAccess(b.kubeConfig)).headers.Authorization, "Bearer inline");
+    await Deno.remove(`${dir}/kube/token`);
+    loadKubeConfig({ kubeconfig: `${dir}/kube/config`, context: "b" }); // Not its file: no error.
+    assertThrows(
+      () => loadKubeConfig({ kubeconfig: `${dir}/kube/config` }),
+      KubeError,
+      "token file",
+    );
+  });
+});
