@@ -67,6 +67,7 @@ function readmeCommands(readme: string): ReadmeCommand[] {
     text = text.replace(/^\$ /, "").replace(/^deno task sim exec -- /, "")
       .replace(/\s+#\s.*$/, "").trim();
     if (!text.startsWith("vif ")) continue; // Output lines start "vif:"; others are not vif's.
+    text = text.replace(/\s+(>|\||&&)\s.*$/, ""); // What the shell does with its output.
     // `[-o json|yaml]`: an optional part, shown with its first choice.
     text = text.replace(/\[([^\]|]+)(\|[^\]]*)?\]/g, "$1");
     out.push({ line: first, text, words: shellWords(text).slice(1) });
