@@ -25,6 +25,8 @@ import { registerDnsWatchdog } from "./dns_watchdog.ts";
 import { registerDoctor } from "./doctor.ts";
 import { registerQuit } from "./quit.ts";
 import { registerStatus } from "./status.ts";
+import { registerConnections } from "./connections.ts";
+import { registerCapture } from "./capture.ts";
 import { registerCompletion } from "./completion.ts";
 import { registerHelp } from "./help.ts";
 import { registerInstall } from "./install.ts";
@@ -38,6 +40,8 @@ import { registerVersion } from "./version.ts";
 export const COMMANDS: readonly RegisterCommand[] = [
   registerConnect,
   registerStatus,
+  registerConnections,
+  registerCapture,
   registerQuit,
   registerInstall,
   registerClientCert,

@@ -13,6 +13,7 @@ import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
 import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 import { asUserError } from "./errors.ts";
+import { fetchConnections, formatConnections } from "./connections.ts";
 
 /** The document when no daemon runs. */
 export function notRunning(): StatusDocument {
@@ -209,6 +210,7 @@ const EXAMPLES = `
 Examples:
   vif status
   vif status --output json | jq .connection.subnets.routed
+  vif status --connections           # and every open connection (vif connections)
 
 Exit codes: 0 connected, 1 not connected (or no daemon), 2 bad flags.
 The JSON document is described in docs/daemon.md (schema 1).`;
@@ -227,13 +229,31 @@ export function registerStatus(program: Command, context: CliContext): void {
       new Option("-o, --output <format>", "text or json").choices(["text", "json"]).default("text"),
     )
     .option("--state-dir <dir>", STATE_DIR_HELP)
+    .option("--connections", "also list the open connections and flows (as `vif connections`)")
     .addHelpText("after", EXAMPLES)
-    .action(async (options: { output: "text" | "json"; stateDir?: string }) => {
-      const status = await fetchStatus(stateDirOf(options.stateDir, context.io.env));
+    .action(async (
+      options: { output: "text" | "json"; stateDir?: string; connections?: boolean },
+    ) => {
+      const stateDir = stateDirOf(options.stateDir, context.io.env);
+      const status = await fetchStatus(stateDir);
+      // With --connections, JSON gains a "connections" member (the `connections` document).
+      let connections: Awaited<ReturnType<typeof fetchConnections>> | undefined;
+      if (options.connections && status.connected) {
+        const client = await daemonClient(stateDir);
+        try {
+          if (client) connections = await fetchConnections(client);
+        } finally {
+          client?.close();
+        }
+      }
       context.io.stdout(
         options.output === "json"
-          ? JSON.stringify(status, null, 2) + "\n"
-          : formatStatus(status).join("\n") + "\n",
+          ? JSON.stringify(connections ? { ...status, connections } : status, null, 2) + "\n"
+          : [
+            ...formatStatus(status),
+            ...(connections ? ["", ...formatConnections(connections)] : []),
+          ]
+            .join("\n") + "\n",
       );
       context.exitCode = status.connected ? 0 : 1;
     });

@@ -14,12 +14,20 @@
  *   exactly one `{"id": N, "result": ...}` or
  *   `{"id": N, "error": {"message": "...", "hint": "...", "code": "..."}}`.
  *   Requests on one connection are answered in order.
+ * - A streaming method ({@linkcode STREAMING_METHODS}: `capture`) answers
+ *   with `{"id": N, "event": {...}}` lines until it ends, then its result.
+ *   While it runs, the connection takes only `stop` (`{"id": M, "method":
+ *   "stop", "params": {"id": N}}`), answered at once; the stream then ends
+ *   and sends its result. Hanging up ends it too. Anything else is answered
+ *   `busy`.
  *
  * @module
  */
 
 import type { ApiAccess } from "../kube/api.ts";
 import type { InterceptParams, InterceptStatus } from "./intercepts.ts";
+import type { ConnectionsDocument } from "./flows.ts";
+import type { CaptureEnd } from "./capture.ts";
 
 /** The protocol's version, in `version`'s result; bumped on incompatible change. */
 export const PROTOCOL_VERSION = 1;
@@ -52,6 +60,46 @@ export interface ControlMethods {
   leave: { params: { id: string }; result: { ended: string[] } };
   /** The agents and intercepts the manager knows of. */
   agents: { params: { namespace: string }; result: AgentsResult };
+  /** Every TCP connection and UDP flow of the session, busiest first. */
+  connections: { params: { limit?: number }; result: ConnectionsDocument };
+  /** Streams the TUN's packets as pcap records ({@linkcode CaptureEvent} lines) until it ends. */
+  capture: { params: CaptureParams; result: CaptureResult };
+  /** Ends the stream running on this connection (`params.id`: its request's id). */
+  stop: { params: { id?: number }; result: { stopped: boolean } };
+}
+
+/** The methods that answer with event lines until they end. */
+export const STREAMING_METHODS: ReadonlySet<string> = new Set(["capture"]);
+
+/** What `capture` takes. */
+export interface CaptureParams {
+  /** Only packets from or to one of these addresses (IPv4 or IPv6 text; at most 16). */
+  hosts?: string[];
+  /** Only TCP and UDP packets from or to this port. */
+  port?: number;
+  /** The longest part of each packet kept (96 to 262144; default 65535). */
+  snaplen?: number;
+  /** End after this long, in ms (at most 7 days). */
+  durationMs?: number;
+  /** End after this many packets. */
+  count?: number;
+}
+
+/** An event line of `capture`. */
+export type CaptureEvent =
+  /** First: what the CLI writes in the pcap file header. */
+  | { type: "start"; snaplen: number; linktype: number }
+  /** A batch of pcap records, base64, and the packets dropped so far. */
+  | { type: "packets"; count: number; dropped: number; data: string };
+
+/** What `capture` answers when it ends. */
+export interface CaptureResult {
+  /** Packets sent as records. */
+  packets: number;
+  /** Packets the filter took but the capture had no room for (its reader was behind). */
+  dropped: number;
+  /** Why it ended. */
+  reason: CaptureEnd;
 }
 
 /** What `agents` answers. */
@@ -188,6 +236,7 @@ export interface ControlError {
 /** One line from the daemon. */
 export type ControlReply =
   | { id: number; progress: string }
+  | { id: number; event: unknown }
   | { id: number; result: unknown }
   | { id: number; error: ControlError };
 
@@ -370,11 +419,64 @@ export class ControlClient {
       const line = await this.#line();
       if (line === null) throw new Error("the daemon closed the control connection");
       const reply = JSON.parse(line) as ControlReply;
-      if (reply.id !== id) continue;
+      if (reply.id !== id || "event" in reply) continue;
       if ("progress" in reply) onProgress?.(reply.progress);
       else if ("error" in reply) throw new DaemonError(reply.error);
       else return reply.result as ControlMethods[M]["result"];
     }
+  }
+
+  /**
+   * Sends a streaming request and hands each event to `onEvent`, waiting for
+   * it before reading on (a slow consumer slows the daemon's sending, and the
+   * daemon drops rather than waits). When `signal` aborts, asks the daemon
+   * to stop; the stream's result still comes.
+   *
+   * @param method a streaming method
+   * @param params its parameters
+   * @param onEvent called with each event
+   * @param signal ends the stream
+   * @returns the result
+   * @throws {DaemonError} when the daemon answers with an error
+   * @throws {Error} when the daemon hangs up first, or an event is not an object
+   */
+  async stream<M extends ControlMethod>(
+    method: M,
+    params: ControlMethods[M]["params"],
+    onEvent: (event: Record<string, unknown>) => Promise<void> | void,
+    signal?: AbortSignal,
+  ): Promise<ControlMethods[M]["result"]> {
+    const id = this.#nextId++;
+    await this.#write(encodeLine({ id, method, params }));
+    const stop = () => {
+      this.#write(encodeLine({ id: this.#nextId++, method: "stop", params: { id } })).catch(
+        () => {},
+      );
+    };
+    if (signal?.aborted) stop();
+    else signal?.addEventListener("abort", stop, { once: true });
+    try {
+      for (;;) {
+        const line = await this.#line();
+        if (line === null) throw new Error("the daemon closed the control connection");
+        const reply = JSON.parse(line) as ControlReply;
+        if (reply.id !== id || "progress" in reply) continue;
+        if ("event" in reply) {
+          const event = reply.event;
+          if (typeof event !== "object" || event === null || Array.isArray(event)) {
+            throw new Error("the daemon sent an event that is not an object");
+          }
+          await onEvent(event as Record<string, unknown>);
+        } else if ("error" in reply) throw new DaemonError(reply.error);
+        else return reply.result as ControlMethods[M]["result"];
+      }
+    } finally {
+      signal?.removeEventListener("abort", stop);
+    }
+  }
+
+  async #write(bytes: Uint8Array): Promise<void> {
+    for (let off = 0; off < bytes.length;) off += await this.#conn.write(bytes.subarray(off));
   }
 
   async #line(): Promise<string | null> {

@@ -121,3 +121,59 @@ Deno.test("ControlClient.connect: no socket is NotFound, a dead daemon's socket 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ControlClient.stream: events reach the caller in order, abort sends stop, the result still comes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vif-control-" });
+  const server = await listenUnix(`${dir}/daemon.sock`);
+  const seen: string[] = [];
+  const serving = (async () => {
+    for await (const conn of server) {
+      const splitter = new LineSplitter();
+      const buf = new Uint8Array(4096);
+      let streamId = 0;
+      for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+        for (const line of splitter.push(buf.subarray(0, n))) {
+          const r = parseRequest(line);
+          if ("error" in r) continue;
+          seen.push(`${r.method} ${JSON.stringify(r.params)}`);
+          if (r.method === "capture") {
+            streamId = r.id;
+            await conn.write(encodeLine({ id: r.id, progress: "ignored" }));
+            await conn.write(encodeLine({ id: r.id, event: { type: "start", snaplen: 96 } }));
+            await conn.write(encodeLine({ id: r.id, event: { type: "packets", count: 2 } }));
+          } else if (r.method === "stop") {
+            await conn.write(encodeLine({ id: r.id, result: { stopped: true } }));
+            await conn.write(encodeLine({ id: streamId, event: { type: "packets", count: 1 } }));
+            await conn.write(
+              encodeLine({ id: streamId, result: { packets: 3, dropped: 0, reason: "stopped" } }),
+            );
+          }
+        }
+      }
+      conn.close();
+      return;
+    }
+  })();
+  const client = await ControlClient.connect(`${dir}/daemon.sock`);
+  try {
+    const stop = new AbortController();
+    const events: unknown[] = [];
+    const result = await client.stream("capture", { port: 80 }, async (event) => {
+      events.push(event);
+      await new Promise((r) => setTimeout(r, 1)); // a consumer that takes its time
+      if (event.count === 2) stop.abort();
+    }, stop.signal);
+    assertEquals(events, [
+      { type: "start", snaplen: 96 },
+      { type: "packets", count: 2 },
+      { type: "packets", count: 1 },
+    ]);
+    assertEquals(result, { packets: 3, dropped: 0, reason: "stopped" });
+    assertEquals(seen, ['capture {"port":80}', 'stop {"id":1}']);
+  } finally {
+    client.close();
+    await serving;
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -24,18 +24,27 @@ import { VERSION } from "../version.ts";
 import { listenUnix, type UnixServerConnection } from "../tun/mod.ts";
 import { ResolvConfConfigurator } from "./dns_config.ts";
 import {
+  type CaptureEvent,
+  type CaptureParams,
+  type CaptureResult,
   type ConnectParams,
   type ControlError,
   type ControlReply,
+  type ControlRequest,
   type DaemonVersion,
   encodeLine,
   LineSplitter,
   LOG_LEVELS,
   type LogLevel,
+  MAX_LINE,
   parseRequest,
   PROTOCOL_VERSION,
   SOCKET_NAME,
+  STREAMING_METHODS,
 } from "./control.ts";
+import { parseAddress } from "../net/address.ts";
+import { checkSnaplen, DEFAULT_SNAPLEN, LINKTYPE_RAW } from "../net/pcap.ts";
+import { MAX_CONNECTIONS } from "./flows.ts";
 import { Connection, type ConnectionStatus, PORT_FORWARD_SOCKET } from "./connection.ts";
 import { credentialsHelper } from "./credentials.ts";
 import { LogFile } from "./log_file.ts";
@@ -339,10 +348,58 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     return connection;
   };
 
+  const capture = async (
+    p: CaptureParams & { snaplen: number },
+    event: (e: CaptureEvent) => Promise<void>,
+    signal: AbortSignal | undefined,
+  ): Promise<CaptureResult> => {
+    const c = connected().session.capture({
+      snaplen: p.snaplen,
+      ...(p.hosts?.length ? { hosts: p.hosts.map((h) => parseAddress(h)!) } : {}),
+      ...(p.port !== undefined ? { port: p.port } : {}),
+      ...(p.count !== undefined ? { count: p.count } : {}),
+    });
+    const stop = () => c.stop("stopped");
+    signal?.addEventListener("abort", stop);
+    const timer = p.durationMs ? setTimeout(() => c.stop("duration"), p.durationMs) : undefined;
+    const filter = [
+      ...(p.hosts?.length ? [`host ${p.hosts.join(" or ")}`] : []),
+      ...(p.port !== undefined ? [`port ${p.port}`] : []),
+    ].join(" and ") || "everything";
+    log("info", `capture: started (${filter}, snap length ${p.snaplen})`);
+    try {
+      await event({ type: "start", snaplen: p.snaplen, linktype: LINKTYPE_RAW });
+      for (;;) {
+        const batch = await c.next(CAPTURE_BATCH_BYTES);
+        if (batch === null) break;
+        await event({
+          type: "packets",
+          count: batch.count,
+          dropped: c.counts.dropped,
+          data: batch.records.toBase64(),
+        });
+      }
+    } catch (error) {
+      c.stop("failed");
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", stop);
+      c.stop("stopped");
+      log(
+        "info",
+        `capture: ended (${c.ended}): ${c.counts.delivered} packets sent, ${c.counts.dropped} dropped`,
+      );
+    }
+    return { packets: c.counts.delivered, dropped: c.counts.dropped, reason: c.ended ?? "stopped" };
+  };
+
   const handle = async (
     method: string,
     params: unknown,
     progress: (line: string) => void,
+    event: (e: CaptureEvent) => Promise<void>,
+    signal?: AbortSignal,
   ): Promise<unknown> => {
     switch (method) {
       case "version":
@@ -422,6 +479,22 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
           })),
         };
       }
+      case "connections": {
+        const limit = (params as { limit?: unknown })?.limit;
+        if (
+          limit !== undefined &&
+          !(typeof limit === "number" && Number.isInteger(limit) && limit >= 1 &&
+            limit <= MAX_CONNECTIONS)
+        ) {
+          throw Object.assign(new Error(`the limit must be 1 to ${MAX_CONNECTIONS}`), {
+            hint: "Ask for fewer connections.",
+            code: "bad-request",
+          });
+        }
+        return connected().session.connections(limit as number | undefined);
+      }
+      case "capture":
+        return await capture(checkCaptureParams(params), event, signal);
       default:
         throw Object.assign(new Error(`unknown method "${method}"`), {
           hint: "See docs/daemon.md for the methods.",
@@ -431,7 +504,15 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   };
 
   const serveOne = async (conn: UnixServerConnection) => {
-    const send = (reply: ControlReply) => conn.write(encodeLine(reply)).catch(() => {});
+    // One write at a time: a long line (a capture's batch) is written in
+    // several pieces, and another line must not land between them.
+    let writing: Promise<void> = Promise.resolve();
+    const write = (reply: ControlReply): Promise<void> => {
+      const done = writing.then(() => conn.write(encodeLine(reply)));
+      writing = done.catch(() => {});
+      return done;
+    };
+    const send = (reply: ControlReply) => write(reply).catch(() => {});
     if (conn.peer.uid !== 0 && conn.peer.uid !== owner.uid) {
       log(
         "warn",
@@ -448,6 +529,33 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       conn.close();
       return;
     }
+    const answer = async (request: ControlRequest, signal?: AbortSignal) => {
+      try {
+        const result = await handle(
+          request.method,
+          request.params,
+          (progress) => void send({ id: request.id, progress }),
+          (event) => write({ id: request.id, event }),
+          signal,
+        );
+        await send({ id: request.id, result });
+      } catch (error) {
+        const code = (error as { code?: unknown })?.code;
+        await send({
+          id: request.id,
+          error: errorOf(
+            error,
+            typeof code === "string"
+              ? code
+              : request.method === "connect"
+              ? "connect-failed"
+              : "failed",
+          ),
+        });
+      }
+    };
+    // A streaming request runs while the connection is read on, for its `stop`.
+    let stream: { id: number; stop: AbortController; done: Promise<void> } | null = null;
     const splitter = new LineSplitter();
     const buf = new Uint8Array(64 * 1024);
     try {
@@ -461,32 +569,44 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
             continue;
           }
           log("debug", `control: ${request.method} from uid ${conn.peer.uid} pid ${conn.peer.pid}`);
-          try {
-            const result = await handle(
-              request.method,
-              request.params,
-              (progress) => void send({ id: request.id, progress }),
-            );
-            await send({ id: request.id, result });
-          } catch (error) {
-            const code = (error as { code?: unknown })?.code;
+          if (request.method === "stop") {
+            const target = (request.params as { id?: unknown })?.id;
+            const running = stream;
+            const stopping = running !== null && (target === undefined || target === running.id);
+            if (stopping) running.stop.abort();
+            await send({ id: request.id, result: { stopped: stopping } });
+            continue;
+          }
+          if (stream !== null) {
             await send({
               id: request.id,
-              error: errorOf(
-                error,
-                typeof code === "string"
-                  ? code
-                  : request.method === "connect"
-                  ? "connect-failed"
-                  : "failed",
-              ),
+              error: {
+                message: `request ${stream.id} streams on this connection`,
+                hint: 'Send {"method": "stop"} first, or use another connection.',
+                code: "busy",
+              },
             });
+            continue;
           }
+          if (STREAMING_METHODS.has(request.method)) {
+            const stop = new AbortController();
+            const running = { id: request.id, stop, done: Promise.resolve() };
+            running.done = answer(request, stop.signal).finally(() => {
+              if (stream === running) stream = null;
+            });
+            stream = running;
+            continue;
+          }
+          await answer(request);
         }
       }
     } catch (error) {
       log("debug", `control: connection ended: ${(error as Error).message}`);
     } finally {
+      // The client hung up: its stream ends with it.
+      const running = stream as { stop: AbortController; done: Promise<void> } | null;
+      running?.stop.abort();
+      await running?.done;
       conn.close();
     }
   };
@@ -560,4 +680,54 @@ function checkInterceptParams(params: unknown): InterceptParams {
     ...(typeof p.mountPoint === "string" ? { mountPoint: p.mountPoint } : {}),
     ...(timeoutMs ? { timeoutMs } : {}),
   };
+}
+
+/** The most bytes of pcap records in one event line: their base64 and the line's frame fit in {@linkcode MAX_LINE}. */
+const CAPTURE_BATCH_BYTES = Math.floor((MAX_LINE - 4096) / 4) * 3;
+
+/** The longest capture asked for: a week. */
+const MAX_CAPTURE_MS = 7 * 24 * 3600 * 1000;
+
+/** Checks `capture`'s parameters: they come from a client of the control socket. */
+function checkCaptureParams(params: unknown): CaptureParams & { snaplen: number } {
+  const p = (params ?? {}) as Record<string, unknown>;
+  const bad = (what: string) =>
+    Object.assign(new Error(`capture: ${what}`), {
+      hint: "Run `vif capture --help` for the options.",
+      code: "bad-request",
+    });
+  const whole = (v: unknown, min: number, max: number) =>
+    typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
+  const out: CaptureParams & { snaplen: number } = { snaplen: DEFAULT_SNAPLEN };
+  if (p.hosts !== undefined) {
+    if (!Array.isArray(p.hosts) || p.hosts.length > 16) {
+      throw bad("hosts must be at most 16 addresses");
+    }
+    for (const h of p.hosts) {
+      if (typeof h !== "string" || parseAddress(h) === undefined) {
+        throw bad(`${JSON.stringify(h).slice(0, 60)} is not an IP address`);
+      }
+    }
+    out.hosts = p.hosts as string[];
+  }
+  if (p.port !== undefined) {
+    if (!whole(p.port, 1, 65535)) throw bad("the port must be 1 to 65535");
+    out.port = p.port as number;
+  }
+  if (p.snaplen !== undefined) {
+    try {
+      out.snaplen = checkSnaplen(p.snaplen as number);
+    } catch (error) {
+      throw bad((error as Error).message);
+    }
+  }
+  if (p.durationMs !== undefined) {
+    if (!whole(p.durationMs, 1, MAX_CAPTURE_MS)) throw bad("the duration must be 1 ms to 7 days");
+    out.durationMs = p.durationMs as number;
+  }
+  if (p.count !== undefined) {
+    if (!whole(p.count, 1, 1e9)) throw bad("the count must be 1 to 1000000000");
+    out.count = p.count as number;
+  }
+  return out;
 }

@@ -93,6 +93,26 @@ Deno.test({
       const [first, second] = text.trim().split("\n").map((l) => JSON.parse(l));
       assertEquals([first.id, first.error.code], [0, "bad-request"]);
       assertEquals(second, { id: 4, result: { files: [`${dir}/daemon.log`] } });
+      // connections and capture need a connection; capture checks its parameters first.
+      for (const method of ["connections", "capture"] as const) {
+        const e = await assertRejects(() => client.request(method, {}), DaemonError);
+        assertEquals((e as DaemonError).code, "not-connected", method);
+      }
+      for (
+        const params of [{ port: 0 }, { hosts: ["web.default"] }, { snaplen: 10 }, {
+          durationMs: -1,
+        }]
+      ) {
+        const e = await assertRejects(() => client.request("capture", params), DaemonError);
+        assertEquals((e as DaemonError).code, "bad-request", JSON.stringify(params));
+      }
+      const tooMany = await assertRejects(
+        () => client.request("connections", { limit: 10_001 }),
+        DaemonError,
+      );
+      assertEquals((tooMany as DaemonError).code, "bad-request");
+      // stop with no stream running stops nothing.
+      assertEquals(await client.request("stop", {}), { stopped: false });
       assertEquals(await client.request("quit", {}), { wasConnected: false });
     } finally {
       client.close();

@@ -19,12 +19,16 @@
  * time-out). A bare 12-byte header is answered FORMERR by the server itself:
  * it is the DNS watchdog's liveness probe (`dns_watchdog.ts`).
  *
+ * Every answer sent is shown to the server's {@linkcode DnsNames}, which
+ * remembers what name each address was asked as (`vif connections`).
+ *
  * @module
  */
 
 import dgram from "node:dgram";
 import { addressEquals, parseAddress } from "../net/address.ts";
 import { decodeDnsMessage, type DnsInterceptor, type DnsResolve } from "../net/dns.ts";
+import { DnsNames } from "./dns_names.ts";
 
 /** Log sink; lines start with `dns: `. */
 export type DnsLog = (level: "debug" | "info" | "warn", message: string) => void;
@@ -35,8 +39,8 @@ export interface DnsServerOptions {
   address: string;
   /** The port for UDP and TCP (default 53; 0 picks one free for both). */
   port?: number;
-  /** Who answers. */
-  interceptor: Pick<DnsInterceptor, "handle">;
+  /** Who answers; its `route`, when it has one, shortens the names {@linkcode DnsServer.names} shows. */
+  interceptor: Pick<DnsInterceptor, "handle"> & Partial<Pick<DnsInterceptor, "route">>;
   /** Log sink. */
   log?: DnsLog;
   /** A TCP connection with no query for this long is closed (default 10 s; RFC 7766 6.2.3). */
@@ -71,6 +75,8 @@ export interface DnsServer {
   readonly port: number;
   /** Counters, live. */
   readonly stats: Readonly<DnsServerStats>;
+  /** The names the addresses in the answers sent were asked as. */
+  readonly names: DnsNames;
   /** Stops serving: closes the sockets and every TCP connection; idempotent. */
   close(): Promise<void>;
 }
@@ -98,6 +104,8 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
   const maxInFlight = Math.max(1, options.udpMaxInFlight ?? 1024);
   const stats: DnsServerStats = { udpInFlight: 0, udpRefused: 0, probes: 0 };
   const wanted = options.port ?? 53;
+  const route = interceptor.route?.bind(interceptor);
+  const names = new DnsNames(route ? { route } : {});
 
   // Port 0: take a free TCP port, then the same UDP port; retry if UDP's is taken.
   let listener: Deno.TcpListener | undefined;
@@ -169,7 +177,10 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
       }
       stats.udpInFlight++;
       interceptor.handle(query.slice(), { transport: "udp" }).then(
-        (reply) => send(reply, from),
+        (reply) => {
+          names.record(reply);
+          send(reply, from);
+        },
         (error) => log("debug", `dns: udp query failed: ${message(error)}`),
       ).finally(() => {
         stats.udpInFlight--;
@@ -203,7 +214,7 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
       }
       connections.add(conn);
       track(
-        serveTcp(conn, interceptor, { idleMs, maxPending, log }).finally(() => {
+        serveTcp(conn, interceptor, { idleMs, maxPending, log, names }).finally(() => {
           connections.delete(conn);
         }),
       );
@@ -215,6 +226,7 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
     address,
     port,
     stats,
+    names,
     async close() {
       if (closed) return;
       closed = true;
@@ -237,7 +249,7 @@ export function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
 async function serveTcp(
   conn: Deno.TcpConn,
   interceptor: Pick<DnsInterceptor, "handle">,
-  options: { idleMs: number; maxPending: number; log: DnsLog },
+  options: { idleMs: number; maxPending: number; log: DnsLog; names: DnsNames },
 ): Promise<void> {
   const pending = new Set<Promise<void>>();
   let writing = Promise.resolve();
@@ -257,6 +269,7 @@ async function serveTcp(
   const answer = (query: Uint8Array) => {
     const task = interceptor.handle(query, { transport: "tcp" }).then((reply) => {
       if (reply.length === 0) return;
+      options.names.record(reply);
       const framed = new Uint8Array(2 + reply.length);
       framed[0] = reply.length >>> 8;
       framed[1] = reply.length;

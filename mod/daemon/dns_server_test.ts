@@ -194,6 +194,16 @@ Deno.test("startDnsServer() answers dig over UDP with cluster names as a pod wou
   });
 });
 
+Deno.test("startDnsServer() remembers the names its answers gave each address, over UDP and TCP", async () => {
+  const { dns } = newInterceptor();
+  await withServer(dns, async (server) => {
+    const web = await dig(server.port, ["web", "A"]);
+    const api = await dig(server.port, ["+tcp", "api.other"]);
+    assertEquals(server.names.lookup(web.answers[0]![4]!), "web.default");
+    assertEquals(server.names.lookup(api.answers[0]![4]!), "api.other");
+  });
+});
+
 Deno.test("startDnsServer() answers over TCP, several queries per connection", async () => {
   const { dns, cluster } = newInterceptor();
   await withServer(dns, async ({ port }) => {

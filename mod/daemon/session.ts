@@ -25,6 +25,14 @@ import { type Stack, startStack } from "./stack.ts";
 import { listRoutes } from "../tun/mod.ts";
 import { describeRoute, planSubnets, type SubnetSource } from "./subnets.ts";
 import { checkClusterInfo } from "./cluster_info.ts";
+import { type Capture, CaptureHub, type CaptureOptions } from "./capture.ts";
+import { sessionDns } from "./dns_setup.ts";
+import {
+  type ConnectionsDocument,
+  connectionsDocument,
+  InterceptFlows,
+  routerEntry,
+} from "./flows.ts";
 
 /** How long a cluster DNS query may take through the manager. */
 const DNS_TIMEOUT_MS = 8000;
@@ -238,6 +246,11 @@ export class Session {
   /** Cluster info that came while an earlier one was being applied: only the newest counts. */
   #nextInfo: ClusterInfo | null = null;
   #applying = false;
+  /** The intercepts' connections, for `vif connections`. */
+  #interceptFlows = new InterceptFlows();
+  #flowSampler: ReturnType<typeof setInterval> | undefined;
+  /** The running `vif capture`s; made with the stack. */
+  #captures: CaptureHub | null = null;
 
   private constructor(options: SessionOptions) {
     this.options = options;
@@ -252,7 +265,7 @@ export class Session {
       sessionId: () => this.#sessionId,
       log: this.#log,
       onNoSession: () => this.#rearrive(),
-      accept: (open) => this.intercepts.accept(open),
+      accept: async (open) => this.#interceptFlows.track(open, await this.intercepts.accept(open)),
       keepOpen: () => this.intercepts.active,
     });
     this.dialer = this.#mux;
@@ -326,6 +339,38 @@ export class Session {
   /** When the manager last answered (Arrive or a heartbeat), in ms since the epoch. */
   get lastHeard(): number {
     return this.#lastHeard;
+  }
+
+  /**
+   * Every TCP connection and UDP flow of the session now: the router's,
+   * named from the DNS answers, and the intercepts'.
+   *
+   * @param limit the most entries (default and most: `MAX_CONNECTIONS`)
+   * @returns the document `vif connections` shows, bounded to one control line
+   */
+  connections(limit?: number): ConnectionsDocument {
+    const now = Date.now();
+    const names = sessionDns(this)?.server.names;
+    const entries = (this.#stack?.router.flows(now) ?? []).map((f) =>
+      routerEntry(f, names?.lookup(f.destination.address), now)
+    );
+    entries.push(...this.#interceptFlows.entries(now));
+    return connectionsDocument(entries, { at: new Date(now), ...(limit ? { limit } : {}) });
+  }
+
+  /**
+   * Starts a packet capture on the session's TUN.
+   *
+   * @param options filter, snap length, count and limits
+   * @returns the capture; stop it when done
+   * @throws {CaptureBusyError} when the most captures run already
+   * @throws {Error} when the TUN is not up
+   */
+  capture(options: CaptureOptions): Capture {
+    if (this.#captures === null || this.#closing) {
+      throw new Error("Cannot capture: the TUN is not up");
+    }
+    return this.#captures.start(options);
   }
 
   /** Registers work to undo on close, run newest first. */
@@ -436,12 +481,14 @@ export class Session {
       log,
       ...(this.options.extraAddresses ? { extraAddresses: this.options.extraAddresses } : {}),
     });
+    this.#captures = new CaptureHub(this.#stack.router);
     this.options.onStep?.("routing the cluster's subnets");
     await this.#applyRoutes(info, true);
     this.options.onStep?.("setting up DNS");
     await this.options.onClusterInfo?.(info, this);
     const every = arrive.heartbeatIntervalMs || 5000;
     this.#heartbeat = setInterval(() => this.#remain(), every);
+    this.#flowSampler = setInterval(() => this.#interceptFlows.sample(), 1000);
     this.#watchInfo();
     log(
       "info",
@@ -665,6 +712,8 @@ export class Session {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#heartbeat);
+      clearInterval(this.#flowSampler);
+      this.#captures?.stopAll("disconnected");
       this.#watch?.cancel();
       await this.intercepts.leaveAll("vif is disconnecting").catch((e) =>
         this.#log("warn", `session: ending the intercepts failed: ${e}`)

@@ -22,6 +22,7 @@ import { addressEquals, Cidr, formatAddress } from "./address.ts";
 import { adjustChecksum, checksumDelta } from "./checksum.ts";
 import type { ByteStream, DatagramFlow, Dialer, DialFailure, Endpoint, Socket } from "./dialer.ts";
 import { Icmp4, Icmp6 } from "./icmp.ts";
+import { FlowMeter } from "./flow_meter.ts";
 import { IPV4 } from "./ipv4.ts";
 import { NatPorts } from "./nat_ports.ts";
 import { decodePacket, newPacket, type Packet } from "./packet.ts";
@@ -97,6 +98,53 @@ export interface RouterOptions {
   batch?: number;
 }
 
+/**
+ * The state of a flow as the app sees it: for TCP the handshake's and the
+ * closing's steps (`SYN_SENT` while the destination is dialed,
+ * `SYN_RECEIVED` while the kernel's listener finishes the handshake,
+ * `FIN_WAIT` once the app has sent its FIN, `CLOSE_WAIT` once the cluster
+ * side has, `CLOSED` for an entry that lingers for late segments); for UDP
+ * `DIALING` or `OPEN`.
+ */
+export type FlowState =
+  | "SYN_SENT"
+  | "SYN_RECEIVED"
+  | "ESTABLISHED"
+  | "FIN_WAIT"
+  | "CLOSE_WAIT"
+  | "CLOSED"
+  | "DIALING"
+  | "OPEN";
+
+/** One TCP connection or UDP flow of the router, at one moment (see {@linkcode Router.flows}). */
+export interface RouterFlow {
+  /** The transport. */
+  protocol: "tcp" | "udp";
+  /** The app's address and port. */
+  source: Endpoint;
+  /** Where the app is going. */
+  destination: Endpoint;
+  /** Where the connection or flow is in its life. */
+  state: FlowState;
+  /** When the app's first packet came, on the router's clock (ms). */
+  openedAt: number;
+  /** Payload bytes from the app (TCP segments retransmitted count again). */
+  bytesSent: number;
+  /** Payload bytes to the app. */
+  bytesReceived: number;
+  /** Bytes per second from the app over the last one to two seconds. */
+  rateSent: number;
+  /** Bytes per second to the app over the last one to two seconds. */
+  rateReceived: number;
+}
+
+/**
+ * Sees packets the TUN carries (see {@linkcode Router.tap}): the packet is
+ * lent for the call only (its buffer is rewritten or reused after it
+ * returns), so a tap that keeps it copies it.
+ */
+export type PacketTap = (packet: Uint8Array) => void;
+
 /** The router's counters. */
 export interface RouterStats {
   packetsIn: number;
@@ -158,6 +206,8 @@ interface TcpEntry {
   finFwd: boolean;
   finRev: boolean;
   since: number;
+  /** Payload bytes each way and the rate window. */
+  meter: FlowMeter;
   /** Next entry with the same app-side key. */
   next: TcpEntry | null;
 }
@@ -171,10 +221,26 @@ interface UdpEntry {
   pending: Uint8Array[] | null;
   lastSeen: number;
   closed: boolean;
+  /** Payload bytes each way and the rate window. */
+  meter: FlowMeter;
   next: UdpEntry | null;
 }
 
 const NO_PORTS: [number, number] = [1024, 65535];
+
+/** A TCP entry's state as the app sees it. */
+function tcpState(e: TcpEntry): FlowState {
+  switch (e.state) {
+    case "dialing":
+      return "SYN_SENT";
+    case "open":
+      return "SYN_RECEIVED";
+    case "closed":
+      return "CLOSED";
+    default:
+      return e.finFwd ? "FIN_WAIT" : e.finRev ? "CLOSE_WAIT" : "ESTABLISHED";
+  }
+}
 
 /** A TCP or UDP flow as the app sees it, chained with others of the same port pair. */
 interface Flow<T> {
@@ -269,6 +335,7 @@ export class Router {
   #out: Uint8Array;
   #running = false;
   #closed = false;
+  #tap: PacketTap | null = null;
   readonly stats: RouterStats = {
     packetsIn: 0,
     packetsOut: 0,
@@ -310,6 +377,20 @@ export class Router {
     this.#v4 = options.ipv4 ? this.#family(4, options.ipv4) : null;
     this.#v6 = options.ipv6 ? this.#family(6, options.ipv6) : null;
     this.#out = new Uint8Array(Math.max(this.#dev.mtu, 1280) + 64);
+  }
+
+  /**
+   * What sees every packet the TUN carries, as the app sees it: packets read
+   * from the TUN before they are rewritten, and packets written to it after;
+   * the NAT's own leg between the fake peers and the kernel's listener is
+   * left out. `null` (the default) costs one comparison per packet.
+   */
+  get tap(): PacketTap | null {
+    return this.#tap;
+  }
+
+  set tap(tap: PacketTap | null) {
+    this.#tap = tap;
   }
 
   #family(version: 4 | 6, a: FamilyAddresses): Family {
@@ -380,10 +461,12 @@ export class Router {
     this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + 1;
   }
 
-  #write(packet: Uint8Array): void {
+  /** Writes a packet; `internal` for the NAT's leg toward the kernel's listener (not tapped). */
+  #write(packet: Uint8Array, internal = false): void {
     if (this.#dev.writeSync(packet)) {
       this.stats.packetsOut++;
       this.stats.bytesOut += packet.length;
+      if (this.#tap !== null && !internal) this.#tap(packet);
     }
   }
 
@@ -398,7 +481,9 @@ export class Router {
     const p = this.#pkt;
     this.stats.packetsIn++;
     this.stats.bytesIn += length;
-    switch (decodePacket(buf, length, p)) {
+    const kind = decodePacket(buf, length, p);
+    if (this.#tap !== null && !this.#fromListener(buf, p)) this.#tap(buf.subarray(0, length));
+    switch (kind) {
       case "tcp":
         return this.#handleTcp(buf, p);
       case "udp":
@@ -408,6 +493,14 @@ export class Router {
       default:
         return this.#drop(p.reason);
     }
+  }
+
+  /** Whether a decoded packet comes from the kernel's listener: the NAT's own leg. */
+  #fromListener(buf: Uint8Array, p: Packet): boolean {
+    if (p.kind !== "tcp") return false;
+    const fam = p.version === 4 ? this.#v4 : this.#v6;
+    return fam !== null && p.srcPort === fam.listenPort &&
+      addressEquals(buf, p.srcOffset, fam.listen, 0, p.addressLength);
   }
 
   // --- TCP -----------------------------------------------------------------
@@ -444,6 +537,7 @@ export class Router {
       return this.#write(this.#out.subarray(0, buildTcpReset(buf, p, this.#out)));
     }
     if (e.state === "dialing") return this.#drop("tcp syn held while dialing");
+    e.meter.sent += p.payloadLength;
     // Translate app → kernel listener.
     if (flags & TcpFlags.RST) this.#closed_(e);
     else if (flags & TcpFlags.FIN) {
@@ -460,12 +554,13 @@ export class Router {
       e.fwdIpDelta,
       e.fwdL4Delta,
     );
-    this.#write(buf.subarray(0, p.length));
+    this.#write(buf.subarray(0, p.length), true);
   }
 
   #reverse(buf: Uint8Array, p: Packet, peer: Peer): void {
     const e = this.#nat.get(natKey(peer.index, p.dstPort));
     if (!e) return this.#drop("tcp to unknown nat port");
+    e.meter.received += p.payloadLength;
     const flags = p.tcpFlags;
     if (flags & TcpFlags.RST) this.#closed_(e);
     else if (flags & TcpFlags.FIN) {
@@ -545,6 +640,7 @@ export class Router {
       finFwd: false,
       finRev: false,
       since: this.#now(),
+      meter: new FlowMeter(this.#now()),
       next: this.#tcp.get(key) ?? null,
     };
     this.#computeDeltas(e);
@@ -628,7 +724,7 @@ export class Router {
       e.fwdIpDelta,
       e.fwdL4Delta,
     );
-    this.#write(syn);
+    this.#write(syn, true);
   }
 
   /**
@@ -740,6 +836,7 @@ export class Router {
     const now = this.#now();
     if (u) {
       u.lastSeen = now;
+      u.meter.sent += payload.length;
       if (u.flow) u.flow.send(payload.slice());
       else if (u.pending && u.pending.length < this.#udpPendingLimit) {
         u.pending.push(payload.slice());
@@ -756,8 +853,10 @@ export class Router {
       pending: [payload.slice()],
       lastSeen: now,
       closed: false,
+      meter: new FlowMeter(now),
       next: this.#udp.get(key) ?? null,
     };
+    entry.meter.sent = payload.length;
     this.#udp.set(key, entry);
     this.stats.udpFlows++;
     this.stats.udpFlowsTotal++;
@@ -795,6 +894,7 @@ export class Router {
   #deliverUdp(u: UdpEntry, data: Uint8Array): void {
     if (u.closed) return;
     u.lastSeen = this.#now();
+    u.meter.received += data.length;
     let n: number;
     try {
       n = buildUdp(u.dst, u.dstPort, u.app, u.appPort, data, this.#out);
@@ -862,6 +962,43 @@ export class Router {
   // --- Housekeeping --------------------------------------------------------
 
   /**
+   * Every TCP connection (closed ones still lingering included) and UDP flow
+   * the router holds now, with their byte counts and rates. Allocates one
+   * object per flow: for `vif connections`, not for the data path.
+   *
+   * @param now the clock (default the router's)
+   * @returns the flows, in no particular order
+   */
+  flows(now: number = this.#now()): RouterFlow[] {
+    const out: RouterFlow[] = [];
+    const add = (
+      protocol: "tcp" | "udp",
+      f: { app: Uint8Array; appPort: number; dst: Uint8Array; dstPort: number; meter: FlowMeter },
+      state: FlowState,
+    ) => {
+      const rates = f.meter.rates(now);
+      out.push({
+        protocol,
+        source: { address: formatAddress(f.app), port: f.appPort },
+        destination: { address: formatAddress(f.dst), port: f.dstPort },
+        state,
+        openedAt: f.meter.openedAt,
+        bytesSent: f.meter.sent,
+        bytesReceived: f.meter.received,
+        rateSent: rates.sent,
+        rateReceived: rates.received,
+      });
+    };
+    for (const e of this.#natEntries()) add("tcp", e, tcpState(e));
+    for (const head of this.#udp.values()) {
+      for (let u: UdpEntry | null = head; u; u = u.next) {
+        if (!u.closed) add("udp", u, u.flow ? "OPEN" : "DIALING");
+      }
+    }
+    return out;
+  }
+
+  /**
    * Expires what has outlived its time: dials the dialer never answered, NAT
    * entries the kernel never accepted, closed connections past their linger,
    * connections whose socket ended unseen, and idle UDP flows. Call it about
@@ -873,6 +1010,7 @@ export class Router {
   sweep(now: number = this.#now()): number {
     let removed = 0;
     for (const e of this.#natEntries()) {
+      e.meter.sample(now);
       const age = now - e.since;
       let expire = false;
       if (e.state === "dialing" && age > this.#dialTimeout) {
@@ -892,6 +1030,7 @@ export class Router {
     }
     for (const head of [...this.#udp.values()]) {
       for (let u: UdpEntry | null = head; u; u = u.next) {
+        u.meter.sample(now);
         if (now - u.lastSeen > this.#udpIdle) {
           this.#removeUdp(u);
           removed++;

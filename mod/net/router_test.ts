@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../../tests/_assert.ts";
-import { parseAddress } from "./address.ts";
+import { formatAddress, parseAddress } from "./address.ts";
 import { checksum, pseudoHeaderSum } from "./checksum.ts";
 import type {
   ByteStream,
@@ -585,4 +585,121 @@ Deno.test("Router.run() drains the device and ends when it closes", async () => 
   router.close();
   device.close();
   await done;
+});
+
+Deno.test("Router.flows() lists each connection and flow with its state, bytes and rate", async () => {
+  const { device, dialer, router, tick: advance, now } = setup();
+  const syn = tcp({ src: APP, dst: DST, sport: 47000, dport: 80, flags: TcpFlags.SYN });
+  router.handlePacket(syn, syn.length);
+  const udp = new Uint8Array(100);
+  const n = buildUdp(parseAddress(APP)!, 5400, parseAddress(DST)!, 53, new Uint8Array(30), udp);
+  router.handlePacket(udp.slice(0, n), n);
+  const states = () => router.flows().map((f) => `${f.protocol} ${f.state}`).sort();
+  assertEquals(states(), ["tcp SYN_SENT", "udp DIALING"]);
+
+  dialer.tcp[0]!.resolve({ ok: true, value: nullStream() });
+  dialer.udp[0]!.resolve({ ok: true, value: { send() {}, close() {} } });
+  await tick();
+  const natPort = device.take().srcPort;
+  assertEquals(states(), ["tcp SYN_RECEIVED", "udp OPEN"]);
+  // A socket that stays open, so that the connection is not swept as ended.
+  const held = new TransformStream<Uint8Array, Uint8Array>();
+  router.acceptTcp("240.0.0.16", natPort, {
+    readable: held.readable,
+    writable: new WritableStream(),
+  });
+  assertEquals(states(), ["tcp ESTABLISHED", "udp OPEN"]);
+
+  advance(500);
+  const request = tcp({
+    src: APP,
+    dst: DST,
+    sport: 47000,
+    dport: 80,
+    flags: TcpFlags.ACK,
+    payload: new Uint8Array(100),
+  });
+  router.handlePacket(request, request.length);
+  const answer = tcp({
+    src: LISTEN,
+    dst: "240.0.0.16",
+    sport: LPORT,
+    dport: natPort,
+    flags: TcpFlags.ACK,
+    payload: new Uint8Array(1000),
+  });
+  router.handlePacket(answer, answer.length);
+  dialer.udp[0]!.deliver(new Uint8Array(70));
+  const [t] = router.flows().filter((f) => f.protocol === "tcp");
+  assertEquals(t, {
+    protocol: "tcp",
+    source: { address: APP, port: 47000 },
+    destination: { address: DST, port: 80 },
+    state: "ESTABLISHED",
+    openedAt: now() - 500,
+    bytesSent: 100,
+    bytesReceived: 1000,
+    rateSent: 200,
+    rateReceived: 2000,
+  });
+  const [u] = router.flows().filter((f) => f.protocol === "udp");
+  assertEquals([u!.bytesSent, u!.bytesReceived, u!.destination.port], [30, 70, 53]);
+
+  // A second later, after a sweep's sample, an idle connection's rate falls.
+  advance(1000);
+  router.sweep();
+  advance(1000);
+  router.sweep();
+  const idle = router.flows().find((f) => f.protocol === "tcp")!;
+  assertEquals([idle.bytesReceived, idle.rateReceived], [1000, 0]);
+
+  const fin = (src: string, dst: string, sport: number, dport: number) =>
+    tcp({ src, dst, sport, dport, flags: TcpFlags.FIN | TcpFlags.ACK });
+  const appFin = fin(APP, DST, 47000, 80);
+  router.handlePacket(appFin, appFin.length);
+  assertEquals(router.flows().find((f) => f.protocol === "tcp")!.state, "FIN_WAIT");
+  const kernelFin = fin(LISTEN, "240.0.0.16", LPORT, natPort);
+  router.handlePacket(kernelFin, kernelFin.length);
+  assertEquals(router.flows().find((f) => f.protocol === "tcp")!.state, "CLOSED");
+});
+
+Deno.test("Router.tap sees what the app sees, both ways, and not the NAT's own leg", async () => {
+  const { device, dialer, router } = setup();
+  const seen: string[] = [];
+  router.tap = (packet) => {
+    const p = newPacket();
+    decodePacket(packet, packet.length, p);
+    const at = (o: number) => formatAddress(packet, o, p.addressLength);
+    seen.push(
+      p.kind === "unknown"
+        ? p.kind
+        : `${p.kind} ${at(p.srcOffset)}:${p.srcPort} > ${at(p.dstOffset)}:${p.dstPort}`,
+    );
+  };
+  const syn = tcp({ src: APP, dst: DST, sport: 47100, dport: 80, flags: TcpFlags.SYN });
+  router.handlePacket(syn, syn.length);
+  dialer.tcp[0]!.resolve({ ok: true, value: nullStream() });
+  await tick();
+  const natPort = device.take().srcPort;
+  const synAck = tcp({
+    src: LISTEN,
+    dst: "240.0.0.16",
+    sport: LPORT,
+    dport: natPort,
+    flags: TcpFlags.SYN | TcpFlags.ACK,
+  });
+  router.handlePacket(synAck, synAck.length);
+  const ack = tcp({ src: APP, dst: DST, sport: 47100, dport: 80, flags: TcpFlags.ACK });
+  router.handlePacket(ack, ack.length);
+  const garbage = new Uint8Array([0x45, 0, 0]);
+  router.handlePacket(garbage, garbage.length);
+  assertEquals(seen, [
+    `tcp ${APP}:47100 > ${DST}:80`, // the SYN as read
+    `tcp ${DST}:80 > ${APP}:47100`, // the SYN-ACK as written back
+    `tcp ${APP}:47100 > ${DST}:80`, // the ACK as read
+    "unknown", // what the router could not read is seen too
+  ]);
+  router.tap = null;
+  router.handlePacket(ack.slice(), ack.length);
+  assertEquals(seen.length, 4);
 });

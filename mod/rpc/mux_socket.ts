@@ -51,6 +51,15 @@ export class AppStream implements ByteStream, TcpSink {
     this.#flow = flow;
   }
 
+  /**
+   * The bytes moved so far while joined to a socket: `aToB` from the socket
+   * to the flow, `bToA` from the flow to the socket (live, for `vif
+   * connections`; zero when not joined).
+   */
+  get transferred(): Readonly<PipeResult> {
+    return this.#joined;
+  }
+
   // --- the flow's side (TcpSink) ---------------------------------------------
 
   write(bytes: Uint8Array): void {
