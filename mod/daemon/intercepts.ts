@@ -212,6 +212,8 @@ export class Intercepts {
           } catch {
             // closed already
           }
+          // Both ways done: the flow leaves the mux's table (and vif connections).
+          flow.closed();
         });
         return stream;
       },

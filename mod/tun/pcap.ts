@@ -7,55 +7,11 @@
  * @module
  */
 
+import { pcapFileHeader, pcapRecord } from "../net/pcap.ts";
 import type { Prefix, TunDevice, TunStats } from "./tun.ts";
 
-/** The pcap link type for raw IP packets. */
-export const LINKTYPE_RAW = 101;
-
-/**
- * Encodes the pcap global header (little-endian, microsecond timestamps).
- *
- * @param snaplen the longest packet part recorded
- * @returns 24 bytes
- * @example
- * ```ts
- * import { pcapFileHeader } from "./pcap.ts";
- * pcapFileHeader(65535).length; // 24
- * ```
- */
-export function pcapFileHeader(snaplen: number): Uint8Array {
-  const out = new Uint8Array(24);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, 0xa1b2c3d4, true); // magic: microsecond resolution
-  view.setUint16(4, 2, true); // version 2.4
-  view.setUint16(6, 4, true);
-  view.setInt32(8, 0, true); // thiszone
-  view.setUint32(12, 0, true); // sigfigs
-  view.setUint32(16, snaplen, true);
-  view.setUint32(20, LINKTYPE_RAW, true);
-  return out;
-}
-
-/**
- * Encodes one pcap record: its 16-byte header followed by the captured bytes.
- *
- * @param timeMs when the packet passed, in milliseconds since the Unix epoch
- * @param packet the packet
- * @param snaplen the longest packet part recorded
- * @returns the record
- */
-export function pcapRecord(timeMs: number, packet: Uint8Array, snaplen: number): Uint8Array {
-  const captured = Math.min(packet.length, snaplen);
-  const out = new Uint8Array(16 + captured);
-  const view = new DataView(out.buffer);
-  const micros = Math.round(timeMs * 1000);
-  view.setUint32(0, Math.floor(micros / 1e6), true);
-  view.setUint32(4, micros % 1e6, true);
-  view.setUint32(8, captured, true);
-  view.setUint32(12, packet.length, true);
-  out.set(packet.subarray(0, captured), 16);
-  return out;
-}
+// The format is the daemon's capture's too (`vif capture`): one writer, in mod/net.
+export { LINKTYPE_RAW, pcapFileHeader, pcapRecord } from "../net/pcap.ts";
 
 /** Where a {@linkcode PcapTun} writes: a `Deno.FsFile` fits. */
 export interface PcapSink {
