@@ -7,7 +7,8 @@
  * `manager` (also `vif --serve`) runs the traffic-manager (manager/); `--serve`
  * is rewritten to it before parsing, see `serveAlias()` in `manager.ts`.
  *
- * `connect`, `status`, `quit`, `loglevel` and `gather-logs` talk to the daemon
+ * `connect`, `status`, `connections`, `capture`, `quit`, `loglevel` and
+ * `gather-logs` talk to the daemon
  * over its control socket (mod/daemon/control.ts); `daemon` (hidden) is the
  * daemon itself, started by `connect`; `kube-credentials` and `dns-watchdog`
  * (hidden) are the daemon's helpers, which it runs as separate processes.
@@ -21,6 +22,7 @@ import { registerClientCert } from "./client_cert.ts";
 import { registerConfig } from "./config.ts";
 import { registerConnect } from "./connect.ts";
 import { registerDaemon } from "./daemon.ts";
+import { registerGatherLogs } from "./gather_logs.ts";
 import { registerDnsWatchdog } from "./dns_watchdog.ts";
 import { registerDoctor } from "./doctor.ts";
 import { registerQuit } from "./quit.ts";
@@ -51,6 +53,7 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerVersion,
   registerDoctor,
   registerDaemon,
+  registerGatherLogs,
   registerKubeCredentials,
   registerDnsWatchdog,
   registerAgent,

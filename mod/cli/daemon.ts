@@ -1,6 +1,7 @@
 /**
- * `vif daemon` (started by `vif connect`, not listed), `vif loglevel` and
- * `vif gather-logs`: the daemon itself and the two commands that look into it.
+ * `vif daemon` (started by `vif connect`, not listed) and `vif loglevel`:
+ * the daemon itself and the command that changes its log level now
+ * (`vif gather-logs`, which collects its log, is `gather_logs.ts`).
  *
  * @module
  */
@@ -10,8 +11,6 @@ import { LOG_LEVELS, type LogLevel } from "../daemon/control.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, UserError } from "./errors.ts";
 import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
-import { fetchStatus } from "./status.ts";
-import { versionInfo } from "./version.ts";
 
 function parseOwner(value: string): { uid: number; gid: number } {
   const m = /^(\d+):(\d+)$/.exec(value);
@@ -20,7 +19,7 @@ function parseOwner(value: string): { uid: number; gid: number } {
 }
 
 /**
- * Adds `vif daemon`, `vif loglevel` and `vif gather-logs` to the program.
+ * Adds `vif daemon` and `vif loglevel` to the program.
  *
  * @param program the root command
  * @param context the run's shared state
@@ -104,85 +103,6 @@ export function registerDaemon(program: Command, context: CliContext): void {
         throw asUserError(error);
       } finally {
         client.close();
-      }
-    });
-
-  program
-    .command("gather-logs")
-    .description("write the daemon's logs, status and versions to one archive for a bug report")
-    .option("-o, --output <file>", "the archive to write (default: vif-logs-<time>.tar.gz)")
-    .option("--state-dir <dir>", STATE_DIR_HELP)
-    .addHelpText(
-      "after",
-      "\nExamples:\n  vif loglevel debug && <reproduce the problem> && sudo vif gather-logs\n" +
-        "  vif gather-logs -o /tmp/vif-bug.tar.gz",
-    )
-    .action(async (options: { output?: string; stateDir?: string }) => {
-      const stateDir = stateDirOf(options.stateDir, context.io.env);
-      const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-      const output = options.output ?? `vif-logs-${stamp}.tar.gz`;
-      const work = await Deno.makeTempDir({ prefix: "vif-logs-" });
-      const dir = `${work}/vif-logs-${stamp}`;
-      try {
-        await Deno.mkdir(dir);
-        const status = await fetchStatus(stateDir).catch((e) => ({
-          error: String(e?.message ?? e),
-        }));
-        await Deno.writeTextFile(`${dir}/status.json`, JSON.stringify(status, null, 2) + "\n");
-        await Deno.writeTextFile(
-          `${dir}/version.json`,
-          JSON.stringify(versionInfo(), null, 2) + "\n",
-        );
-        const copied: string[] = [];
-        const skipped: string[] = [];
-        const names = await Array.fromAsync(Deno.readDir(stateDir), (e) => e.name).catch(
-          () => [] as string[],
-        );
-        for (const name of names.sort()) {
-          if (!/^daemon\.log(\.\d+)?$|^daemon\.json$/.test(name)) continue;
-          try {
-            // Run with sudo, a link here could hand any of root's files to the archive.
-            if (!(await Deno.lstat(`${stateDir}/${name}`)).isFile) {
-              throw new Error("not a regular file");
-            }
-            await Deno.copyFile(`${stateDir}/${name}`, `${dir}/${name}`);
-            copied.push(name);
-          } catch (error) {
-            skipped.push(`${name} (${(error as Error).message})`);
-          }
-        }
-        const tar = await new Deno.Command("tar", {
-          args: [
-            "-czf",
-            output.startsWith("/") ? output : `${Deno.cwd()}/${output}`,
-            "-C",
-            work,
-            `vif-logs-${stamp}`,
-          ],
-          stdout: "null",
-          stderr: "piped",
-        }).output().catch((e) => ({ success: false, stderr: new TextEncoder().encode(e.message) }));
-        if (!tar.success) {
-          throw new UserError(
-            `cannot write "${output}": ${new TextDecoder().decode(tar.stderr).trim()}`,
-            {
-              hint: "Check that tar is installed and the directory is writable, or pass -o FILE.",
-            },
-          );
-        }
-        context.io.stdout(
-          `wrote ${output}: status, versions${copied.length ? `, ${copied.join(", ")}` : ""}\n`,
-        );
-        if (skipped.length) {
-          context.io.stderr(
-            `vif: left out ${skipped.join(", ")}; run it with sudo to include them\n`,
-          );
-        }
-        if (!copied.some((n) => n.startsWith("daemon.log"))) {
-          context.io.stderr(`vif: no daemon log in ${stateDir} (the daemon has not run there)\n`);
-        }
-      } finally {
-        await Deno.remove(work, { recursive: true }).catch(() => {});
       }
     });
 }

@@ -174,6 +174,41 @@ Deno.test({
         for (const name of ["status.json", "version.json", "daemon.log", "daemon.json"]) {
           assertMatch(listing, new RegExp(`/${name.replace(".", "\\.")}$`, "m"));
         }
+        // From the cluster, through the API server (pods/log): the manager's log and objects.
+        assertMatch(listing, /\/cluster\/manager\/deployment\.json$/m);
+        assertMatch(listing, /\/cluster\/manager\/pod-traffic-manager-\S+\.json$/m);
+        assertEquals((await Deno.stat(archive)).mode! & 0o777, 0o600);
+        const out = `${env.dir}/logs`;
+        await Deno.mkdir(out);
+        await must(["tar", "xzf", archive, "-C", out]);
+        const [top] = await Array.fromAsync(Deno.readDir(out), (e) => e.name);
+        const dir = `${out}/${top}`;
+        const managerLog = (await Array.fromAsync(Deno.readDir(`${dir}/cluster/manager`)))
+          .map((e) => e.name).find((n) => n.endsWith(".traffic-manager.log"));
+        assert(managerLog, "no manager log in the archive");
+        assertMatch(
+          await Deno.readTextFile(`${dir}/cluster/manager/${managerLog}`),
+          /manager: session \S+ arrived from/,
+        );
+        assertMatch(await Deno.readTextFile(`${dir}/summary.txt`), /context: vif-sim/);
+        const errors = await Deno.readTextFile(`${dir}/errors.txt`).catch(() => "");
+        assertEquals(errors, "");
+
+        // --anonymize: the manager pod's name and address are nowhere, the same stand-in everywhere.
+        const status = (await statusJson()).doc.connection;
+        const realPod: string = status.manager.pod.split("/").at(-1);
+        const anon = `${env.dir}/anon.tar.gz`;
+        const a = await vif(["gather-logs", "--anonymize", "-o", anon]);
+        assertEquals(a.code, 0, a.stderr);
+        const anonDir = `${env.dir}/anon`;
+        await Deno.mkdir(anonDir);
+        await must(["tar", "xzf", anon, "-C", anonDir]);
+        const everything = await must([
+          "sh",
+          "-c",
+          `cd ${anonDir} && find . -type f -print -exec cat {} +`,
+        ]);
+        assert(!everything.includes(realPod), `${realPod} is in the anonymized archive`);
       });
 
       await t.step("version names the daemon's and the manager's", async () => {
@@ -587,7 +622,7 @@ Deno.test({
             ["--grace", "0", /not a number of seconds/],
             ["--also-proxy", "198.18.0.0/33", /is not a subnet/],
             ["--dns-include", "a..b", /is not a DNS suffix/],
-            ["--output", "yaml", /yaml/],
+            ["--output", "xml", /xml/],
           ] as const
         ) {
           const r = await connect([flag, value]);

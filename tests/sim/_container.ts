@@ -29,6 +29,9 @@
  * of a container when its main process ends (children it forked) is killed,
  * as a runtime kills what is left in a container: every process in the
  * session the container's process leads (the runtime starts it with `setsid`).
+ * Each run's output is kept as its log (`_container_log.ts`), the run now and
+ * the one before it, by container id, for `pods/log` (`previous=true` is the
+ * one before).
  *
  * @module
  */
@@ -37,6 +40,7 @@ import type { Proc } from "../e2e/_env.ts";
 import { type Protocol, waitListening } from "./cluster_net.ts";
 import { CrashBackoff, goDuration, type Probe, ProbeCounter, runProbe } from "./_probe.ts";
 import { ContainerConfigError } from "./_container_env.ts";
+import { ContainerLog } from "./_container_log.ts";
 
 /** A Pod's `spec.restartPolicy`. */
 export type RestartPolicy = "Always" | "OnFailure" | "Never";
@@ -154,6 +158,8 @@ export class ContainerLife {
   #done: Promise<number>;
   #resolveDone!: (code: number) => void;
   #proc: Proc | undefined;
+  /** The logs of the run now and the one before, by container id, oldest first. */
+  #logs = new Map<string, ContainerLog>();
 
   /**
    * @param options the pod, the container, its probes and policy, and where to report
@@ -200,6 +206,17 @@ export class ContainerLife {
       state: structuredClone(this.#state),
       lastState: structuredClone(this.#lastState),
     };
+  }
+
+  /**
+   * The log of one run of the container.
+   *
+   * @param containerID the run's id, as `containerStatuses[]` gives it
+   *   (`state`'s for the run now, `lastState.terminated`'s for the one before)
+   * @returns its log, or undefined when it is neither of the last two runs
+   */
+  log(containerID: string): ContainerLog | undefined {
+    return this.#logs.get(containerID);
   }
 
   /** The exit code of a container that will not run again (the pod is done), else undefined. */
@@ -302,6 +319,10 @@ export class ContainerLife {
   #begin(proc: Proc): void {
     const gen = ++this.#gen;
     this.#proc = proc;
+    const log = new ContainerLog();
+    log.attach(proc);
+    this.#logs.set(this.#containerId(), log);
+    while (this.#logs.size > 2) this.#logs.delete(this.#logs.keys().next().value!);
     this.#startedAt = Date.now();
     this.#state = { running: { startedAt: rfc3339(this.#startedAt) } };
     this.#ready = false;

@@ -22,6 +22,7 @@ import type { Proc } from "../e2e/_env.ts";
 import type { KubeObject, Store } from "./apiserver/mod.ts";
 import type { ClusterNet, ContainerPort, Pod, PodSpec, Protocol } from "./cluster_net.ts";
 import { type ContainerEvent, ContainerLife, type RestartPolicy } from "./_container.ts";
+import type { ContainerLog } from "./_container_log.ts";
 import {
   ContainerConfigError,
   containerEnv,
@@ -204,6 +205,17 @@ export class PodWorker {
       proc: this.#lives.get(n)?.proc,
       process: this.#processes.get(n),
     };
+  }
+
+  /**
+   * The log of one run of a container.
+   *
+   * @param name the container's name
+   * @param containerID the run's id (`containerStatuses[]`)
+   * @returns its log, or undefined when there is no such container or run
+   */
+  containerLog(name: string, containerID: string): ContainerLog | undefined {
+    return this.#lives.get(name)?.log(containerID);
   }
 
   /**

@@ -46,6 +46,7 @@ import type {
 } from "./apiserver/mod.ts";
 import type { ClusterEvent, ClusterNet, Node, Pod } from "./cluster_net.ts";
 import type { ContainerEvent } from "./_container.ts";
+import { ContainerLog } from "./_container_log.ts";
 import type { Allocatable } from "./_downward.ts";
 import type { PodSpecObj } from "./_pod_spec.ts";
 import { PodWorker, type RunningContainer, type VifRuntime } from "./_pod.ts";
@@ -105,6 +106,9 @@ export interface PodEvent {
   lastTimestamp: string;
 }
 
+/** The one container of a pod ClusterNet runs by itself (the cluster DNS). */
+const ADOPTED_CONTAINER = "dnsmasq";
+
 /** Events kept by {@linkcode Kubelet.events}, newest last. */
 const MAX_EVENTS = 1000;
 
@@ -114,6 +118,8 @@ interface Running {
   worker?: PodWorker;
   /** A pod ClusterNet runs by itself (the cluster DNS). */
   adopted?: Pod;
+  /** The log of an adopted pod's process. */
+  adoptedLog?: ContainerLog;
   stopped: boolean;
   startup: Promise<void>;
 }
@@ -284,6 +290,29 @@ export class Kubelet {
    */
   container(namespace: string, name: string, container?: string): RunningContainer | undefined {
     return this.#running.get(`${namespace}/${name}`)?.worker?.container(container);
+  }
+
+  /**
+   * The log of one run of a container, as the container runtime keeps it
+   * for `pods/log`: the run now or the one before it.
+   *
+   * @param namespace the pod's namespace
+   * @param name the pod's name
+   * @param container the container's name
+   * @param containerID the run's id, from the pod's `containerStatuses[]`
+   * @returns the log, or undefined when this node has no such pod, container or run
+   */
+  containerLog(
+    namespace: string,
+    name: string,
+    container: string,
+    containerID: string,
+  ): ContainerLog | undefined {
+    const r = this.#running.get(`${namespace}/${name}`);
+    if (r?.worker) return r.worker.containerLog(container, containerID);
+    return containerID === `sim://${r?.uid}-0` && container === ADOPTED_CONTAINER
+      ? r?.adoptedLog
+      : undefined;
   }
 
   /**
@@ -581,7 +610,7 @@ export class Kubelet {
           dnsPolicy: "Default",
           automountServiceAccountToken: false,
           containers: [{
-            name: "dnsmasq",
+            name: ADOPTED_CONTAINER,
             image: "dnsmasq:sim",
             ports: pod.ports.map((p) => ({ ...p, protocol: p.protocol ?? "TCP" })),
           }],
@@ -589,9 +618,15 @@ export class Kubelet {
       } as KubeObject);
     }
     const object = store.get(ref)!;
+    let adoptedLog: ContainerLog | undefined;
+    if (pod.proc) {
+      adoptedLog = new ContainerLog();
+      adoptedLog.attach(pod.proc);
+    }
     this.#running.set(keyOf(object), {
       uid: object.metadata.uid!,
       adopted: pod,
+      ...(adoptedLog ? { adoptedLog } : {}),
       stopped: false,
       startup: Promise.resolve(),
     });
@@ -618,7 +653,7 @@ export class Kubelet {
       qosClass: "BestEffort",
       startTime: started,
       containerStatuses: [{
-        name: "dnsmasq",
+        name: ADOPTED_CONTAINER,
         image: "dnsmasq:sim",
         imageID: `sim://sha256:${"0".repeat(64)}`,
         containerID: `sim://${object.metadata.uid}-0`,

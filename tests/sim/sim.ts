@@ -276,6 +276,8 @@ export class Sim {
         if (!p) return Promise.reject(new Error(`pod "${pod}" is not running on any node`));
         return dialInPod(p, port);
       },
+      podLogs: (ref) =>
+        kubelet.containerLog(ref.namespace, ref.pod, ref.container, ref.containerID)?.lines(),
     });
     env.defer(() => api.close());
 

@@ -9,6 +9,8 @@ to do; the result is one JSON object on stdout.
   crud NS                           configmap create/list/patch/delete and a pod watch
   tokenrequest NS SA AUDIENCE       a TokenRequest for a service account, then its TokenReview
   tokenreview TOKEN AUDIENCE        a TokenReview ("-" for no audiences)
+  podlog NS POD CONTAINER TAIL      a container's last TAIL lines, its previous run's log,
+                                    and the error for pod "multi" without a container
 """
 
 import json
@@ -145,6 +147,18 @@ def crud(ns):
     }))
 
 
+def podlog(ns, pod, container, tail):
+    core = api()
+    log = core.read_namespaced_pod_log(pod, ns, container=container, tail_lines=int(tail))
+    previous = core.read_namespaced_pod_log(pod, ns, container=container, previous=True)
+    try:
+        core.read_namespaced_pod_log("multi", ns)
+        error = None
+    except client.ApiException as e:
+        error = "%d %s" % (e.status, json.loads(e.body)["message"])
+    print(json.dumps({"log": log, "previous": previous, "error": error}))
+
+
 def main():
     mode = sys.argv[1]
     if mode == "echo":
@@ -157,6 +171,8 @@ def main():
         tokenrequest(sys.argv[2], sys.argv[3], sys.argv[4])
     elif mode == "tokenreview":
         print(json.dumps(review(sys.argv[2], sys.argv[3])))
+    elif mode == "podlog":
+        podlog(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     else:
         raise SystemExit("unknown mode %r" % mode)
 

@@ -2,7 +2,7 @@
  * A fake Kubernetes API server for the simulated cluster: HTTPS with bearer
  * tokens (audience-bound service-account tokens and TokenReview included),
  * discovery, REST with list/watch, `pods/portforward` over WebSocket as the
- * kubelet serves it, and audit events of every request; plus the
+ * kubelet serves it, `pods/log`, and audit events of every request; plus the
  * {@linkcode Store} that in-process controllers read and write.
  *
  * @module
@@ -32,6 +32,7 @@ export {
   type WriteOptions,
 } from "./store.ts";
 export { ApiError, type Status, type StatusDetails } from "./status.ts";
+export { type PodLogLine, type PodLogRef, type PodLogSource } from "./pod_log.ts";
 export {
   type AuditEvent,
   type AuditLevel,

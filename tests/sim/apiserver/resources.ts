@@ -146,6 +146,7 @@ export const RESOURCES: readonly ResourceInfo[] = [
     shortNames: ["po"],
     categories: ["all"],
     subresources: [
+      { name: "log", kind: "Pod", verbs: ["get"] },
       { name: "portforward", kind: "PodPortForwardOptions", verbs: ["create", "get"] },
       { name: "status", kind: "Pod", verbs: STATUS_VERBS },
     ],

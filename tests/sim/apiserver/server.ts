@@ -9,8 +9,9 @@
  * the reviews (`TokenReview`, `SubjectAccessReview`,
  * `SelfSubjectAccessReview`, `SelfSubjectReview`) and `TokenRequest`
  * (`serviceaccounts/NAME/token`), server-side Table printing,
- * `pods/portforward` over WebSocket as the kubelet serves it, and audit events
- * of every request (`audit.ts`).
+ * `pods/portforward` over WebSocket as the kubelet serves it, `pods/log`
+ * from a log source the caller gives (`pod_log.ts`), and audit events of
+ * every request (`audit.ts`).
  *
  * ```
  *   kubectl / python / vif ──HTTPS (h2 or http/1.1), Bearer token──► startApiServer()
@@ -18,8 +19,9 @@
  *                                                                   ├─ discovery, /version, /openapi/v2
  *                                                                   ├─ REST ──► Store ◄── in-process controllers
  *                                                                   ├─ tokenreviews, serviceaccounts/NAME/token ──► tokens table
- *                                                                   └─ pods/NAME/portforward (WebSocket v4.channel.k8s.io)
- *                                                                         └─ dialPod(ns, pod, podIP, port) ──► pod
+ *                                                                   ├─ pods/NAME/portforward (WebSocket v4.channel.k8s.io)
+ *                                                                   │     └─ dialPod(ns, pod, podIP, port) ──► pod
+ *                                                                   └─ pods/NAME/log ──► podLogs(ns, pod, container, run)
  * ```
  *
  * @example
@@ -64,6 +66,7 @@ import {
   servePortForward,
 } from "./portforward.ts";
 import { labelSelectorText } from "./selectors.ts";
+import { podLogBody, type PodLogSource } from "./pod_log.ts";
 import { startTlsFront, type TlsFront } from "./_tls_front.ts";
 import {
   type AuditObjectRef,
@@ -158,6 +161,12 @@ export interface ApiServerOptions {
     podIP: string,
     port: number,
   ) => Promise<PodConnection>;
+  /**
+   * Where `pods/log` reads a container run's lines (the kubelet's side).
+   * Default: none, and every log is empty. {@linkcode ApiServer.podLogs} can
+   * change it later.
+   */
+  podLogs?: PodLogSource;
   /** Log lines, each starting `apiserver: `. Default: none. */
   log?: (line: string) => void;
   /**
@@ -198,6 +207,11 @@ export interface ApiServer {
   port: number;
   /** The objects; write here to play a controller or a kubelet. */
   store: Store;
+  /**
+   * Where `pods/log` reads the lines, asked on every request: set it to feed
+   * logs to a test (see {@linkcode ApiServerOptions.podLogs}).
+   */
+  podLogs: PodLogSource | undefined;
   /** Ends every watch and port-forward and stops listening. */
   close(): Promise<void>;
 }
@@ -346,6 +360,7 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const dialPod = options.dialPod ??
     ((_ns: string, _pod: string, ip: string, port: number) => Deno.connect({ hostname: ip, port }));
   const bookmarkMs = options.bookmarkIntervalMs ?? 10_000;
+  let podLogs = options.podLogs;
   const apiAudiences = options.apiAudiences ?? [API_AUDIENCE];
   const watches = new Set<() => void>();
   const forwards = new Set<PortForwardHandle>();
@@ -1046,6 +1061,16 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   ): Promise<Response> {
     const ri = parseResourcePath(parts, req, url);
     const { info } = ri;
+    if (ri.subresource === "log") {
+      if (req.method !== "GET") {
+        throw methodNotAllowed("the server does not allow this method on the requested resource");
+      }
+      authorize(user, ri, "get");
+      return new Response(podLogBody(current(ri), url, podLogs), {
+        status: 200,
+        headers: { "content-type": "text/plain", "cache-control": "no-cache, private" },
+      });
+    }
     if (ri.subresource === "portforward") {
       if (req.method !== "GET" && req.method !== "POST") {
         throw methodNotAllowed("the server does not allow this method on the requested resource");
@@ -1361,6 +1386,12 @@ export function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
     hostname,
     port,
     store,
+    get podLogs() {
+      return podLogs;
+    },
+    set podLogs(source: PodLogSource | undefined) {
+      podLogs = source;
+    },
     async close() {
       front.close();
       for (const stop of [...watches]) stop();
