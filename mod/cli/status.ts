@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Command, Option } from "commander";
+import type { Command } from "commander";
 import { VERSION } from "../version.ts";
 import type { ConnectionStatus } from "../daemon/connection.ts";
 import type { StatusDocument } from "../daemon/daemon.ts";
@@ -14,6 +14,8 @@ import type { CliContext } from "./context.ts";
 import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 import { asUserError } from "./errors.ts";
 import { fetchConnections, formatConnections } from "./connections.ts";
+import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
+import { type Palette, palette } from "./terminal.ts";
 
 /** The document when no daemon runs. */
 export function notRunning(): StatusDocument {
@@ -113,21 +115,27 @@ export function connectedSummary(c: ConnectionStatus): string[] {
  * Renders the status as a short aligned table.
  *
  * @param s the status
+ * @param p colours for a terminal (none by default): the state green, yellow or red
  * @returns the lines
  */
-export function formatStatus(s: StatusDocument): string[] {
+export function formatStatus(s: StatusDocument, p: Palette = palette(false)): string[] {
   const rows: Array<[string, string]> = [];
   const add = (k: string, v: string) => rows.push([k, v]);
   if (!s.daemon.running) {
     return s.lastError
       ? [
         "Daemon:     not running",
-        "Connected:  no",
-        `Last error: ${s.lastError.message}`,
+        `Connected:  ${p.red("no")}`,
+        `Last error: ${p.red(s.lastError.message)}`,
         "",
         s.lastError.hint,
       ]
-      : ["Daemon:     not running", "Connected:  no", "", "Connect with `vif connect`."];
+      : [
+        "Daemon:     not running",
+        `Connected:  ${p.red("no")}`,
+        "",
+        "Connect with `vif connect`.",
+      ];
   }
   add(
     "Daemon",
@@ -145,8 +153,8 @@ export function formatStatus(s: StatusDocument): string[] {
   }
   const c = s.connection;
   if (!c) {
-    add("Connected", "no");
-    if (s.lastError) add("Last error", `${s.lastError.message}`);
+    add("Connected", p.red("no"));
+    if (s.lastError) add("Last error", p.red(s.lastError.message));
     const lines = table(rows);
     lines.push("", s.lastError ? s.lastError.hint : "Connect with `vif connect`.");
     return lines;
@@ -154,8 +162,8 @@ export function formatStatus(s: StatusDocument): string[] {
   add(
     "Connected",
     c.state === "connected"
-      ? `yes, for ${duration(c.uptimeSeconds)}`
-      : "reconnecting: the traffic-manager does not answer",
+      ? `${p.green("yes")}, for ${duration(c.uptimeSeconds)}`
+      : p.yellow("reconnecting: the traffic-manager does not answer"),
   );
   if (c.context) add("Context", `${c.context} (${c.cluster})`);
   add("Namespace", c.namespace);
@@ -225,14 +233,12 @@ export function registerStatus(program: Command, context: CliContext): void {
   program
     .command("status")
     .description("show whether this machine is connected, to what, and the traffic so far")
-    .addOption(
-      new Option("-o, --output <format>", "text or json").choices(["text", "json"]).default("text"),
-    )
+    .addOption(outputOption())
     .option("--state-dir <dir>", STATE_DIR_HELP)
     .option("--connections", "also list the open connections and flows (as `vif connections`)")
     .addHelpText("after", EXAMPLES)
     .action(async (
-      options: { output: "text" | "json"; stateDir?: string; connections?: boolean },
+      options: { output: OutputFormat; stateDir?: string; connections?: boolean },
     ) => {
       const stateDir = stateDirOf(options.stateDir, context.io.env);
       const status = await fetchStatus(stateDir);
@@ -247,10 +253,10 @@ export function registerStatus(program: Command, context: CliContext): void {
         }
       }
       context.io.stdout(
-        options.output === "json"
-          ? JSON.stringify(connections ? { ...status, connections } : status, null, 2) + "\n"
+        options.output !== "text"
+          ? formatStructured(connections ? { ...status, connections } : status, options.output)
           : [
-            ...formatStatus(status),
+            ...formatStatus(status, palette(context.color ?? false)),
             ...(connections ? ["", ...formatConnections(connections)] : []),
           ]
             .join("\n") + "\n",

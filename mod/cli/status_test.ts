@@ -5,6 +5,7 @@ import { schemaProblems } from "../../tests/e2e/_status_schema.ts";
 import type { StatusDocument } from "../daemon/daemon.ts";
 import { main, memoryIo } from "./mod.ts";
 import { formatStatus, notRunning } from "./status.ts";
+import { palette } from "./terminal.ts";
 
 async function vif(args: string[]) {
   const dir = await Deno.makeTempDir({ prefix: "vif-status-" });
@@ -122,4 +123,18 @@ Deno.test("formatStatus: an aligned table with routes, exclusions, DNS and count
   ) assert(lines.includes(want), `no line "${want}" in:\n${lines.join("\n")}`);
   // Every value starts in the same column.
   for (const l of lines) assertMatch(l, /^(\S[^:]*:\s+|\s{13})\S/);
+});
+
+Deno.test("formatStatus() colours the state only when asked, and the words stay the same", () => {
+  const doc = {
+    schema: 1,
+    connected: false,
+    daemon: { running: false },
+    connection: null,
+  } as unknown as Parameters<typeof formatStatus>[0];
+  const plain = formatStatus(doc);
+  const coloured = formatStatus(doc, palette(true));
+  assertEquals(plain.join("\n").includes("\x1b["), false);
+  assertEquals(coloured[1], "Connected:  \x1b[31mno\x1b[39m");
+  assertEquals(coloured.map((l) => l.replaceAll("\x1b[31m", "").replaceAll("\x1b[39m", "")), plain);
 });
