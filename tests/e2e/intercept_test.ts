@@ -248,10 +248,15 @@ Deno.test({
           }
           // Each intercepted connection leaves the daemon's tables when it ends: of the 150,
           // none is left (a readiness probe may be passing through).
-          await waitUntil(async () => {
-            const listed = JSON.parse((await vif(["connections", "-o", "json"])).stdout);
-            return listed.flows.filter((f: { kind: string }) => f.kind === "intercept").length <= 1;
-          }, 10_000, "the intercepted connections to leave vif connections");
+          await waitUntil(
+            async () => {
+              const listed = JSON.parse((await vif(["connections", "-o", "json"])).stdout);
+              return listed.flows.filter((f: { kind: string }) => f.kind === "intercept").length <=
+                1;
+            },
+            10_000,
+            "the intercepted connections to leave vif connections",
+          );
         },
       );
 
