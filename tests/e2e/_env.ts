@@ -150,6 +150,24 @@ export class Env {
   }
 
   /**
+   * Makes sure no vif daemon started with this state directory outlives the
+   * test: on cleanup, the pid its `daemon.json` names is killed (SIGKILL).
+   *
+   * @param stateDir the daemon's state directory
+   */
+  killDaemonOnCleanup(stateDir: string): void {
+    this.defer(async () => {
+      const s = await Deno.readTextFile(`${stateDir}/daemon.json`).then(JSON.parse, () => null);
+      if (typeof s?.pid !== "number") return;
+      try {
+        Deno.kill(s.pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    });
+  }
+
+  /**
    * Creates a network namespace with loopback up; it is deleted on cleanup.
    *
    * @param name the namespace name

@@ -52,16 +52,7 @@ Deno.test({
     );
     const env = await new Env().init();
     const state = `${env.dir}/state`;
-    env.defer(async () => {
-      const s = await Deno.readTextFile(`${state}/daemon.json`).then(JSON.parse, () => null);
-      if (s?.pid) {
-        try {
-          Deno.kill(s.pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
-    });
+    env.killDaemonOnCleanup(state);
     try {
       const sim = await Sim.start(env, { samples: true, largeFileMiB: 20 });
       const ws = sim.ws;

@@ -32,16 +32,7 @@ Deno.test({
     const env = await new Env().init();
     const state = `${env.dir}/state`;
     // Whatever happens, no daemon outlives the test.
-    env.defer(async () => {
-      const s = await Deno.readTextFile(`${state}/daemon.json`).then(JSON.parse, () => null);
-      if (s?.pid) {
-        try {
-          Deno.kill(s.pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
-    });
+    env.killDaemonOnCleanup(state);
     let started: Sim | undefined;
     try {
       const sim = started = await Sim.start(env, { samples: true });

@@ -115,17 +115,8 @@ Deno.test({
   async fn(t) {
     const env = await new Env().init();
     const state = `${env.dir}/state`;
-    env.defer(async () => {
-      const s = await Deno.readTextFile(`${state}/daemon.json`).then(JSON.parse, () => null);
-      // Its mounts are in the workstation's mount namespace, which ends with its last process.
-      if (s?.pid) {
-        try {
-          Deno.kill(s.pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
-    });
+    // Its mounts are in the workstation's mount namespace, which ends with its last process.
+    env.killDaemonOnCleanup(state);
     try {
       const sim = await Sim.start(env, { samples: true });
       const ws = sim.ws;
@@ -320,16 +311,7 @@ Deno.test({
         async () => {
           const ws2 = await sim.net.addWorkstation("ws2", "198.19.200.3");
           const state2 = `${env.dir}/state2`;
-          env.defer(async () => {
-            const s = await Deno.readTextFile(`${state2}/daemon.json`).then(JSON.parse, () => null);
-            if (s?.pid) {
-              try {
-                Deno.kill(s.pid, "SIGKILL");
-              } catch {
-                // gone
-              }
-            }
-          });
+          env.killDaemonOnCleanup(state2);
           // This developer is nobody (uid 65534), as `sudo vif connect` from their account makes it:
           // the daemon serves them, and runs their sshfs as them.
           const asUser = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"];

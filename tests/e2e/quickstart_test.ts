@@ -43,16 +43,7 @@ Deno.test({
     const commands = quickStartCommands(await Deno.readTextFile(`${ROOT}/README.md`));
     const env = await new Env().init();
     const state = `${env.dir}/state`;
-    env.defer(async () => {
-      const s = await Deno.readTextFile(`${state}/daemon.json`).then(JSON.parse, () => null);
-      if (s?.pid) {
-        try {
-          Deno.kill(s.pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }
-    });
+    env.killDaemonOnCleanup(state);
     try {
       const sim = await Sim.start(env, { samples: true });
       // The user's kubeconfig: the cluster's admin context, named as the README names it.

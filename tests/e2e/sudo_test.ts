@@ -78,16 +78,7 @@ Deno.test({
       await Deno.copyFile(sim.kubeconfig, kubeconfig);
       await Deno.chown(kubeconfig, id, id);
 
-      env.defer(async () => {
-        const s = await Deno.readTextFile(`${state}/daemon.json`).then(JSON.parse, () => null);
-        if (s?.pid) {
-          try {
-            Deno.kill(s.pid, "SIGKILL");
-          } catch {
-            // gone
-          }
-        }
-      });
+      env.killDaemonOnCleanup(state);
 
       // Exactly `vif daemon --detach …`, nothing else, without a password.
       const daemon = [...selfCommand(), "daemon", "--detach"].map(sudoersWord).join(" ");
