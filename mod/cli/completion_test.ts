@@ -22,9 +22,9 @@ import {
   COMPLETION_SHELLS,
   completionScript,
   formatCompletions,
-  quickAccess,
   splitCommandLine,
 } from "./completion.ts";
+import { quickAccess } from "../kube/quick_access.ts";
 import { ExitCode, main, memoryIo } from "./mod.ts";
 
 const HAS_ZSH = await hasShell("zsh");
@@ -240,7 +240,7 @@ Deno.test("complete() lists visible commands only, and flags of the command type
 });
 
 Deno.test("complete() finds option values after flags, clusters and =", async () => {
-  assertEquals(await values(["status", "-o", ""]), ["text", "json"]);
+  assertEquals(await values(["status", "-o", ""]), ["text", "json", "yaml"]);
   assertEquals(await values(["list", "--output=y"]), ["--output=yaml"]);
   assertEquals(await values(["list", "-oj"]), ["-ojson"]);
   assertEquals(await values(["connect", "-qo", ""]), ["text", "json", "yaml"]);
