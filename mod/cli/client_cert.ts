@@ -13,7 +13,7 @@
 
 import { type Command, InvalidArgumentError } from "commander";
 import { join } from "node:path";
-import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
+import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/names.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, UserError } from "./errors.ts";
 import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";

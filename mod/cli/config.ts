@@ -38,7 +38,7 @@ import {
 } from "js-yaml";
 import { DEFAULT_GRACE_SECONDS } from "../daemon/control.ts";
 import { Cidr } from "../net/address.ts";
-import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
+import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/names.ts";
 import type { CliContext } from "./context.ts";
 import { UserError } from "./errors.ts";
 import { unknownCommand } from "./_usage.ts";

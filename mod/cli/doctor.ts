@@ -10,7 +10,7 @@
 
 import type { Command } from "commander";
 import { VERSION } from "../version.ts";
-import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
+import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/names.ts";
 import type { CliContext } from "./context.ts";
 import { STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 import { addKubeFlags, type KubeFlags, kubeLoadOptions } from "./kube_flags.ts";

@@ -21,7 +21,7 @@
  */
 
 import type { Command } from "commander";
-import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/service.ts";
+import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/names.ts";
 import { VERSION } from "../version.ts";
 import type { StatusDocument } from "../daemon/daemon.ts";
 import type { ApiAccess } from "../kube/api.ts";

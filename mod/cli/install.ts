@@ -23,11 +23,7 @@ import type {
   UserSubject,
 } from "../kube/mod.ts";
 import { Cidr } from "../net/address.ts";
-import {
-  DEFAULT_DIRECT_PORT,
-  DEFAULT_MANAGER_NAMESPACE,
-  managerServerName,
-} from "../rpc/service.ts";
+import { DEFAULT_DIRECT_PORT, DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/names.ts";
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
 import { asUserError, ExitCode, UserError } from "./errors.ts";

@@ -16,7 +16,7 @@ import {
   DEFAULT_HEALTH_PORT,
   DEFAULT_MANAGER_NAMESPACE,
   DEFAULT_MANAGER_PORT,
-} from "../rpc/service.ts";
+} from "../rpc/names.ts";
 import { DEFAULT_LIMITS, LIMIT_FLAGS, type LimitName, type Limits } from "../../manager/limits.ts";
 import type { CliContext } from "./context.ts";
 import { ExitCode, UserError } from "./errors.ts";

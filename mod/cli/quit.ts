@@ -6,7 +6,6 @@
  */
 
 import type { Command } from "commander";
-import { recoverAfterCrash } from "../daemon/daemon.ts";
 import { SOCKET_NAME } from "../daemon/control.ts";
 import { RESOLV_CONF_STATE } from "../daemon/dns_config.ts";
 import { daemonAlive, readDaemonState, STATE_FILE, waitDaemonGone } from "../daemon/state.ts";
@@ -120,6 +119,8 @@ export function registerQuit(program: Command, context: CliContext): void {
       } catch (error) {
         throw asUserError(error);
       }
+      // Loaded here: the daemon's modules bring gRPC, which no other quit needs.
+      const { recoverAfterCrash } = await import("../daemon/daemon.ts");
       const done = await recoverAfterCrash(safeDir, () => {});
       out(done.length ? `cleaned up: ${done.join(", ")}` : "cleaned up");
     });

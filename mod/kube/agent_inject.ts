@@ -45,7 +45,7 @@ import type {
   V1Volume,
   V1VolumeMount,
 } from "@kubernetes/client-node";
-import { DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/service.ts";
+import { DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/names.ts";
 import { VERSION } from "../version.ts";
 import {
   AGENT_ANNOTATION,

@@ -21,7 +21,7 @@ import {
   DEFAULT_DIRECT_PORT,
   DEFAULT_MANAGER_NAMESPACE,
   DEFAULT_MANAGER_PORT,
-} from "../rpc/service.ts";
+} from "../rpc/names.ts";
 import type { V1Pod } from "@kubernetes/client-node";
 import type { KubeApi } from "./api.ts";
 import { podProblem } from "./pod_problem.ts";

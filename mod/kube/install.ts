@@ -61,11 +61,7 @@ import {
   type V1ServiceAccount,
 } from "@kubernetes/client-node";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import {
-  certificateDnsNames,
-  DEFAULT_MANAGER_NAMESPACE,
-  managerServerName,
-} from "../rpc/service.ts";
+import { certificateDnsNames, DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/names.ts";
 import { KubeError } from "./errors.ts";
 import {
   alsoProxyCidrs,

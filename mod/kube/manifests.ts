@@ -52,7 +52,7 @@ import {
   DEFAULT_HEALTH_PORT,
   DEFAULT_MANAGER_NAMESPACE,
   DEFAULT_MANAGER_PORT,
-} from "../rpc/service.ts";
+} from "../rpc/names.ts";
 import { VERSION } from "../version.ts";
 import type { ManagerTls, PemKeyPair } from "./pem.ts";
 
