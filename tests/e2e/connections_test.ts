@@ -20,23 +20,13 @@
 import { assert, assertEquals, assertMatch } from "../_assert.ts";
 import { DENO, Env, must, ROOT, run, waitUntil } from "./_env.ts";
 import { Sim } from "../sim/sim.ts";
+import type { ConnectionEntry } from "../../mod/daemon/flows.ts";
 
 const VIF = [DENO, "run", "-A", "--config", `${ROOT}/deno.json`, `${ROOT}/main.ts`];
 const MANAGER = "app.kubernetes.io/name=traffic-manager";
 
-interface Flow {
-  protocol: string;
-  kind: string;
-  source: { address: string; port: number };
-  destination: { address: string; port: number };
-  name: string | null;
-  state: string;
-  ageSeconds: number;
-  bytesSent: number;
-  bytesReceived: number;
-  rateSent: number;
-  rateReceived: number;
-}
+/** What the test reads of `vif connections -o json`: the daemon's own type. */
+type Flow = ConnectionEntry;
 
 Deno.test({
   name:
