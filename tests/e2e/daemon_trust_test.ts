@@ -472,7 +472,13 @@ Deno.test({
             20,
           );
           assertEquals(await glibc(OUTSIDE_NAME), OUTSIDE_HOST_IP);
-          assertMatch(await fgLog(), /dns watchdog: restored .*resolv\.conf as it was before/);
+          // The file is written before the line that says so: wait for the line.
+          await waitUntil(
+            async () =>
+              /dns watchdog: restored .*resolv\.conf as it was before/.test(await fgLog()),
+            5_000,
+            "the watchdog's log line",
+          );
         },
       );
     } finally {
