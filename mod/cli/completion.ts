@@ -33,6 +33,7 @@ import { Argument, type Command, type Option } from "commander";
 import { join } from "node:path";
 import type { KubeApi } from "../kube/api.ts";
 import { kubeconfigContexts, quickAccess } from "../kube/quick_access.ts";
+import { isNamespaceName } from "../net/dns_name.ts";
 import type { CliContext } from "./context.ts";
 
 /** The shells `vif completion` writes a script for. */
@@ -84,9 +85,6 @@ const API_BUDGET_MS = 1000;
 
 /** At most this many candidates come from a list call (the API server's `limit`). */
 const LIST_LIMIT = 500;
-
-/** A namespace name (RFC 1123 label). */
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** An object name (RFC 1123 subdomain). */
 const DNS_SUBDOMAIN =
@@ -628,12 +626,15 @@ async function beforeDeadline<T>(promise: Promise<T>, deadline: number): Promise
 }
 
 /** The names in a list answer that pass `check`, at most {@linkcode LIST_LIMIT}. */
-function namesIn(list: unknown, check: RegExp): { name: string; item: Record<string, unknown> }[] {
+function namesIn(
+  list: unknown,
+  check: (name: string) => boolean,
+): { name: string; item: Record<string, unknown> }[] {
   const items = isRecord(list) && Array.isArray(list.items) ? list.items : [];
   const found: { name: string; item: Record<string, unknown> }[] = [];
   for (const item of items.slice(0, LIST_LIMIT)) {
     const meta = isRecord(item) && isRecord(item.metadata) ? item.metadata : {};
-    if (typeof meta.name === "string" && check.test(meta.name)) {
+    if (typeof meta.name === "string" && check(meta.name)) {
       found.push({ name: meta.name, item: meta });
     }
   }
@@ -643,7 +644,7 @@ function namesIn(list: unknown, check: RegExp): { name: string; item: Record<str
 /** Every namespace the user may list. */
 async function namespacesOf(api: KubeApi): Promise<Candidate[]> {
   const list = await api.get(`/api/v1/namespaces?limit=${LIST_LIMIT}`);
-  return namesIn(list, DNS_LABEL).map(({ name }) => ({ value: name })).sort(byValue);
+  return namesIn(list, isNamespaceName).map(({ name }) => ({ value: name })).sort(byValue);
 }
 
 /**
@@ -656,7 +657,7 @@ async function workloadsIn(
   contextNamespace: string,
 ): Promise<Candidate[]> {
   const given = state.values.get("--namespace");
-  const namespace = given !== undefined && DNS_LABEL.test(given) ? given : contextNamespace;
+  const namespace = given !== undefined && isNamespaceName(given) ? given : contextNamespace;
   const lists = await Promise.all(WORKLOAD_KINDS.map(([, resource]) =>
     api.get(
       `/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/${resource}?limit=${LIST_LIMIT}`,
@@ -664,7 +665,7 @@ async function workloadsIn(
   ));
   const kinds = new Map<string, string[]>();
   WORKLOAD_KINDS.forEach(([kind], i) => {
-    for (const { name, item } of namesIn(lists[i], DNS_SUBDOMAIN)) {
+    for (const { name, item } of namesIn(lists[i], (n) => DNS_SUBDOMAIN.test(n))) {
       const owners = Array.isArray(item.ownerReferences) ? item.ownerReferences : [];
       const owned = owners.some((o) =>
         isRecord(o) && o.controller === true && o.kind === "Deployment"

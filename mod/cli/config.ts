@@ -38,6 +38,7 @@ import {
 } from "js-yaml";
 import { DEFAULT_GRACE_SECONDS } from "../daemon/control.ts";
 import { Cidr } from "../net/address.ts";
+import { isNamespaceName } from "../net/dns_name.ts";
 import { DEFAULT_MANAGER_NAMESPACE } from "../rpc/names.ts";
 import type { CliContext } from "./context.ts";
 import { UserError } from "./errors.ts";
@@ -133,8 +134,6 @@ function quote(text: string): string {
   return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}…` : text);
 }
 
-const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
 /**
  * Checks a subnet as `--also-proxy` and the file take it.
  *
@@ -208,7 +207,7 @@ export function checkGrace(text: string): number {
 }
 
 function checkNamespace(text: string): string {
-  if (!NAMESPACE.test(text)) {
+  if (!isNamespaceName(text)) {
     throw new RangeError(
       `${quote(text)} is not a namespace; a namespace is a DNS label (lower-case letters, digits ` +
         `and "-", at most 63).`,

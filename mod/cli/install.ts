@@ -23,6 +23,7 @@ import type {
   UserSubject,
 } from "../kube/mod.ts";
 import { Cidr } from "../net/address.ts";
+import { isNamespaceName } from "../net/dns_name.ts";
 import { DEFAULT_DIRECT_PORT, DEFAULT_MANAGER_NAMESPACE, managerServerName } from "../rpc/names.ts";
 import { VERSION } from "../version.ts";
 import type { CliContext } from "./context.ts";
@@ -556,7 +557,7 @@ function userNamespaceRefused(): Option {
  * @throws {InvalidArgumentError} When it is not one.
  */
 function namespaceName(value: string): string {
-  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(value)) {
+  if (!isNamespaceName(value)) {
     throw new InvalidArgumentError(
       "A namespace is up to 63 lower-case letters, digits and '-', starting and ending with a letter or digit.",
     );

@@ -22,6 +22,7 @@
 import { type Cluster, type Context, KubeConfig, type User } from "@kubernetes/client-node";
 import { load as loadYaml } from "js-yaml";
 import { delimiter, dirname, resolve } from "node:path";
+import { isNamespaceName } from "../net/dns_name.ts";
 import type { ApiAccess } from "./api.ts";
 import { KubeError } from "./errors.ts";
 
@@ -130,7 +131,7 @@ export function loadKubeConfig(options: LoadKubeConfigOptions = {}): LoadedKubeC
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromOptions({ ...merged, users, currentContext: context.name });
   if (options.requestTimeoutMs !== undefined) limitRequests(kubeConfig, options.requestTimeoutMs);
-  const namespace = context.namespace && DNS_LABEL.test(context.namespace)
+  const namespace = context.namespace && isNamespaceName(context.namespace)
     ? context.namespace
     : "default";
   const as = options.as ?? users.find((u) => u.name === context.user)?.impersonateUser ?? undefined;
@@ -174,9 +175,6 @@ function limitRequests(kubeConfig: KubeConfig, timeoutMs: number): void {
 
 /** The `--request-timeout` of each kubeconfig loaded with one. */
 const REQUEST_TIMEOUTS = new WeakMap<KubeConfig, number>();
-
-/** A namespace name (RFC 1123 label); a context's namespace that is not one is not used. */
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 interface ParsedKubeconfig {
   clusters: Cluster[];

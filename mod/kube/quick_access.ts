@@ -15,6 +15,7 @@
 import { load } from "js-yaml";
 import { Buffer } from "node:buffer";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
+import { isNamespaceName } from "../net/dns_name.ts";
 import type { ApiAccess } from "./api.ts";
 
 type Env = (name: string) => string | undefined;
@@ -24,9 +25,6 @@ const MAX_KUBECONFIG_BYTES = 4 << 20;
 
 /** The most an exec credential plugin may print. */
 const MAX_EXEC_OUTPUT_BYTES = 1 << 20;
-
-/** A namespace name (RFC 1123 label). */
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /**
  * The contexts of the kubeconfig (`explicit`, else `KUBECONFIG`, else
@@ -164,7 +162,7 @@ export async function quickAccess(
   if (context === undefined || cluster === undefined || typeof server !== "string") return;
   const user = config.users.find((u) => u.name === context.body.user);
   const ns = context.body.namespace;
-  const namespace = typeof ns === "string" && DNS_LABEL.test(ns) ? ns : "default";
+  const namespace = typeof ns === "string" && isNamespaceName(ns) ? ns : "default";
   if (user !== undefined && user.body["auth-provider"] != null) {
     return await viaClientNode(env, { ...options, context: context.name }, deadline);
   }
