@@ -13,7 +13,7 @@ import type { StatusDocument } from "../daemon/daemon.ts";
 import type { CliContext } from "./context.ts";
 import { daemonClient, STATE_DIR_HELP, stateDirOf } from "./daemon_client.ts";
 import { asUserError } from "./errors.ts";
-import { fetchConnections, formatConnections } from "./connections.ts";
+import { fetchConnections, formatAge, formatBytes, formatConnections } from "./connections.ts";
 import { formatStructured, type OutputFormat, outputOption } from "./output.ts";
 import { type Palette, palette } from "./terminal.ts";
 
@@ -69,25 +69,6 @@ export async function fetchStatus(stateDir: string): Promise<StatusDocument> {
   }
 }
 
-function duration(seconds: number): string {
-  if (seconds < 60) return `${seconds}s`;
-  const m = Math.floor(seconds / 60);
-  if (m < 60) return `${m}m${String(seconds % 60).padStart(2, "0")}s`;
-  const h = Math.floor(m / 60);
-  return `${h}h${String(m % 60).padStart(2, "0")}m`;
-}
-
-function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
-}
-
 function where(c: ConnectionStatus): string {
   return c.manager.via === "port-forward"
     ? `${c.manager.namespace}/${c.manager.pod} through the API server`
@@ -140,7 +121,7 @@ export function formatStatus(s: StatusDocument, p: Palette = palette(false)): st
   add(
     "Daemon",
     `running (vif ${s.daemon.version}, pid ${s.daemon.pid}, up ${
-      duration(s.daemon.uptimeSeconds ?? 0)
+      formatAge(s.daemon.uptimeSeconds ?? 0)
     })`,
   );
   add("Log", `${s.daemon.logFile} (level ${s.daemon.logLevel})`);
@@ -162,7 +143,7 @@ export function formatStatus(s: StatusDocument, p: Palette = palette(false)): st
   add(
     "Connected",
     c.state === "connected"
-      ? `${p.green("yes")}, for ${duration(c.uptimeSeconds)}`
+      ? `${p.green("yes")}, for ${formatAge(c.uptimeSeconds)}`
       : p.yellow("reconnecting: the traffic-manager does not answer"),
   );
   if (c.context) add("Context", `${c.context} (${c.cluster})`);
@@ -193,8 +174,8 @@ export function formatStatus(s: StatusDocument, p: Palette = palette(false)): st
   add("DNS queries", `${k.dnsQueries} (${k.dnsCacheHits} from cache)`);
   add(
     "Traffic",
-    `${bytes(k.bytesToCluster)} to the cluster, ${
-      bytes(k.bytesFromCluster)
+    `${formatBytes(k.bytesToCluster)} to the cluster, ${
+      formatBytes(k.bytesFromCluster)
     } back; ${k.packetsDropped} ${k.packetsDropped === 1 ? "packet" : "packets"} dropped`,
   );
   for (const [n, i] of (c.intercepts ?? []).entries()) {
